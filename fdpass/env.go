@@ -1,0 +1,69 @@
+package fdpass
+
+import (
+	"strconv"
+	"strings"
+)
+
+// Environment variables of the hand-off protocols, spelled as on the wire.
+const (
+	ListenFDs      = "LISTEN_FDS"
+	ListenPID      = "LISTEN_PID"
+	ListenFDNames  = "LISTEN_FDNAMES"
+	NotifySocket   = "NOTIFY_SOCKET"
+	Nginx          = "NGINX"
+	EinhornFDCount = "EINHORN_FD_COUNT"
+	einhornFDPfx   = "EINHORN_FD_"
+
+	// Generation is hotswap's own: the number of the generation, from 1.
+	Generation = "HOTSWAP_GENERATION"
+	hotswapPfx = "HOTSWAP_"
+)
+
+// FirstFD is the descriptor number of the first inherited listener
+// (SD_LISTEN_FDS_START).
+const FirstFD = 3
+
+// ChildEnv returns base without any variable of the hand-off protocols that
+// hotswap itself inherited (LISTEN_*, NOTIFY_SOCKET, NGINX, EINHORN_*,
+// HOTSWAP_*), followed by the variables that hand names[i] over as fd
+// FirstFD+i to generation gen, and then extra. LISTEN_PID is left to the
+// exec shim, which alone knows the child's pid. Names must not contain ':'.
+func ChildEnv(base, names []string, gen int, extra ...string) []string {
+	env := make([]string, 0, len(base)+len(names)+len(extra)+6)
+	for _, kv := range base {
+		if !inherited(kv) {
+			env = append(env, kv)
+		}
+	}
+	var nginx strings.Builder
+	for i := range names {
+		nginx.WriteString(strconv.Itoa(FirstFD + i))
+		nginx.WriteByte(';')
+		env = append(env, einhornFDPfx+strconv.Itoa(i)+"="+strconv.Itoa(FirstFD+i))
+	}
+	env = append(env,
+		ListenFDs+"="+strconv.Itoa(len(names)),
+		ListenFDNames+"="+strings.Join(names, ":"),
+		Nginx+"="+nginx.String(),
+		EinhornFDCount+"="+strconv.Itoa(len(names)),
+		Generation+"="+strconv.Itoa(gen),
+	)
+	return append(env, extra...)
+}
+
+// inherited reports whether kv belongs to a hand-off protocol and so must
+// not leak from hotswap's own environment into a child.
+func inherited(kv string) bool {
+	name, _, _ := strings.Cut(kv, "=")
+	switch name {
+	case NotifySocket, Nginx:
+		return true
+	}
+	for _, p := range []string{"LISTEN_", "EINHORN_", hotswapPfx} {
+		if strings.HasPrefix(name, p) {
+			return true
+		}
+	}
+	return false
+}
