@@ -1,0 +1,38 @@
+package healthgate
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"strings"
+)
+
+// NOTIFY_SOCKET is the environment variable that names the sd_notify
+// socket, as sd_notify(3) spells it.
+const NOTIFY_SOCKET = "NOTIFY_SOCKET"
+
+// Notify sends state, newline-separated KEY=VALUE assignments such as
+// "READY=1" or "STATUS=loading\nEXTEND_TIMEOUT_USEC=5000000", to the socket
+// named by $NOTIFY_SOCKET, as sd_notify(3) does. It does nothing and
+// returns nil when the variable is unset or empty. A path starting with
+// "@" is an abstract address. hotswap uses it to tell its own service
+// manager READY=1, RELOADING=1 and STOPPING=1; a Go server uses it to tell
+// hotswap.
+func Notify(state string) error {
+	addr := os.Getenv(NOTIFY_SOCKET)
+	if addr == "" {
+		return nil
+	}
+	if !strings.HasPrefix(addr, "/") && !strings.HasPrefix(addr, "@") {
+		return fmt.Errorf("healthgate: notify %s: unsupported address (want a path or @abstract)", addr)
+	}
+	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: addr, Net: "unixgram"})
+	if err != nil {
+		return fmt.Errorf("healthgate: notify %s: %w", addr, err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte(state)); err != nil {
+		return fmt.Errorf("healthgate: notify %s: %w", addr, err)
+	}
+	return nil
+}
