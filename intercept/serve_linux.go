@@ -53,10 +53,10 @@ type server struct {
 
 // reply is how a notification is answered.
 type reply struct {
-	send     bool // false: the caller is gone, send nothing
-	cont     bool // let the system call run
-	val      int64
-	errno    unix.Errno
+	send  bool // false: the caller is gone, send nothing
+	cont  bool // let the system call run
+	val   int64
+	errno unix.Errno
 }
 
 var (
