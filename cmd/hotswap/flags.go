@@ -1,0 +1,149 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hotswap-dev/hotswap/supervisor"
+	"github.com/spf13/pflag"
+)
+
+const usageHead = `hotswap runs a server as its child, owns its listening sockets, and replaces
+it with a new generation on SIGHUP without refusing a single connection.
+
+Usage:
+  hotswap [flags] -- COMMAND [ARG...]
+
+Reload:  kill -HUP $(cat PIDFILE)
+Stop:    kill -TERM $(cat PIDFILE)   (stop signal to every generation, then exit
+         with the current generation's status; 128+N for signal N)
+Signals: SIGUSR1, SIGUSR2 and SIGWINCH are forwarded to the current generation.
+
+Each generation gets the listeners as fds 3, 4, ... in --listen order, with
+LISTEN_FDS, LISTEN_FDNAMES, LISTEN_PID (systemd), NGINX="3;4;" (nginx),
+EINHORN_FD_COUNT/EINHORN_FD_n (einhorn) and HOTSWAP_GENERATION.
+
+Socket mode: shared. Every generation accepts from the same socket, so the
+kernel never refuses or resets a queued connection. A new generation takes
+clients as soon as it calls accept(), before it is ready: the readiness gate
+only guarantees that the old generation is not stopped too early.
+
+Flags:
+`
+
+type options struct {
+	listen       []string
+	pidfile      string
+	stopSignal   string
+	drainTimeout time.Duration
+	ready        string
+	readyTimeout time.Duration
+	logFormat    string
+	logLevel     string
+	version      bool
+	command      []string
+}
+
+func newFlagSet(o *options) *pflag.FlagSet {
+	fs := pflag.NewFlagSet("hotswap", pflag.ContinueOnError)
+	fs.SortFlags = false
+	fs.StringArrayVarP(&o.listen, "listen", "l", nil, "`[NAME=]URL` to listen on: tcp://HOST:PORT, tcp4://, tcp6://[::1]:PORT, unix:///PATH (repeatable)")
+	fs.StringVar(&o.pidfile, "pidfile", "", "write hotswap's pid to `PATH` (atomically; removed on exit)")
+	fs.StringVar(&o.stopSignal, "stop-signal", "TERM", "`SIG` that stops an old generation (TERM, SIGQUIT, 3, ...); nginx wants QUIT")
+	fs.DurationVar(&o.drainTimeout, "drain-timeout", supervisor.DefaultDrainTimeout, "after the stop signal, wait this long, then SIGKILL")
+	fs.StringVar(&o.ready, "ready", supervisor.DefaultReady.String(), "readiness: a `DURATION` the generation must stay up")
+	fs.DurationVar(&o.readyTimeout, "ready-timeout", supervisor.DefaultReadyTimeout, "a generation not ready after this long is stopped and rolled back")
+	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log level: trace, debug, info, warn or error")
+	fs.BoolVar(&o.version, "version", false, "print the version and exit")
+	fs.Usage = func() {} // errors are one line; --help prints usage
+	return fs
+}
+
+var errHelp = errors.New("help requested")
+
+// parseArgs parses flags and the command after "--".
+func parseArgs(args []string) (*options, error) {
+	o := &options{}
+	fs := newFlagSet(o)
+	fs.SetOutput(discard{})
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			fmt.Fprint(os.Stdout, usageHead+fs.FlagUsages())
+			return nil, errHelp
+		}
+		return nil, err
+	}
+	if o.version {
+		return o, nil
+	}
+	dash := fs.ArgsLenAtDash()
+	rest := fs.Args()
+	switch {
+	case dash < 0 && len(rest) > 0:
+		return nil, fmt.Errorf("missing -- before the command %q (usage: hotswap [flags] -- COMMAND [ARG...])", strings.Join(rest, " "))
+	case dash < 0:
+		return nil, errors.New("missing -- COMMAND (usage: hotswap [flags] -- COMMAND [ARG...])")
+	case dash > 0:
+		return nil, fmt.Errorf("unexpected argument %q before -- (usage: hotswap [flags] -- COMMAND [ARG...])", rest[0])
+	case len(rest) == 0:
+		return nil, errors.New("no command after -- (usage: hotswap [flags] -- COMMAND [ARG...])")
+	}
+	o.command = rest
+	return o, nil
+}
+
+// config turns options into a supervisor configuration.
+func (o *options) config(log hclog.Logger) (supervisor.Config, error) {
+	cfg := supervisor.Config{
+		Command:      o.command,
+		DrainTimeout: o.drainTimeout,
+		ReadyTimeout: o.readyTimeout,
+		Logger:       log,
+	}
+	for _, l := range o.listen {
+		spec, err := supervisor.ParseListen(l)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.Listeners = append(cfg.Listeners, spec)
+	}
+	sig, err := supervisor.ParseSignal(o.stopSignal)
+	if err != nil {
+		return cfg, fmt.Errorf("--stop-signal: %w", err)
+	}
+	cfg.StopSignal = sig
+	d, err := time.ParseDuration(o.ready)
+	if err != nil || d < 0 {
+		return cfg, fmt.Errorf("--ready %q: want a duration such as 1s or 500ms", o.ready)
+	}
+	cfg.Ready = supervisor.Delay(d)
+	if o.drainTimeout <= 0 || o.readyTimeout <= 0 {
+		return cfg, errors.New("--drain-timeout and --ready-timeout must be positive")
+	}
+	return cfg, nil
+}
+
+func newLogger(o *options) (hclog.Logger, error) {
+	level := hclog.LevelFromString(o.logLevel)
+	if level == hclog.NoLevel {
+		return nil, fmt.Errorf("--log-level %q: want trace, debug, info, warn or error", o.logLevel)
+	}
+	if o.logFormat != "text" && o.logFormat != "json" {
+		return nil, fmt.Errorf("--log-format %q: want text or json", o.logFormat)
+	}
+	return hclog.New(&hclog.LoggerOptions{
+		Name:       "hotswap",
+		Level:      level,
+		JSONFormat: o.logFormat == "json",
+		Output:     os.Stderr,
+	}), nil
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }

@@ -1,0 +1,39 @@
+// Command hotswap runs a server as its child, owns its listening sockets,
+// and replaces it with a new generation on SIGHUP without refusing, resetting
+// or timing out a single client connection.
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/hotswap-dev/hotswap/fdpass"
+)
+
+// Exit statuses of hotswap itself. When hotswap stops its child, it exits
+// with the child's status instead, in shell convention (128+signal).
+const (
+	exitOK      = 0
+	exitFailure = 1 // a runtime failure: the first generation never became ready, a reload failed
+	exitUsage   = 2 // bad flags or arguments
+)
+
+var version = "dev"
+
+func main() {
+	if fdpass.IsShim() {
+		code, err := fdpass.RunShim(shimPrepare)
+		fmt.Fprintf(os.Stderr, "hotswap: %v\n", err)
+		os.Exit(code)
+	}
+	os.Exit(run(os.Args[1:]))
+}
+
+// shimPrepare runs in the exec shim on the thread that will exec the target.
+func shimPrepare() error { return nil }
+
+// fail prints the one-line error a user sees and returns code.
+func fail(code int, format string, args ...any) int {
+	fmt.Fprintf(os.Stderr, "hotswap: "+format+"\n", args...)
+	return code
+}

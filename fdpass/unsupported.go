@@ -1,0 +1,16 @@
+//go:build !linux
+
+package fdpass
+
+import (
+	"errors"
+	"fmt"
+)
+
+// ShimArgs returns the argv of the shim process that will exec argv.
+func ShimArgs(argv []string) []string { return append([]string{"hotswap-shim"}, argv...) }
+
+// RunShim is not supported on this platform.
+func RunShim(before func() error) (int, error) {
+	return ExitCannotExec, fmt.Errorf("fdpass: %w", errors.ErrUnsupported)
+}

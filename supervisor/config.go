@@ -1,0 +1,243 @@
+package supervisor
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
+)
+
+// Documented defaults of [Config].
+const (
+	DefaultDrainTimeout = 30 * time.Second
+	DefaultReady        = time.Second
+	DefaultReadyTimeout = 60 * time.Second
+	DefaultStopSignal   = syscall.SIGTERM
+	DefaultBackoffMin   = 100 * time.Millisecond
+	DefaultBackoffMax   = 30 * time.Second
+	DefaultBackoffReset = 10 * time.Second
+)
+
+// ListenSpec is one socket the supervisor owns, from --listen [NAME=]URL.
+type ListenSpec struct {
+	Name    string // handed to children in LISTEN_FDNAMES
+	Network string // tcp, tcp4, tcp6, udp, udp4, udp6 or unix
+	Address string // host:port, or an absolute path for unix
+}
+
+func (l ListenSpec) String() string {
+	if l.Network == "unix" {
+		return "unix://" + l.Address
+	}
+	return l.Network + "://" + l.Address
+}
+
+// ParseListen parses "[NAME=]URL" where URL is tcp://HOST:PORT, tcp4://,
+// tcp6://[::1]:PORT, udp://, udp4://, udp6:// or unix:///abs/path. An
+// empty name is filled in by [Config] validation.
+func ParseListen(s string) (ListenSpec, error) {
+	name, rest, ok := strings.Cut(s, "=")
+	if !ok || strings.Contains(name, "://") {
+		name, rest = "", s
+	}
+	u, err := url.Parse(rest)
+	if err != nil || u.Scheme == "" {
+		return ListenSpec{}, fmt.Errorf("listen %q: want [NAME=]tcp://HOST:PORT or unix:///PATH", s)
+	}
+	l := ListenSpec{Name: name, Network: u.Scheme}
+	switch u.Scheme {
+	case "tcp", "tcp4", "tcp6", "udp", "udp4", "udp6":
+		if u.Path != "" || u.RawQuery != "" || u.User != nil {
+			return ListenSpec{}, fmt.Errorf("listen %q: want %s://HOST:PORT with nothing after the port", s, u.Scheme)
+		}
+		_, port, err := net.SplitHostPort(u.Host)
+		if err != nil || port == "" {
+			return ListenSpec{}, fmt.Errorf("listen %q: want %s://HOST:PORT", s, u.Scheme)
+		}
+		if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+			return ListenSpec{}, fmt.Errorf("listen %q: port %q is not a number from 0 to 65535", s, port)
+		}
+		l.Address = u.Host
+	case "unix":
+		if u.Host != "" || !filepath.IsAbs(u.Path) {
+			return ListenSpec{}, fmt.Errorf("listen %q: want unix:///ABSOLUTE/PATH", s)
+		}
+		l.Address = u.Path
+	default:
+		return ListenSpec{}, fmt.Errorf("listen %q: unknown scheme %q (want tcp, tcp4, tcp6, udp, udp4, udp6 or unix)", s, u.Scheme)
+	}
+	if err := checkName(l.Name); name != "" && err != nil {
+		return ListenSpec{}, fmt.Errorf("listen %q: %w", s, err)
+	}
+	return l, nil
+}
+
+func checkName(name string) error {
+	if name == "" || len(name) > 255 {
+		return fmt.Errorf("name %q must have 1 to 255 characters", name)
+	}
+	for _, r := range name {
+		if r == ':' || r <= ' ' || r > '~' {
+			return fmt.Errorf("name %q may hold only printable ASCII without ':' or spaces", name)
+		}
+	}
+	return nil
+}
+
+// Config configures a [Supervisor]. Zero values take the documented defaults.
+type Config struct {
+	// Command is the argv of every generation; Command[0] is looked up in
+	// PATH when a generation starts, so a replaced binary is picked up.
+	Command   []string
+	Listeners []ListenSpec
+
+	StopSignal   syscall.Signal // default SIGTERM
+	DrainTimeout time.Duration  // after the stop signal, then SIGKILL; default 30s
+	Ready        Gate           // default: up for DefaultReady
+	ReadyTimeout time.Duration  // default 60s
+
+	BackoffMin, BackoffMax time.Duration // crash restart backoff, default 100ms..30s
+	BackoffReset           time.Duration // a generation up this long resets the backoff; default 10s
+
+	Env            []string  // base environment of children; default os.Environ()
+	Stdout, Stderr io.Writer // default os.Stdout, os.Stderr
+	Logger         hclog.Logger
+
+	// Executable is the program started as the exec shim; default
+	// os.Executable(). Its main must call fdpass.RunShim when
+	// fdpass.IsShim() is true.
+	Executable string
+}
+
+func (c *Config) validate() error {
+	if len(c.Command) == 0 || c.Command[0] == "" {
+		return errors.New("no command to run")
+	}
+	if _, err := exec.LookPath(c.Command[0]); err != nil {
+		return fmt.Errorf("command %s: %w", c.Command[0], unwrapExec(err))
+	}
+	if len(c.Listeners) == 0 {
+		return errors.New("no --listen address")
+	}
+	seen := map[string]bool{}
+	for i := range c.Listeners {
+		l := &c.Listeners[i]
+		if l.Name == "" {
+			l.Name = defaultName(*l, seen)
+		}
+		if err := checkName(l.Name); err != nil {
+			return fmt.Errorf("listener %s: %w", l, err)
+		}
+		if seen[l.Name] {
+			return fmt.Errorf("listener %s: name %q used twice", l, l.Name)
+		}
+		seen[l.Name] = true
+	}
+	if c.StopSignal == 0 {
+		c.StopSignal = DefaultStopSignal
+	}
+	setDefault(&c.DrainTimeout, DefaultDrainTimeout)
+	setDefault(&c.ReadyTimeout, DefaultReadyTimeout)
+	setDefault(&c.BackoffMin, DefaultBackoffMin)
+	setDefault(&c.BackoffMax, DefaultBackoffMax)
+	setDefault(&c.BackoffReset, DefaultBackoffReset)
+	if c.Ready == nil {
+		c.Ready = Delay(DefaultReady)
+	}
+	if c.Env == nil {
+		c.Env = os.Environ()
+	}
+	if c.Stdout == nil {
+		c.Stdout = os.Stdout
+	}
+	if c.Stderr == nil {
+		c.Stderr = os.Stderr
+	}
+	if c.Logger == nil {
+		c.Logger = hclog.NewNullLogger()
+	}
+	if c.Executable == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("find own executable for the exec shim: %w", err)
+		}
+		c.Executable = exe
+	}
+	return nil
+}
+
+func setDefault(d *time.Duration, v time.Duration) {
+	if *d <= 0 {
+		*d = v
+	}
+}
+
+// defaultName derives a stable name from the address: "tcp-8080",
+// "unix-app.sock", with a numeric suffix when taken.
+func defaultName(l ListenSpec, seen map[string]bool) string {
+	base := l.Network + "-" + filepath.Base(l.Address)
+	if l.Network != "unix" {
+		_, port, _ := net.SplitHostPort(l.Address)
+		base = l.Network + "-" + port
+	}
+	base = strings.ReplaceAll(base, ":", "_")
+	name := base
+	for i := 2; seen[name]; i++ {
+		name = base + "-" + strconv.Itoa(i)
+	}
+	return name
+}
+
+// unwrapExec turns exec.LookPath's error into its cause, so the message
+// reads "command ./x: no such file or directory".
+func unwrapExec(err error) error {
+	var ee *exec.Error
+	if errors.As(err, &ee) {
+		if errors.Is(ee.Err, exec.ErrNotFound) {
+			return errors.New("not found in PATH")
+		}
+		var pe *os.PathError
+		if errors.As(ee.Err, &pe) {
+			return pe.Err
+		}
+		return ee.Err
+	}
+	return err
+}
+
+// ParseSignal accepts TERM, SIGTERM, term or 15.
+func ParseSignal(s string) (syscall.Signal, error) {
+	if n, err := strconv.Atoi(s); err == nil {
+		if n <= 0 || n > 64 {
+			return 0, fmt.Errorf("signal %q: number out of range", s)
+		}
+		return syscall.Signal(n), nil
+	}
+	name := strings.ToUpper(s)
+	if !strings.HasPrefix(name, "SIG") {
+		name = "SIG" + name
+	}
+	if sig := unix.SignalNum(name); sig != 0 {
+		return sig, nil
+	}
+	return 0, fmt.Errorf("signal %q: unknown name", s)
+}
+
+// signalName returns "SIGTERM" for SIGTERM, or the number.
+func signalName(sig syscall.Signal) string {
+	if n := unix.SignalName(sig); n != "" {
+		return n
+	}
+	return strconv.Itoa(int(sig))
+}

@@ -1,0 +1,138 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hotswap-dev/hotswap/fdpass"
+)
+
+// State is where a generation is in its life.
+type State string
+
+const (
+	StateStarting State = "starting" // started, not yet ready
+	StateReady    State = "ready"    // serving; the current generation
+	StateDraining State = "draining" // stop signal sent or about to be
+	StateExited   State = "exited"
+)
+
+// gen is one running instance of the command. Only the run loop touches
+// its mutable fields; exited and ps are written once by the waiter before
+// exited is closed.
+type gen struct {
+	id      int
+	pid     int
+	cmd     *exec.Cmd
+	started time.Time
+	readyAt time.Time
+	state   State
+	log     hclog.Logger
+
+	// ctx is cancelled, with the reason, when the process exits.
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+
+	exited chan struct{} // closed when the process has been reaped
+	ps     *os.ProcessState
+}
+
+// startGen starts generation id through the exec shim with every listener.
+func (s *Supervisor) startGen(id int) (*gen, error) {
+	if _, err := exec.LookPath(s.cfg.Command[0]); err != nil {
+		return nil, fmt.Errorf("start generation %d: command %s: %w", id, s.cfg.Command[0], unwrapExec(err))
+	}
+	cmd := &exec.Cmd{
+		Path:       s.cfg.Executable,
+		Args:       fdpass.ShimArgs(s.cfg.Command),
+		Env:        fdpass.ChildEnv(s.cfg.Env, s.names, id, fdpass.ShimEnv+"=1"),
+		Stdin:      os.Stdin,
+		Stdout:     s.cfg.Stdout,
+		Stderr:     s.cfg.Stderr,
+		ExtraFiles: s.files,
+		// Its own process group: a terminal's ^C reaches hotswap only, and
+		// hotswap decides when each generation stops.
+		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start generation %d: %w", id, err)
+	}
+	g := &gen{
+		id:      id,
+		pid:     cmd.Process.Pid,
+		cmd:     cmd,
+		started: time.Now(),
+		state:   StateStarting,
+		log:     s.log.With("gen", id, "pid", cmd.Process.Pid),
+		exited:  make(chan struct{}),
+	}
+	g.ctx, g.cancel = context.WithCancelCause(context.Background())
+	s.wg.Go(func() { s.wait(g) })
+	g.log.Info("generation started", "command", s.cfg.Command[0])
+	return g, nil
+}
+
+// wait reaps g and reports its exit to the run loop.
+func (s *Supervisor) wait(g *gen) {
+	err := g.cmd.Wait()
+	g.ps = g.cmd.ProcessState
+	var ee *exec.ExitError
+	if g.ps == nil || (err != nil && !errors.As(err, &ee)) {
+		g.cancel(fmt.Errorf("wait: %w", err))
+	} else {
+		g.cancel(fmt.Errorf("exited with %s", describeExit(g.ps)))
+	}
+	close(g.exited)
+	select {
+	case s.exitc <- g:
+	case <-s.done: // stopAll waits on g.exited instead
+	}
+}
+
+// stop sends g its stop signal and, after the drain timeout, SIGKILL to
+// its whole process group. It returns once g has been reaped.
+func (s *Supervisor) stop(g *gen) {
+	sig := s.cfg.StopSignal
+	g.log.Info("stopping generation", "signal", signalName(sig))
+	if err := g.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		g.log.Warn("signal generation", "error", err)
+	}
+	t := time.NewTimer(s.cfg.DrainTimeout)
+	defer t.Stop()
+	select {
+	case <-g.exited:
+		return
+	case <-t.C:
+	}
+	g.log.Warn("generation did not stop in time, killing it", "drain_timeout", s.cfg.DrainTimeout)
+	// The group first, for workers the process may have left behind; the
+	// process itself in case it changed its group.
+	_ = syscall.Kill(-g.pid, syscall.SIGKILL)
+	_ = g.cmd.Process.Signal(syscall.SIGKILL)
+	<-g.exited
+}
+
+// exitCode maps a process state to a shell's exit status: the code, or
+// 128+signal.
+func exitCode(ps *os.ProcessState) int {
+	if ps == nil {
+		return 0
+	}
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	return ps.ExitCode()
+}
+
+func describeExit(ps *os.ProcessState) string {
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return "signal " + signalName(ws.Signal())
+	}
+	return fmt.Sprintf("status %d", ps.ExitCode())
+}

@@ -1,0 +1,119 @@
+package supervisor
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/hotswap-dev/hotswap/reuse"
+)
+
+// ReloadError says why a reload was rolled back, and what still serves.
+type ReloadError struct {
+	Gen, PID int   // the generation that failed; PID 0 if it never started
+	Err      error // why
+	// Serving and ServingPID name the generation still serving, 0 if none.
+	Serving, ServingPID int
+}
+
+func (e *ReloadError) Error() string {
+	if e.PID == 0 {
+		return e.Err.Error()
+	}
+	return fmt.Sprintf("generation %d (pid %d) %v", e.Gen, e.PID, e.Err)
+}
+
+func (e *ReloadError) Unwrap() error { return e.Err }
+
+// StillServing says what is true after the failure, for the user.
+func (e *ReloadError) StillServing() string {
+	if e.Serving == 0 {
+		return "no generation is serving"
+	}
+	return fmt.Sprintf("still serving generation %d (pid %d)", e.Serving, e.ServingPID)
+}
+
+// Status is a snapshot of the supervisor.
+type Status struct {
+	PID         int                `json:"pid"`
+	Started     time.Time          `json:"started"`
+	Listeners   []ListenerStatus   `json:"listeners"`
+	Generations []GenerationStatus `json:"generations"`
+	Current     int                `json:"current"`
+	Reloads     ReloadCounts       `json:"reloads"`
+	Restarts    int                `json:"restarts"`
+	LastFailure string             `json:"last_failure,omitempty"`
+}
+
+// ListenerStatus describes one socket the supervisor owns.
+type ListenerStatus struct {
+	Name    string `json:"name"`
+	Address string `json:"address"`
+	Mode    string `json:"mode"`
+	Queue   uint32 `json:"queue"`
+	Backlog uint32 `json:"backlog"`
+}
+
+// GenerationStatus describes one generation that has not been reaped.
+type GenerationStatus struct {
+	ID         int           `json:"gen"`
+	PID        int           `json:"pid"`
+	State      State         `json:"state"`
+	Started    time.Time     `json:"started"`
+	ReadyAfter time.Duration `json:"ready_after_ns,omitempty"`
+}
+
+// ReloadCounts counts reloads by outcome.
+type ReloadCounts struct {
+	OK     int `json:"ok"`
+	Failed int `json:"failed"`
+}
+
+// Status returns a snapshot taken by the run loop.
+func (s *Supervisor) Status(ctx context.Context) (Status, error) {
+	c := make(chan Status, 1)
+	select {
+	case s.statusc <- c:
+		return <-c, nil
+	case <-ctx.Done():
+		return Status{}, ctx.Err()
+	case <-s.done:
+		return Status{}, ErrStopped
+	}
+}
+
+func (s *Supervisor) status() Status {
+	st := Status{
+		PID:         os.Getpid(),
+		Started:     s.started,
+		Reloads:     ReloadCounts{OK: s.stats.reloadsOK, Failed: s.stats.reloadsFailed},
+		Restarts:    s.stats.restarts,
+		LastFailure: s.lastFailed,
+	}
+	if s.current != nil {
+		st.Current = s.current.id
+	}
+	for i, l := range s.cfg.Listeners {
+		ls := ListenerStatus{Name: l.Name, Address: l.Address, Mode: "shared"}
+		if a, err := reuse.Addr(s.files[i]); err == nil {
+			ls.Address = a.String()
+		}
+		if l.Network != "unix" && l.Network[:3] == "tcp" {
+			ls.Queue, ls.Backlog, _ = reuse.QueueLen(s.files[i])
+		}
+		st.Listeners = append(st.Listeners, ls)
+	}
+	for id := 1; id <= s.nextID; id++ {
+		g, ok := s.live[id]
+		if !ok {
+			continue
+		}
+		gs := GenerationStatus{ID: g.id, PID: g.pid, State: g.state, Started: g.started}
+		if !g.readyAt.IsZero() {
+			gs.ReadyAfter = g.readyAt.Sub(g.started)
+		}
+		st.Generations = append(st.Generations, gs)
+	}
+	return st
+}

@@ -1,0 +1,451 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hotswap-dev/hotswap/reuse"
+)
+
+// ErrStopped is returned to requests that reach a supervisor that has
+// stopped or is stopping.
+var ErrStopped = errors.New("supervisor: stopped")
+
+// Supervisor runs generations of one command on sockets it owns.
+type Supervisor struct {
+	cfg   Config
+	log   hclog.Logger
+	names []string   // listener names, in fd order
+	files []*os.File // listeners, in fd order; never closed while Run runs
+
+	reloadc chan reloadReq
+	sigc    chan sigReq
+	statusc chan chan Status
+	exitc   chan *gen
+	gatec   chan gateResult
+	readyc  chan struct{} // closed when the first generation is ready
+	done    chan struct{} // closed when the run loop has returned
+	wg      sync.WaitGroup
+
+	// Owned by the run loop.
+	nextID     int
+	current    *gen // the generation serving, or nil after a crash
+	pending    *gen // the generation a reload is gating
+	live       map[int]*gen
+	waiting    []reloadReq // callers of the reload in progress
+	queued     []reloadReq // callers coalesced into the next reload
+	everReady  bool
+	backoff    time.Duration
+	restart    *time.Timer
+	lastExit   *os.ProcessState // of the last current generation to exit
+	started    time.Time
+	stats      counters
+	lastFailed string
+}
+
+type counters struct {
+	reloadsOK, reloadsFailed, restarts int
+}
+
+type reloadReq struct {
+	reply chan error
+}
+
+type sigReq struct {
+	sig   syscall.Signal
+	reply chan error
+}
+
+type gateResult struct {
+	g   *gen
+	err error
+}
+
+// New validates cfg and applies its defaults. It starts nothing.
+func New(cfg Config) (*Supervisor, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	s := &Supervisor{
+		cfg:     cfg,
+		log:     cfg.Logger.Named("supervisor"),
+		reloadc: make(chan reloadReq),
+		sigc:    make(chan sigReq),
+		statusc: make(chan chan Status),
+		exitc:   make(chan *gen),
+		gatec:   make(chan gateResult),
+		readyc:  make(chan struct{}),
+		done:    make(chan struct{}),
+		live:    map[int]*gen{},
+	}
+	for _, l := range cfg.Listeners {
+		s.names = append(s.names, l.Name)
+	}
+	return s, nil
+}
+
+// Ready is closed once the first generation is ready.
+func (s *Supervisor) Ready() <-chan struct{} { return s.readyc }
+
+// Done is closed once Run has returned.
+func (s *Supervisor) Done() <-chan struct{} { return s.done }
+
+// Run binds every listener, starts the first generation and supervises
+// generations until ctx is done; then it stops them all (stop signal, drain
+// timeout, SIGKILL) and closes the listeners. It returns an error when a
+// listener cannot be bound or the first generation never becomes ready.
+func (s *Supervisor) Run(ctx context.Context) error {
+	s.started = time.Now()
+	if err := s.listen(); err != nil {
+		close(s.done)
+		return err
+	}
+	defer s.closeListeners()
+	err := s.startFirst()
+	if err == nil {
+		err = s.loop(ctx)
+	}
+	close(s.done)
+	s.stopAll()
+	s.wg.Wait()
+	for _, r := range append(s.waiting, s.queued...) {
+		r.reply <- ErrStopped
+	}
+	return err
+}
+
+func (s *Supervisor) startFirst() error {
+	g, err := s.startGen(s.next())
+	if err != nil {
+		return err
+	}
+	s.current = g
+	s.gate(g)
+	return nil
+}
+
+func (s *Supervisor) loop(ctx context.Context) error {
+	for {
+		var restartC <-chan time.Time
+		if s.restart != nil {
+			restartC = s.restart.C
+		}
+		var err error
+		select {
+		case <-ctx.Done():
+			s.log.Info("stopping", "cause", context.Cause(ctx))
+			return nil
+		case r := <-s.reloadc:
+			s.onReload(r)
+		case g := <-s.exitc:
+			err = s.onExit(g)
+		case r := <-s.gatec:
+			err = s.onGate(r)
+		case <-restartC:
+			s.restart = nil
+			s.onRestart()
+		case r := <-s.sigc:
+			r.reply <- s.onSignal(r.sig)
+		case c := <-s.statusc:
+			c <- s.status()
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+func (s *Supervisor) next() int {
+	s.nextID++
+	return s.nextID
+}
+
+// Reload starts a new generation and waits until it serves (nil) or was
+// rolled back (a *ReloadError). Reloads requested while one is in progress
+// are coalesced into one more reload after it.
+func (s *Supervisor) Reload(ctx context.Context) error {
+	r := reloadReq{reply: make(chan error, 1)}
+	select {
+	case s.reloadc <- r:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.done:
+		return ErrStopped
+	}
+	select {
+	case err := <-r.reply:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Signal forwards sig to the current generation.
+func (s *Supervisor) Signal(ctx context.Context, sig syscall.Signal) error {
+	r := sigReq{sig: sig, reply: make(chan error, 1)}
+	select {
+	case s.sigc <- r:
+		return <-r.reply
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.done:
+		return ErrStopped
+	}
+}
+
+// ExitCode is, after Run has returned, the exit status of the last current
+// generation in shell convention (its code, or 128+signal).
+func (s *Supervisor) ExitCode() int {
+	<-s.done
+	if s.current != nil && s.current.ps != nil {
+		return exitCode(s.current.ps)
+	}
+	return exitCode(s.lastExit)
+}
+
+func (s *Supervisor) onReload(r reloadReq) {
+	if s.pending != nil || !s.everReady {
+		s.queued = append(s.queued, r)
+		return
+	}
+	s.waiting = append(s.waiting, r)
+	s.beginReload()
+}
+
+func (s *Supervisor) beginReload() {
+	g, err := s.startGen(s.next())
+	if err != nil {
+		s.finishReload(s.reloadError(s.nextID, 0, err))
+		return
+	}
+	s.pending = g
+	s.gate(g)
+}
+
+// finishReload answers the callers of the reload that ended and starts the
+// coalesced one, if any.
+func (s *Supervisor) finishReload(err error) {
+	if err != nil {
+		s.stats.reloadsFailed++
+		s.lastFailed = err.Error()
+		var re *ReloadError
+		if errors.As(err, &re) {
+			s.log.Error("reload failed", "gen", re.Gen, "pid", re.PID, "reason", re.Err, "still_serving", re.Serving)
+		}
+	} else {
+		s.stats.reloadsOK++
+	}
+	for _, r := range s.waiting {
+		r.reply <- err
+	}
+	s.waiting, s.queued = s.queued, nil
+	if len(s.waiting) > 0 {
+		s.beginReload()
+	}
+}
+
+func (s *Supervisor) reloadError(id, pid int, err error) *ReloadError {
+	re := &ReloadError{Gen: id, PID: pid, Err: err}
+	if s.current != nil && s.current.state == StateReady {
+		re.Serving, re.ServingPID = s.current.id, s.current.pid
+	}
+	return re
+}
+
+// gate waits, off the loop, for g to become ready.
+func (s *Supervisor) gate(g *gen) {
+	s.live[g.id] = g
+	ctx, cancel := context.WithTimeoutCause(g.ctx, s.cfg.ReadyTimeout,
+		fmt.Errorf("not ready after %s", s.cfg.ReadyTimeout))
+	s.wg.Go(func() {
+		defer cancel()
+		err := s.cfg.Ready.Wait(ctx, GenInfo{ID: g.id, PID: g.pid})
+		if err != nil {
+			err = gateError(ctx, g, err)
+		}
+		select {
+		case s.gatec <- gateResult{g, err}:
+		case <-s.done:
+		}
+	})
+}
+
+// gateError says why g did not become ready: it exited, or the timeout
+// passed with the last probe failure.
+func gateError(ctx context.Context, g *gen, err error) error {
+	select {
+	case <-g.exited:
+		return context.Cause(g.ctx)
+	default:
+	}
+	cause := context.Cause(ctx)
+	if cause == nil || errors.Is(err, cause) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", cause, err)
+}
+
+func (s *Supervisor) onGate(r gateResult) error {
+	g := r.g
+	switch g {
+	case s.pending:
+		s.pending = nil
+		if r.err != nil {
+			s.drain(g)
+			if s.current == nil {
+				s.scheduleRestart(0)
+			}
+			s.finishReload(s.reloadError(g.id, g.pid, r.err))
+			return nil
+		}
+		s.markReady(g)
+		old := s.current
+		s.current = g
+		if old != nil {
+			s.drain(old)
+		}
+		g.log.Info("reload succeeded", "after", g.readyAt.Sub(g.started))
+		s.finishReload(nil)
+	case s.current:
+		if r.err != nil {
+			if !s.everReady {
+				return fmt.Errorf("generation %d (pid %d) %w", g.id, g.pid, r.err)
+			}
+			g.log.Error("restarted generation not ready, stopping it", "reason", r.err)
+			s.drain(g)
+			return nil
+		}
+		s.markReady(g)
+		if !s.everReady {
+			s.everReady = true
+			close(s.readyc)
+			if len(s.queued) > 0 {
+				s.waiting, s.queued = s.queued, nil
+				s.beginReload()
+			}
+		}
+	}
+	return nil
+}
+
+func (s *Supervisor) markReady(g *gen) {
+	g.state = StateReady
+	g.readyAt = time.Now()
+	g.log.Info("generation ready", "after", g.readyAt.Sub(g.started))
+}
+
+// drain stops g off the loop; its exit arrives as an event.
+func (s *Supervisor) drain(g *gen) {
+	if g.state == StateDraining || g.state == StateExited {
+		return
+	}
+	g.state = StateDraining
+	s.wg.Go(func() { s.stop(g) })
+}
+
+func (s *Supervisor) onExit(g *gen) error {
+	delete(s.live, g.id)
+	prev := g.state
+	g.state = StateExited
+	up := time.Since(g.started)
+	g.log.Info("generation exited", "status", describeExit(g.ps), "up", up.Round(time.Millisecond))
+	if g != s.current {
+		return nil
+	}
+	s.lastExit = g.ps
+	s.current = nil
+	if !s.everReady {
+		return fmt.Errorf("generation %d (pid %d) %v before it was ready", g.id, g.pid, context.Cause(g.ctx))
+	}
+	if prev != StateDraining {
+		g.log.Warn("generation exited on its own", "status", describeExit(g.ps))
+	}
+	if s.pending == nil {
+		s.scheduleRestart(up)
+	}
+	return nil
+}
+
+// scheduleRestart arms the crash-restart timer with exponential backoff;
+// a generation that stayed up for BackoffReset resets it.
+func (s *Supervisor) scheduleRestart(up time.Duration) {
+	switch {
+	case s.backoff == 0 || up >= s.cfg.BackoffReset:
+		s.backoff = s.cfg.BackoffMin
+	default:
+		s.backoff = min(2*s.backoff, s.cfg.BackoffMax)
+	}
+	s.log.Info("restarting after backoff", "backoff", s.backoff)
+	s.restart = time.NewTimer(s.backoff)
+}
+
+func (s *Supervisor) onRestart() {
+	if s.current != nil || s.pending != nil {
+		return
+	}
+	g, err := s.startGen(s.next())
+	if err != nil {
+		s.log.Error("restart failed", "error", err)
+		s.scheduleRestart(0)
+		return
+	}
+	s.stats.restarts++
+	s.current = g
+	s.gate(g)
+}
+
+func (s *Supervisor) onSignal(sig syscall.Signal) error {
+	if s.current == nil {
+		return errors.New("no generation is running")
+	}
+	if err := s.current.cmd.Process.Signal(sig); err != nil {
+		return fmt.Errorf("signal generation %d (pid %d): %w", s.current.id, s.current.pid, err)
+	}
+	return nil
+}
+
+// stopAll stops every live generation concurrently and waits for them.
+func (s *Supervisor) stopAll() {
+	if s.restart != nil {
+		s.restart.Stop()
+	}
+	var wg sync.WaitGroup
+	for _, g := range s.live {
+		if g.state == StateDraining {
+			continue // already being stopped by its own goroutine
+		}
+		g.state = StateDraining
+		wg.Go(func() { s.stop(g) })
+	}
+	wg.Wait()
+	for _, g := range s.live {
+		<-g.exited
+		g.log.Info("generation exited", "status", describeExit(g.ps), "up", time.Since(g.started).Round(time.Millisecond))
+	}
+}
+
+func (s *Supervisor) listen() error {
+	for _, l := range s.cfg.Listeners {
+		f, err := reuse.Listen(l.Network, l.Address, reuse.Options{})
+		if err != nil {
+			s.closeListeners()
+			return fmt.Errorf("listen %s: %w", l, err)
+		}
+		s.files = append(s.files, f)
+		addr, _ := reuse.Addr(f)
+		s.log.Info("listening", "name", l.Name, "address", addr)
+	}
+	return nil
+}
+
+func (s *Supervisor) closeListeners() {
+	for _, f := range s.files {
+		f.Close()
+	}
+}
