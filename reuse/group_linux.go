@@ -1,0 +1,140 @@
+package reuse
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"os"
+	"syscall"
+
+	"github.com/hotswap-dev/hotswap/internal/sys"
+	"golang.org/x/net/bpf"
+	"golang.org/x/sys/unix"
+)
+
+// bindSibling binds a SO_REUSEPORT socket and returns it with its inode
+// and bound port.
+func bindSibling(network, address string) (f *os.File, ino uint64, port int, retErr error) {
+	f, err := Bind(network, address, Options{ReusePort: true})
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	defer func() {
+		if retErr != nil {
+			f.Close()
+		}
+	}()
+	var st unix.Stat_t
+	err = control(f, func(fd int) error {
+		return os.NewSyscallError("fstat", sys.Retry(func() error { return unix.Fstat(fd, &st) }))
+	})
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	a, err := Addr(f)
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	return f, st.Ino, a.(*net.TCPAddr).Port, nil
+}
+
+// attachProgram attaches raw as the group's SO_ATTACH_REUSEPORT_CBPF
+// program through f, which must be listening (KERNEL.md pitfall 10).
+func attachProgram(f *os.File, raw []bpf.RawInstruction) error {
+	filter := make([]unix.SockFilter, len(raw))
+	for i, r := range raw {
+		filter[i] = unix.SockFilter{Code: r.Op, Jt: r.Jt, Jf: r.Jf, K: r.K}
+	}
+	prog := unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}
+	return control(f, func(fd int) error {
+		return os.NewSyscallError("setsockopt SO_ATTACH_REUSEPORT_CBPF", sys.Retry(func() error {
+			return unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_REUSEPORT_CBPF, &prog)
+		}))
+	})
+}
+
+// probeSource is the address probes come from: the group's own address, or
+// the loopback address of its family when the group binds the wildcard.
+func probeSource(network, address string) (netip.Addr, error) {
+	fam, _, sa, _, err := resolve(network, address)
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	if fam == unix.AF_INET {
+		ip := netip.AddrFrom4(sa.(*unix.SockaddrInet4).Addr)
+		if ip.IsUnspecified() {
+			ip = netip.MustParseAddr("127.0.0.1")
+		}
+		return ip, nil
+	}
+	ip := netip.AddrFrom16(sa.(*unix.SockaddrInet6).Addr)
+	if ip.IsUnspecified() {
+		ip = netip.IPv6Loopback()
+	}
+	return ip, nil
+}
+
+// reserveProbe binds, and keeps, a socket on an ephemeral port of the probe
+// source address. A port held by bind() is never chosen by another
+// socket's implicit bind in connect(), so only probes use it.
+func reserveProbe(network, address string) (*os.File, netip.AddrPort, error) {
+	src, err := probeSource(network, address)
+	if err != nil {
+		return nil, netip.AddrPort{}, err
+	}
+	nw := "tcp4"
+	if src.Is6() {
+		nw = "tcp6"
+	}
+	f, err := Bind(nw, netip.AddrPortFrom(src, 0).String(), Options{})
+	if err != nil {
+		return nil, netip.AddrPort{}, err
+	}
+	a, err := Addr(f)
+	if err != nil {
+		f.Close()
+		return nil, netip.AddrPort{}, err
+	}
+	return f, netip.AddrPortFrom(src, uint16(a.(*net.TCPAddr).Port)), nil
+}
+
+// DialProbe connects to the group's port from [Group.ProbeAddr], so that
+// [Policy.Probe] receives the connection. The connection has SO_LINGER 0:
+// closing it sends RST and leaves no TIME_WAIT on the probe's 4-tuple, so
+// the next probe can reuse the port at once. Probes must not overlap.
+func (g *Group) DialProbe(ctx context.Context) (*net.TCPConn, error) {
+	g.mu.Lock()
+	port := g.port
+	g.mu.Unlock()
+	d := net.Dialer{
+		LocalAddr: net.TCPAddrFromAddrPort(g.probeAP),
+		Control: func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			err := rc.Control(func(fd uintptr) {
+				serr = os.NewSyscallError("setsockopt SO_REUSEADDR", unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1))
+			})
+			if err != nil {
+				return err
+			}
+			return serr
+		},
+	}
+	c, err := d.DialContext(ctx, "tcp", netip.AddrPortFrom(g.probeAP.Addr(), uint16(port)).String())
+	if err != nil {
+		return nil, err
+	}
+	tc := c.(*net.TCPConn)
+	if err := tc.SetLinger(0); err != nil {
+		tc.Close()
+		return nil, err
+	}
+	return tc, nil
+}
+
+// listenSibling calls listen() with backlog somaxconn.
+func listenSibling(f *os.File) error { return ListenFile(f, 0) }
+
+func acceptQueue(f *os.File) (uint32, error) {
+	q, _, err := QueueLen(f)
+	return q, err
+}
