@@ -1,7 +1,6 @@
 package intercept
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -144,5 +143,4 @@ func TestNestedListenerIsRefused(t *testing.T) {
 	if want := ErrNested.Error(); out != want {
 		t.Fatalf("nested InstallAndSend: got %q, want %q", out, want)
 	}
-	_ = errors.Is
 }
