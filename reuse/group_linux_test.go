@@ -1,0 +1,342 @@
+package reuse
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/net/bpf"
+)
+
+// modelGroup builds a group on network/address with n activated members
+// named A, B, C, ... each served by a sink.
+func modelGroup(t *testing.T, network, address string, n int) (*Group, []*Member, map[*Member]*sink, *sync.Map) {
+	t.Helper()
+	g, err := NewGroup(network, address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g.Close() })
+	seen := &sync.Map{}
+	sinks := map[*Member]*sink{}
+	var ms []*Member
+	for i := range n {
+		m, err := g.Add()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := g.Activate(m); err != nil {
+			t.Fatal(err)
+		}
+		sinks[m] = newSink(t, m.File(), string(rune('A'+i)), seen)
+		ms = append(ms, m)
+	}
+	return g, ms, sinks, seen
+}
+
+func dialer(network, addr string) func() (net.Conn, error) {
+	return func() (net.Conn, error) { return net.DialTimeout(network, addr, 2*time.Second) }
+}
+
+func retConst(i int) []bpf.RawInstruction {
+	raw, _ := bpf.Assemble([]bpf.Instruction{bpf.RetConstant{Val: uint32(i)}})
+	return raw
+}
+
+// checkModel attaches "ret i" for every index and checks that connections
+// land on the member the model puts at i, then steers to each listening
+// member through a Policy.
+func checkModel(t *testing.T, g *Group, sinks map[*Member]*sink, seen *sync.Map) {
+	t.Helper()
+	dial := dialer("tcp", g.Addr())
+	g.mu.Lock()
+	order := append([]*Member(nil), g.order...)
+	var via *Member
+	for _, m := range order {
+		if m.state == stateListening && via == nil {
+			via = m
+		}
+	}
+	g.mu.Unlock()
+	for i, m := range order {
+		if err := attachProgram(via.File(), retConst(i)); err != nil {
+			t.Fatal(err)
+		}
+		want := sinks[m].name
+		if got := landed(t, seen, 3, dial); got[want] != 3 {
+			t.Errorf("ret %d: got %v, want 3 on %s (order %s)", i, got, want, names(order, sinks))
+		}
+	}
+	for _, m := range order {
+		if m.state != stateListening {
+			continue
+		}
+		if err := g.Steer(Policy{To: m}); err != nil {
+			t.Fatal(err)
+		}
+		want := sinks[m].name
+		if got := landed(t, seen, 3, dial); got[want] != 3 {
+			t.Errorf("steer to %s: got %v (order %s)", want, got, names(order, sinks))
+		}
+	}
+}
+
+func names(order []*Member, sinks map[*Member]*sink) string {
+	s := ""
+	for _, m := range order {
+		s += sinks[m].name
+	}
+	return s
+}
+
+func wantOrder(t *testing.T, g *Group, sinks map[*Member]*sink, want string) {
+	t.Helper()
+	g.mu.Lock()
+	got := names(g.order, sinks)
+	g.mu.Unlock()
+	if got != want {
+		t.Fatalf("got order %s, want %s", got, want)
+	}
+}
+
+// removeAndClose removes m from the group, then does the child's final
+// close, then syncs: the order a supervisor follows (KERNEL.md pitfall 12).
+func removeAndClose(t *testing.T, g *Group, m *Member, s *sink) {
+	t.Helper()
+	if err := g.Remove(m); err != nil {
+		t.Fatal(err)
+	}
+	s.close()
+	if err := g.Sync(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestGroupIndexShifts(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	g, ms, sinks, seen := modelGroup(t, "tcp4", "127.0.0.1:0", 4)
+	a, b, c, d := ms[0], ms[1], ms[2], ms[3]
+	wantOrder(t, g, sinks, "ABCD")
+	checkModel(t, g, sinks, seen)
+
+	removeAndClose(t, g, b, sinks[b]) // middle: D moves into slot 1
+	wantOrder(t, g, sinks, "ADC")
+	checkModel(t, g, sinks, seen)
+
+	removeAndClose(t, g, a, sinks[a]) // first: C moves into slot 0
+	wantOrder(t, g, sinks, "CD")
+	checkModel(t, g, sinks, seen)
+
+	e, err := g.Add()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Activate(e); err != nil {
+		t.Fatal(err)
+	}
+	sinks[e] = newSink(t, e.File(), "E", seen)
+	wantOrder(t, g, sinks, "CDE")
+	checkModel(t, g, sinks, seen)
+
+	removeAndClose(t, g, e, sinks[e]) // last: nothing moves
+	wantOrder(t, g, sinks, "CD")
+	checkModel(t, g, sinks, seen)
+	_ = c
+	_ = d
+}
+
+func TestGroupActivateGetsNothingUntilSteered(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	g, ms, sinks, seen := modelGroup(t, "tcp4", "127.0.0.1:0", 2)
+	dial := dialer("tcp", g.Addr())
+	if err := g.Steer(Policy{To: ms[1]}); err != nil {
+		t.Fatal(err)
+	}
+	added, err := g.Add()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := landed(t, seen, 20, dial); got["B"] != 20 {
+		t.Errorf("with an added member: got %v, want 20 on B", got)
+	}
+	if q, err := added.QueueLen(); err != nil || q != 0 {
+		t.Errorf("added member queue: got %d, %v, want 0", q, err)
+	}
+	if err := g.Steer(Policy{To: added}); err == nil {
+		t.Errorf("steer to an added member: got nil error, want ErrNotActive")
+	}
+	if err := g.Activate(added); err != nil {
+		t.Fatal(err)
+	}
+	sinks[added] = newSink(t, added.File(), "C", seen)
+	if got := landed(t, seen, 20, dial); got["B"] != 20 {
+		t.Errorf("after activate: got %v, want 20 on B", got)
+	}
+	if err := g.Steer(Policy{To: added}); err != nil {
+		t.Fatal(err)
+	}
+	if got := landed(t, seen, 20, dial); got["C"] != 20 {
+		t.Errorf("after steer: got %v, want 20 on C", got)
+	}
+}
+
+// TestGroupRemoveWhileChildHolds: the supervisor's copy closes, a child's
+// dup keeps the socket in the group at its index until the child closes.
+func TestGroupRemoveWhileChildHolds(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	g, ms, sinks, seen := modelGroup(t, "tcp4", "127.0.0.1:0", 3)
+	a, b, c := ms[0], ms[1], ms[2]
+	if err := g.Steer(Policy{To: c}); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Remove(b); err != nil { // sink B (the child) still holds it
+		t.Fatal(err)
+	}
+	if b.File() != nil {
+		t.Fatal("removed member still has a file")
+	}
+	if err := g.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	wantOrder(t, g, sinks, "ABC")
+	checkModel(t, g, sinks, seen) // ret 1 still reaches B through the child's copy
+	if err := g.Steer(Policy{To: b}); err == nil {
+		t.Error("steer to a removed member: got nil error")
+	}
+	sinks[b].close() // the child's final close
+	if err := g.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	wantOrder(t, g, sinks, "AC")
+	checkModel(t, g, sinks, seen)
+	if i, _ := g.Index(c); i != 1 {
+		t.Errorf("got index of C %d, want 1", i)
+	}
+	_ = a
+}
+
+func TestProbeRouting(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	for _, tc := range []struct{ network, address string }{
+		{"tcp4", "127.0.0.1:0"},
+		{"tcp6", "[::1]:0"},
+		{"tcp4", "0.0.0.0:0"},
+		{"tcp", ":0"}, // dual stack: IPv4 clients arrive on the IPv6 group
+	} {
+		t.Run(tc.network+" "+tc.address, func(t *testing.T) {
+			g, ms, _, seen := modelGroup(t, tc.network, tc.address, 3)
+			x, p := ms[0], ms[2]
+			if err := g.Steer(Policy{To: x, Probe: p}); err != nil {
+				t.Fatal(err)
+			}
+			target := net.JoinHostPort(g.ProbeAddr().Addr().String(), strconv.Itoa(portOf(g)))
+			if got := landed(t, seen, 20, dialer("tcp", target)); got["A"] != 20 {
+				t.Errorf("ordinary connections: got %v, want 20 on A", got)
+			}
+			if tc.address == ":0" {
+				if got := landed(t, seen, 10, dialer("tcp4", "127.0.0.1:"+strconv.Itoa(portOf(g)))); got["A"] != 10 {
+					t.Errorf("IPv4 on dual stack: got %v, want 10 on A", got)
+				}
+			}
+			probe := func() (net.Conn, error) { return g.DialProbe(t.Context()) }
+			if got := landed(t, seen, 20, probe); got["C"] != 20 {
+				t.Errorf("probe connections: got %v, want 20 on C", got)
+			}
+			// Weighted rule plus probe: probes still go to P only.
+			if err := g.Steer(Policy{To: x, Other: ms[1], Percent: 50, Probe: p}); err != nil {
+				t.Fatal(err)
+			}
+			if got := landed(t, seen, 10, probe); got["C"] != 10 {
+				t.Errorf("probe with split: got %v, want 10 on C", got)
+			}
+			if got := landed(t, seen, 40, dialer("tcp", target)); got["C"] != 0 || got["none"] != 0 {
+				t.Errorf("split with probe: got %v, want none on C", got)
+			}
+		})
+	}
+}
+
+func portOf(g *Group) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.port
+}
+
+func TestOpenConns(t *testing.T) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	var clients, served []net.Conn
+	defer func() {
+		for _, c := range append(clients, served...) {
+			c.Close()
+		}
+	}()
+	for range 3 {
+		c, err := net.Dial("tcp4", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		clients, served = append(clients, c), append(served, s)
+	}
+	if n, err := OpenConns(os.Getpid(), port); err != nil || n != 3 {
+		t.Fatalf("got %d, %v, want 3", n, err)
+	}
+	// A child holding one connection counts in its parent's tree.
+	f, err := served[0].(*net.TCPConn).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("sleep", "30")
+	cmd.ExtraFiles = []*os.File{f}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	for _, s := range served {
+		s.Close()
+	}
+	served = nil
+	if n, err := OpenConns(cmd.Process.Pid, port); err != nil || n != 1 {
+		t.Errorf("child: got %d, %v, want 1", n, err)
+	}
+	if n, err := OpenConns(os.Getpid(), port); err != nil || n != 1 {
+		t.Errorf("tree: got %d, %v, want 1", n, err)
+	}
+	start := time.Now()
+	const calls = 200
+	for range calls {
+		OpenConns(os.Getpid(), port)
+	}
+	t.Logf("OpenConns: %v per call", time.Since(start)/calls)
+	cmd.Process.Kill()
+	cmd.Wait()
+	if n, err := OpenConns(os.Getpid(), port); err != nil || n != 0 {
+		t.Errorf("after child exit: got %d, %v, want 0", n, err)
+	}
+	if _, err := OpenConns(cmd.Process.Pid, port); err == nil {
+		t.Errorf("exited pid: got nil error")
+	}
+}
+
+var _ = fmt.Sprint
