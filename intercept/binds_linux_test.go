@@ -96,4 +96,3 @@ func fdOf(t *testing.T, f *os.File) int {
 	must(t, control(f, func(fd int) error { got = fd; return nil }))
 	return got
 }
-
