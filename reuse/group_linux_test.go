@@ -1,7 +1,6 @@
 package reuse
 
 import (
-	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -122,7 +121,7 @@ func TestGroupIndexShifts(t *testing.T) {
 		return
 	}
 	g, ms, sinks, seen := modelGroup(t, "tcp4", "127.0.0.1:0", 4)
-	a, b, c, d := ms[0], ms[1], ms[2], ms[3]
+	a, b := ms[0], ms[1]
 	wantOrder(t, g, sinks, "ABCD")
 	checkModel(t, g, sinks, seen)
 
@@ -148,8 +147,6 @@ func TestGroupIndexShifts(t *testing.T) {
 	removeAndClose(t, g, e, sinks[e]) // last: nothing moves
 	wantOrder(t, g, sinks, "CD")
 	checkModel(t, g, sinks, seen)
-	_ = c
-	_ = d
 }
 
 func TestGroupActivateGetsNothingUntilSteered(t *testing.T) {
@@ -196,7 +193,7 @@ func TestGroupRemoveWhileChildHolds(t *testing.T) {
 		return
 	}
 	g, ms, sinks, seen := modelGroup(t, "tcp4", "127.0.0.1:0", 3)
-	a, b, c := ms[0], ms[1], ms[2]
+	b, c := ms[1], ms[2]
 	if err := g.Steer(Policy{To: c}); err != nil {
 		t.Fatal(err)
 	}
@@ -223,7 +220,6 @@ func TestGroupRemoveWhileChildHolds(t *testing.T) {
 	if i, _ := g.Index(c); i != 1 {
 		t.Errorf("got index of C %d, want 1", i)
 	}
-	_ = a
 }
 
 func TestProbeRouting(t *testing.T) {
@@ -338,5 +334,3 @@ func TestOpenConns(t *testing.T) {
 		t.Errorf("exited pid: got nil error")
 	}
 }
-
-var _ = fmt.Sprint
