@@ -24,8 +24,9 @@ import (
 
 // Test helpers run in a re-executed test binary, chosen by HOTSWAP_TEST_HELPER.
 var helpers = map[string]func() int{
-	"shim":   shimMain,
-	"nested": nestedMain,
+	"shim":       shimMain,
+	"nested":     nestedMain,
+	"supervisor": supervisorMain,
 }
 
 var (
@@ -102,20 +103,36 @@ const supBacklog = 1000
 // close-on-exec, outside the netpoller.
 func listenTCP(t *testing.T) (*os.File, netip.AddrPort) {
 	t.Helper()
+	f, addr, err := rawListen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f, addr
+}
+
+func rawListen() (*os.File, netip.AddrPort, error) {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		t.Fatal(err)
+		return nil, netip.AddrPort{}, err
 	}
 	f := os.NewFile(uintptr(fd), "supervisor-listener")
-	t.Cleanup(func() { f.Close() })
-	must(t, unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1))
-	must(t, unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}))
-	must(t, unix.Listen(fd, supBacklog))
-	sa, err := unix.Getsockname(fd)
-	if err != nil {
-		t.Fatal(err)
+	err = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+	if err == nil {
+		err = unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}})
 	}
-	return f, netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(sa.(*unix.SockaddrInet4).Port))
+	if err == nil {
+		err = unix.Listen(fd, supBacklog)
+	}
+	var sa unix.Sockaddr
+	if err == nil {
+		sa, err = unix.Getsockname(fd)
+	}
+	if err != nil {
+		f.Close()
+		return nil, netip.AddrPort{}, err
+	}
+	return f, netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(sa.(*unix.SockaddrInet4).Port)), nil
 }
 
 func must(t *testing.T, err error) {
