@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -82,12 +83,27 @@ func parse(spec string) (Check, error) {
 	return Check{kind: KindDelay, delay: d}, nil
 }
 
+// parseExec splits cmdline on spaces. After "sh -c" (or bash, dash), the
+// rest of the line is the script, one argument, as the user wrote it.
 func parseExec(cmdline string) (Check, error) {
 	args := strings.Fields(cmdline)
 	if len(args) == 0 {
 		return Check{}, fmt.Errorf("exec: no command")
 	}
+	if len(args) >= 3 && isShell(args[0]) && args[1] == "-c" {
+		script := strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(cmdline), args[0]))
+		script = strings.TrimSpace(strings.TrimPrefix(script, "-c"))
+		args = []string{args[0], "-c", script}
+	}
 	return Check{kind: KindExec, args: args}, nil
+}
+
+func isShell(name string) bool {
+	switch path.Base(name) {
+	case "sh", "bash", "dash":
+		return true
+	}
+	return false
 }
 
 func parseURL(spec string) (Check, error) {

@@ -21,6 +21,8 @@ func TestParse(t *testing.T) {
 		{spec: "tcp://127.0.0.1:9000", kind: KindTCP},
 		{spec: "tcp://[::1]:{port}", kind: KindTCP},
 		{spec: "exec:/bin/check  --pid {pid}", kind: KindExec, want: "exec:/bin/check --pid {pid}"},
+		{spec: "exec:sh -c test -f /tmp/x && exit 0", kind: KindExec},
+		{spec: "exec:/bin/sh  -c  echo  a", kind: KindExec, want: "exec:/bin/sh -c echo  a"},
 		{spec: "500ms", kind: KindDelay},
 		{spec: "1m30s", kind: KindDelay},
 		{spec: "htp://x", wantErr: `healthgate: parse ready spec "htp://x": unknown scheme "htp"`},

@@ -107,13 +107,13 @@ func (m *Message) set(key, value string) error {
 	var err error
 	switch key {
 	case "READY":
-		err = flag(&m.Ready, value)
+		err = setFlag(&m.Ready, value)
 	case "RELOADING":
-		err = flag(&m.Reloading, value)
+		err = setFlag(&m.Reloading, value)
 	case "STOPPING":
-		err = flag(&m.Stopping, value)
+		err = setFlag(&m.Stopping, value)
 	case "WATCHDOG":
-		err = flag(&m.Watchdog, value)
+		err = setFlag(&m.Watchdog, value)
 	case "STATUS":
 		m.Status, m.HasStatus = value, true
 	case "MAINPID":
@@ -133,7 +133,7 @@ func (m *Message) set(key, value string) error {
 	return nil
 }
 
-func flag(dst *bool, value string) error {
+func setFlag(dst *bool, value string) error {
 	if value != "1" {
 		return errors.New("want 1")
 	}
