@@ -185,6 +185,11 @@ func TestNotifyExtendTimeout(t *testing.T) {
 				send = "EXTEND_TIMEOUT_USEC=3000000|" + send
 			}
 			h := startHelper(t, "notify", "NOTIFY_SOCKET="+ns.Path(), envSend+"="+send)
+			if err := ns.Attach(h.cmd.Process.Pid); err != nil {
+				t.Fatal(err)
+			}
+			// Start the 250ms timeout once the helper runs, 500ms before READY=1.
+			waitState(t, ns, func(st State) bool { return st.Status == "slow" })
 			err := Wait(t.Context(), notifyCheck, Target{PID: h.cmd.Process.Pid, Notify: ns, Options: Options{Timeout: 250 * time.Millisecond}})
 			if extend && err != nil {
 				t.Fatalf("got %v, want ready within the extended timeout", err)
@@ -291,5 +296,22 @@ func TestNotifyClientUnset(t *testing.T) {
 	t.Setenv(NOTIFY_SOCKET, "vsock:2:999")
 	if err := Notify("READY=1"); err == nil || !strings.Contains(err.Error(), "unsupported address") {
 		t.Errorf("vsock address: got %v", err)
+	}
+}
+
+// waitState waits up to 10 s until ok(ns.State()).
+func waitState(t *testing.T, ns *NotifySocket, ok func(State) bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, changed := ns.watch()
+		if ok(st) {
+			return
+		}
+		select {
+		case <-changed:
+		case <-time.After(time.Until(deadline)):
+			t.Fatalf("state %+v: timed out", st)
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -28,9 +29,10 @@ func waitFor(t *testing.T, spec string, opts Options) error {
 	return Wait(ctx, mustParse(spec), Target{PID: os.Getpid(), Options: opts})
 }
 
-// failingServer answers 500 to the first n requests, then 200.
-func failingServer(t *testing.T, n int32, tlsOn bool) (*httptest.Server, *atomic.Int32) {
-	var hits atomic.Int32
+// failingServer answers 500 to the first n requests, then 200. It counts
+// requests and connections.
+func failingServer(t *testing.T, n int32, tlsOn bool) (srv *httptest.Server, hits, conns *atomic.Int32) {
+	hits, conns = new(atomic.Int32), new(atomic.Int32)
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/healthz" {
 			http.NotFound(w, r)
@@ -40,26 +42,26 @@ func failingServer(t *testing.T, n int32, tlsOn bool) (*httptest.Server, *atomic
 			http.Error(w, "warming up", http.StatusInternalServerError)
 		}
 	})
-	srv := httptest.NewUnstartedServer(h)
+	srv = httptest.NewUnstartedServer(h)
+	srv.Config.ErrorLog = log.New(logWriter{t, "server: "}, "", 0)
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
 	if tlsOn {
 		srv.StartTLS()
 	} else {
 		srv.Start()
 	}
 	t.Cleanup(srv.Close)
-	return srv, &hits
+	return srv, hits, conns
 }
 
 func TestHTTPReadyAfter500s(t *testing.T) {
 	for _, tlsOn := range []bool{false, true} {
 		t.Run(fmt.Sprint("tls=", tlsOn), func(t *testing.T) {
-			srv, hits := failingServer(t, 3, tlsOn)
-			var conns atomic.Int32
-			srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-				if s == http.StateNew {
-					conns.Add(1)
-				}
-			}
+			srv, hits, conns := failingServer(t, 3, tlsOn)
 			if err := waitFor(t, srv.URL+"/healthz", fast); err != nil {
 				t.Fatal(err)
 			}
@@ -71,7 +73,7 @@ func TestHTTPReadyAfter500s(t *testing.T) {
 }
 
 func TestHTTPNotReady(t *testing.T) {
-	srv, _ := failingServer(t, 1<<30, false)
+	srv, _, _ := failingServer(t, 1<<30, false)
 	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
 	defer cancel()
 	err := Wait(ctx, mustParse(srv.URL+"/healthz"), Target{Options: fast})
@@ -87,7 +89,7 @@ func TestHTTPNotReady(t *testing.T) {
 }
 
 func TestHTTPSVerifyOnRequest(t *testing.T) {
-	srv, _ := failingServer(t, 0, true)
+	srv, _, _ := failingServer(t, 0, true)
 	err := waitFor(t, srv.URL+"/healthz", Options{Timeout: 200 * time.Millisecond, TLSConfig: &tls.Config{ServerName: "example.com"}})
 	if !errors.Is(err, ErrNotReady) || !strings.Contains(err.Error(), "certificate") {
 		t.Fatalf("got %v, want a certificate failure", err)
