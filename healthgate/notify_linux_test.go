@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -11,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 var notifyCheck = mustParse("notify")
@@ -239,7 +243,7 @@ func waitCancelled(t *testing.T, c Check, tgt Target, cause error) (error, time.
 func TestNotifySocketLifecycle(t *testing.T) {
 	for _, abstract := range []bool{false, true} {
 		t.Run(fmt.Sprint("abstract=", abstract), func(t *testing.T) {
-			goroutines := runtime.NumGoroutine()
+			goroutines, fds := runtime.NumGoroutine(), openFDs(t)
 			path := filepath.Join(t.TempDir(), "n.sock")
 			if abstract {
 				path = fmt.Sprintf("@hotswap-test-%d-%d", os.Getpid(), time.Now().UnixNano())
@@ -284,6 +288,9 @@ func TestNotifySocketLifecycle(t *testing.T) {
 			if n := runtime.NumGoroutine(); n > goroutines {
 				t.Errorf("goroutines: %d after Close, %d before", n, goroutines)
 			}
+			if after := openFDs(t); after != fds {
+				t.Errorf("open fds: %d after Close, %d before", after, fds)
+			}
 		})
 	}
 }
@@ -313,5 +320,57 @@ func waitState(t *testing.T, ns *NotifySocket, ok func(State) bool) {
 		case <-time.After(time.Until(deadline)):
 			t.Fatalf("state %+v: timed out", st)
 		}
+	}
+}
+
+// openFDs counts this process's open descriptors.
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+// A datagram carrying descriptors (sd_notify's FDSTORE=1) is ignored and
+// the descriptors are closed, not leaked into hotswap.
+func TestNotifyClosesPassedFDs(t *testing.T) {
+	ns := listenNotify(t)
+	if err := ns.Attach(os.Getpid()); err != nil {
+		t.Fatal(err)
+	}
+	var rec recorder
+	ns.OnMessage(rec.add)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: filepath.Join(t.TempDir(), "sender.sock"), Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	rc, err := w.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var werr error
+	rc.Control(func(fd uintptr) {
+		_, _, werr = c.WriteMsgUnix([]byte("FDSTORE=1\nREADY=1"), unix.UnixRights(int(fd)), &net.UnixAddr{Name: ns.Path(), Net: "unixgram"})
+	})
+	if werr != nil {
+		t.Fatal(werr)
+	}
+	w.Close()
+	waitState(t, ns, func(st State) bool { return st.Ignored == 1 })
+	if st := ns.State(); st.Ready || !strings.Contains(st.LastIgnored.Error(), "1 descriptors attached") {
+		t.Errorf("state %+v, want the datagram ignored", st)
+	}
+	// The only write end was in the datagram: once closed, r reads EOF.
+	r.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := r.Read(make([]byte, 1)); n != 0 || !errors.Is(err, io.EOF) {
+		t.Errorf("read %d, %v: want EOF, the passed descriptor is still open", n, err)
 	}
 }
