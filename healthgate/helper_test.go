@@ -2,6 +2,7 @@ package healthgate
 
 import (
 	"bufio"
+	"context"
 	"flag"
 	"fmt"
 	"io"
@@ -219,4 +220,34 @@ type logWriter struct {
 func (w logWriter) Write(p []byte) (int, error) {
 	w.t.Logf("%s%s", w.prefix, strings.TrimRight(string(p), "\n"))
 	return len(p), nil
+}
+
+func mustParse(spec string) Check {
+	c, err := Parse(spec)
+	if err != nil {
+		panic(err)
+	}
+	return c
+}
+
+// waitCancelled runs Wait and cancels its ctx with cause after 50ms. It
+// returns Wait's error and how long after the cancel Wait returned.
+func waitCancelled(t *testing.T, c Check, tgt Target, cause error) (error, time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithCancelCause(t.Context())
+	defer cancel(nil)
+	cancelled := make(chan time.Time, 1)
+	timer := time.AfterFunc(50*time.Millisecond, func() {
+		cancelled <- time.Now()
+		cancel(cause)
+	})
+	defer timer.Stop()
+	err := Wait(ctx, c, tgt)
+	select {
+	case at := <-cancelled:
+		return err, time.Since(at)
+	default:
+		t.Fatalf("Wait returned before the cancel: %v", err)
+		return nil, 0
+	}
 }

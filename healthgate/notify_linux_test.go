@@ -19,14 +19,6 @@ import (
 
 var notifyCheck = mustParse("notify")
 
-func mustParse(spec string) Check {
-	c, err := Parse(spec)
-	if err != nil {
-		panic(err)
-	}
-	return c
-}
-
 // listenNotify opens a NotifySocket in t.TempDir and closes it at cleanup.
 func listenNotify(t *testing.T) *NotifySocket {
 	t.Helper()
@@ -215,28 +207,6 @@ func TestNotifyCancelIsPrompt(t *testing.T) {
 	}
 	if late > 100*time.Millisecond {
 		t.Errorf("Wait returned %v after cancel, want < 100ms", late)
-	}
-}
-
-// waitCancelled runs Wait and cancels its ctx with cause after 50ms. It
-// returns Wait's error and how long after the cancel Wait returned.
-func waitCancelled(t *testing.T, c Check, tgt Target, cause error) (error, time.Duration) {
-	t.Helper()
-	ctx, cancel := context.WithCancelCause(t.Context())
-	defer cancel(nil)
-	cancelled := make(chan time.Time, 1)
-	timer := time.AfterFunc(50*time.Millisecond, func() {
-		cancelled <- time.Now()
-		cancel(cause)
-	})
-	defer timer.Stop()
-	err := Wait(ctx, c, tgt)
-	select {
-	case at := <-cancelled:
-		return err, time.Since(at)
-	default:
-		t.Fatalf("Wait returned before the cancel: %v", err)
-		return nil, 0
 	}
 }
 

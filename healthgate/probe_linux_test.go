@@ -1,11 +1,14 @@
 package healthgate
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -51,6 +54,25 @@ func TestLocalAddrPort(t *testing.T) {
 			t.Errorf("server saw %s, want %s", got, want)
 		}
 	})
+}
+
+func TestExecCancelKillsGroup(t *testing.T) {
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	c := mustParse("exec:sh -c sleep 30 & echo $! > " + pidFile + "; wait")
+	err, late := waitCancelled(t, c, Target{}, errors.New("superseded"))
+	if !errors.Is(err, ErrNotReady) {
+		t.Fatalf("got %v", err)
+	}
+	if late > 100*time.Millisecond+execWaitDelay {
+		t.Errorf("Wait returned %v after cancel", late)
+	}
+	b, rerr := os.ReadFile(pidFile)
+	if rerr != nil {
+		t.Fatal(rerr)
+	}
+	if alive(strings.TrimSpace(string(b))) {
+		t.Errorf("the probe's grandchild %s outlived the cancel", b)
+	}
 }
 
 // alive reports whether pid (a decimal string) names a running process a

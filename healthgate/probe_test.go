@@ -211,25 +211,6 @@ func TestExecExpandedPID(t *testing.T) {
 	}
 }
 
-func TestExecCancelKillsGroup(t *testing.T) {
-	pidFile := filepath.Join(t.TempDir(), "pid")
-	c := mustParse("exec:sh -c sleep 30 & echo $! > " + pidFile + "; wait")
-	err, late := waitCancelled(t, c, Target{}, errors.New("superseded"))
-	if !errors.Is(err, ErrNotReady) {
-		t.Fatalf("got %v", err)
-	}
-	if late > 100*time.Millisecond+execWaitDelay {
-		t.Errorf("Wait returned %v after cancel", late)
-	}
-	b, rerr := os.ReadFile(pidFile)
-	if rerr != nil {
-		t.Fatal(rerr)
-	}
-	if alive(strings.TrimSpace(string(b))) {
-		t.Errorf("the probe's grandchild %s outlived the cancel", b)
-	}
-}
-
 func TestDelay(t *testing.T) {
 	start := time.Now()
 	if err := waitFor(t, "150ms", Options{}); err != nil {
