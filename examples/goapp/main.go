@@ -238,6 +238,7 @@ type servers struct {
 	cancel context.CancelFunc
 	main   *http.Server
 	ln     net.Listener
+	https  bool       // kept apart from main.TLSConfig, which Serve writes
 	health net.Addr   // nil without --health-listen
 	done   chan error // one per server that returns
 	n      int
@@ -246,11 +247,11 @@ type servers struct {
 func (a *app) newServers(ln net.Listener, tlsConf *tls.Config) *servers {
 	ctx, cancel := context.WithCancel(context.Background())
 	srv := &http.Server{Handler: a.handler(), TLSConfig: tlsConf, ReadHeaderTimeout: 30 * time.Second}
-	return &servers{a: a, ctx: ctx, cancel: cancel, main: srv, ln: ln, done: make(chan error, 2)}
+	return &servers{a: a, ctx: ctx, cancel: cancel, main: srv, ln: ln, https: tlsConf != nil, done: make(chan error, 2)}
 }
 
 func (s *servers) scheme() string {
-	if s.main.TLSConfig != nil {
+	if s.https {
 		return "https"
 	}
 	return "http"
