@@ -113,6 +113,7 @@ type Config struct {
 	Env            []string  // base environment of children; default os.Environ()
 	Stdout, Stderr io.Writer // default os.Stdout, os.Stderr
 	Logger         hclog.Logger
+	Observer       Observer // metrics; nil means none
 
 	// Executable is the program started as the exec shim; default
 	// os.Executable(). Its main must call fdpass.RunShim when
@@ -163,6 +164,9 @@ func (c *Config) validate() error {
 	}
 	if c.Stderr == nil {
 		c.Stderr = os.Stderr
+	}
+	if c.Observer == nil {
+		c.Observer = nopObserver{}
 	}
 	if c.Logger == nil {
 		c.Logger = hclog.NewNullLogger()

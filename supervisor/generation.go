@@ -100,6 +100,8 @@ func (s *Supervisor) wait(g *gen) {
 func (s *Supervisor) stop(g *gen) {
 	sig := s.cfg.StopSignal
 	g.log.Info("stopping generation", "signal", signalName(sig))
+	t0 := time.Now()
+	defer func() { s.cfg.Observer.Stopped(g.id, time.Since(t0)) }()
 	if err := g.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		g.log.Warn("signal generation", "error", err)
 	}

@@ -47,6 +47,7 @@ type Supervisor struct {
 	started    time.Time
 	stats      counters
 	lastFailed string
+	reloadT0   time.Time // when the reload in progress began
 }
 
 type counters struct {
@@ -219,6 +220,7 @@ func (s *Supervisor) onReload(r reloadReq) {
 }
 
 func (s *Supervisor) beginReload() {
+	s.reloadT0 = time.Now()
 	g, err := s.startGen(s.next())
 	if err != nil {
 		s.finishReload(s.reloadError(s.nextID, 0, err))
@@ -231,6 +233,7 @@ func (s *Supervisor) beginReload() {
 // finishReload answers the callers of the reload that ended and starts the
 // coalesced one, if any.
 func (s *Supervisor) finishReload(err error) {
+	s.cfg.Observer.ReloadDone(s.nextID, time.Since(s.reloadT0), err)
 	if err != nil {
 		s.stats.reloadsFailed++
 		s.lastFailed = err.Error()
@@ -396,6 +399,7 @@ func (s *Supervisor) onRestart() {
 		return
 	}
 	s.stats.restarts++
+	s.cfg.Observer.Restarted(g.id)
 	s.current = g
 	s.gate(g)
 }
@@ -439,7 +443,7 @@ func (s *Supervisor) listen() error {
 		}
 		s.files = append(s.files, f)
 		addr, _ := reuse.Addr(f)
-		s.log.Info("listening", "name", l.Name, "address", addr)
+		s.log.Info("listening", "name", l.Name, "address", addr.String())
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 
 	"github.com/hotswap-dev/hotswap/fdpass"
+	"golang.org/x/sys/unix"
 )
 
 // Exit statuses of hotswap itself. When hotswap stops its child, it exits
@@ -26,6 +27,10 @@ func main() {
 		fmt.Fprintf(os.Stderr, "hotswap: %v\n", err)
 		os.Exit(code)
 	}
+	// A descriptor inherited without close-on-exec (from a shell, a
+	// service manager) would leak into every generation; only the
+	// listeners hotswap hands over may reach a child.
+	_ = unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
 	os.Exit(run(os.Args[1:]))
 }
 

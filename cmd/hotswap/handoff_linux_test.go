@@ -1,0 +1,158 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hotswap-dev/hotswap/internal/proctest"
+	"golang.org/x/sys/unix"
+)
+
+// handoffReport is what a generation saw, sent back over a FIFO.
+type handoffReport struct {
+	PID   int               `json:"pid"`
+	Env   map[string]string `json:"env"`
+	FDs   []int             `json:"fds"`
+	Links []string          `json:"links"`
+	Socks map[int]string    `json:"socks"` // fd -> local address
+}
+
+const (
+	reportEnv = "TEST_REPORT_FIFO"
+	// childHelperEnv selects a helper in a child started by hotswap, which
+	// reserves the HOTSWAP_ prefix and does not pass HOTSWAP_TEST_HELPER on.
+	childHelperEnv = "TEST_CHILD_HELPER"
+)
+
+// runHelper runs the helper named h in a child process.
+func runHelper(h string) int {
+	switch h {
+	case "handoff":
+		return handoffHelper()
+	}
+	fmt.Fprintf(os.Stderr, "unknown helper %q\n", h)
+	return 2
+}
+
+// handoffHelper lists its descriptors before anything opens one, reports
+// them with the hand-off variables, then waits for SIGTERM.
+func handoffHelper() int {
+	sigc := make(chan os.Signal, 1)
+	signal.Notify(sigc, syscall.SIGTERM)
+	r := handoffReport{PID: os.Getpid(), Env: map[string]string{}, Socks: map[int]string{}}
+	ents, _ := os.ReadDir("/proc/self/fd")
+	for _, e := range ents {
+		fd, _ := strconv.Atoi(e.Name())
+		target, err := os.Readlink("/proc/self/fd/" + e.Name())
+		if err != nil || strings.HasPrefix(target, "/proc/") || strings.HasPrefix(target, "/sys/fs/cgroup/") {
+			continue // closed meanwhile; the directory being read; the Go runtime's own cgroup CPU limit files
+		}
+		r.FDs = append(r.FDs, fd)
+		r.Links = append(r.Links, target)
+		if sa, err := unix.Getsockname(fd); err == nil {
+			if in, ok := sa.(*unix.SockaddrInet4); ok {
+				r.Socks[fd] = fmt.Sprintf("%d.%d.%d.%d:%d", in.Addr[0], in.Addr[1], in.Addr[2], in.Addr[3], in.Port)
+			}
+		}
+	}
+	for _, kv := range os.Environ() {
+		k, v, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(k, "LISTEN_") || strings.HasPrefix(k, "EINHORN_") || strings.HasPrefix(k, "HOTSWAP_") || k == "NGINX" || k == "NOTIFY_SOCKET" {
+			r.Env[k] = v
+		}
+	}
+	f, err := os.OpenFile(os.Getenv(reportEnv), os.O_WRONLY, 0)
+	if err != nil {
+		return 1
+	}
+	json.NewEncoder(f).Encode(r)
+	f.Close()
+	<-sigc
+	return 0
+}
+
+// TestHandoffProtocols checks every variable of every protocol as a real
+// child sees it, LISTEN_PID included, and that no descriptor of hotswap's
+// leaks into the child: hotswap itself inherits two stray descriptors and
+// stale protocol variables here.
+func TestHandoffProtocols(t *testing.T) {
+	hotswap := proctest.Build(t, hotswapPkg)
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fifo := filepath.Join(t.TempDir(), "report")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stray1, _ := os.Open("/dev/null")
+	stray2, _ := os.Open("/dev/null")
+	defer stray1.Close()
+	defer stray2.Close()
+
+	cmd := exec.Command(hotswap, "--log-format", "json", "--ready", "100ms",
+		"-l", "http=tcp://127.0.0.1:0", "-l", "admin=tcp4://127.0.0.1:0", "--", self, "-test.run=^$")
+	cmd.Env = append(os.Environ(), childHelperEnv+"=handoff", reportEnv+"="+fifo,
+		"LISTEN_FDS=9", "LISTEN_PID=1", "LISTEN_FDNAMES=stale", "NOTIFY_SOCKET=/nonexistent",
+		"NGINX=9;", "EINHORN_FD_COUNT=9", "EINHORN_FD_0=9", "HOTSWAP_STALE=1")
+	cmd.ExtraFiles = []*os.File{stray1, stray2}
+	p := proctest.StartCmd(t, cmd)
+	var addrs []string
+	read := func(gen int) handoffReport {
+		t.Helper()
+		f, err := os.Open(fifo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		var r handoffReport
+		if err := json.NewDecoder(f).Decode(&r); err != nil {
+			t.Fatalf("generation %d report: %v", gen, err)
+		}
+		return r
+	}
+	for gen := 1; gen <= 2; gen++ {
+		r := read(gen)
+		if gen == 1 {
+			for _, e := range p.Events("listening") {
+				addrs = append(addrs, e.Str("address"))
+			}
+			p.WaitEvent(10*time.Second, "generation ready", proctest.Gen(1))
+			p.Signal(syscall.SIGHUP) // the same checks for the second generation
+		}
+		want := map[string]string{
+			"LISTEN_FDS":         "2",
+			"LISTEN_PID":         strconv.Itoa(r.PID),
+			"LISTEN_FDNAMES":     "http:admin",
+			"NGINX":              "3;4;",
+			"EINHORN_FD_COUNT":   "2",
+			"EINHORN_FD_0":       "3",
+			"EINHORN_FD_1":       "4",
+			"HOTSWAP_GENERATION": strconv.Itoa(gen),
+		}
+		if !reflect.DeepEqual(r.Env, want) {
+			t.Errorf("generation %d saw\n%v\nwant\n%v", gen, r.Env, want)
+		}
+		if !reflect.DeepEqual(r.FDs, []int{0, 1, 2, 3, 4}) {
+			t.Errorf("generation %d holds fds %v (%v), want only stdio and the listeners 3 and 4", gen, r.FDs, r.Links)
+		}
+		if r.Socks[3] != addrs[0] || r.Socks[4] != addrs[1] {
+			t.Errorf("generation %d: fd 3 %s, fd 4 %s; want %v in listener order", gen, r.Socks[3], r.Socks[4], addrs)
+		}
+	}
+	p.WaitEvent(10*time.Second, "generation exited", proctest.Gen(1))
+	p.Signal(syscall.SIGTERM)
+	if code := p.Wait(10 * time.Second); code != 0 {
+		t.Errorf("hotswap exited %d, want 0", code)
+	}
+}
