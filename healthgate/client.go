@@ -18,8 +18,11 @@ const NOTIFY_SOCKET = "NOTIFY_SOCKET"
 // "@" is an abstract address. hotswap uses it to tell its own service
 // manager READY=1, RELOADING=1 and STOPPING=1; a Go server uses it to tell
 // hotswap.
-func Notify(state string) error {
-	addr := os.Getenv(NOTIFY_SOCKET)
+func Notify(state string) error { return NotifyTo(os.Getenv(NOTIFY_SOCKET), state) }
+
+// NotifyTo sends state to the notify socket at addr, a path or an @abstract
+// name; it does nothing when addr is empty.
+func NotifyTo(addr, state string) error {
 	if addr == "" {
 		return nil
 	}

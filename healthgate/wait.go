@@ -157,7 +157,7 @@ func notReady(ctx context.Context, start time.Time, last error) error {
 }
 
 func (e *notReadyError) Error() string {
-	s := fmt.Sprintf("%v after %s", ErrNotReady, e.after)
+	s := fmt.Sprintf("not ready after %s", e.after)
 	if e.cause != nil {
 		s += " (" + e.cause.Error() + ")"
 	}

@@ -15,13 +15,13 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/hotswap-dev/hotswap/healthgate"
 	"golang.org/x/sys/unix"
 )
 
 // Documented defaults of [Config].
 const (
 	DefaultDrainTimeout = 30 * time.Second
-	DefaultReady        = time.Second
 	DefaultReadyTimeout = 60 * time.Second
 	DefaultStopSignal   = syscall.SIGTERM
 	DefaultBackoffMin   = 100 * time.Millisecond
@@ -102,10 +102,10 @@ type Config struct {
 	Command   []string
 	Listeners []ListenSpec
 
-	StopSignal   syscall.Signal // default SIGTERM
-	DrainTimeout time.Duration  // after the stop signal, then SIGKILL; default 30s
-	Ready        Gate           // default: up for DefaultReady
-	ReadyTimeout time.Duration  // default 60s
+	StopSignal   syscall.Signal   // default SIGTERM
+	DrainTimeout time.Duration    // after the stop signal, then SIGKILL; default 30s
+	Ready        healthgate.Check // --ready; zero means DefaultReady
+	ReadyTimeout time.Duration    // default 60s
 
 	BackoffMin, BackoffMax time.Duration // crash restart backoff, default 100ms..30s
 	BackoffReset           time.Duration // a generation up this long resets the backoff; default 10s
@@ -153,8 +153,8 @@ func (c *Config) validate() error {
 	setDefault(&c.BackoffMin, DefaultBackoffMin)
 	setDefault(&c.BackoffMax, DefaultBackoffMax)
 	setDefault(&c.BackoffReset, DefaultBackoffReset)
-	if c.Ready == nil {
-		c.Ready = Delay(DefaultReady)
+	if c.Ready.Kind() == 0 {
+		c.Ready = DefaultReady
 	}
 	if c.Env == nil {
 		c.Env = os.Environ()

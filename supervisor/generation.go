@@ -34,6 +34,7 @@ type gen struct {
 	readyAt time.Time
 	state   State
 	log     hclog.Logger
+	ready   readiness // what its gate needs; closed once it exits
 
 	// ctx is cancelled, with the reason, when the process exits.
 	ctx    context.Context
@@ -44,14 +45,24 @@ type gen struct {
 }
 
 // startGen starts generation id through the exec shim with every listener.
-func (s *Supervisor) startGen(id int) (*gen, error) {
+func (s *Supervisor) startGen(id int) (_ *gen, retErr error) {
 	if _, err := exec.LookPath(s.cfg.Command[0]); err != nil {
 		return nil, fmt.Errorf("start generation %d: command %s: %w", id, s.cfg.Command[0], unwrapExec(err))
 	}
+	ready, argv, env, err := s.prepareReady(id)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if retErr != nil {
+			ready.close()
+		}
+	}()
+	env = append(env, fdpass.ShimEnv+"=1")
 	cmd := &exec.Cmd{
 		Path:       s.cfg.Executable,
-		Args:       fdpass.ShimArgs(s.cfg.Command),
-		Env:        fdpass.ChildEnv(s.cfg.Env, s.names, id, fdpass.ShimEnv+"=1"),
+		Args:       fdpass.ShimArgs(argv),
+		Env:        fdpass.ChildEnv(s.cfg.Env, s.names, id, env...),
 		Stdin:      os.Stdin,
 		Stdout:     s.cfg.Stdout,
 		Stderr:     s.cfg.Stderr,
@@ -70,7 +81,13 @@ func (s *Supervisor) startGen(id int) (*gen, error) {
 		started: time.Now(),
 		state:   StateStarting,
 		log:     s.log.With("gen", id, "pid", cmd.Process.Pid),
+		ready:   ready,
 		exited:  make(chan struct{}),
+	}
+	if ready.notify != nil {
+		if err := ready.notify.Attach(g.pid); err != nil {
+			g.log.Warn("attach notify socket", "error", err)
+		}
 	}
 	g.ctx, g.cancel = context.WithCancelCause(context.Background())
 	s.wg.Go(func() { s.wait(g) })
@@ -88,6 +105,7 @@ func (s *Supervisor) wait(g *gen) {
 	} else {
 		g.cancel(fmt.Errorf("exited with %s", describeExit(g.ps)))
 	}
+	g.ready.close()
 	close(g.exited)
 	select {
 	case s.exitc <- g:

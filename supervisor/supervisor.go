@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/hotswap-dev/hotswap/healthgate"
 	"github.com/hotswap-dev/hotswap/reuse"
 )
 
@@ -44,6 +46,8 @@ type Supervisor struct {
 	backoff    time.Duration
 	restart    *time.Timer
 	lastExit   *os.ProcessState // of the last current generation to exit
+	runDir     string           // notify sockets
+	upstream   string           // hotswap's own NOTIFY_SOCKET, if any
 	started    time.Time
 	stats      counters
 	lastFailed string
@@ -88,6 +92,11 @@ func New(cfg Config) (*Supervisor, error) {
 	for _, l := range cfg.Listeners {
 		s.names = append(s.names, l.Name)
 	}
+	for _, kv := range cfg.Env {
+		if v, ok := strings.CutPrefix(kv, healthgate.NOTIFY_SOCKET+"="); ok {
+			s.upstream = v
+		}
+	}
 	return s, nil
 }
 
@@ -108,10 +117,18 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		return err
 	}
 	defer s.closeListeners()
-	err := s.startFirst()
+	dir, err := os.MkdirTemp("", "hotswap-")
+	if err != nil {
+		close(s.done)
+		return fmt.Errorf("make run directory: %w", err)
+	}
+	s.runDir = dir
+	defer os.RemoveAll(dir)
+	err = s.startFirst()
 	if err == nil {
 		err = s.loop(ctx)
 	}
+	s.notifyUp("STOPPING=1")
 	close(s.done)
 	s.stopAll()
 	s.wg.Wait()
@@ -221,6 +238,7 @@ func (s *Supervisor) onReload(r reloadReq) {
 
 func (s *Supervisor) beginReload() {
 	s.reloadT0 = time.Now()
+	s.notifyUp(reloadingState())
 	g, err := s.startGen(s.next())
 	if err != nil {
 		s.finishReload(s.reloadError(s.nextID, 0, err))
@@ -244,6 +262,7 @@ func (s *Supervisor) finishReload(err error) {
 	} else {
 		s.stats.reloadsOK++
 	}
+	s.notifyUp(fmt.Sprintf("READY=1\nSTATUS=serving generation %d", s.servingID()))
 	for _, r := range s.waiting {
 		r.reply <- err
 	}
@@ -264,13 +283,10 @@ func (s *Supervisor) reloadError(id, pid int, err error) *ReloadError {
 // gate waits, off the loop, for g to become ready.
 func (s *Supervisor) gate(g *gen) {
 	s.live[g.id] = g
-	ctx, cancel := context.WithTimeoutCause(g.ctx, s.cfg.ReadyTimeout,
-		fmt.Errorf("not ready after %s", s.cfg.ReadyTimeout))
 	s.wg.Go(func() {
-		defer cancel()
-		err := s.cfg.Ready.Wait(ctx, GenInfo{ID: g.id, PID: g.pid})
+		err := s.waitReady(g.ctx, g)
 		if err != nil {
-			err = gateError(ctx, g, err)
+			err = gateError(g, err)
 		}
 		select {
 		case s.gatec <- gateResult{g, err}:
@@ -279,19 +295,15 @@ func (s *Supervisor) gate(g *gen) {
 	})
 }
 
-// gateError says why g did not become ready: it exited, or the timeout
-// passed with the last probe failure.
-func gateError(ctx context.Context, g *gen, err error) error {
+// gateError says why g did not become ready: it exited, or the gate's
+// own error (the timeout with the last probe failure).
+func gateError(g *gen, err error) error {
 	select {
 	case <-g.exited:
 		return context.Cause(g.ctx)
 	default:
-	}
-	cause := context.Cause(ctx)
-	if cause == nil || errors.Is(err, cause) {
 		return err
 	}
-	return fmt.Errorf("%w: %w", cause, err)
 }
 
 func (s *Supervisor) onGate(r gateResult) error {
@@ -328,6 +340,7 @@ func (s *Supervisor) onGate(r gateResult) error {
 		if !s.everReady {
 			s.everReady = true
 			close(s.readyc)
+			s.notifyUp(fmt.Sprintf("READY=1\nSTATUS=serving generation %d", g.id))
 			if len(s.queued) > 0 {
 				s.waiting, s.queued = s.queued, nil
 				s.beginReload()
@@ -335,6 +348,14 @@ func (s *Supervisor) onGate(r gateResult) error {
 		}
 	}
 	return nil
+}
+
+// servingID is the generation serving, or 0.
+func (s *Supervisor) servingID() int {
+	if s.current == nil {
+		return 0
+	}
+	return s.current.id
 }
 
 func (s *Supervisor) markReady(g *gen) {

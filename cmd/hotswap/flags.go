@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/hotswap-dev/hotswap/healthgate"
 	"github.com/hotswap-dev/hotswap/supervisor"
 	"github.com/spf13/pflag"
 )
@@ -30,7 +31,10 @@ EINHORN_FD_COUNT/EINHORN_FD_n (einhorn) and HOTSWAP_GENERATION.
 Socket mode: shared. Every generation accepts from the same socket, so the
 kernel never refuses or resets a queued connection. A new generation takes
 clients as soon as it calls accept(), before it is ready: the readiness gate
-only guarantees that the old generation is not stopped too early.
+only guarantees that the old generation is not stopped too early. A probe of
+the public port may be answered by the old generation and proves nothing:
+use notify, {port} (a free port per generation, also expanded in the
+command's arguments), or exec.
 
 Flags:
 `
@@ -46,6 +50,9 @@ type options struct {
 	logLevel     string
 	version      bool
 	command      []string
+
+	control   controlOptions
+	intercept interceptOptions
 }
 
 func newFlagSet(o *options) *pflag.FlagSet {
@@ -55,10 +62,12 @@ func newFlagSet(o *options) *pflag.FlagSet {
 	fs.StringVar(&o.pidfile, "pidfile", "", "write hotswap's pid to `PATH` (atomically; removed on exit)")
 	fs.StringVar(&o.stopSignal, "stop-signal", "TERM", "`SIG` that stops an old generation (TERM, SIGQUIT, 3, ...); nginx wants QUIT")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", supervisor.DefaultDrainTimeout, "after the stop signal, wait this long, then SIGKILL")
-	fs.StringVar(&o.ready, "ready", supervisor.DefaultReady.String(), "readiness: a `DURATION` the generation must stay up")
+	fs.StringVar(&o.ready, "ready", supervisor.DefaultReady.String(), "readiness `SPEC`: DURATION (stayed up), notify (READY=1 over sd_notify), http://HOST:PORT/PATH or https:// (2xx), tcp://HOST:PORT (accepts), exec:COMMAND (exits 0); {gen}, {pid} and {port} are expanded")
 	fs.DurationVar(&o.readyTimeout, "ready-timeout", supervisor.DefaultReadyTimeout, "a generation not ready after this long is stopped and rolled back")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: trace, debug, info, warn or error")
+	o.control.addFlags(fs)
+	o.intercept.addFlags(fs)
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	fs.Usage = func() {} // errors are one line; --help prints usage
 	return fs
@@ -117,11 +126,12 @@ func (o *options) config(log hclog.Logger) (supervisor.Config, error) {
 		return cfg, fmt.Errorf("--stop-signal: %w", err)
 	}
 	cfg.StopSignal = sig
-	d, err := time.ParseDuration(o.ready)
-	if err != nil || d < 0 {
-		return cfg, fmt.Errorf("--ready %q: want a duration such as 1s or 500ms", o.ready)
+	if cfg.Ready, err = healthgate.Parse(o.ready); err != nil {
+		return cfg, fmt.Errorf("--ready: %w", err)
 	}
-	cfg.Ready = supervisor.Delay(d)
+	if err := o.intercept.apply(&cfg); err != nil {
+		return cfg, err
+	}
 	if o.drainTimeout <= 0 || o.readyTimeout <= 0 {
 		return cfg, errors.New("--drain-timeout and --ready-timeout must be positive")
 	}

@@ -34,9 +34,6 @@ func main() {
 	os.Exit(run(os.Args[1:]))
 }
 
-// shimPrepare runs in the exec shim on the thread that will exec the target.
-func shimPrepare() error { return nil }
-
 // fail prints the one-line error a user sees and returns code.
 func fail(code int, format string, args ...any) int {
 	fmt.Fprintf(os.Stderr, "hotswap: "+format+"\n", args...)

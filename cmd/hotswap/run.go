@@ -18,6 +18,9 @@ import (
 // run is the supervisor command: flags, then the supervisor until a stop
 // signal. It returns the process exit status.
 func run(args []string) int {
+	if code, ok := subcommand(args); ok {
+		return code
+	}
 	o, err := parseArgs(args)
 	if errors.Is(err, errHelp) {
 		return exitOK
@@ -47,12 +50,12 @@ func run(args []string) int {
 		}
 		defer os.Remove(o.pidfile)
 	}
-	return serve(sup, log)
+	return serve(sup, o, log)
 }
 
 // serve runs sup and maps signals onto it: SIGHUP reloads, SIGTERM, SIGINT
 // and SIGQUIT stop, SIGUSR1, SIGUSR2 and SIGWINCH are forwarded.
-func serve(sup *supervisor.Supervisor, log hclog.Logger) int {
+func serve(sup *supervisor.Supervisor, o *options, log hclog.Logger) int {
 	sigc := make(chan os.Signal, 16)
 	signal.Notify(sigc, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT,
 		syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH)
@@ -64,6 +67,11 @@ func serve(sup *supervisor.Supervisor, log hclog.Logger) int {
 	defer wg.Wait()
 	runErr := make(chan error, 1)
 	wg.Go(func() { runErr <- sup.Run(ctx) })
+	if err := o.control.start(ctx, sup, log, stop); err != nil {
+		stop(err)
+		<-runErr
+		return fail(exitFailure, "%v; nothing is serving", err)
+	}
 	for {
 		select {
 		case err := <-runErr:
