@@ -66,12 +66,23 @@ func (s *Supervisor) startGen(id int) (_ *gen, retErr error) {
 		Stdin:      os.Stdin,
 		Stdout:     s.cfg.Stdout,
 		Stderr:     s.cfg.Stderr,
-		ExtraFiles: s.files,
+		ExtraFiles: append([]*os.File(nil), s.files...),
 		// Its own process group: a terminal's ^C reaches hotswap only, and
 		// hotswap decides when each generation stops.
 		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
 	}
+	for i, h := range s.hooks {
+		if err := h.before(id, cmd); err != nil {
+			for _, h := range s.hooks[:i] {
+				h.abort(id)
+			}
+			return nil, fmt.Errorf("start generation %d: %w", id, err)
+		}
+	}
 	if err := cmd.Start(); err != nil {
+		for _, h := range s.hooks {
+			h.abort(id)
+		}
 		return nil, fmt.Errorf("start generation %d: %w", id, err)
 	}
 	g := &gen{
@@ -90,6 +101,9 @@ func (s *Supervisor) startGen(id int) (_ *gen, retErr error) {
 		}
 	}
 	g.ctx, g.cancel = context.WithCancelCause(context.Background())
+	for _, h := range s.hooks {
+		h.after(g)
+	}
 	s.wg.Go(func() { s.wait(g) })
 	g.log.Info("generation started", "command", s.cfg.Command[0])
 	return g, nil

@@ -24,6 +24,7 @@ type Supervisor struct {
 	cfg   Config
 	log   hclog.Logger
 	names []string   // listener names, in fd order
+	hooks []startHook
 	files []*os.File // listeners, in fd order; never closed while Run runs
 
 	reloadc chan reloadReq
