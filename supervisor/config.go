@@ -115,6 +115,13 @@ type Config struct {
 	Logger         hclog.Logger
 	Observer       Observer // metrics; nil means none
 
+	// Intercept gives children that bind() a supervised address the
+	// supervisor's socket by seccomp user notification (intercept.go).
+	Intercept bool
+	// Credential, if set, is the user and groups every generation runs as
+	// (privdrop.go); hotswap keeps its own.
+	Credential *syscall.Credential
+
 	// Executable is the program started as the exec shim; default
 	// os.Executable(). Its main must call fdpass.RunShim when
 	// fdpass.IsShim() is true.

@@ -23,7 +23,7 @@ var ErrStopped = errors.New("supervisor: stopped")
 type Supervisor struct {
 	cfg   Config
 	log   hclog.Logger
-	names []string   // listener names, in fd order
+	names []string // listener names, in fd order
 	hooks []startHook
 	files []*os.File // listeners, in fd order; never closed while Run runs
 
@@ -92,6 +92,16 @@ func New(cfg Config) (*Supervisor, error) {
 	}
 	for _, l := range cfg.Listeners {
 		s.names = append(s.names, l.Name)
+	}
+	if cfg.Intercept {
+		h, err := newInterceptHook(s)
+		if err != nil {
+			return nil, err
+		}
+		s.hooks = append(s.hooks, h)
+	}
+	if cfg.Credential != nil {
+		s.hooks = append(s.hooks, newCredentialHook(cfg.Credential))
 	}
 	for _, kv := range cfg.Env {
 		if v, ok := strings.CutPrefix(kv, healthgate.NOTIFY_SOCKET+"="); ok {
