@@ -16,6 +16,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hotswap-dev/hotswap/healthgate"
+	"github.com/hotswap-dev/hotswap/reuse"
 	"golang.org/x/sys/unix"
 )
 
@@ -122,6 +123,13 @@ type Config struct {
 	// (privdrop.go); hotswap keeps its own.
 	Credential *syscall.Credential
 
+	// Subreaper makes hotswap reap every orphaned descendant
+	// (PR_SET_CHILD_SUBREAPER; always so as pid 1), see reaper.go.
+	Subreaper bool
+	// Listen creates the socket of a listener; default reuse.Listen. A
+	// self-upgrading hotswap passes sockets inherited from its parent here.
+	Listen func(l ListenSpec) (*os.File, error)
+
 	// Executable is the program started as the exec shim; default
 	// os.Executable(). Its main must call fdpass.RunShim when
 	// fdpass.IsShim() is true.
@@ -171,6 +179,11 @@ func (c *Config) validate() error {
 	}
 	if c.Stderr == nil {
 		c.Stderr = os.Stderr
+	}
+	if c.Listen == nil {
+		c.Listen = func(l ListenSpec) (*os.File, error) {
+			return reuse.Listen(l.Network, l.Address, reuse.Options{})
+		}
 	}
 	if c.Observer == nil {
 		c.Observer = nopObserver{}

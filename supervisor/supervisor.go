@@ -100,6 +100,13 @@ func New(cfg Config) (*Supervisor, error) {
 		}
 		s.hooks = append(s.hooks, h)
 	}
+	if cfg.Subreaper || os.Getpid() == 1 {
+		h, err := newReaper(s)
+		if err != nil {
+			return nil, err
+		}
+		s.hooks = append(s.hooks, h)
+	}
 	if cfg.Credential != nil {
 		s.hooks = append(s.hooks, newCredentialHook(cfg.Credential))
 	}
@@ -468,7 +475,7 @@ func (s *Supervisor) stopAll() {
 
 func (s *Supervisor) listen() error {
 	for _, l := range s.cfg.Listeners {
-		f, err := reuse.Listen(l.Network, l.Address, reuse.Options{})
+		f, err := s.cfg.Listen(l)
 		if err != nil {
 			s.closeListeners()
 			return fmt.Errorf("listen %s: %w", l, err)
