@@ -1,0 +1,296 @@
+package nginx_test
+
+import (
+	"bytes"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hotswap-dev/hotswap/internal/load"
+	"github.com/hotswap-dev/hotswap/internal/proctest"
+)
+
+const hotswapPkg = "github.com/hotswap-dev/hotswap/cmd/hotswap"
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	proctest.Cleanup()
+	os.Exit(code)
+}
+
+// versionLine is the line of nginx.conf that a deploy changes.
+const versionLine = `set $version "v1";`
+
+// site is hotswap running nginx through run.sh, with the configuration
+// template in a temporary directory that each reload rewrites, the way an
+// operator edits nginx.conf before kill -HUP.
+type site struct {
+	t        *testing.T
+	hs       *proctest.Proc
+	addr     string
+	template string
+	base     []byte
+	pids     []int // every nginx master and worker seen, for the orphan check
+}
+
+// nginxBinary returns Debian's nginx, failing under CI=true when missing.
+func nginxBinary(t *testing.T) string {
+	t.Helper()
+	bin := "/usr/sbin/nginx"
+	if _, err := os.Stat(bin); err != nil {
+		if p, err := exec.LookPath("nginx"); err == nil {
+			bin = p
+		} else {
+			bin = ""
+		}
+	}
+	proctest.RequireCI(t, bin != "", "nginx (Debian package nginx)")
+	return bin
+}
+
+func startSite(t *testing.T) *site {
+	t.Helper()
+	nginx := nginxBinary(t)
+	hotswap := proctest.Build(t, hotswapPkg)
+	runSh, err := filepath.Abs("run.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, err := os.ReadFile("nginx.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(base, []byte(versionLine)) {
+		t.Fatalf("nginx.conf has no line %q", versionLine)
+	}
+	dir := t.TempDir()
+	s := &site{t: t, template: filepath.Join(dir, "nginx.conf"), base: base}
+	s.writeVersion("v1")
+	cmd := exec.Command(hotswap, "--log-format", "json", "-l", "tcp://127.0.0.1:0",
+		"--stop-signal", "QUIT", "--drain-timeout", "10s",
+		"--ready", "http://127.0.0.1:{port}/ready", "--", runSh, "{port}")
+	cmd.Env = append(os.Environ(), "NGINX_TEMPLATE="+s.template,
+		"NGINX_PREFIX="+filepath.Join(dir, "run"), "NGINX_BIN="+nginx)
+	s.hs = proctest.StartCmd(t, cmd)
+	s.addr = s.hs.WaitEvent(10*time.Second, "listening", nil).Str("address")
+	s.hs.WaitEvent(10*time.Second, "generation ready", proctest.Gen(1))
+	t.Cleanup(s.checkNoOrphans)
+	return s
+}
+
+// writeVersion writes the template with the site's version set to v.
+func (s *site) writeVersion(v string) {
+	s.t.Helper()
+	conf := bytes.Replace(s.base, []byte(versionLine), fmt.Appendf(nil, "set $version %q;", v), 1)
+	s.writeTemplate(conf)
+}
+
+func (s *site) writeTemplate(conf []byte) {
+	s.t.Helper()
+	if err := os.WriteFile(s.template, conf, 0o644); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// master returns the pid of generation n's nginx master.
+func (s *site) master(n int) int {
+	s.t.Helper()
+	return s.hs.WaitEvent(10*time.Second, "generation started", proctest.Gen(n)).Int("pid")
+}
+
+// family returns the master and its workers, and remembers them.
+func (s *site) family(master int) []int {
+	s.t.Helper()
+	pids := []int{master}
+	matches, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", master))
+	for _, m := range matches {
+		b, _ := os.ReadFile(m)
+		for _, f := range strings.Fields(string(b)) {
+			if pid, err := strconv.Atoi(f); err == nil {
+				pids = append(pids, pid)
+			}
+		}
+	}
+	if len(pids) < 2 {
+		s.t.Fatalf("nginx master %d has no workers", master)
+	}
+	s.pids = append(s.pids, pids...)
+	return pids
+}
+
+// reload sends SIGHUP and waits for the outcome of generation n; it
+// returns the outcome and when the signal was sent.
+func (s *site) reload(n int) (proctest.Event, time.Time) {
+	s.t.Helper()
+	hup := time.Now()
+	s.hs.Signal(syscall.SIGHUP)
+	for range 3000 {
+		for _, msg := range []string{"reload succeeded", "reload failed"} {
+			if i := slices.IndexFunc(s.hs.Events(msg), proctest.Gen(n)); i >= 0 {
+				return s.hs.Events(msg)[i], hup
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	s.t.Fatalf("no outcome for the reload to generation %d", n)
+	return nil, hup
+}
+
+// waitVersion polls the public address on new connections until version
+// answers.
+func (s *site) waitVersion(version string) {
+	s.t.Helper()
+	var got string
+	for range 500 {
+		if got = get(s.t, s.addr); got == version {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	s.t.Fatalf("%s answered by %q, want %q", s.addr, got, version)
+}
+
+// checkNoOrphans runs after hotswap has stopped: no nginx master or worker
+// the test saw may outlive it.
+func (s *site) checkNoOrphans() {
+	for range 200 {
+		if !slices.ContainsFunc(s.pids, proctest.Alive) {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, pid := range s.pids {
+		if proctest.Alive(pid) {
+			s.t.Errorf("nginx process %d outlived hotswap", pid)
+		}
+	}
+}
+
+func get(t *testing.T, addr string) string {
+	t.Helper()
+	c := http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := c.Get("http://" + addr + "/")
+	if err != nil {
+		t.Fatalf("GET %s: %v", addr, err)
+	}
+	resp.Body.Close()
+	return resp.Header.Get("X-Version")
+}
+
+// TestNginxReloadUnderLoad: 20 configuration changes deployed under load,
+// each answered by the new configuration, with no failed request and no
+// nginx process of an old generation left behind.
+func TestNginxReloadUnderLoad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow end-to-end test")
+	}
+	s := startSite(t)
+	run := load.Start(t.Context(), load.Config{Addr: s.addr, Concurrency: 16, Duration: time.Minute})
+	const reloads = 20
+	var ready, exited, switched []time.Duration
+	for n := 2; n <= reloads+1; n++ {
+		old := s.family(s.master(n - 1))
+		version := "v" + strconv.Itoa(n)
+		s.writeVersion(version)
+		e, hup := s.reload(n)
+		if e.Msg() != "reload succeeded" {
+			t.Fatalf("reload to generation %d: %v", n, e)
+		}
+		ready = append(ready, time.Since(hup))
+		s.waitVersion(version)
+		switched = append(switched, time.Since(hup))
+		s.hs.WaitEvent(15*time.Second, "generation exited", proctest.Gen(n-1))
+		exited = append(exited, time.Since(hup))
+		for _, pid := range old {
+			if proctest.Alive(pid) {
+				t.Errorf("generation %d: nginx process %d still running after its master exited", n-1, pid)
+			}
+		}
+	}
+	res := run.Stop()
+	t.Logf("load: %v; versions seen: %d", res, len(res.Versions))
+	t.Logf("SIGHUP to reload succeeded: %s", summary(ready))
+	t.Logf("SIGHUP to the new version answering: %s", summary(switched))
+	t.Logf("SIGHUP to the old master exited: %s", summary(exited))
+	if res.Failed != 0 {
+		t.Errorf("%d failed requests over %d reloads, want 0: %v", res.Failed, reloads, res.Errors)
+	}
+	if res.OK < 1000 {
+		t.Errorf("only %d requests succeeded: the load did not run", res.OK)
+	}
+	s.hs.Signal(syscall.SIGTERM)
+	if code := s.hs.Wait(30 * time.Second); code != 0 {
+		t.Errorf("hotswap exited %d after SIGTERM, want 0", code)
+	}
+}
+
+// TestNginxBadConfigRollsBack: a configuration nginx rejects is rolled
+// back with one clear line while the old configuration serves, and the
+// next good configuration deploys.
+func TestNginxBadConfigRollsBack(t *testing.T) {
+	s := startSite(t)
+	s.family(s.master(1))
+	run := load.Start(t.Context(), load.Config{Addr: s.addr, Concurrency: 16, Duration: time.Minute})
+	time.Sleep(200 * time.Millisecond)
+	s.writeTemplate(append(bytes.Clone(s.base), "no_such_directive on;\n"...))
+	e, _ := s.reload(2)
+	if e.Msg() != "reload failed" {
+		t.Fatalf("got %q, want reload failed", e.Msg())
+	}
+	t.Logf("reason: %s", e.Str("reason"))
+	line := waitLine(t, s.hs, "hotswap: reload failed")
+	want := regexp.MustCompile(`^hotswap: reload failed: generation 2 \(pid \d+\) exited with status 1; still serving generation 1 \(pid \d+\)$`)
+	if !want.MatchString(line) {
+		t.Errorf("got %q, want a line matching %s", line, want)
+	}
+	if !slices.ContainsFunc(s.hs.Lines(), func(l string) bool { return strings.Contains(l, `unknown directive "no_such_directive"`) }) {
+		t.Errorf("nginx's own reason is not on hotswap's stderr")
+	}
+	if got := get(t, s.addr); got != "v1" {
+		t.Errorf("after a failed reload: answered by %q, want v1", got)
+	}
+	s.writeVersion("v3")
+	if e, _ := s.reload(3); e.Msg() != "reload succeeded" {
+		t.Fatalf("reload after a failure: %v", e)
+	}
+	s.waitVersion("v3")
+	res := run.Stop()
+	t.Logf("load: %v", res)
+	if res.Failed != 0 {
+		t.Errorf("%d failed requests, want 0: %v", res.Failed, res.Errors)
+	}
+}
+
+func waitLine(t *testing.T, p *proctest.Proc, prefix string) string {
+	t.Helper()
+	for range 500 {
+		for _, l := range p.Lines() {
+			if strings.HasPrefix(l, prefix) {
+				return l
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("no stderr line starting with %q", prefix)
+	return ""
+}
+
+// summary prints the median and maximum of ds.
+func summary(ds []time.Duration) string {
+	if len(ds) == 0 {
+		return "none"
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return fmt.Sprintf("median %s, max %s over %d reloads",
+		s[len(s)/2].Round(time.Millisecond), s[len(s)-1].Round(time.Millisecond), len(s))
+}
