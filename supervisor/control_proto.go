@@ -1,0 +1,119 @@
+package supervisor
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+)
+
+// ControlVersion is the version of the control protocol. A request names
+// the version it speaks in "v"; the server answers a version it does not
+// speak with an error and the version it does.
+//
+// The protocol is line-oriented JSON over a unix stream socket. Each request
+// is one object on one line, at most [MaxControlLine] bytes with its newline;
+// each answer is one object on one line. A connection may carry several
+// requests, one at a time:
+//
+//	-> {"v":1,"op":"reload"}
+//	<- {"v":1,"ok":true,"gen":4,"pid":8123}
+//	-> {"v":1,"op":"reload"}
+//	<- {"v":1,"ok":false,"error":"generation 5 (pid 8130) exited with status 1","gen":5,"pid":8130,"still_serving":"still serving generation 4 (pid 8123)","serving":4,"serving_pid":8123}
+//	-> {"v":1,"op":"status"}
+//	<- {"v":1,"ok":true,"status":{...}}
+//	-> {"v":1,"op":"signal","signal":"USR1"}
+//	<- {"v":1,"ok":true}
+//	-> {"v":1,"op":"stop"}
+//	<- {"v":1,"ok":true}            (the connection closes once hotswap has stopped)
+//
+// Unknown fields are ignored, so a newer client can talk to this server as
+// long as it speaks version 1.
+const ControlVersion = 1
+
+// MaxControlLine bounds a request line, newline included.
+const MaxControlLine = 4096
+
+// Control operations.
+const (
+	OpReload = "reload" // start a new generation and answer its outcome
+	OpStatus = "status" // answer a [Status]
+	OpSignal = "signal" // forward Signal to the current generation
+	OpStop   = "stop"   // stop every generation and exit
+)
+
+// Request is one control request.
+type Request struct {
+	V      int    `json:"v"`
+	Op     string `json:"op"`
+	Signal string `json:"signal,omitempty"` // OpSignal: TERM, SIGUSR1, 10, ...
+}
+
+// Response is the answer to one request.
+type Response struct {
+	V     int    `json:"v"`
+	OK    bool   `json:"ok"`
+	Error string `json:"error,omitempty"`
+	// Gen and PID name, for a reload, the generation serving after it, or
+	// the one rolled back when it failed.
+	Gen int `json:"gen,omitempty"`
+	PID int `json:"pid,omitempty"`
+	// StillServing, Serving and ServingPID say what serves after a failed
+	// reload (see [ReloadError]).
+	StillServing string  `json:"still_serving,omitempty"`
+	Serving      int     `json:"serving,omitempty"`
+	ServingPID   int     `json:"serving_pid,omitempty"`
+	Status       *Status `json:"status,omitempty"`
+}
+
+// Errors of [DecodeRequest].
+var (
+	ErrLineTooLong = fmt.Errorf("supervisor: control request longer than %d bytes", MaxControlLine)
+	ErrBadVersion  = errors.New("supervisor: unsupported control protocol version")
+	ErrBadOp       = errors.New("supervisor: unknown control operation")
+)
+
+// DecodeRequest parses and checks one request line, with or without its
+// newline.
+func DecodeRequest(line []byte) (Request, error) {
+	var r Request
+	if len(line) > MaxControlLine {
+		return r, ErrLineTooLong
+	}
+	line = bytes.TrimRight(line, "\r\n")
+	if err := json.Unmarshal(line, &r); err != nil {
+		return Request{}, fmt.Errorf("decode control request: %w", err)
+	}
+	if r.V != ControlVersion {
+		return Request{}, fmt.Errorf("%w %d (this hotswap speaks %d)", ErrBadVersion, r.V, ControlVersion)
+	}
+	switch r.Op {
+	case OpReload, OpStatus, OpStop:
+		if r.Signal != "" {
+			return Request{}, fmt.Errorf("decode control request: %s takes no signal", r.Op)
+		}
+	case OpSignal:
+		if _, err := ParseSignal(r.Signal); err != nil {
+			return Request{}, fmt.Errorf("decode control request: %w", err)
+		}
+	default:
+		return Request{}, fmt.Errorf("%w %q (want reload, status, signal or stop)", ErrBadOp, truncate(r.Op, 32))
+	}
+	return r, nil
+}
+
+// EncodeLine marshals v as one line, newline included.
+func EncodeLine(v any) ([]byte, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("encode control message: %w", err)
+	}
+	return append(b, '\n'), nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
