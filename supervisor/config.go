@@ -103,6 +103,17 @@ type Config struct {
 	Command   []string
 	Listeners []ListenSpec
 
+	// Mode is how TCP listeners reach generations; default ModeShared.
+	// UDP and unix listeners are always shared.
+	Mode Mode
+	// DrainGrace is how long an old reuseport generation keeps accepting
+	// after the cutover at least; default DefaultDrainGrace.
+	DrainGrace time.Duration
+	// SkipDrain stops an old reuseport generation right after the cutover,
+	// as a naive SO_REUSEPORT restart does; it loses requests and exists
+	// to measure that.
+	SkipDrain bool
+
 	StopSignal   syscall.Signal   // default SIGTERM
 	DrainTimeout time.Duration    // after the stop signal, then SIGKILL; default 30s
 	Ready        healthgate.Check // --ready; zero means DefaultReady
@@ -163,6 +174,13 @@ func (c *Config) validate() error {
 	if c.StopSignal == 0 {
 		c.StopSignal = DefaultStopSignal
 	}
+	if c.Mode == "" {
+		c.Mode = ModeShared
+	}
+	if _, err := ParseMode(string(c.Mode)); err != nil {
+		return err
+	}
+	setDefault(&c.DrainGrace, DefaultDrainGrace)
 	setDefault(&c.DrainTimeout, DefaultDrainTimeout)
 	setDefault(&c.ReadyTimeout, DefaultReadyTimeout)
 	setDefault(&c.BackoffMin, DefaultBackoffMin)

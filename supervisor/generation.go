@@ -11,6 +11,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hotswap-dev/hotswap/fdpass"
+	"github.com/hotswap-dev/hotswap/reuse"
 )
 
 // State is where a generation is in its life.
@@ -35,6 +36,9 @@ type gen struct {
 	state   State
 	log     hclog.Logger
 	ready   readiness // what its gate needs; closed once it exits
+	// members are its reuseport sockets, per listener (nil for shared
+	// ones); the supervisor's copies are released before it is stopped.
+	members []*reuse.Member
 
 	// ctx is cancelled, with the reason, when the process exits.
 	ctx    context.Context
@@ -58,6 +62,15 @@ func (s *Supervisor) startGen(id int) (_ *gen, retErr error) {
 			ready.close()
 		}
 	}()
+	files, members, err := s.members(id)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if retErr != nil {
+			s.release(members)
+		}
+	}()
 	env = append(env, fdpass.ShimEnv+"=1")
 	cmd := &exec.Cmd{
 		Path:       s.cfg.Executable,
@@ -66,7 +79,7 @@ func (s *Supervisor) startGen(id int) (_ *gen, retErr error) {
 		Stdin:      os.Stdin,
 		Stdout:     s.cfg.Stdout,
 		Stderr:     s.cfg.Stderr,
-		ExtraFiles: append([]*os.File(nil), s.files...),
+		ExtraFiles: files,
 		// Its own process group: a terminal's ^C reaches hotswap only, and
 		// hotswap decides when each generation stops.
 		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
@@ -93,6 +106,7 @@ func (s *Supervisor) startGen(id int) (_ *gen, retErr error) {
 		state:   StateStarting,
 		log:     s.log.With("gen", id, "pid", cmd.Process.Pid),
 		ready:   ready,
+		members: members,
 		exited:  make(chan struct{}),
 	}
 	if ready.notify != nil {
@@ -127,9 +141,16 @@ func (s *Supervisor) wait(g *gen) {
 	}
 }
 
-// stop sends g its stop signal and, after the drain timeout, SIGKILL to
-// its whole process group. It returns once g has been reaped.
-func (s *Supervisor) stop(g *gen) {
+// stop stops g: with drain, first waits until its reuseport sockets are
+// drained; then releases the supervisor's copies of them, sends the stop
+// signal and, after the drain timeout, SIGKILL to its whole process group.
+// It returns once g has been reaped.
+func (s *Supervisor) stop(g *gen, drain bool) {
+	if drain && g.members != nil && !s.cfg.SkipDrain {
+		d, ok := s.drainWait(g)
+		g.log.Info("drained", "after", d.Round(time.Millisecond), "complete", ok)
+	}
+	s.release(g.members)
 	sig := s.cfg.StopSignal
 	g.log.Info("stopping generation", "signal", signalName(sig))
 	t0 := time.Now()

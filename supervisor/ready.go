@@ -3,8 +3,11 @@ package supervisor
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/url"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"github.com/hotswap-dev/hotswap/healthgate"
 	"golang.org/x/sys/unix"
@@ -63,11 +66,30 @@ func (r readiness) close() {
 // exits.
 func (s *Supervisor) waitReady(ctx context.Context, g *gen) error {
 	c := s.cfg.Ready.Expand(healthgate.Vars{Gen: g.id, PID: g.pid, Port: g.ready.port})
-	return healthgate.Wait(ctx, c, healthgate.Target{
-		PID:     g.pid,
-		Notify:  g.ready.notify,
-		Options: healthgate.Options{Timeout: s.cfg.ReadyTimeout},
-	})
+	opts := healthgate.Options{Timeout: s.cfg.ReadyTimeout}
+	if src, ok := s.probeFor(probeAddr(c)); ok && g.members != nil {
+		// A probe of the public port from the group's probe address is
+		// steered to g's own socket: it tests exactly g.
+		opts.LocalAddr = net.TCPAddrFromAddrPort(src)
+		opts.Control = reuseAddrControl
+	}
+	return healthgate.Wait(ctx, c, healthgate.Target{PID: g.pid, Notify: g.ready.notify, Options: opts})
+}
+
+// probeAddr is the host:port an http or tcp check connects to, or "".
+func probeAddr(c healthgate.Check) string {
+	switch c.Kind() {
+	case healthgate.KindHTTP:
+		if u, err := url.Parse(c.String()); err == nil {
+			if u.Port() == "" {
+				return net.JoinHostPort(u.Hostname(), map[string]string{"http": "80", "https": "443"}[u.Scheme])
+			}
+			return u.Host
+		}
+	case healthgate.KindTCP:
+		return strings.TrimPrefix(c.String(), "tcp://")
+	}
+	return ""
 }
 
 // notifyUp tells a service manager above hotswap (systemd Type=notify)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/hotswap-dev/hotswap/reuse"
@@ -62,6 +63,14 @@ type GenerationStatus struct {
 	State      State         `json:"state"`
 	Started    time.Time     `json:"started"`
 	ReadyAfter time.Duration `json:"ready_after_ns,omitempty"`
+	// Queues are the accept queues of its own reuseport sockets.
+	Queues []ListenerQueue `json:"queues,omitempty"`
+}
+
+// ListenerQueue is the accept-queue length of one generation's socket.
+type ListenerQueue struct {
+	Name  string `json:"name"`
+	Queue uint32 `json:"queue"`
 }
 
 // ReloadCounts counts reloads by outcome.
@@ -94,13 +103,10 @@ func (s *Supervisor) status() Status {
 	if s.current != nil {
 		st.Current = s.current.id
 	}
-	for i, l := range s.cfg.Listeners {
-		ls := ListenerStatus{Name: l.Name, Address: l.Address, Mode: "shared"}
-		if a, err := reuse.Addr(s.files[i]); err == nil {
-			ls.Address = a.String()
-		}
-		if l.Network != "unix" && l.Network[:3] == "tcp" {
-			ls.Queue, ls.Backlog, _ = reuse.QueueLen(s.files[i])
+	for _, l := range s.listeners {
+		ls := ListenerStatus{Name: l.spec.Name, Address: l.addr(), Mode: string(l.mode)}
+		if l.shared != nil && strings.HasPrefix(l.spec.Network, "tcp") {
+			ls.Queue, ls.Backlog, _ = reuse.QueueLen(l.shared)
 		}
 		st.Listeners = append(st.Listeners, ls)
 	}
@@ -110,6 +116,12 @@ func (s *Supervisor) status() Status {
 			continue
 		}
 		gs := GenerationStatus{ID: g.id, PID: g.pid, State: g.state, Started: g.started}
+		for i, m := range g.members {
+			if m != nil {
+				q, _ := m.QueueLen()
+				gs.Queues = append(gs.Queues, ListenerQueue{Name: s.listeners[i].spec.Name, Queue: q})
+			}
+		}
 		if !g.readyAt.IsZero() {
 			gs.ReadyAfter = g.readyAt.Sub(g.started)
 		}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -25,7 +27,8 @@ type Supervisor struct {
 	log   hclog.Logger
 	names []string // listener names, in fd order
 	hooks []startHook
-	files []*os.File // listeners, in fd order; never closed while Run runs
+	// listeners are the sockets, in fd order; never closed while Run runs.
+	listeners []*listener
 
 	reloadc chan reloadReq
 	sigc    chan sigReq
@@ -37,18 +40,22 @@ type Supervisor struct {
 	wg      sync.WaitGroup
 
 	// Owned by the run loop.
-	nextID     int
-	current    *gen // the generation serving, or nil after a crash
-	pending    *gen // the generation a reload is gating
-	live       map[int]*gen
-	waiting    []reloadReq // callers of the reload in progress
-	queued     []reloadReq // callers coalesced into the next reload
-	everReady  bool
-	backoff    time.Duration
-	restart    *time.Timer
-	lastExit   *os.ProcessState // of the last current generation to exit
-	runDir     string           // notify sockets
-	upstream   string           // hotswap's own NOTIFY_SOCKET, if any
+	nextID    int
+	current   *gen // the generation serving, or nil after a crash
+	pending   *gen // the generation a reload is gating
+	live      map[int]*gen
+	waiting   []reloadReq // callers of the reload in progress
+	queued    []reloadReq // callers coalesced into the next reload
+	everReady bool
+	backoff   time.Duration
+	restart   *time.Timer
+	lastExit  *os.ProcessState // of the last current generation to exit
+	// orphans are listening reuseport members without a generation, per
+	// listener: the first ones, then those of a crashed current
+	// generation; the next generation started takes them.
+	orphans    []*reuse.Member
+	runDir     string // notify sockets
+	upstream   string // hotswap's own NOTIFY_SOCKET, if any
 	started    time.Time
 	stats      counters
 	lastFailed string
@@ -301,6 +308,15 @@ func (s *Supervisor) reloadError(id, pid int, err error) *ReloadError {
 // gate waits, off the loop, for g to become ready.
 func (s *Supervisor) gate(g *gen) {
 	s.live[g.id] = g
+	// Reuseport mode: clients stay with the current generation, the
+	// gate's probes reach g.
+	to := s.current
+	if to == g {
+		to = nil
+	}
+	if err := s.steer(to, nil, 0, g); err != nil {
+		g.log.Error("steer probes to generation", "error", err)
+	}
 	s.wg.Go(func() {
 		err := s.waitReady(g.ctx, g)
 		if err != nil {
@@ -330,7 +346,10 @@ func (s *Supervisor) onGate(r gateResult) error {
 	case s.pending:
 		s.pending = nil
 		if r.err != nil {
-			s.drain(g)
+			if err := s.steer(s.current, nil, 0, nil); err != nil {
+				g.log.Error("steer back to the current generation", "error", err)
+			}
+			s.drain(g, false)
 			if s.current == nil {
 				s.scheduleRestart(0)
 			}
@@ -340,8 +359,11 @@ func (s *Supervisor) onGate(r gateResult) error {
 		s.markReady(g)
 		old := s.current
 		s.current = g
+		if err := s.steer(g, nil, 0, nil); err != nil {
+			g.log.Error("cutover", "error", err)
+		}
 		if old != nil {
-			s.drain(old)
+			s.drain(old, true)
 		}
 		g.log.Info("reload succeeded", "after", g.readyAt.Sub(g.started))
 		s.finishReload(nil)
@@ -351,7 +373,7 @@ func (s *Supervisor) onGate(r gateResult) error {
 				return fmt.Errorf("generation %d (pid %d) %w", g.id, g.pid, r.err)
 			}
 			g.log.Error("restarted generation not ready, stopping it", "reason", r.err)
-			s.drain(g)
+			s.drain(g, false)
 			return nil
 		}
 		s.markReady(g)
@@ -382,13 +404,14 @@ func (s *Supervisor) markReady(g *gen) {
 	g.log.Info("generation ready", "after", g.readyAt.Sub(g.started))
 }
 
-// drain stops g off the loop; its exit arrives as an event.
-func (s *Supervisor) drain(g *gen) {
+// drain stops g off the loop, after draining its reuseport sockets when
+// wait is set; its exit arrives as an event.
+func (s *Supervisor) drain(g *gen, wait bool) {
 	if g.state == StateDraining || g.state == StateExited {
 		return
 	}
 	g.state = StateDraining
-	s.wg.Go(func() { s.stop(g) })
+	s.wg.Go(func() { s.stop(g, wait) })
 }
 
 func (s *Supervisor) onExit(g *gen) error {
@@ -397,6 +420,11 @@ func (s *Supervisor) onExit(g *gen) error {
 	g.state = StateExited
 	up := time.Since(g.started)
 	g.log.Info("generation exited", "status", describeExit(g.ps), "up", up.Round(time.Millisecond))
+	if g == s.current && prev != StateDraining && g.members != nil {
+		// Its sockets stay open and keep their queues for the restart.
+		s.orphans, g.members = g.members, nil
+	}
+	s.sync()
 	if g != s.current {
 		return nil
 	}
@@ -464,7 +492,7 @@ func (s *Supervisor) stopAll() {
 			continue // already being stopped by its own goroutine
 		}
 		g.state = StateDraining
-		wg.Go(func() { s.stop(g) })
+		wg.Go(func() { s.stop(g, false) })
 	}
 	wg.Wait()
 	for _, g := range s.live {
@@ -474,21 +502,43 @@ func (s *Supervisor) stopAll() {
 }
 
 func (s *Supervisor) listen() error {
-	for _, l := range s.cfg.Listeners {
-		f, err := s.cfg.Listen(l)
+	if s.cfg.Mode == ModeReusePort {
+		s.logMigrateReq()
+	}
+	for _, spec := range s.cfg.Listeners {
+		l, err := s.openListener(spec)
 		if err != nil {
 			s.closeListeners()
-			return fmt.Errorf("listen %s: %w", l, err)
+			var oe *net.OpError
+			if errors.As(err, &oe) && oe.Err != nil {
+				err = oe.Err
+			}
+			return fmt.Errorf("listen %s: %w", spec, err)
 		}
-		s.files = append(s.files, f)
-		addr, _ := reuse.Addr(f)
-		s.log.Info("listening", "name", l.Name, "address", addr.String())
+		s.listeners = append(s.listeners, l)
+		var first *reuse.Member
+		if l.reuseport() {
+			// The group's first member listens from the start, as a
+			// shared socket does: the address must be free now, port 0
+			// is fixed from here on, and clients queue for generation 1.
+			if first, err = l.group.Add(); err == nil {
+				err = l.group.Activate(first)
+			}
+			if err != nil {
+				s.closeListeners()
+				return fmt.Errorf("listen %s: %w", spec, err)
+			}
+			_, p, _ := net.SplitHostPort(l.group.Addr())
+			l.port, _ = strconv.Atoi(p)
+		}
+		s.orphans = append(s.orphans, first)
+		s.log.Info("listening", "name", spec.Name, "address", l.addr(), "mode", string(l.mode))
 	}
 	return nil
 }
 
 func (s *Supervisor) closeListeners() {
-	for _, f := range s.files {
-		f.Close()
+	for _, l := range s.listeners {
+		l.close()
 	}
 }

@@ -1,0 +1,278 @@
+package supervisor
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hotswap-dev/hotswap/reuse"
+	"golang.org/x/sys/unix"
+)
+
+// Mode is how a listener is handed to generations.
+type Mode string
+
+const (
+	// ModeShared hands every generation the same socket.
+	ModeShared Mode = "shared"
+	// ModeReusePort gives each generation its own SO_REUSEPORT sibling in
+	// a group the supervisor steers with classic BPF: a generation gets
+	// no client until it is ready, and the old one is drained before it
+	// is stopped.
+	ModeReusePort Mode = "reuseport"
+)
+
+// ParseMode accepts "shared" and "reuseport".
+func ParseMode(s string) (Mode, error) {
+	switch Mode(s) {
+	case ModeShared, ModeReusePort:
+		return Mode(s), nil
+	}
+	return "", fmt.Errorf("mode %q: want shared or reuseport", s)
+}
+
+// DefaultDrainGrace is how long an old reuseport generation keeps accepting
+// after the cutover before its queue may count as drained: handshakes that
+// were in flight on its socket still land there (shared/KERNEL.md
+// pitfall 11).
+const DefaultDrainGrace = 50 * time.Millisecond
+
+// listener is one socket address the supervisor owns: a shared socket, or
+// a reuseport group with one member per generation.
+type listener struct {
+	spec   ListenSpec
+	mode   Mode
+	shared *os.File
+	group  *reuse.Group
+	port   int // the bound port, for OpenConns
+}
+
+func (l *listener) reuseport() bool { return l.group != nil }
+
+// openListener binds l in mode; reuseport applies to TCP only, other
+// networks are shared.
+func (s *Supervisor) openListener(spec ListenSpec) (*listener, error) {
+	l := &listener{spec: spec, mode: ModeShared}
+	if s.cfg.Mode == ModeReusePort && strings.HasPrefix(spec.Network, "tcp") {
+		g, err := reuse.NewGroup(spec.Network, spec.Address)
+		if err != nil {
+			return nil, err
+		}
+		// The first member fixes the port (also for port 0) and makes
+		// sure the address can be bound now, not at the first start.
+		l.group, l.mode = g, ModeReusePort
+		return l, nil
+	}
+	f, err := s.cfg.Listen(spec)
+	if err != nil {
+		return nil, err
+	}
+	l.shared = f
+	if a, err := reuse.Addr(f); err == nil {
+		if ta, ok := a.(*net.TCPAddr); ok {
+			l.port = ta.Port
+		}
+	}
+	return l, nil
+}
+
+// addr is the listener's bound address.
+func (l *listener) addr() string {
+	if l.group != nil {
+		return l.group.Addr()
+	}
+	if a, err := reuse.Addr(l.shared); err == nil {
+		return a.String()
+	}
+	return l.spec.Address
+}
+
+func (l *listener) close() {
+	if l.shared != nil {
+		l.shared.Close()
+	}
+	if l.group != nil {
+		l.group.Close()
+	}
+}
+
+// members makes generation id's sockets: the shared ones, and per
+// reuseport group a listening sibling that receives nothing until it is
+// steered to; orphaned members are taken first.
+func (s *Supervisor) members(id int) (files []*os.File, ms []*reuse.Member, retErr error) {
+	ms = make([]*reuse.Member, len(s.listeners))
+	defer func() {
+		if retErr != nil {
+			s.release(ms)
+		}
+	}()
+	for i, l := range s.listeners {
+		if !l.reuseport() {
+			files = append(files, l.shared)
+			continue
+		}
+		m := s.orphans[i]
+		s.orphans[i] = nil
+		if m == nil {
+			var err error
+			if m, err = l.group.Add(); err == nil {
+				err = l.group.Activate(m)
+			}
+			if err != nil {
+				return nil, nil, fmt.Errorf("listener %s for generation %d: %w", l.spec, id, err)
+			}
+		}
+		ms[i] = m
+		files = append(files, m.File())
+	}
+	return files, ms, nil
+}
+
+// release closes the supervisor's copies of a generation's members: the
+// child's own close is then the last one (shared/KERNEL.md pitfall 12).
+func (s *Supervisor) release(ms []*reuse.Member) {
+	for i, m := range ms {
+		if m != nil {
+			if err := s.listeners[i].group.Remove(m); err != nil && !errors.Is(err, reuse.ErrClosed) {
+				s.log.Warn("remove reuseport member", "listener", s.listeners[i].spec.Name, "error", err)
+			}
+		}
+	}
+}
+
+// sync updates every group's model after a generation holding members
+// has exited.
+func (s *Supervisor) sync() {
+	for _, l := range s.listeners {
+		if l.reuseport() {
+			if err := l.group.Sync(); err != nil && !errors.Is(err, reuse.ErrClosed) {
+				s.log.Warn("sync reuseport group", "listener", l.spec.Name, "error", err)
+			}
+		}
+	}
+}
+
+// steer attaches, in every group, the policy "new connections to to (or
+// pct percent to to and the rest to other); probes to probe". A nil
+// generation leaves that role to the group's default (the oldest member).
+func (s *Supervisor) steer(to, other *gen, pct int, probe *gen) error {
+	var errs []error
+	for i, l := range s.listeners {
+		if !l.reuseport() {
+			continue
+		}
+		p := reuse.Policy{To: member(to, i), Other: member(other, i), Percent: pct, Probe: member(probe, i)}
+		if p.Other == nil {
+			p.Percent = 0
+		}
+		if err := l.group.Steer(p); err != nil {
+			errs = append(errs, fmt.Errorf("steer %s: %w", l.spec, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func member(g *gen, i int) *reuse.Member {
+	if g == nil || g.members == nil {
+		return nil
+	}
+	return g.members[i]
+}
+
+// probeFor returns the source address a readiness probe to addr must use
+// to reach the generation being gated: the probe address of the reuseport
+// group listening on addr, if any.
+func (s *Supervisor) probeFor(addr string) (netip.AddrPort, bool) {
+	for _, l := range s.listeners {
+		if !l.reuseport() {
+			continue
+		}
+		if sameAddr(addr, l.group.Addr()) {
+			return l.group.ProbeAddr(), true
+		}
+	}
+	return netip.AddrPort{}, false
+}
+
+func sameAddr(a, b string) bool {
+	ha, pa, err1 := net.SplitHostPort(a)
+	hb, pb, err2 := net.SplitHostPort(b)
+	if err1 != nil || err2 != nil || pa != pb {
+		return false
+	}
+	ia, err1 := netip.ParseAddr(ha)
+	ib, err2 := netip.ParseAddr(hb)
+	if err1 != nil || err2 != nil {
+		return ha == hb
+	}
+	return ia.Unmap() == ib.Unmap() || ib.IsUnspecified()
+}
+
+// reuseAddrControl sets SO_REUSEADDR on a probe socket bound to the
+// group's fixed probe port.
+func reuseAddrControl(_, _ string, rc syscall.RawConn) error {
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+	}); err != nil {
+		return err
+	}
+	return os.NewSyscallError("setsockopt SO_REUSEADDR", serr)
+}
+
+// drainWait waits until g's reuseport sockets have an empty accept queue
+// and g's process tree holds no connection on their ports, twice in a row
+// after the grace period, or until the drain timeout or g's exit. It
+// reports whether the drain completed.
+func (s *Supervisor) drainWait(g *gen) (time.Duration, bool) {
+	start := time.Now()
+	deadline := start.Add(s.cfg.DrainTimeout)
+	quiet := 0
+	for time.Now().Before(deadline) {
+		if s.drained(g) {
+			quiet++
+		} else {
+			quiet = 0
+		}
+		if quiet >= 2 && time.Since(start) >= s.cfg.DrainGrace {
+			return time.Since(start), true
+		}
+		select {
+		case <-g.exited:
+			return time.Since(start), true
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+	return time.Since(start), false
+}
+
+func (s *Supervisor) drained(g *gen) bool {
+	for i, m := range g.members {
+		if m == nil {
+			continue
+		}
+		if q, err := m.QueueLen(); err != nil || q > 0 {
+			return false
+		}
+		if n, err := reuse.OpenConns(g.pid, s.listeners[i].port); err != nil || n > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// logMigrateReq records net.ipv4.tcp_migrate_req: 1 is a backstop for
+// request sockets the drain cannot see, never a requirement.
+func (s *Supervisor) logMigrateReq() {
+	v, err := reuse.MigrateReq()
+	if err != nil {
+		s.log.Info("reuseport mode", "tcp_migrate_req", "unknown", "error", err)
+		return
+	}
+	s.log.Info("reuseport mode", "tcp_migrate_req", v)
+}
