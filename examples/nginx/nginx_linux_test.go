@@ -57,7 +57,9 @@ func nginxBinary(t *testing.T) string {
 	return bin
 }
 
-func startSite(t *testing.T) *site {
+// startSite runs nginx under hotswap, which stops old generations with
+// stopSignal.
+func startSite(t *testing.T, stopSignal string) *site {
 	t.Helper()
 	nginx := nginxBinary(t)
 	hotswap := proctest.Build(t, hotswapPkg)
@@ -76,7 +78,7 @@ func startSite(t *testing.T) *site {
 	s := &site{t: t, template: filepath.Join(dir, "nginx.conf"), base: base}
 	s.writeVersion("v1")
 	cmd := exec.Command(hotswap, "--log-format", "json", "-l", "tcp://127.0.0.1:0",
-		"--stop-signal", "QUIT", "--drain-timeout", "10s",
+		"--stop-signal", stopSignal, "--drain-timeout", "10s",
 		"--ready", "http://127.0.0.1:{port}/ready", "--", runSh, "{port}")
 	cmd.Env = append(os.Environ(), "NGINX_TEMPLATE="+s.template,
 		"NGINX_PREFIX="+filepath.Join(dir, "run"), "NGINX_BIN="+nginx)
@@ -193,7 +195,7 @@ func TestNginxReloadUnderLoad(t *testing.T) {
 	if testing.Short() {
 		t.Skip("slow end-to-end test")
 	}
-	s := startSite(t)
+	s := startSite(t, "QUIT")
 	run := load.Start(t.Context(), load.Config{Addr: s.addr, Concurrency: 16, Duration: time.Minute})
 	const reloads = 20
 	var ready, exited, switched []time.Duration
@@ -237,7 +239,7 @@ func TestNginxReloadUnderLoad(t *testing.T) {
 // back with one clear line while the old configuration serves, and the
 // next good configuration deploys.
 func TestNginxBadConfigRollsBack(t *testing.T) {
-	s := startSite(t)
+	s := startSite(t, "QUIT")
 	s.family(s.master(1))
 	run := load.Start(t.Context(), load.Config{Addr: s.addr, Concurrency: 16, Duration: time.Minute})
 	time.Sleep(200 * time.Millisecond)
@@ -267,6 +269,31 @@ func TestNginxBadConfigRollsBack(t *testing.T) {
 	t.Logf("load: %v", res)
 	if res.Failed != 0 {
 		t.Errorf("%d failed requests, want 0: %v", res.Failed, res.Errors)
+	}
+}
+
+// TestNginxTermLoses stops old generations with TERM, nginx's fast
+// shutdown, under the same load: requests that old workers had accepted are
+// cut, so the zero above is QUIT's graceful drain and the load can see
+// failures.
+func TestNginxTermLoses(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow end-to-end test")
+	}
+	s := startSite(t, "TERM")
+	run := load.Start(t.Context(), load.Config{Addr: s.addr, Concurrency: 16, Duration: time.Minute})
+	for n := 2; n <= 11; n++ {
+		s.writeVersion("v" + strconv.Itoa(n))
+		if e, _ := s.reload(n); e.Msg() != "reload succeeded" {
+			t.Fatalf("reload to generation %d: %v", n, e)
+		}
+		s.hs.WaitEvent(15*time.Second, "generation exited", proctest.Gen(n-1))
+		time.Sleep(50 * time.Millisecond)
+	}
+	res := run.Stop()
+	t.Logf("stop signal TERM, 10 reloads: %v", res)
+	if res.Failed == 0 {
+		t.Errorf("nginx stopped with TERM lost nothing: the load cannot see failures")
 	}
 }
 
