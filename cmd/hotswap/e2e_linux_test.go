@@ -47,13 +47,19 @@ type app struct {
 // startApp runs hotswap with hsFlags around goapp with goappFlags.
 func startApp(t *testing.T, hsFlags []string, goappFlags ...string) *app {
 	t.Helper()
+	return startAppOn(t, "127.0.0.1:0", hsFlags, goappFlags...)
+}
+
+// startAppOn is startApp listening on addr.
+func startAppOn(t *testing.T, addr string, hsFlags []string, goappFlags ...string) *app {
+	t.Helper()
 	hotswap := proctest.Build(t, hotswapPkg)
 	goapp := proctest.Build(t, goappPkg)
 	dir := t.TempDir()
 	a := &app{t: t, verFile: filepath.Join(dir, "version"), flags: filepath.Join(dir, "flags"), gen: 1}
 	a.write("v1", "")
 	script := `bin=$0 v=$1 f=$2; shift 2; exec "$bin" --version "$(cat "$v")" $(cat "$f") "$@"`
-	args := append([]string{"--log-format", "json", "-l", "http=tcp://127.0.0.1:0"}, hsFlags...)
+	args := append([]string{"--log-format", "json", "-l", "http=tcp://" + addr}, hsFlags...)
 	args = append(args, "--", "sh", "-c", script, goapp, a.verFile, a.flags)
 	a.hs = proctest.Start(t, hotswap, append(args, goappFlags...)...)
 	a.addr = a.hs.WaitEvent(10*time.Second, "listening", nil).Str("address")

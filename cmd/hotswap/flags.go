@@ -28,13 +28,23 @@ Each generation gets the listeners as fds 3, 4, ... in --listen order, with
 LISTEN_FDS, LISTEN_FDNAMES, LISTEN_PID (systemd), NGINX="3;4;" (nginx),
 EINHORN_FD_COUNT/EINHORN_FD_n (einhorn) and HOTSWAP_GENERATION.
 
-Socket mode: shared. Every generation accepts from the same socket, so the
-kernel never refuses or resets a queued connection. A new generation takes
-clients as soon as it calls accept(), before it is ready: the readiness gate
-only guarantees that the old generation is not stopped too early. A probe of
-the public port may be answered by the old generation and proves nothing:
-use notify, {port} (a free port per generation, also expanded in the
-command's arguments), or exec.
+Socket modes (--mode):
+  shared     Every generation accepts from the same socket, so the kernel never
+             refuses or resets a queued connection. A new generation takes
+             clients as soon as it calls accept(), before it is ready: the
+             readiness gate only guarantees that the old generation is not
+             stopped too early, and a server that does not drain by itself
+             loses what it had accepted when it stops. A probe of the public
+             port may be answered by the old generation and proves nothing:
+             use notify, {port} (a free port per generation, also expanded in
+             the command's arguments), or exec.
+  reuseport  TCP only (UDP and unix listeners stay shared). Each generation gets
+             its own SO_REUSEPORT socket, steered by a BPF program: no client
+             reaches it before it is ready (an http:// or tcp:// probe of the
+             public port reaches exactly the new generation), and the old one
+             keeps accepting until its queue is empty and it holds no
+             connection, then gets its stop signal. Servers with no graceful
+             shutdown lose nothing.
 
 Flags:
 `
@@ -44,6 +54,8 @@ type options struct {
 	pidfile      string
 	stopSignal   string
 	drainTimeout time.Duration
+	mode         string
+	skipDrain    bool
 	ready        string
 	readyTimeout time.Duration
 	logFormat    string
@@ -59,6 +71,9 @@ func newFlagSet(o *options) *pflag.FlagSet {
 	fs := pflag.NewFlagSet("hotswap", pflag.ContinueOnError)
 	fs.SortFlags = false
 	fs.StringArrayVarP(&o.listen, "listen", "l", nil, "`[NAME=]URL` to listen on: tcp://HOST:PORT, tcp4://, tcp6://[::1]:PORT, unix:///PATH (repeatable)")
+	fs.StringVar(&o.mode, "mode", string(supervisor.ModeShared), "socket `MODE` for TCP listeners: shared or reuseport (see above)")
+	fs.BoolVar(&o.skipDrain, "unsafe-skip-drain", false, "reuseport mode without the drain: the naive SO_REUSEPORT restart, for measurements only")
+	_ = fs.MarkHidden("unsafe-skip-drain")
 	fs.StringVar(&o.pidfile, "pidfile", "", "write hotswap's pid to `PATH` (atomically; removed on exit)")
 	fs.StringVar(&o.stopSignal, "stop-signal", "TERM", "`SIG` that stops an old generation (TERM, SIGQUIT, 3, ...); nginx wants QUIT")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", supervisor.DefaultDrainTimeout, "after the stop signal, wait this long, then SIGKILL")
@@ -121,6 +136,12 @@ func (o *options) config(log hclog.Logger) (supervisor.Config, error) {
 		}
 		cfg.Listeners = append(cfg.Listeners, spec)
 	}
+	mode, err := supervisor.ParseMode(o.mode)
+	if err != nil {
+		return cfg, fmt.Errorf("--mode: %w", err)
+	}
+	cfg.Mode = mode
+	cfg.SkipDrain = o.skipDrain
 	sig, err := supervisor.ParseSignal(o.stopSignal)
 	if err != nil {
 		return cfg, fmt.Errorf("--stop-signal: %w", err)

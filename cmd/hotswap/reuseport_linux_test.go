@@ -1,0 +1,180 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hotswap-dev/hotswap/internal/load"
+	"github.com/hotswap-dev/hotswap/internal/proctest"
+)
+
+// freeNetnsPort returns a free port of 127.0.0.1. Only inside a private network
+// namespace (proctest.InNetns), where nothing else binds, is it certain to
+// stay free until hotswap binds it; the tests need it to name the public
+// port in --ready before hotswap starts.
+func freeNetnsPort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// reloadRun is one run of reloads under load.
+type reloadRun struct {
+	hsFlags    []string // besides -l and --log-format
+	goappFlags []string
+	reloads    int
+	stall      bool // SIGUSR1 to the old generation (goapp --stall-on) before each reload
+}
+
+// run drives r and returns what the load saw; every reload must succeed.
+func (r reloadRun) run(t *testing.T) load.Result {
+	t.Helper()
+	a := startApp(t, r.hsFlags, r.goappFlags...)
+	res := a.loadReloads(t, r.reloads, r.stall)
+	a.hs.Signal(syscall.SIGTERM)
+	a.hs.Wait(30 * time.Second)
+	return res
+}
+
+func (a *app) loadReloads(t *testing.T, reloads int, stall bool) load.Result {
+	t.Helper()
+	run := load.Start(t.Context(), load.Config{Addr: a.addr, Concurrency: 16, Duration: 2 * time.Minute})
+	time.Sleep(100 * time.Millisecond)
+	for n := 2; n <= reloads+1; n++ {
+		if stall {
+			a.hs.Signal(syscall.SIGUSR1)
+			time.Sleep(20 * time.Millisecond)
+		}
+		version := fmt.Sprintf("v%d", n)
+		if e := a.reload(n, version, ""); e.Msg() != "reload succeeded" {
+			t.Fatalf("reload to generation %d: %v", n, e)
+		}
+		a.hs.WaitEvent(30*time.Second, "generation exited", proctest.Gen(n-1))
+		if got := get(t, a.addr); got != version {
+			t.Fatalf("after reload %d: answered by %q, want %q", n, got, version)
+		}
+	}
+	time.Sleep(100 * time.Millisecond)
+	return run.Stop()
+}
+
+// TestReusePortServerWithoutGracefulShutdown is reuseport mode's promise:
+// a server that exits at once on SIGTERM loses nothing over 30 reloads,
+// with tcp_migrate_req=0, where shared mode and a naive SO_REUSEPORT
+// restart (no drain) lose requests in the same setup; and an old
+// generation that stops accepting for a while before its stop signal
+// loses its whole queue without the drain, nothing with it.
+func TestReusePortServerWithoutGracefulShutdown(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow end-to-end test")
+	}
+	if !proctest.InNetns(t) {
+		return
+	}
+	proctest.SetSysctl(t, "net.ipv4.tcp_migrate_req", "0")
+	noDrain := []string{"--on-term", "exit", "--stall-on", "200ms"}
+	runs := []struct {
+		name     string
+		r        reloadRun
+		wantZero bool
+	}{
+		{"reuseport", reloadRun{hsFlags: []string{"--mode", "reuseport", "--ready", "200ms"}, goappFlags: noDrain, reloads: 30}, true},
+		{"shared", reloadRun{hsFlags: []string{"--mode", "shared", "--ready", "200ms"}, goappFlags: noDrain, reloads: 30}, false},
+		{"naive reuseport", reloadRun{hsFlags: []string{"--mode", "reuseport", "--ready", "200ms", "--unsafe-skip-drain"}, goappFlags: noDrain, reloads: 30}, false},
+		{"reuseport, old stalls", reloadRun{hsFlags: []string{"--mode", "reuseport", "--ready", "200ms"}, goappFlags: noDrain, reloads: 10, stall: true}, true},
+		{"naive reuseport, old stalls", reloadRun{hsFlags: []string{"--mode", "reuseport", "--ready", "200ms", "--unsafe-skip-drain"}, goappFlags: noDrain, reloads: 10, stall: true}, false},
+	}
+	for _, tc := range runs {
+		res := tc.r.run(t)
+		t.Logf("%s, %d reloads: %v", tc.name, tc.r.reloads, res)
+		if res.OK < 1000 {
+			t.Errorf("%s: only %d requests succeeded: the load did not run", tc.name, res.OK)
+		}
+		switch {
+		case tc.wantZero && res.Failed != 0:
+			t.Errorf("%s: %d failed requests, want 0: %v", tc.name, res.Failed, res.Errors)
+		case !tc.wantZero && res.Failed == 0:
+			t.Errorf("%s: no failed requests; the control must show losses", tc.name)
+		}
+	}
+}
+
+// TestReusePortProbeReachesNewGeneration: a readiness probe of the public
+// port must test the new generation. The new version's /healthz fails
+// while the old one answers 200 on the same port: the reload fails, and no
+// client request is lost or answered by the failed version.
+func TestReusePortProbeReachesNewGeneration(t *testing.T) {
+	if !proctest.InNetns(t) {
+		return
+	}
+	port := freeNetnsPort(t)
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	a := startAppOn(t, addr, []string{"--mode", "reuseport", "--ready", "http://" + addr + "/healthz", "--ready-timeout", "2s"})
+	run := load.Start(t.Context(), load.Config{Addr: a.addr, Concurrency: 16, Duration: time.Minute})
+	time.Sleep(100 * time.Millisecond)
+	e := a.reload(2, "v2-sick", "--health-status 500")
+	if e.Msg() != "reload failed" {
+		t.Fatalf("reload of a version whose health check fails: %v, want reload failed", e)
+	}
+	t.Logf("reason: %s", e.Str("reason"))
+	if e := a.reload(3, "v3", ""); e.Msg() != "reload succeeded" {
+		t.Fatalf("reload of a healthy version: %v", e)
+	}
+	res := run.Stop()
+	t.Logf("load: %v; versions %v", res, res.Versions)
+	if res.Failed != 0 {
+		t.Errorf("%d failed requests, want 0: %v", res.Failed, res.Errors)
+	}
+	if n := res.Versions["v2-sick"]; n != 0 {
+		t.Errorf("%d client requests answered by the version that was never ready, want 0", n)
+	}
+}
+
+// TestReusePortNoClientBeforeReady: under load, a new version that crashes
+// 100 ms after it started accepting, and one that answers every request
+// with 500 while its readiness probe fails, are rolled back with 0 failed
+// client requests and no client request answered by them.
+func TestReusePortNoClientBeforeReady(t *testing.T) {
+	if !proctest.InNetns(t) {
+		return
+	}
+	cases := []struct {
+		name, version, flags string
+		ready                func(addr string) string
+	}{
+		{"crashes after 100ms", "v2-crash", "--crash-after 100ms", func(string) string { return "500ms" }},
+		{"answers 500", "v2-500", "--status 500 --health-status 500", func(addr string) string { return "http://" + addr + "/healthz" }},
+	}
+	for _, tc := range cases {
+		addr := "127.0.0.1:" + strconv.Itoa(freeNetnsPort(t))
+		a := startAppOn(t, addr, []string{"--mode", "reuseport", "--ready", tc.ready(addr), "--ready-timeout", "2s"})
+		run := load.Start(t.Context(), load.Config{Addr: a.addr, Concurrency: 16, Duration: time.Minute})
+		time.Sleep(100 * time.Millisecond)
+		e := a.reload(2, tc.version, tc.flags)
+		time.Sleep(100 * time.Millisecond)
+		res := run.Stop()
+		t.Logf("%s: %s (%s); load: %v; versions %v", tc.name, e.Msg(), e.Str("reason"), res, res.Versions)
+		if e.Msg() != "reload failed" {
+			t.Errorf("%s: %s, want reload failed", tc.name, e.Msg())
+		}
+		if res.Failed != 0 {
+			t.Errorf("%s: %d failed requests, want 0: %v", tc.name, res.Failed, res.Errors)
+		}
+		if n := res.Versions[tc.version]; n != 0 {
+			t.Errorf("%s: %d client requests answered by %s, want 0", tc.name, n, tc.version)
+		}
+		if res.OK < 100 {
+			t.Errorf("%s: only %d requests succeeded: the load did not run", tc.name, res.OK)
+		}
+		a.hs.Signal(syscall.SIGTERM)
+		a.hs.Wait(30 * time.Second)
+	}
+}
