@@ -1,0 +1,39 @@
+# hotswap: make demo, make test (see README.md).
+GO      ?= go
+BIN     := bin
+ADDR    ?= 127.0.0.1:8080
+PIDFILE ?= $(CURDIR)/$(BIN)/hotswap-demo.pid
+
+.PHONY: all build demo test deps vet race bench soak clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/hotswap ./cmd/hotswap
+	$(GO) build -o $(BIN)/goapp ./examples/goapp
+
+# demo runs hotswap with the example app on $(ADDR) in reuseport mode,
+# gated by the app's health check through the public port.
+demo: build
+	@echo "hotswap is serving http://$(ADDR)/ (pid file $(PIDFILE))"
+	@echo "  reload:  kill -HUP \$$(cat $(PIDFILE))    or: $(BIN)/hotswap reload --pidfile $(PIDFILE)"
+	@echo "  status:  $(BIN)/hotswap status --pidfile $(PIDFILE)"
+	@echo "  stop:    Ctrl-C, or kill -TERM \$$(cat $(PIDFILE))"
+	$(BIN)/hotswap --listen http=tcp://$(ADDR) --mode reuseport --pidfile $(PIDFILE) \
+		--ready http://$(ADDR)/healthz -- $(BIN)/goapp --version v1
+
+deps:
+	./scripts/deps.sh
+
+vet:
+	$(GO) vet ./...
+
+# test installs what the tests drive (as root), then runs every test.
+test: deps vet
+	$(GO) test -count=1 -timeout 15m ./...
+
+race: deps
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+clean:
+	rm -rf $(BIN)

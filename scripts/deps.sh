@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what the tests and benchmarks drive for real: nginx, busybox,
+# python3, iproute2 (ip) and util-linux (unshare), from Debian packages.
+# As root it installs what is missing; otherwise it says what is missing
+# (under CI=true the tests that need it then fail, they never skip).
+set -euo pipefail
+
+need=()
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
+command -v busybox >/dev/null 2>&1 || need+=(busybox)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || need+=(iproute2)
+command -v unshare >/dev/null 2>&1 || need+=(util-linux)
+for pkg in ${HOTSWAP_EXTRA_PACKAGES:-}; do
+	dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+
+[ ${#need[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -ne 0 ]; then
+	echo "deps: missing ${need[*]}; install them as root (apt-get install -y ${need[*]})" >&2
+	exit 0
+fi
+echo "deps: installing ${need[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# The package scripts must not start an nginx service on this machine.
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+	printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+	chmod +x /usr/sbin/policy-rc.d
+	trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+fi
+apt-get install -y -qq "${need[@]}" >/dev/null
