@@ -1,0 +1,57 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestBenchmarkTiny runs the benchmark's machinery in a tiny configuration:
+// two methods, two restarts each, every other measurement cut short.
+func TestBenchmarkTiny(t *testing.T) {
+	out := t.TempDir()
+	cfg := config{
+		root: "..", out: out, methods: []string{"stop-start", "hotswap-shared"},
+		restarts: 2, conc: 4, gap: 50 * time.Millisecond, handover: 2,
+		rounds: 1, pathDur: 200 * time.Millisecond, reloads: 3, idle: 200 * time.Millisecond,
+		noNginx: true,
+	}
+	rep, err := benchmark(t.Context(), cfg, os.Stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := len(rep.Runs); got != 4 {
+		t.Fatalf("got %d runs, want 4 (2 methods, new conn and keep-alive)", got)
+	}
+	for _, r := range rep.Runs {
+		t.Logf("%s keep-alive=%v: %s", r.Method, r.KeepAlive, r.summary())
+		if r.Err != "" || r.Restarts != 2 {
+			t.Errorf("%s: %d restarts, error %q; want 2 and none", r.Method, r.Restarts, r.Err)
+		}
+		if r.Method == "hotswap, shared mode" && r.Failed != 0 {
+			t.Errorf("%s: %d failed requests, want 0: %v", r.Method, r.Failed, r.Errors)
+		}
+	}
+	if rep.PathErr != "" || rep.ResErr != "" || len(rep.Handover) == 0 || rep.Handover[0].Err != "" {
+		t.Errorf("data path %q, resources %q, handover %+v", rep.PathErr, rep.ResErr, rep.Handover)
+	}
+	if err := rep.write(out); err != nil {
+		t.Fatal(err)
+	}
+	md, err := os.ReadFile(filepath.Join(out, "benchmarks.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"| hotswap, shared mode | new conn | 2 |", failuresPNG, timelinePNG, "## Data path", "open fds"} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("benchmarks.md lacks %q:\n%s", want, md)
+		}
+	}
+	for _, p := range []string{failuresPNG, timelinePNG} {
+		if fi, err := os.Stat(filepath.Join(out, p)); err != nil || fi.Size() == 0 {
+			t.Errorf("plot %s: %v", p, err)
+		}
+	}
+}

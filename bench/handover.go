@@ -1,0 +1,93 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+)
+
+// handoverStats compares hotswap's reload with the child's own start.
+type handoverStats struct {
+	Mode string
+	// Direct is goapp started directly (through the same sh wrapper):
+	// fork/exec to its first response.
+	Direct []time.Duration
+	// Reload is SIGHUP to hotswap's "reload succeeded" (new generation
+	// ready, old one told to stop).
+	Reload []time.Duration
+	// Ready is hotswap's own "after": generation started to ready.
+	Ready []time.Duration
+	// FirstNew is SIGHUP to the first response of the new version on a
+	// new connection, with no other load.
+	FirstNew []time.Duration
+	Err      string
+}
+
+// overhead is the supervisor's own share of a reload: the median reload
+// minus the median time the child needs to answer when started directly.
+func (h handoverStats) overhead() time.Duration { return median(h.Reload) - median(h.Direct) }
+
+// measureHandover interleaves n direct starts of goapp with n reloads of
+// hotswap (in mode), with no load, so both see the same machine.
+func measureHandover(cfg config, b *bins, mode string, n int) handoverStats {
+	h := handoverStats{Mode: mode}
+	hs := newHotswap(b, mode)
+	defer hs.close()
+	addr, err := hs.start()
+	if err != nil {
+		h.Err = err.Error()
+		return h
+	}
+	verFile := filepath.Join(b.dir, "direct-version")
+	if err := os.WriteFile(verFile, []byte("direct"), 0o644); err != nil {
+		h.Err = err.Error()
+		return h
+	}
+	for i := range n {
+		d, err := directStart(b, verFile)
+		if err != nil {
+			h.Err = err.Error()
+			return h
+		}
+		h.Direct = append(h.Direct, d)
+		g := i + 2
+		t0, t1, after, err := hs.reload(g)
+		if err != nil {
+			h.Err = err.Error()
+			return h
+		}
+		h.Reload = append(h.Reload, t1.Sub(t0))
+		h.Ready = append(h.Ready, after)
+		seen, err := waitVersion(addr, version(g), 10*time.Second)
+		if err != nil {
+			h.Err = err.Error()
+			return h
+		}
+		h.FirstNew = append(h.FirstNew, seen.Sub(t0))
+		time.Sleep(cfg.gap)
+	}
+	return h
+}
+
+// directStart starts goapp the way hotswap does (sh wrapper, exec) on a
+// port of its own and returns the time from Start to its first response.
+func directStart(b *bins, verFile string) (time.Duration, error) {
+	cmd := exec.Command("sh", "-c", goappScript, b.goapp, verFile, "--listen", "127.0.0.1:0")
+	t0 := time.Now()
+	p, err := startProc(cmd)
+	if err != nil {
+		return 0, err
+	}
+	defer p.stop(syscall.SIGTERM, 10*time.Second)
+	l, err := p.waitLine(10*time.Second, 0, func(l line) bool { return servingRE.MatchString(l.text) })
+	if err != nil {
+		return 0, fmt.Errorf("goapp started directly: %w", err)
+	}
+	if _, err := waitVersion(servingRE.FindStringSubmatch(l.text)[1], "direct", 5*time.Second); err != nil {
+		return 0, err
+	}
+	return time.Since(t0), nil
+}

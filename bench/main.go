@@ -1,0 +1,206 @@
+// Command bench is `make bench`: in one run on one machine it measures, side
+// by side, the requests lost per restart by naive restarts, the kernel's
+// tcp_migrate_req fix, nginx's own reload and binary upgrade, and hotswap;
+// how long a handover takes and what the supervisor adds to it; the data
+// path under hotswap against the server alone and behind nginx's
+// proxy_pass; and hotswap's own CPU, memory and descriptors. It prints a
+// table and writes docs/benchmarks.md with plots.
+//
+// All traffic stays on 127.0.0.1, or inside a private network namespace
+// the benchmark creates for the tcp_migrate_req row; every load is bounded
+// in requests and time; every process is ended by its pid; no host sysctl
+// is changed.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// config is one benchmark run's size.
+type config struct {
+	root     string        // module root
+	out      string        // directory for benchmarks.md and the plots
+	exe      string        // this program, for serve mode and the namespace
+	methods  []string      // method keys to run; all when empty
+	restarts int           // restarts per method and load
+	conc     int           // concurrent clients
+	gap      time.Duration // pause after each restart
+	handover int           // reloads for the handover figures
+	rounds   int           // data-path rounds
+	pathDur  time.Duration // data-path load per round and path
+	reloads  int           // reloads for the resource figures
+	idle     time.Duration // idle time for the resource figures
+	noNginx  bool
+	hotswap  string // a hotswap binary to use instead of building one
+}
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	var cfg config
+	var methods, serveAddr, serveVersion string
+	var inner, keepAlive bool
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.StringVar(&cfg.root, "root", ".", "module root: where cmd/hotswap and examples/goapp are built from")
+	fs.StringVar(&cfg.out, "out", "docs", "write benchmarks.md and the plots here (relative to -root)")
+	fs.StringVar(&methods, "methods", "", "comma-separated methods to run (default all): "+strings.Join(methodKeys(), ","))
+	fs.IntVar(&cfg.restarts, "restarts", 20, "restarts per method and load")
+	fs.IntVar(&cfg.conc, "conc", 16, "concurrent clients of every load")
+	fs.DurationVar(&cfg.gap, "gap", 150*time.Millisecond, "pause after each restart")
+	fs.IntVar(&cfg.handover, "handover", 20, "reloads for the handover figures")
+	fs.IntVar(&cfg.rounds, "rounds", 3, "data-path rounds")
+	fs.DurationVar(&cfg.pathDur, "path-duration", 2*time.Second, "data-path load per round and path")
+	fs.IntVar(&cfg.reloads, "reloads", 100, "reloads for the resource figures")
+	fs.DurationVar(&cfg.idle, "idle", 5*time.Second, "idle time for the resource figures")
+	fs.StringVar(&cfg.hotswap, "hotswap", "", "use this hotswap binary instead of building ./cmd/hotswap")
+	fs.BoolVar(&cfg.noNginx, "no-nginx", false, "skip nginx even when it is installed")
+	fs.StringVar(&serveAddr, "serve", "", "internal: serve as the SO_REUSEPORT test server on this address")
+	fs.StringVar(&serveVersion, "serve-version", "v1", "internal: the version serve mode reports")
+	fs.BoolVar(&inner, "netns-inner", false, "internal: the run inside the private network namespace")
+	fs.BoolVar(&keepAlive, "keepalive", false, "internal: keep-alive load for -netns-inner")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if serveAddr != "" {
+		return serve(serveAddr, serveVersion)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+		return 1
+	}
+	cfg.exe = exe
+	if methods != "" {
+		cfg.methods = strings.Split(methods, ",")
+	}
+	if inner {
+		if err := netnsInner(cfg, keepAlive); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+			return 1
+		}
+		return 0
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	rep, err := benchmark(ctx, cfg, os.Stderr)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+		return 1
+	}
+	fmt.Print(rep.markdown(false))
+	out := cfg.out
+	if !filepath.IsAbs(out) {
+		out = filepath.Join(cfg.root, out)
+	}
+	if err := rep.write(out); err != nil {
+		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// bins are the programs under test.
+type bins struct {
+	dir, hotswap, goapp, nginx string
+	reuseportMode              bool // hotswap has --mode reuseport
+}
+
+func build(cfg config) (_ *bins, retErr error) {
+	dir, err := os.MkdirTemp("", "hotswap-bench-")
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if retErr != nil {
+			os.RemoveAll(dir)
+		}
+	}()
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return nil, err
+	}
+	b := &bins{dir: dir, hotswap: filepath.Join(dir, "hotswap"), goapp: filepath.Join(dir, "goapp")}
+	pkgs := map[string]string{"./cmd/hotswap": b.hotswap, "./examples/goapp": b.goapp}
+	if cfg.hotswap != "" {
+		if b.hotswap, err = filepath.Abs(cfg.hotswap); err != nil {
+			return nil, err
+		}
+		delete(pkgs, "./cmd/hotswap")
+	}
+	for pkg, out := range pkgs {
+		cmd := exec.Command("go", "build", "-o", out, pkg)
+		cmd.Dir = cfg.root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("go build %s: %w: %s", pkg, err, out)
+		}
+	}
+	help, _ := exec.Command(b.hotswap, "--help").CombinedOutput()
+	b.reuseportMode = strings.Contains(string(help), "--mode")
+	if !cfg.noNginx {
+		b.nginx = findNginx()
+	}
+	return b, nil
+}
+
+// benchmark runs every measurement once and returns the report.
+func benchmark(ctx context.Context, cfg config, log *os.File) (*report, error) {
+	start := time.Now()
+	b, err := build(cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(b.dir)
+	rep := &report{Date: start, Cfg: cfg, Machine: readMachine(cfg, b)}
+	logf := func(format string, args ...any) {
+		fmt.Fprintf(log, "bench %6.1fs: "+format+"\n", append([]any{time.Since(start).Seconds()}, args...)...)
+	}
+	for _, m := range methodsFor(cfg, b) {
+		for _, ka := range []bool{false, true} {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			r := m.run(ctx, cfg, ka)
+			r.Method = m.name
+			rep.Runs = append(rep.Runs, r)
+			logf("%-45s keep-alive=%-5v %s", m.name, ka, r.summary())
+		}
+	}
+	if cfg.handover > 0 {
+		modes := []string{""}
+		if b.reuseportMode {
+			modes = append(modes, "reuseport")
+		}
+		for _, mode := range modes {
+			h := measureHandover(cfg, b, mode, cfg.handover)
+			rep.Handover = append(rep.Handover, h)
+			logf("handover %q: direct %v, reload %v, overhead %v %s", mode, median(h.Direct), median(h.Reload), h.overhead(), h.Err)
+		}
+	}
+	if cfg.rounds > 0 {
+		if rep.Path, err = measureDataPath(ctx, cfg, b); err != nil {
+			rep.PathErr = err.Error()
+		}
+		for _, p := range rep.Path {
+			logf("data path %-30s keep-alive=%-5v %.0f req/s, p99 %v, failed %d %v", p.Name, p.KeepAlive, medianF(p.RPS), median(p.P99), p.Failed, p.Errors)
+		}
+		logf("data path done %s", rep.PathErr)
+	}
+	if cfg.reloads > 0 {
+		if rep.Res, err = measureResources(cfg, b); err != nil {
+			rep.ResErr = err.Error()
+		}
+		logf("resources done %s", rep.ResErr)
+	}
+	rep.Elapsed = time.Since(start)
+	return rep, nil
+}

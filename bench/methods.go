@@ -1,0 +1,144 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+)
+
+// method is one way of restarting a server, a row of the table.
+type method struct {
+	key, name, short string
+	target           func() target // nil: runs in a network namespace
+	skip             string        // why it cannot run here
+}
+
+func (m method) run(ctx context.Context, cfg config, keepAlive bool) restartRun {
+	switch {
+	case m.skip != "":
+		return restartRun{Skipped: m.skip, KeepAlive: keepAlive}
+	case m.target == nil:
+		return runInNetns(ctx, cfg, m.name, keepAlive)
+	}
+	return runRestarts(ctx, cfg, m.name, m.target(), keepAlive)
+}
+
+func allMethods(cfg config, b *bins) []method {
+	ms := []method{
+		{key: "stop-start", name: "naive stop-then-start (goapp)", short: "stop, start",
+			target: func() target { return &naiveStop{b: b} }},
+		{key: "reuseport-sibling", name: "naive SO_REUSEPORT sibling, then stop old", short: "reuseport sibling",
+			target: func() target { return &reuseSibling{exe: cfg.exe} }},
+		{key: "reuseport-migrate", name: "SO_REUSEPORT sibling, tcp_migrate_req=1 (netns)", short: "reuseport+migrate"},
+		{key: "nginx-reload", name: "nginx -s reload", short: "nginx reload",
+			target: func() target { return &nginxReload{b: b} }},
+		{key: "nginx-upgrade", name: "nginx USR2 + QUIT (binary upgrade)", short: "nginx USR2+QUIT",
+			target: func() target { return &nginxUpgrade{b: b} }},
+		{key: "hotswap-shared", name: "hotswap, shared mode", short: "hotswap shared",
+			target: func() target { return newHotswap(b, "") }},
+		{key: "hotswap-reuseport", name: "hotswap, reuseport mode", short: "hotswap reuseport",
+			target: func() target { return newHotswap(b, "reuseport") }},
+	}
+	for i := range ms {
+		switch {
+		case strings.HasPrefix(ms[i].key, "nginx") && b.nginx == "":
+			ms[i].skip = "nginx not installed"
+		case ms[i].key == "hotswap-reuseport" && !b.reuseportMode:
+			ms[i].skip = "not available in this build (no --mode flag)"
+		}
+	}
+	return ms
+}
+
+func methodKeys() []string {
+	var keys []string
+	for _, m := range allMethods(config{}, &bins{}) {
+		keys = append(keys, m.key)
+	}
+	return keys
+}
+
+func methodsFor(cfg config, b *bins) []method {
+	var out []method
+	for _, m := range allMethods(cfg, b) {
+		if len(cfg.methods) == 0 || slices.Contains(cfg.methods, m.key) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func (r restartRun) perRestart() float64 {
+	if r.Restarts == 0 {
+		return 0
+	}
+	return float64(r.Failed) / float64(r.Restarts)
+}
+
+func (r restartRun) kinds() string {
+	keys := make([]string, 0, len(r.Errors))
+	for k := range r.Errors {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool { return r.Errors[keys[i]] > r.Errors[keys[j]] })
+	var b []string
+	for _, k := range keys {
+		b = append(b, fmt.Sprintf("%s %d", k, r.Errors[k]))
+	}
+	if len(b) == 0 {
+		return "-"
+	}
+	return strings.Join(b, ", ")
+}
+
+func (r restartRun) summary() string {
+	switch {
+	case r.Skipped != "":
+		return "skipped: " + r.Skipped
+	case r.Err != "":
+		return fmt.Sprintf("%d restarts, %d failed of %d; error: %s", r.Restarts, r.Failed, r.OK+r.Failed, r.Err)
+	}
+	return fmt.Sprintf("%d restarts, %d failed of %d (%s), handover median %v",
+		r.Restarts, r.Failed, r.OK+r.Failed, r.kinds(), median(r.Handover).Round(time.Millisecond/10))
+}
+
+// machine describes where the run happened.
+type machine struct {
+	CPUs                        int
+	Kernel, Go, Nginx, Hotswap  string
+	MigrateReq, PortRange, User string
+}
+
+func readMachine(cfg config, b *bins) machine {
+	m := machine{CPUs: runtime.NumCPU(), Go: runtime.Version(), User: fmt.Sprintf("uid %d", os.Geteuid())}
+	m.Kernel = readTrim("/proc/sys/kernel/osrelease")
+	m.MigrateReq = readTrim(migrateReq)
+	m.PortRange = strings.Join(strings.Fields(readTrim("/proc/sys/net/ipv4/ip_local_port_range")), "-")
+	if out, err := exec.Command("go", "version").Output(); err == nil {
+		m.Go = strings.TrimSpace(string(out))
+	}
+	if b.nginx != "" {
+		out, _ := exec.Command(b.nginx, "-v").CombinedOutput()
+		m.Nginx = strings.TrimSpace(strings.TrimPrefix(string(out), "nginx version: "))
+	}
+	git := exec.Command("git", "describe", "--always", "--dirty")
+	git.Dir = cfg.root
+	if out, err := git.Output(); err == nil {
+		m.Hotswap = strings.TrimSpace(string(out))
+	}
+	return m
+}
+
+func readTrim(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "?"
+	}
+	return strings.TrimSpace(string(b))
+}
