@@ -42,6 +42,8 @@ type Status struct {
 	Listeners   []ListenerStatus   `json:"listeners"`
 	Generations []GenerationStatus `json:"generations"`
 	Current     int                `json:"current"`
+	Canary      int                `json:"canary,omitempty"`
+	Weight      int                `json:"canary_weight,omitempty"`
 	Reloads     ReloadCounts       `json:"reloads"`
 	Restarts    int                `json:"restarts"`
 	LastFailure string             `json:"last_failure,omitempty"`
@@ -102,6 +104,9 @@ func (s *Supervisor) status() Status {
 	}
 	if s.current != nil {
 		st.Current = s.current.id
+	}
+	if s.canary != nil {
+		st.Canary, st.Weight = s.canary.id, s.weight
 	}
 	for _, l := range s.listeners {
 		ls := ListenerStatus{Name: l.spec.Name, Address: l.addr(), Mode: string(l.mode)}

@@ -33,6 +33,7 @@ type Supervisor struct {
 	reloadc chan reloadReq
 	sigc    chan sigReq
 	statusc chan chan Status
+	callc   chan callReq
 	exitc   chan *gen
 	gatec   chan gateResult
 	readyc  chan struct{} // closed when the first generation is ready
@@ -43,6 +44,8 @@ type Supervisor struct {
 	nextID    int
 	current   *gen // the generation serving, or nil after a crash
 	pending   *gen // the generation a reload is gating
+	canary    *gen // a ready generation held beside current (bluegreen.go)
+	weight    int  // percent of new connections to the canary
 	live      map[int]*gen
 	waiting   []reloadReq // callers of the reload in progress
 	queued    []reloadReq // callers coalesced into the next reload
@@ -67,6 +70,7 @@ type counters struct {
 }
 
 type reloadReq struct {
+	hold  bool // keep the new generation as a canary (bluegreen.go)
 	reply chan error
 }
 
@@ -91,6 +95,7 @@ func New(cfg Config) (*Supervisor, error) {
 		reloadc: make(chan reloadReq),
 		sigc:    make(chan sigReq),
 		statusc: make(chan chan Status),
+		callc:   make(chan callReq),
 		exitc:   make(chan *gen),
 		gatec:   make(chan gateResult),
 		readyc:  make(chan struct{}),
@@ -197,6 +202,8 @@ func (s *Supervisor) loop(ctx context.Context) error {
 			r.reply <- s.onSignal(r.sig)
 		case c := <-s.statusc:
 			c <- s.status()
+		case r := <-s.callc:
+			r.reply <- r.fn()
 		}
 		if err != nil {
 			return err
@@ -212,8 +219,10 @@ func (s *Supervisor) next() int {
 // Reload starts a new generation and waits until it serves (nil) or was
 // rolled back (a *ReloadError). Reloads requested while one is in progress
 // are coalesced into one more reload after it.
-func (s *Supervisor) Reload(ctx context.Context) error {
-	r := reloadReq{reply: make(chan error, 1)}
+func (s *Supervisor) Reload(ctx context.Context) error { return s.reload(ctx, false) }
+
+func (s *Supervisor) reload(ctx context.Context, hold bool) error {
+	r := reloadReq{hold: hold, reply: make(chan error, 1)}
 	select {
 	case s.reloadc <- r:
 	case <-ctx.Done():
@@ -253,6 +262,17 @@ func (s *Supervisor) ExitCode() int {
 }
 
 func (s *Supervisor) onReload(r reloadReq) {
+	switch {
+	case r.hold && s.cfg.Mode != ModeReusePort:
+		r.reply <- errNeedsReusePort
+		return
+	case s.canary != nil:
+		r.reply <- fmt.Errorf("generation %d is held as a canary: promote or roll it back first", s.canary.id)
+		return
+	case r.hold && (s.pending != nil || len(s.queued) > 0):
+		r.reply <- errors.New("a reload is in progress: hold a canary after it")
+		return
+	}
 	if s.pending != nil || !s.everReady {
 		s.queued = append(s.queued, r)
 		return
@@ -357,6 +377,11 @@ func (s *Supervisor) onGate(r gateResult) error {
 			return nil
 		}
 		s.markReady(g)
+		if len(s.waiting) > 0 && s.waiting[0].hold {
+			s.holdCanary(g)
+			s.finishReload(nil)
+			return nil
+		}
 		old := s.current
 		s.current = g
 		if err := s.steer(g, nil, 0, nil); err != nil {
@@ -425,6 +450,20 @@ func (s *Supervisor) onExit(g *gen) error {
 		s.orphans, g.members = g.members, nil
 	}
 	s.sync()
+	if g == s.canary {
+		s.canaryExited(g)
+	}
+	if g == s.current && s.canary != nil {
+		// The canary takes over from a current generation that died.
+		c := s.canary
+		s.canary, s.weight, s.current = nil, 0, c
+		c.state = StateReady
+		c.log.Warn("current generation exited, the canary takes over", "exited", g.id)
+		if err := s.steer(c, nil, 0, nil); err != nil {
+			s.log.Error("steer to the canary", "error", err)
+		}
+		return nil
+	}
 	if g != s.current {
 		return nil
 	}
