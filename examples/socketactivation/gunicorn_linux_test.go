@@ -93,6 +93,9 @@ func TestGunicornReloadUnderLoad(t *testing.T) {
 	if res.Failed != 0 {
 		t.Errorf("%d failed requests over %d reloads, want 0: %v", res.Failed, reloads, res.Errors)
 	}
+	if len(res.Versions) != reloads+1 {
+		t.Errorf("load saw %d versions, want %d: %v", len(res.Versions), reloads+1, res.Versions)
+	}
 	if res.OK < 1000 {
 		t.Errorf("only %d requests succeeded: the load did not run", res.OK)
 	}
