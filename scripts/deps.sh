@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests and benchmarks drive for real: nginx, busybox,
-# python3, iproute2 (ip) and util-linux (unshare), from Debian packages.
+# python3, gunicorn (a server that speaks systemd socket activation),
+# iproute2 (ip) and util-linux (unshare), from Debian packages.
 # As root it installs what is missing; otherwise it says what is missing
 # (under CI=true the tests that need it then fail, they never skip).
 set -euo pipefail
@@ -9,6 +10,7 @@ need=()
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
 command -v busybox >/dev/null 2>&1 || need+=(busybox)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+command -v gunicorn >/dev/null 2>&1 || need+=(gunicorn)
 command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || need+=(iproute2)
 command -v unshare >/dev/null 2>&1 || need+=(util-linux)
 for pkg in ${HOTSWAP_EXTRA_PACKAGES:-}; do
