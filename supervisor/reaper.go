@@ -2,17 +2,214 @@ package supervisor
 
 import (
 	"errors"
+	"fmt"
+	"os"
 	"os/exec"
+	"sync"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"github.com/hotswap-dev/hotswap/internal/sys"
+	"golang.org/x/sys/unix"
+)
+
+// Reaper timing.
+const (
+	// reapInterval is how often the reaper looks for zombies. A zombie
+	// costs a pid slot and a few hundred bytes until then.
+	reapInterval = 100 * time.Millisecond
+	// ownerGrace is how long a zombie in hotswap's own process group (a
+	// child that another part of hotswap started and will wait for) is
+	// left to its owner before the reaper takes it.
+	ownerGrace = 2 * time.Second
 )
 
 // reaper adopts and reaps orphaned descendants when hotswap is a
-// subreaper or pid 1.
-type reaper struct{ s *Supervisor }
+// subreaper (PR_SET_CHILD_SUBREAPER) or pid 1.
+//
+// os/exec reaps each generation itself (cmd.Wait on its pidfd), and other
+// parts of hotswap reap the children they start (exec: readiness probes,
+// the new hotswap of a self-upgrade). A wait4(-1) loop would steal their
+// exit statuses: cmd.Wait would fail with ECHILD. So the reaper peeks with
+// waitid(P_ALL, WEXITED|WNOHANG|WNOWAIT), which names a zombie without
+// reaping it, and reaps that pid alone only when nobody else will:
+//
+//   - a live generation (known from after): left to its cmd.Wait;
+//   - any zombie while a generation is being started (between before and
+//     after, when its pid is not known yet): left until the start ends;
+//   - a zombie in hotswap's own process group: every generation has a
+//     group of its own (Setpgid), so this is a child some other part of
+//     hotswap started; left to its owner for ownerGrace;
+//   - anything else is an orphan, reaped at once.
+//
+// waitid(P_ALL) reports one zombie at a time and returns at once while one
+// is pending, so the reaper polls on a timer rather than blocking in
+// waitid: a blocking waitid could not be interrupted when Run returns, and
+// trapping SIGCHLD is for cmd/hotswap, not a library.
+type reaper struct {
+	s      *Supervisor
+	pgid   int       // hotswap's own process group
+	set    bool      // PR_SET_CHILD_SUBREAPER done; run loop only
+	runs   sync.Once // starts the polling goroutine
+	reaped int       // orphans reaped; reaper goroutine only
 
-func newReaper(s *Supervisor) (*reaper, error) {
-	return nil, errors.New("--subreaper is not implemented yet")
+	mu       sync.Mutex // guards the fields below
+	live     map[int]*gen
+	starting int // generations between before and after/abort
 }
 
-func (r *reaper) before(id int, cmd *exec.Cmd) error { return nil }
-func (r *reaper) after(g *gen)                       {}
-func (r *reaper) abort(id int)                       {}
+func newReaper(s *Supervisor) (*reaper, error) {
+	return &reaper{s: s, pgid: syscall.Getpgrp(), live: map[int]*gen{}}, nil
+}
+
+func (r *reaper) before(id int, cmd *exec.Cmd) error {
+	if !r.set {
+		err := sys.Retry(func() error { return unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) })
+		if err != nil {
+			return fmt.Errorf("become subreaper: %w", os.NewSyscallError("prctl", err))
+		}
+		r.set = true
+	}
+	r.mu.Lock()
+	r.starting++
+	r.mu.Unlock()
+	return nil
+}
+
+func (r *reaper) after(g *gen) {
+	r.mu.Lock()
+	r.starting--
+	r.live[g.pid] = g
+	r.mu.Unlock()
+	r.runs.Do(func() { r.s.wg.Go(r.run) })
+}
+
+func (r *reaper) abort(id int) {
+	r.mu.Lock()
+	r.starting--
+	r.mu.Unlock()
+}
+
+// run reaps orphans until the supervisor is done and its last generation
+// has exited, then sweeps once more.
+func (r *reaper) run() {
+	t := time.NewTicker(reapInterval)
+	defer t.Stop()
+	seen := map[int]time.Time{} // own-group zombies, when first seen
+	for {
+		r.sweep(seen)
+		select {
+		case <-t.C:
+			continue
+		case <-r.s.done:
+		}
+		if r.idle() {
+			r.sweep(seen)
+			r.s.log.Debug("reaper stopped", "reaped", r.reaped)
+			return
+		}
+		<-t.C
+	}
+}
+
+// idle reports whether no generation is live or starting.
+func (r *reaper) idle() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.pruneLocked()
+	return len(r.live) == 0 && r.starting == 0
+}
+
+// sweep reaps orphan zombies until the next pending one is not an orphan.
+// It is bounded: every round either reaps a process or returns.
+func (r *reaper) sweep(seen map[int]time.Time) {
+	for {
+		pid, ok := peekZombie()
+		if !ok || !r.orphan(pid, seen) {
+			return
+		}
+		delete(seen, pid)
+		if ws, ok := reapPid(pid); ok {
+			r.reaped++
+			r.s.log.Debug("reaped orphan", "pid", pid, "status", describeWait(ws))
+		}
+	}
+}
+
+// orphan decides whether the zombie pid belongs to nobody else.
+func (r *reaper) orphan(pid int, seen map[int]time.Time) bool {
+	r.mu.Lock()
+	r.pruneLocked()
+	_, isGen := r.live[pid]
+	starting := r.starting > 0
+	r.mu.Unlock()
+	if isGen || starting {
+		return false
+	}
+	pg, err := unix.Getpgid(pid)
+	if err != nil || pg != r.pgid {
+		return true
+	}
+	first, ok := seen[pid]
+	if !ok {
+		seen[pid] = time.Now()
+		return false
+	}
+	if time.Since(first) < ownerGrace {
+		return false
+	}
+	r.s.log.Warn("reaping a child of hotswap nobody waited for", "pid", pid, "after", ownerGrace)
+	return true
+}
+
+// pruneLocked forgets generations that have been reaped by their cmd.Wait.
+func (r *reaper) pruneLocked() {
+	for pid, g := range r.live {
+		select {
+		case <-g.exited:
+			delete(r.live, pid)
+		default:
+		}
+	}
+}
+
+// siginfoChild is the SIGCHLD view of siginfo_t on Linux: si_pid follows
+// signo, errno, code and padding.
+type siginfoChild struct {
+	Signo, Errno, Code int32
+	_                  int32
+	Pid                int32
+	UID                uint32
+	Status             int32
+	_                  [100]byte
+}
+
+// peekZombie names one exited child without reaping it.
+func peekZombie() (int, bool) {
+	var si siginfoChild
+	err := sys.Retry(func() error {
+		return unix.Waitid(unix.P_ALL, 0, (*unix.Siginfo)(unsafe.Pointer(&si)), unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
+	})
+	if err != nil || si.Pid == 0 {
+		return 0, false // ECHILD (no children) or none has exited
+	}
+	return int(si.Pid), true
+}
+
+// reapPid reaps pid alone, never blocking.
+func reapPid(pid int) (syscall.WaitStatus, bool) {
+	var ws syscall.WaitStatus
+	got, err := sys.RetryInt(func() (int, error) { return syscall.Wait4(pid, &ws, syscall.WNOHANG, nil) })
+	if err != nil && !errors.Is(err, syscall.ECHILD) {
+		return ws, false
+	}
+	return ws, got == pid
+}
+
+func describeWait(ws syscall.WaitStatus) string {
+	if ws.Signaled() {
+		return "signal " + signalName(ws.Signal())
+	}
+	return fmt.Sprintf("status %d", ws.ExitStatus())
+}
