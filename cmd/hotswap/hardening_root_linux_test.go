@@ -1,0 +1,178 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hotswap-dev/hotswap/internal/proctest"
+)
+
+// copyExecutable copies bin into dir with mode 0755.
+func copyExecutable(t *testing.T, bin, dir string) string {
+	t.Helper()
+	src, err := os.Open(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	dst := filepath.Join(dir, filepath.Base(bin))
+	f, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(f, src); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return dst
+}
+
+// publicDir is a directory every user can read and search, removed at
+// the end of the test (t.TempDir is 0700).
+func publicDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "hotswap-public-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// procStatus returns the fields of /proc/pid/status.
+func procStatus(t *testing.T, pid int) map[string]string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]string{}
+	for _, l := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok {
+			m[k] = strings.TrimSpace(v)
+		}
+	}
+	return m
+}
+
+// TestHardeningUserGroup: as root, hotswap binds, then runs every
+// generation as --user nobody with --group, no capabilities, and --ready
+// notify still works through the run directory; a hotswap binary the user
+// cannot execute is refused at startup with one line.
+func TestHardeningUserGroup(t *testing.T) {
+	proctest.RequireCI(t, proctest.IsRoot(), "root (to switch users)")
+	hotswap := proctest.Build(t, hotswapPkg)
+	requireHardening(t, hotswap)
+	goapp := proctest.Build(t, goappPkg)
+
+	out, err := exec.Command(hotswap, "--user", "nobody", "-l", "tcp://127.0.0.1:0", "--", goapp).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "cannot run hotswap's own binary") || strings.Count(strings.TrimSpace(string(out)), "\n") != 0 {
+		t.Errorf("hotswap in a 0700 directory with --user nobody: got %v %q, want one line naming the binary", err, out)
+	}
+
+	dir := publicDir(t)
+	hs := copyExecutable(t, hotswap, dir)
+	app := copyExecutable(t, goapp, dir)
+	p := proctest.Start(t, hs, "--log-format", "json", "--user", "nobody", "--group", "65534", "--ready", "notify",
+		"-l", "http=tcp://127.0.0.1:0", "--", app, "--notify")
+	addr := p.WaitEvent(10*time.Second, "listening", nil).Str("address")
+	pid := p.WaitEvent(10*time.Second, "generation ready", proctest.Gen(1)).Int("pid")
+	st := procStatus(t, pid)
+	for k, want := range map[string]string{"Uid": "65534\t65534\t65534\t65534", "Gid": "65534\t65534\t65534\t65534", "CapEff": "0000000000000000", "CapAmb": "0000000000000000", "CapPrm": "0000000000000000"} {
+		if st[k] != want {
+			t.Errorf("generation %s %q, want %q", k, st[k], want)
+		}
+	}
+	if g := st["Groups"]; strings.Contains(" "+g+" ", " 0 ") {
+		t.Errorf("generation keeps root's group: Groups %q", g)
+	}
+	if get(t, addr) == "" {
+		t.Error("no X-Version from the generation")
+	}
+	p.Signal(syscall.SIGHUP)
+	p.WaitEvent(15*time.Second, "reload succeeded", proctest.Gen(2))
+	p.Signal(syscall.SIGTERM)
+	if code := p.Wait(15 * time.Second); code != 0 {
+		t.Errorf("exit status %d, want 0", code)
+	}
+}
+
+// TestHardeningPid1: hotswap as pid 1 of a new pid namespace adopts the
+// grandchild its generation leaves behind, reaps it when it dies, and
+// exits with the generation's status on SIGTERM.
+func TestHardeningPid1(t *testing.T) {
+	proctest.RequireCI(t, proctest.IsRoot(), "root (for unshare --pid)")
+	_, err := exec.LookPath("unshare")
+	proctest.RequireCI(t, err == nil, "unshare (util-linux)")
+	hotswap := proctest.Build(t, hotswapPkg)
+	requireHardening(t, hotswap)
+	goapp := proctest.Build(t, goappPkg)
+	cmd := exec.Command("unshare", "--pid", "--fork", hotswap, "--log-format", "json", "--log-level", "debug",
+		"--ready", "200ms", "-l", "http=tcp://127.0.0.1:0", "--", goapp, "--spawn-grandchild")
+	p := proctest.StartCmd(t, cmd)
+	p.WaitEvent(10*time.Second, "generation ready", proctest.Gen(1))
+	inner := grandchildPid(t, p)
+	hsPid := childOf(t, cmd.Process.Pid)
+	syscall.Kill(hsPid, syscall.SIGHUP)
+	p.WaitEvent(15*time.Second, "generation exited", proctest.Gen(1))
+	outer := outerPid(t, inner, hsPid)
+	syscall.Kill(outer, syscall.SIGKILL)
+	e := p.WaitEvent(5*time.Second, "reaped orphan", func(e proctest.Event) bool { return e.Int("pid") == inner })
+	t.Logf("pid 1 reaped %v", e)
+	syscall.Kill(hsPid, syscall.SIGTERM)
+	if code := p.Wait(15 * time.Second); code != 0 {
+		t.Errorf("exit status %d, want 0 (goapp drains and exits 0)", code)
+	}
+}
+
+// childOf returns the first child of pid.
+func childOf(t *testing.T, pid int) int {
+	t.Helper()
+	for range 200 {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+		if f := strings.Fields(string(b)); len(f) > 0 {
+			n, _ := strconv.Atoi(f[0])
+			return n
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("pid %d has no child", pid)
+	return 0
+}
+
+// outerPid finds, among the descendants of root, the process whose pid in
+// its own namespace is inner.
+func outerPid(t *testing.T, inner, root int) int {
+	t.Helper()
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(strings.TrimPrefix(l, "NSpid:")); strings.HasPrefix(l, "NSpid:") && len(f) == 2 && f[1] == strconv.Itoa(inner) && ppid(pid) == root {
+				return pid
+			}
+		}
+	}
+	t.Fatalf("no process with pid %d in the namespace of %d", inner, root)
+	return 0
+}
