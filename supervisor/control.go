@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -91,9 +90,9 @@ func ListenControl(cfg ControlConfig) (*Control, error) {
 	return c, nil
 }
 
-// listenControl binds a temporary name beside path, makes it 0600 and
-// renames it into place, so the socket never appears with wider permissions
-// and a stale one is replaced atomically.
+// listenControl binds path and makes it 0600. Until the chmod the socket
+// has the umask's mode, which the peer check covers. A stale socket file,
+// on which nobody accepts, is removed first.
 func listenControl(path string) (*net.UnixListener, os.FileInfo, error) {
 	if fi, err := os.Lstat(path); err == nil {
 		if fi.Mode().Type() != os.ModeSocket {
@@ -103,25 +102,21 @@ func listenControl(path string) (*net.UnixListener, os.FileInfo, error) {
 			conn.Close()
 			return nil, nil, fmt.Errorf("listen control %s: %w", path, ErrControlInUse)
 		}
+		os.Remove(path)
 	}
-	tmp := filepath.Join(filepath.Dir(path), fmt.Sprintf(".%s.%d.tmp", filepath.Base(path), os.Getpid()))
-	os.Remove(tmp)
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 	if err != nil {
 		return nil, nil, fmt.Errorf("listen control %s: %w", path, err)
 	}
-	ln.SetUnlinkOnClose(false)
-	err = os.Chmod(tmp, 0o600)
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
+	ln.SetUnlinkOnClose(false) // Close removes the file only if it is still this one
+	err = os.Chmod(path, 0o600)
 	var fi os.FileInfo
 	if err == nil {
 		fi, err = os.Lstat(path)
 	}
 	if err != nil {
 		ln.Close()
-		os.Remove(tmp)
+		os.Remove(path)
 		return nil, nil, fmt.Errorf("listen control %s: %w", path, err)
 	}
 	return ln, fi, nil

@@ -2,22 +2,111 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hotswap-dev/hotswap/supervisor"
 	"github.com/spf13/pflag"
 )
 
+// controlOff is the --control value that disables the control socket.
+const controlOff = "none"
+
 // controlOptions are the flags of the control socket and metrics.
-type controlOptions struct{}
+type controlOptions struct {
+	path    string // --control; "" means defaultControlPath
+	metrics string // --metrics ADDR; "" means off
+	obs     *metricsObserver
+}
 
-func (c *controlOptions) addFlags(fs *pflag.FlagSet) {}
+func (c *controlOptions) addFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&c.path, "control", "", "control socket `PATH` for hotswap reload, status, stop and signal (default "+defaultControlHelp+"; "+controlOff+" disables it)")
+	fs.StringVar(&c.metrics, "metrics", "", "serve Prometheus metrics at http://`ADDR`/metrics (HOST:PORT; off by default)")
+}
 
-// start serves the control plane for sup until ctx is done; stop asks
-// hotswap to stop gracefully.
-func (c *controlOptions) start(ctx context.Context, sup *supervisor.Supervisor, log hclog.Logger, stop func(error)) error {
+// apply sets the supervisor's observer when metrics are on.
+func (c *controlOptions) apply(cfg *supervisor.Config) {
+	if c.metrics != "" {
+		c.obs = newMetricsObserver()
+		cfg.Observer = c.obs
+	}
+}
+
+// controlPlane is the control socket and the metrics server of one run.
+type controlPlane struct {
+	ctl     *supervisor.Control // nil with --control none
+	metrics *http.Server        // nil without --metrics
+	wg      sync.WaitGroup
+	once    sync.Once
+}
+
+// start serves the control plane for sup until Close; stop asks hotswap to
+// stop gracefully.
+func (c *controlOptions) start(ctx context.Context, sup *supervisor.Supervisor, log hclog.Logger, stop func(error)) (_ io.Closer, retErr error) {
+	p := &controlPlane{}
+	defer func() {
+		if retErr != nil {
+			p.Close()
+		}
+	}()
+	if c.path != controlOff {
+		path := c.path
+		if path == "" {
+			var err error
+			if path, err = makeDefaultControlPath(os.Getpid()); err != nil {
+				return nil, err
+			}
+		}
+		ctl, err := supervisor.ListenControl(supervisor.ControlConfig{Path: path, Target: sup, Stop: stop, Logger: log})
+		if err != nil {
+			return nil, err
+		}
+		p.ctl = ctl
+		log.Info("control socket", "path", path)
+	}
+	if c.metrics != "" {
+		if err := p.serveMetrics(c.metrics, newMetricsHandler(sup, c.obs), log); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+func (p *controlPlane) serveMetrics(addr string, h http.Handler, log hclog.Logger) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("--metrics: %w", err)
+	}
+	log.Info("metrics listening", "address", ln.Addr().String())
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", h)
+	p.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	p.wg.Go(func() {
+		if err := p.metrics.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			log.Error("serve metrics", "error", err)
+		}
+	})
 	return nil
 }
 
-// subcommand runs `hotswap NAME ...` when args[0] names a subcommand.
-func subcommand(args []string) (code int, ok bool) { return 0, false }
+// Close closes the control socket and the metrics server and waits for
+// their goroutines. It is idempotent.
+func (p *controlPlane) Close() error {
+	p.once.Do(func() {
+		if p.ctl != nil {
+			p.ctl.Close()
+		}
+		if p.metrics != nil {
+			p.metrics.Close()
+		}
+		p.wg.Wait()
+	})
+	return nil
+}

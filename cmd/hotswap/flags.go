@@ -18,11 +18,17 @@ it with a new generation on SIGHUP without refusing a single connection.
 
 Usage:
   hotswap [flags] -- COMMAND [ARG...]
+  hotswap reload | status [--json] | stop | signal SIG  [--control PATH | --pidfile PATH]
+          (talk to a running hotswap over its control socket; see hotswap reload --help)
 
-Reload:  kill -HUP $(cat PIDFILE)
-Stop:    kill -TERM $(cat PIDFILE)   (stop signal to every generation, then exit
-         with the current generation's status; 128+N for signal N)
-Signals: SIGUSR1, SIGUSR2 and SIGWINCH are forwarded to the current generation.
+Reload:  hotswap reload   (waits: exit 0 once the new generation serves, 1 when it
+         was rolled back and the old one still serves), or kill -HUP $(cat PIDFILE)
+Status:  hotswap status [--json]   (listeners, generations, reload counts)
+Stop:    hotswap stop, or kill -TERM $(cat PIDFILE)   (stop signal to every
+         generation, then exit with the current generation's status; 128+N
+         for signal N)
+Signals: hotswap signal SIG; SIGUSR1, SIGUSR2 and SIGWINCH sent to hotswap are
+         forwarded to the current generation.
 
 Each generation gets the listeners as fds 3, 4, ... in --listen order, with
 LISTEN_FDS, LISTEN_FDNAMES, LISTEN_PID (systemd), NGINX="3;4;" (nginx),
@@ -54,6 +60,7 @@ type options struct {
 	pidfile      string
 	stopSignal   string
 	drainTimeout time.Duration
+	maxDraining  int
 	mode         string
 	skipDrain    bool
 	ready        string
@@ -77,6 +84,7 @@ func newFlagSet(o *options) *pflag.FlagSet {
 	fs.StringVar(&o.pidfile, "pidfile", "", "write hotswap's pid to `PATH` (atomically; removed on exit)")
 	fs.StringVar(&o.stopSignal, "stop-signal", "TERM", "`SIG` that stops an old generation (TERM, SIGQUIT, 3, ...); nginx wants QUIT")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", supervisor.DefaultDrainTimeout, "after the stop signal, wait this long, then SIGKILL")
+	fs.IntVar(&o.maxDraining, "max-draining", supervisor.DefaultMaxDraining, "at most `N` old generations draining at once; a reload beyond that fails at once")
 	fs.StringVar(&o.ready, "ready", supervisor.DefaultReady.String(), "readiness `SPEC`: DURATION (stayed up), notify (READY=1 over sd_notify), http://HOST:PORT/PATH or https:// (2xx), tcp://HOST:PORT (accepts), exec:COMMAND (exits 0); {gen}, {pid} and {port} are expanded")
 	fs.DurationVar(&o.readyTimeout, "ready-timeout", supervisor.DefaultReadyTimeout, "a generation not ready after this long is stopped and rolled back")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
@@ -126,6 +134,7 @@ func (o *options) config(log hclog.Logger) (supervisor.Config, error) {
 	cfg := supervisor.Config{
 		Command:      o.command,
 		DrainTimeout: o.drainTimeout,
+		MaxDraining:  o.maxDraining,
 		ReadyTimeout: o.readyTimeout,
 		Logger:       log,
 	}
@@ -150,6 +159,7 @@ func (o *options) config(log hclog.Logger) (supervisor.Config, error) {
 	if cfg.Ready, err = healthgate.Parse(o.ready); err != nil {
 		return cfg, fmt.Errorf("--ready: %w", err)
 	}
+	o.control.apply(&cfg)
 	if err := o.intercept.apply(&cfg); err != nil {
 		return cfg, err
 	}

@@ -67,11 +67,13 @@ func serve(sup *supervisor.Supervisor, o *options, log hclog.Logger) int {
 	defer wg.Wait()
 	runErr := make(chan error, 1)
 	wg.Go(func() { runErr <- sup.Run(ctx) })
-	if err := o.control.start(ctx, sup, log, stop); err != nil {
+	ctl, err := o.control.start(ctx, sup, log, stop)
+	if err != nil {
 		stop(err)
 		<-runErr
 		return fail(exitFailure, "%v; nothing is serving", err)
 	}
+	defer ctl.Close()
 	for {
 		select {
 		case err := <-runErr:

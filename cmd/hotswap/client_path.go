@@ -1,0 +1,121 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// defaultControlHelp describes the default control socket path in --help.
+const defaultControlHelp = "/run/hotswap/PID.sock as root, else $XDG_RUNTIME_DIR/hotswap/PID.sock or $TMPDIR/hotswap-UID/PID.sock"
+
+// controlDir is the directory of default control sockets: one socket per
+// hotswap, named after its pid, so instances on one machine never collide.
+func controlDir() string {
+	if os.Geteuid() == 0 {
+		return "/run/hotswap"
+	}
+	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
+		return filepath.Join(d, "hotswap")
+	}
+	return filepath.Join(os.TempDir(), fmt.Sprintf("hotswap-%d", os.Geteuid()))
+}
+
+func defaultControlPath(pid int) string {
+	return filepath.Join(controlDir(), strconv.Itoa(pid)+".sock")
+}
+
+// makeDefaultControlPath creates the control directory, private to this
+// user, and returns the socket path for pid. A directory another user owns
+// or can write to is refused: in a shared $TMPDIR it could be a trap.
+func makeDefaultControlPath(pid int) (string, error) {
+	dir := controlDir()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("control directory %s: %w", dir, err)
+	}
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return "", fmt.Errorf("control directory %s: %w", dir, err)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	switch {
+	case !fi.IsDir():
+		return "", fmt.Errorf("control directory %s: not a directory", dir)
+	case ok && int(st.Uid) != os.Geteuid():
+		return "", fmt.Errorf("control directory %s: owned by uid %d, not %d", dir, st.Uid, os.Geteuid())
+	case fi.Mode().Perm()&0o022 != 0:
+		return "", fmt.Errorf("control directory %s: writable by others (mode %v)", dir, fi.Mode().Perm())
+	}
+	return defaultControlPath(pid), nil
+}
+
+// resolveControl finds the control socket: --control, else the default
+// socket of the pid in --pidfile, else the only live hotswap's default
+// socket.
+func resolveControl(control, pidfile string) (string, error) {
+	switch {
+	case control != "" && pidfile != "":
+		return "", errors.New("--control and --pidfile exclude each other")
+	case control != "":
+		return control, nil
+	case pidfile != "":
+		b, err := os.ReadFile(pidfile)
+		if err != nil {
+			return "", fmt.Errorf("read pidfile: %w", err)
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil || pid <= 0 {
+			return "", fmt.Errorf("pidfile %s: no pid in %q", pidfile, truncate(string(b), 20))
+		}
+		return defaultControlPath(pid), nil
+	}
+	pids := liveControlPids(controlDir())
+	switch len(pids) {
+	case 0:
+		return "", fmt.Errorf("no hotswap control socket in %s: is hotswap running, as this user? (or pass --control PATH)", controlDir())
+	case 1:
+		return defaultControlPath(pids[0]), nil
+	}
+	return "", fmt.Errorf("%d hotswap instances run (pids %v): pass --control PATH or --pidfile PATH", len(pids), pids)
+}
+
+// liveControlPids lists the pids of dir's PID.sock files whose process
+// lives; the files of a hotswap that was killed stay behind.
+func liveControlPids(dir string) []int {
+	ents, _ := os.ReadDir(dir)
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(strings.TrimSuffix(e.Name(), ".sock"))
+		if err != nil || !strings.HasSuffix(e.Name(), ".sock") || e.Type() != os.ModeSocket {
+			continue
+		}
+		if alive(pid) {
+			pids = append(pids, pid)
+		}
+	}
+	sort.Ints(pids)
+	return pids
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
+
+// alive reports whether process pid exists (signal 0 checks without sending).
+func alive(pid int) bool {
+	p, err := os.FindProcess(pid)
+	if err != nil {
+		return false
+	}
+	defer p.Release()
+	err = p.Signal(syscall.Signal(0))
+	return err == nil || errors.Is(err, syscall.EPERM)
+}

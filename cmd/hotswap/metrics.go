@@ -1,0 +1,118 @@
+package main
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/hotswap-dev/hotswap/supervisor"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// statusTimeout bounds the Status call of one scrape.
+const statusTimeout = 5 * time.Second
+
+// metricsObserver records the supervisor's events that a status snapshot
+// cannot show: how long reloads and drains took.
+type metricsObserver struct {
+	reloadDur *prometheus.HistogramVec
+	drainDur  prometheus.Histogram
+}
+
+func newMetricsObserver() *metricsObserver {
+	return &metricsObserver{
+		reloadDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "hotswap_reload_duration_seconds",
+			Help:    "Time from the start of a reload until the new generation serves or was rolled back.",
+			Buckets: []float64{.05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120},
+		}, []string{"outcome"}),
+		drainDur: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "hotswap_drain_duration_seconds",
+			Help:    "Time from a generation's stop signal until it exited.",
+			Buckets: []float64{.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}),
+	}
+}
+
+func (m *metricsObserver) ReloadDone(_ int, d time.Duration, err error) {
+	m.reloadDur.WithLabelValues(outcome(err)).Observe(d.Seconds())
+}
+
+func (m *metricsObserver) Stopped(_ int, d time.Duration) { m.drainDur.Observe(d.Seconds()) }
+
+func (m *metricsObserver) Restarted(int) {} // counted from the status
+
+func outcome(err error) string {
+	if err != nil {
+		return "failed"
+	}
+	return "ok"
+}
+
+// statusCollector reads a status snapshot at each scrape, so the counts
+// are those `hotswap status` shows.
+type statusCollector struct {
+	sup interface {
+		Status(ctx context.Context) (supervisor.Status, error)
+	}
+	up, reloads, restarts, gens, queue, backlog *prometheus.Desc
+}
+
+func newStatusCollector(sup *supervisor.Supervisor) *statusCollector {
+	return &statusCollector{
+		sup:      sup,
+		up:       prometheus.NewDesc("hotswap_up", "1 when the supervisor answered this scrape's status request.", nil, nil),
+		reloads:  prometheus.NewDesc("hotswap_reloads_total", "Reloads by outcome: ok (the new generation serves) or failed (rolled back).", []string{"outcome"}, nil),
+		restarts: prometheus.NewDesc("hotswap_child_restarts_total", "Generations started after the current one died on its own.", nil, nil),
+		gens:     prometheus.NewDesc("hotswap_generations", "Live generations by state.", []string{"state"}, nil),
+		queue:    prometheus.NewDesc("hotswap_listener_queue_length", "Connections waiting in a listener's accept queue.", []string{"listener", "address"}, nil),
+		backlog:  prometheus.NewDesc("hotswap_listener_backlog", "A listener's accept queue capacity.", []string{"listener", "address"}, nil),
+	}
+}
+
+func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.up, c.reloads, c.restarts, c.gens, c.queue, c.backlog} {
+		ch <- d
+	}
+}
+
+func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), statusTimeout)
+	defer cancel()
+	st, err := c.sup.Status(ctx)
+	if err != nil {
+		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, 0)
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, 1)
+	ch <- prometheus.MustNewConstMetric(c.reloads, prometheus.CounterValue, float64(st.Reloads.OK), "ok")
+	ch <- prometheus.MustNewConstMetric(c.reloads, prometheus.CounterValue, float64(st.Reloads.Failed), "failed")
+	ch <- prometheus.MustNewConstMetric(c.restarts, prometheus.CounterValue, float64(st.Restarts))
+	byState := map[supervisor.State]int{supervisor.StateStarting: 0, supervisor.StateReady: 0, supervisor.StateDraining: 0}
+	for _, g := range st.Generations {
+		byState[g.State]++
+	}
+	for state, n := range byState {
+		ch <- prometheus.MustNewConstMetric(c.gens, prometheus.GaugeValue, float64(n), string(state))
+	}
+	for i, l := range st.Listeners {
+		name := l.Name
+		if name == "" {
+			name = strconv.Itoa(i)
+		}
+		ch <- prometheus.MustNewConstMetric(c.queue, prometheus.GaugeValue, float64(l.Queue), name, l.Address)
+		ch <- prometheus.MustNewConstMetric(c.backlog, prometheus.GaugeValue, float64(l.Backlog), name, l.Address)
+	}
+}
+
+// newMetricsHandler serves hotswap's metrics, the Go runtime's and the
+// process's, from a registry of its own.
+func newMetricsHandler(sup *supervisor.Supervisor, obs *metricsObserver) http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(newStatusCollector(sup), obs.reloadDur, obs.drainDur,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+}
