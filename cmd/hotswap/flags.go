@@ -60,7 +60,6 @@ type options struct {
 	pidfile      string
 	stopSignal   string
 	drainTimeout time.Duration
-	maxDraining  int
 	mode         string
 	skipDrain    bool
 	ready        string
@@ -84,7 +83,6 @@ func newFlagSet(o *options) *pflag.FlagSet {
 	fs.StringVar(&o.pidfile, "pidfile", "", "write hotswap's pid to `PATH` (atomically; removed on exit)")
 	fs.StringVar(&o.stopSignal, "stop-signal", "TERM", "`SIG` that stops an old generation (TERM, SIGQUIT, 3, ...); nginx wants QUIT")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", supervisor.DefaultDrainTimeout, "after the stop signal, wait this long, then SIGKILL")
-	fs.IntVar(&o.maxDraining, "max-draining", supervisor.DefaultMaxDraining, "at most `N` old generations draining at once; a reload beyond that fails at once")
 	fs.StringVar(&o.ready, "ready", supervisor.DefaultReady.String(), "readiness `SPEC`: DURATION (stayed up), notify (READY=1 over sd_notify), http://HOST:PORT/PATH or https:// (2xx), tcp://HOST:PORT (accepts), exec:COMMAND (exits 0); {gen}, {pid} and {port} are expanded")
 	fs.DurationVar(&o.readyTimeout, "ready-timeout", supervisor.DefaultReadyTimeout, "a generation not ready after this long is stopped and rolled back")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
@@ -134,7 +132,6 @@ func (o *options) config(log hclog.Logger) (supervisor.Config, error) {
 	cfg := supervisor.Config{
 		Command:      o.command,
 		DrainTimeout: o.drainTimeout,
-		MaxDraining:  o.maxDraining,
 		ReadyTimeout: o.readyTimeout,
 		Logger:       log,
 	}
