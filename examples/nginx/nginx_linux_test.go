@@ -57,9 +57,9 @@ func nginxBinary(t *testing.T) string {
 	return bin
 }
 
-// startSite runs nginx under hotswap, which stops old generations with
-// stopSignal.
-func startSite(t *testing.T, stopSignal string) *site {
+// startSite runs nginx under hotswap in socket mode mode ("shared" or
+// "reuseport"); hotswap stops old generations with stopSignal.
+func startSite(t *testing.T, mode, stopSignal string) *site {
 	t.Helper()
 	nginx := nginxBinary(t)
 	hotswap := proctest.Build(t, hotswapPkg)
@@ -78,14 +78,14 @@ func startSite(t *testing.T, stopSignal string) *site {
 	s := &site{t: t, template: filepath.Join(dir, "nginx.conf"), base: base}
 	s.writeVersion("v1")
 	cmd := exec.Command(hotswap, "--log-format", "json", "-l", "tcp://127.0.0.1:0",
-		"--stop-signal", stopSignal, "--drain-timeout", "10s",
+		"--mode", mode, "--stop-signal", stopSignal, "--drain-timeout", "10s",
 		"--ready", "http://127.0.0.1:{port}/ready", "--", runSh, "{port}")
 	cmd.Env = append(os.Environ(), "NGINX_TEMPLATE="+s.template,
 		"NGINX_PREFIX="+filepath.Join(dir, "run"), "NGINX_BIN="+nginx)
+	t.Cleanup(s.checkNoOrphans) // after StartCmd's cleanup has stopped hotswap
 	s.hs = proctest.StartCmd(t, cmd)
 	s.addr = s.hs.WaitEvent(10*time.Second, "listening", nil).Str("address")
 	s.hs.WaitEvent(10*time.Second, "generation ready", proctest.Gen(1))
-	t.Cleanup(s.checkNoOrphans)
 	return s
 }
 
@@ -164,7 +164,7 @@ func (s *site) waitVersion(version string) {
 // checkNoOrphans runs after hotswap has stopped: no nginx master or worker
 // the test saw may outlive it.
 func (s *site) checkNoOrphans() {
-	for range 200 {
+	for range 500 {
 		if !slices.ContainsFunc(s.pids, proctest.Alive) {
 			return
 		}
@@ -195,7 +195,7 @@ func TestNginxReloadUnderLoad(t *testing.T) {
 	if testing.Short() {
 		t.Skip("slow end-to-end test")
 	}
-	s := startSite(t, "QUIT")
+	s := startSite(t, "shared", "QUIT")
 	run := load.Start(t.Context(), load.Config{Addr: s.addr, Concurrency: 16, Duration: time.Minute})
 	const reloads = 20
 	var ready, exited, switched []time.Duration
@@ -242,7 +242,7 @@ func TestNginxReloadUnderLoad(t *testing.T) {
 // back with one clear line while the old configuration serves, and the
 // next good configuration deploys.
 func TestNginxBadConfigRollsBack(t *testing.T) {
-	s := startSite(t, "QUIT")
+	s := startSite(t, "shared", "QUIT")
 	s.family(s.master(1))
 	run := load.Start(t.Context(), load.Config{Addr: s.addr, Concurrency: 16, Duration: time.Minute})
 	time.Sleep(200 * time.Millisecond)
@@ -283,7 +283,7 @@ func TestNginxTermLoses(t *testing.T) {
 	if testing.Short() {
 		t.Skip("slow end-to-end test")
 	}
-	s := startSite(t, "TERM")
+	s := startSite(t, "shared", "TERM")
 	run := load.Start(t.Context(), load.Config{Addr: s.addr, Concurrency: 16, Duration: time.Minute})
 	for n := 2; n <= 11; n++ {
 		s.writeVersion("v" + strconv.Itoa(n))
