@@ -102,7 +102,9 @@ func (r *report) failureTable(w func(string, ...any)) {
 			continue
 		}
 		hm, hp := ms(median(run.Handover)), ms(quantile(run.Handover, 0.9))
-		if len(run.Handover) < run.Restarts {
+		if len(run.Handover) == 0 {
+			hm, hp = fmt.Sprintf("none: no new version seen in %d restarts", run.Restarts), "-"
+		} else if len(run.Handover) < run.Restarts {
 			// A keep-alive client stays with the old version as long as
 			// its connection lives: some new versions were never seen.
 			hm = fmt.Sprintf("%s (new version seen after %d of %d restarts)", hm, len(run.Handover), run.Restarts)
