@@ -101,7 +101,13 @@ func measureResources(cfg config, b *bins) (resourceStats, error) {
 	r.IdleFor, r.IdleCPU, r.IdleRSSKB = u1.at.Sub(u0.at), u1.cpu-u0.cpu, u1.rssKB
 	r.FDsBefore, r.ThreadsBefore, r.MaxRSSKB = u1.fds, u1.threads, u1.rssKB
 	for n := 2; n <= cfg.reloads+1; n++ {
+		from := hs.p.mark()
 		if _, err := hs.restart(n); err != nil {
+			return r, err
+		}
+		// One reload at a time: wait for the old generation to go, so a
+		// cap on draining generations does not hold the next reload.
+		if _, err := hs.p.event(30*time.Second, from, "generation exited", n-1); err != nil {
 			return r, err
 		}
 		if u, err := readUsage(pid); err == nil {
