@@ -255,9 +255,11 @@ func (x *intercepted) reloadUnderLoad(reloads int) load.Result {
 }
 
 // TestInterceptReloadUnderLoad reloads each unmodified server 20 times
-// under load, in a private network namespace. In reuseport mode no request
-// may fail; in shared mode the old generation drops the connections it
-// holds when it is stopped, and the test records how many.
+// under load, in a private network namespace, in every mode this hotswap
+// has. In reuseport mode no request may fail; in shared mode the old
+// generation drops the connections it holds when it is stopped, and the
+// test records how many. Python also runs with hotswap itself as nobody,
+// in the best mode.
 func TestInterceptReloadUnderLoad(t *testing.T) {
 	if testing.Short() {
 		t.Skip("slow end-to-end test")
@@ -267,33 +269,41 @@ func TestInterceptReloadUnderLoad(t *testing.T) {
 	}
 	requireIntercept(t)
 	hotswap := proctest.Build(t, hotswapPkg)
-	mode := hotswapMode(t, hotswap)
+	best := hotswapMode(t, hotswap)
+	modes := []string{best}
+	if best != "shared" {
+		modes = append(modes, "shared")
+	}
 	root := servedRoot(t)
-	for _, tg := range icTargets {
-		t.Run(tg.name, func(t *testing.T) {
-			requireTarget(t, tg)
-			x := startIntercepted(t, hotswap, runOpts{port: icPort, ready: readySpec(mode, tg, icPort), mode: mode, dir: root},
-				tg.argv(t, icPort, root))
-			res := x.reloadUnderLoad(icReloads)
-			reportLoad(t, tg.name+" as root", mode, res)
-		})
+	for i, mode := range modes {
+		port := icPort + 10*i
+		for _, tg := range icTargets {
+			t.Run(mode+"/"+tg.name, func(t *testing.T) {
+				requireTarget(t, tg)
+				x := startIntercepted(t, hotswap, runOpts{port: port, ready: readySpec(mode, tg, port), mode: mode, dir: root},
+					tg.argv(t, port, root))
+				res := x.reloadUnderLoad(icReloads)
+				reportLoad(t, tg.name+" as root", mode, res)
+			})
+		}
 	}
 	// The same as an unprivileged user: hotswap itself runs as nobody
 	// with no capability, on a port above 1024.
-	t.Run("python-nobody", func(t *testing.T) {
+	t.Run(best+"/python-nobody", func(t *testing.T) {
 		tg := icTargets[0]
 		requireTarget(t, tg)
 		if err := os.Chmod(filepath.Dir(hotswap), 0o755); err != nil {
 			t.Fatal(err)
 		}
+		port := icPort + 1
 		nobody := &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{}}
-		x := startIntercepted(t, hotswap, runOpts{port: icPort + 1, ready: readySpec(mode, tg, icPort+1), mode: mode, cred: nobody, dir: root},
-			tg.argv(t, icPort+1, root))
+		x := startIntercepted(t, hotswap, runOpts{port: port, ready: readySpec(best, tg, port), mode: best, cred: nobody, dir: root},
+			tg.argv(t, port, root))
 		if uid := procUID(t, x.hs.Cmd.Process.Pid); uid != 65534 {
 			t.Fatalf("hotswap runs as uid %d, want 65534", uid)
 		}
 		res := x.reloadUnderLoad(icReloads)
-		reportLoad(t, "python as nobody", mode, res)
+		reportLoad(t, "python as nobody", best, res)
 	})
 }
 
