@@ -72,7 +72,8 @@ func answered(addr string, d time.Duration) (string, error) {
 // TestInterceptChildDiesWithHotswap: generations run with Pdeathsig
 // SIGKILL, so when hotswap is killed the server goes too (instead of
 // living on with every later bind failing with ENOSYS) and the port is
-// free for a restarted hotswap.
+// free for a restarted hotswap. (No control socket: a killed hotswap
+// cannot remove it.)
 func TestInterceptChildDiesWithHotswap(t *testing.T) {
 	requireIntercept(t)
 	requireTarget(t, icTargets[0])
@@ -80,7 +81,7 @@ func TestInterceptChildDiesWithHotswap(t *testing.T) {
 	root := servedRoot(t)
 	port := icFreePort(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	hs := proctest.Start(t, hotswap, append([]string{"--log-format", "json", "--intercept", "--ready", "300ms", "-l", "tcp://" + addr, "--"},
+	hs := proctest.Start(t, hotswap, append([]string{"--log-format", "json", "--control", "none", "--intercept", "--ready", "300ms", "-l", "tcp://" + addr, "--"},
 		pythonArgv("127.0.0.1", port, root)...)...)
 	child := pidOf(hs.WaitEvent(10*time.Second, "generation started", proctest.Gen(1)))
 	// Runs before proctest's cleanup: an orphaned child would hold
