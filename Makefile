@@ -35,5 +35,14 @@ test: deps vet
 race: deps
 	$(GO) test -race -count=1 -timeout 20m ./...
 
+# bench measures restarts, handover, data path and footprint side by side
+# and writes docs/benchmarks.md (a few minutes; nginx from Debian).
+bench: deps
+	$(GO) run ./bench
+
+# soak: 1,000 reloads, printing hotswap's fds, threads and RSS.
+soak:
+	HOTSWAP_SOAK=1 $(GO) test -count=1 -v -timeout 30m -run '^TestSoak$$' ./cmd/hotswap
+
 clean:
 	rm -rf $(BIN)

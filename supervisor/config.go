@@ -28,6 +28,10 @@ const (
 	DefaultBackoffMin   = 100 * time.Millisecond
 	DefaultBackoffMax   = 30 * time.Second
 	DefaultBackoffReset = 10 * time.Second
+	DefaultMaxDraining  = 4
+	// DefaultDrainConnWait bounds how long a reuseport drain waits for
+	// the old generation's open connections to close.
+	DefaultDrainConnWait = 5 * time.Second
 )
 
 // ListenSpec is one socket the supervisor owns, from --listen [NAME=]URL.
@@ -109,10 +113,18 @@ type Config struct {
 	// DrainGrace is how long an old reuseport generation keeps accepting
 	// after the cutover at least; default DefaultDrainGrace.
 	DrainGrace time.Duration
+	// DrainConnWait bounds how long a reuseport drain waits for the old
+	// generation's open connections (idle keep-alive ones included) to
+	// close before its stop signal; default DefaultDrainConnWait.
+	DrainConnWait time.Duration
 	// SkipDrain stops an old reuseport generation right after the cutover,
 	// as a naive SO_REUSEPORT restart does; it loses requests and exists
 	// to measure that.
 	SkipDrain bool
+
+	// MaxDraining caps the old generations draining at once; a reload
+	// that would exceed it fails at once, saying so. Default 4.
+	MaxDraining int
 
 	StopSignal   syscall.Signal   // default SIGTERM
 	DrainTimeout time.Duration    // after the stop signal, then SIGKILL; default 30s
@@ -181,6 +193,10 @@ func (c *Config) validate() error {
 		return err
 	}
 	setDefault(&c.DrainGrace, DefaultDrainGrace)
+	setDefault(&c.DrainConnWait, DefaultDrainConnWait)
+	if c.MaxDraining <= 0 {
+		c.MaxDraining = DefaultMaxDraining
+	}
 	setDefault(&c.DrainTimeout, DefaultDrainTimeout)
 	setDefault(&c.ReadyTimeout, DefaultReadyTimeout)
 	setDefault(&c.BackoffMin, DefaultBackoffMin)

@@ -28,6 +28,10 @@ var ErrControlInUse = errors.New("supervisor: control socket in use")
 // Controlled is what the control socket drives; [Supervisor] is one.
 type Controlled interface {
 	Reload(ctx context.Context) error
+	ReloadHold(ctx context.Context) error
+	SetWeight(ctx context.Context, pct int) error
+	Promote(ctx context.Context) error
+	Rollback(ctx context.Context) error
 	Status(ctx context.Context) (Status, error)
 	Signal(ctx context.Context, sig syscall.Signal) error
 }
@@ -254,7 +258,13 @@ func (c *Control) do(req Request, cred peer) Response {
 	var err error
 	switch req.Op {
 	case OpReload:
-		return c.reload()
+		return c.reload(req.Hold)
+	case OpWeight:
+		err = c.cfg.Target.SetWeight(c.ctx, *req.Percent)
+	case OpPromote:
+		err = c.cfg.Target.Promote(c.ctx)
+	case OpRollback:
+		err = c.cfg.Target.Rollback(c.ctx)
 	case OpStatus:
 		var st Status
 		if st, err = c.cfg.Target.Status(c.ctx); err == nil {
@@ -273,9 +283,13 @@ func (c *Control) do(req Request, cred peer) Response {
 	return finish(resp, err)
 }
 
-func (c *Control) reload() Response {
+func (c *Control) reload(hold bool) Response {
 	resp := Response{V: ControlVersion}
-	err := c.cfg.Target.Reload(c.ctx)
+	reload := c.cfg.Target.Reload
+	if hold {
+		reload = c.cfg.Target.ReloadHold
+	}
+	err := reload(c.ctx)
 	var re *ReloadError
 	if errors.As(err, &re) {
 		resp.Error = re.Error()
@@ -289,8 +303,11 @@ func (c *Control) reload() Response {
 	st, err := c.cfg.Target.Status(c.ctx)
 	if err == nil {
 		resp.Gen = st.Current
+		if hold {
+			resp.Gen = st.Canary
+		}
 		for _, g := range st.Generations {
-			if g.ID == st.Current {
+			if g.ID == resp.Gen {
 				resp.PID = g.PID
 			}
 		}

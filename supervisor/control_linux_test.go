@@ -5,11 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -23,8 +25,23 @@ type fakeTarget struct {
 	cur     int
 	fail    bool
 	signals []syscall.Signal
+	calls   []string      // blue/green calls, as "weight 20", "promote", ...
 	release chan struct{} // when set, Reload waits for it
 }
+
+func (f *fakeTarget) record(call string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, call)
+	return nil
+}
+
+func (f *fakeTarget) ReloadHold(context.Context) error { return f.record("hold") }
+func (f *fakeTarget) SetWeight(_ context.Context, pct int) error {
+	return f.record(fmt.Sprintf("weight %d", pct))
+}
+func (f *fakeTarget) Promote(context.Context) error  { return f.record("promote") }
+func (f *fakeTarget) Rollback(context.Context) error { return f.record("rollback") }
 
 func (f *fakeTarget) Reload(ctx context.Context) error {
 	if f.release != nil {
@@ -134,8 +151,21 @@ func TestControlRequests(t *testing.T) {
 	if r := cl.send(`{"v":1,"op":"signal","signal":"USR2"}` + "\n"); !r.OK || len(f.signals) != 1 || f.signals[0] != syscall.SIGUSR2 {
 		t.Errorf("signal: got %+v, signals %v", r, f.signals)
 	}
+	for _, line := range []string{`{"v":1,"op":"reload","hold":true}`, `{"v":1,"op":"weight","percent":20}`, `{"v":1,"op":"promote"}`, `{"v":1,"op":"rollback"}`} {
+		if r := cl.send(line + "\n"); !r.OK {
+			t.Errorf("%s: got %+v", line, r)
+		}
+	}
+	for _, line := range []string{`{"v":1,"op":"weight","percent":101}`, `{"v":1,"op":"weight"}`, `{"v":1,"op":"promote","percent":5}`, `{"v":1,"op":"status","hold":true}`} {
+		if r := cl.send(line + "\n"); r.OK {
+			t.Errorf("%s: got ok, want an error", line)
+		}
+	}
 	if r := cl.send(`{"v":1,"op":"stop"}` + "\n"); r.OK || !strings.Contains(r.Error, "not enabled") {
 		t.Errorf("stop without Stop: got %+v, want refused", r)
+	}
+	if want := []string{"hold", "weight 20", "promote", "rollback"}; !slices.Equal(f.calls, want) {
+		t.Errorf("blue/green calls %v, want %v", f.calls, want)
 	}
 }
 

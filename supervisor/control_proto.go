@@ -24,6 +24,9 @@ import (
 //	<- {"v":1,"ok":true,"status":{...}}
 //	-> {"v":1,"op":"signal","signal":"USR1"}
 //	<- {"v":1,"ok":true}
+//	-> {"v":1,"op":"reload","hold":true}        (reuseport: keep it as a canary at weight 0)
+//	-> {"v":1,"op":"weight","percent":20}       (that share of new connections to the canary)
+//	-> {"v":1,"op":"promote"}                   (or "rollback")
 //	-> {"v":1,"op":"stop"}
 //	<- {"v":1,"ok":true}            (the connection closes once hotswap has stopped)
 //
@@ -40,6 +43,11 @@ const (
 	OpStatus = "status" // answer a [Status]
 	OpSignal = "signal" // forward Signal to the current generation
 	OpStop   = "stop"   // stop every generation and exit
+
+	// Blue/green, reuseport mode (see [Supervisor.ReloadHold]).
+	OpWeight   = "weight"   // Percent of new connections to the canary
+	OpPromote  = "promote"  // the canary becomes current, the old one drains
+	OpRollback = "rollback" // everything back to current, the canary drains
 )
 
 // Request is one control request.
@@ -47,6 +55,10 @@ type Request struct {
 	V      int    `json:"v"`
 	Op     string `json:"op"`
 	Signal string `json:"signal,omitempty"` // OpSignal: TERM, SIGUSR1, 10, ...
+	// Hold, with OpReload, keeps the new generation as a canary.
+	Hold bool `json:"hold,omitempty"`
+	// Percent, with OpWeight, is the canary's share, 0 to 100.
+	Percent *int `json:"percent,omitempty"`
 }
 
 // Response is the answer to one request.
@@ -87,17 +99,27 @@ func DecodeRequest(line []byte) (Request, error) {
 	if r.V != ControlVersion {
 		return Request{}, fmt.Errorf("%w %d (this hotswap speaks %d)", ErrBadVersion, r.V, ControlVersion)
 	}
+	if r.Signal != "" && r.Op != OpSignal {
+		return Request{}, fmt.Errorf("decode control request: %s takes no signal", r.Op)
+	}
+	if r.Hold && r.Op != OpReload {
+		return Request{}, fmt.Errorf("decode control request: %s takes no hold", r.Op)
+	}
+	if (r.Percent != nil) != (r.Op == OpWeight) {
+		return Request{}, fmt.Errorf("decode control request: percent goes with weight, and only there")
+	}
 	switch r.Op {
-	case OpReload, OpStatus, OpStop:
-		if r.Signal != "" {
-			return Request{}, fmt.Errorf("decode control request: %s takes no signal", r.Op)
+	case OpReload, OpStatus, OpStop, OpPromote, OpRollback:
+	case OpWeight:
+		if *r.Percent < 0 || *r.Percent > 100 {
+			return Request{}, fmt.Errorf("decode control request: percent %d: want 0 to 100", *r.Percent)
 		}
 	case OpSignal:
 		if _, err := ParseSignal(r.Signal); err != nil {
 			return Request{}, fmt.Errorf("decode control request: %w", err)
 		}
 	default:
-		return Request{}, fmt.Errorf("%w %q (want reload, status, signal or stop)", ErrBadOp, truncate(r.Op, 32))
+		return Request{}, fmt.Errorf("%w %q (want reload, status, signal, stop, weight, promote or rollback)", ErrBadOp, truncate(r.Op, 32))
 	}
 	return r, nil
 }

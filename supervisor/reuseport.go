@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -130,6 +131,9 @@ func (s *Supervisor) members(id int) (files []*os.File, ms []*reuse.Member, retE
 		ms[i] = m
 		files = append(files, m.File())
 	}
+	if !slices.ContainsFunc(ms, func(m *reuse.Member) bool { return m != nil }) {
+		ms = nil // no reuseport listener: nothing to steer or drain
+	}
 	return files, ms, nil
 }
 
@@ -227,14 +231,17 @@ func reuseAddrControl(_, _ string, rc syscall.RawConn) error {
 
 // drainWait waits until g's reuseport sockets have an empty accept queue
 // and g's process tree holds no connection on their ports, twice in a row
-// after the grace period, or until the drain timeout or g's exit. It
-// reports whether the drain completed.
+// after the grace period, or until g exits. The queue may take up to the
+// drain timeout; open connections only DrainConnWait, because an idle
+// keep-alive connection looks like one in progress and a client may hold
+// it for ever. It reports whether the drain completed.
 func (s *Supervisor) drainWait(g *gen) (time.Duration, bool) {
 	start := time.Now()
 	deadline := start.Add(s.cfg.DrainTimeout)
+	connsDeadline := start.Add(min(s.cfg.DrainConnWait, s.cfg.DrainTimeout))
 	quiet := 0
 	for time.Now().Before(deadline) {
-		if s.drained(g) {
+		if s.drained(g, time.Now().Before(connsDeadline)) {
 			quiet++
 		} else {
 			quiet = 0
@@ -251,13 +258,18 @@ func (s *Supervisor) drainWait(g *gen) (time.Duration, bool) {
 	return time.Since(start), false
 }
 
-func (s *Supervisor) drained(g *gen) bool {
+// drained reports whether g's reuseport queues are empty and, with conns,
+// whether its process tree holds no connection on their ports.
+func (s *Supervisor) drained(g *gen, conns bool) bool {
 	for i, m := range g.members {
 		if m == nil {
 			continue
 		}
 		if q, err := m.QueueLen(); err != nil || q > 0 {
 			return false
+		}
+		if !conns {
+			continue
 		}
 		if n, err := reuse.OpenConns(g.pid, s.listeners[i].port); err != nil || n > 0 {
 			return false

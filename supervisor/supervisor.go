@@ -283,6 +283,10 @@ func (s *Supervisor) onReload(r reloadReq) {
 
 func (s *Supervisor) beginReload() {
 	s.reloadT0 = time.Now()
+	if n := s.draining(); n >= s.cfg.MaxDraining {
+		s.finishReload(s.reloadError(0, 0, fmt.Errorf("%d old generations are still draining (--max-draining %d); nothing was started", n, s.cfg.MaxDraining)))
+		return
+	}
 	s.notifyUp(reloadingState())
 	g, err := s.startGen(s.next())
 	if err != nil {
@@ -413,6 +417,17 @@ func (s *Supervisor) onGate(r gateResult) error {
 		}
 	}
 	return nil
+}
+
+// draining counts the generations being stopped.
+func (s *Supervisor) draining() int {
+	n := 0
+	for _, g := range s.live {
+		if g.state == StateDraining {
+			n++
+		}
+	}
+	return n
 }
 
 // servingID is the generation serving, or 0.

@@ -8,6 +8,8 @@ import (
 	"io"
 	"net"
 	"os"
+	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -38,6 +40,14 @@ const clientUsage = `Usage:
   hotswap signal SIG [--control PATH | --pidfile PATH]
       send SIG (USR1, HUP, 10, ...) to the current generation
 
+Blue/green (--mode reuseport):
+  hotswap reload --hold     start a new generation and, once ready, keep it
+                            beside the current one as a canary at weight 0
+  hotswap weight PCT        send PCT percent of new connections to the canary
+  hotswap promote           the canary becomes current; the old one drains
+  hotswap rollback          everything back to the current generation; the
+                            canary drains
+
 Without --control or --pidfile, the control socket of the only hotswap
 running as this user is used (` + defaultControlHelp + `).
 
@@ -57,7 +67,8 @@ func subcommand(args []string) (code int, ok bool) {
 		return 0, false
 	}
 	switch args[0] {
-	case supervisor.OpReload, supervisor.OpStatus, supervisor.OpStop, supervisor.OpSignal:
+	case supervisor.OpReload, supervisor.OpStatus, supervisor.OpStop, supervisor.OpSignal,
+		supervisor.OpWeight, supervisor.OpPromote, supervisor.OpRollback:
 		return runClient(args[0], args[1:]), true
 	}
 	return 0, false
@@ -72,8 +83,12 @@ func runClient(op string, args []string) int {
 	fs.StringVar(&o.control, "control", "", "the control socket `PATH` of the hotswap to talk to")
 	fs.StringVar(&o.pidfile, "pidfile", "", "talk to the hotswap whose pid is in `PATH` (its default control socket)")
 	fs.DurationVar(&o.timeout, "timeout", DefaultClientTimeout, "give up waiting for the answer after this long")
-	if op == supervisor.OpStatus {
+	var hold bool
+	switch op {
+	case supervisor.OpStatus:
 		fs.BoolVar(&o.json, "json", false, "print the status as JSON")
+	case supervisor.OpReload:
+		fs.BoolVar(&hold, "hold", false, "reuseport mode: keep the new generation as a canary beside the current one (weight 0)")
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
@@ -82,8 +97,18 @@ func runClient(op string, args []string) int {
 		}
 		return fail(exitUsage, "%s: %v", op, err)
 	}
-	req := supervisor.Request{V: supervisor.ControlVersion, Op: op}
+	req := supervisor.Request{V: supervisor.ControlVersion, Op: op, Hold: hold}
 	rest := fs.Args()
+	if op == supervisor.OpWeight {
+		if len(rest) != 1 {
+			return fail(exitUsage, "weight: want one percentage (usage: hotswap weight PCT)")
+		}
+		pct, err := strconv.Atoi(strings.TrimSuffix(rest[0], "%"))
+		if err != nil || pct < 0 || pct > 100 {
+			return fail(exitUsage, "weight: %q is not a percentage from 0 to 100", rest[0])
+		}
+		req.Percent, rest = &pct, nil
+	}
 	if op == supervisor.OpSignal {
 		if len(rest) != 1 {
 			return fail(exitUsage, "signal: want one signal (usage: hotswap signal SIG)")
@@ -125,7 +150,15 @@ func (o *clientOptions) do(path string, req supervisor.Request) int {
 	}
 	switch op {
 	case supervisor.OpReload:
+		if req.Hold {
+			fmt.Printf("hotswap: canary ready: generation %d (pid %d) at weight 0\n", resp.Gen, resp.PID)
+			break
+		}
 		fmt.Printf("hotswap: reload succeeded: serving generation %d (pid %d)\n", resp.Gen, resp.PID)
+	case supervisor.OpWeight:
+		fmt.Printf("hotswap: canary weight %d%%\n", *req.Percent)
+	case supervisor.OpPromote, supervisor.OpRollback:
+		fmt.Printf("hotswap: %s done\n", op)
 	case supervisor.OpStatus:
 		return printStatus(os.Stdout, resp.Status, o.json)
 	case supervisor.OpStop:

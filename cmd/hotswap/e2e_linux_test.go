@@ -42,6 +42,7 @@ type app struct {
 	addr           string
 	verFile, flags string
 	gen            int // the generation expected to serve
+	failed         int // "reload failed" events already returned by reload
 }
 
 // startApp runs hotswap with hsFlags around goapp with goappFlags.
@@ -85,16 +86,22 @@ func (a *app) reload(n int, version, flags string) proctest.Event {
 	a.hs.Signal(syscall.SIGHUP)
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		for _, msg := range []string{"reload succeeded", "reload failed"} {
-			for _, e := range a.hs.Events(msg) {
-				if e.Int("gen") == n {
-					return e
-				}
+		for _, e := range a.hs.Events("reload succeeded") {
+			if e.Int("gen") == n {
+				return e
+			}
+		}
+		failed := a.hs.Events("reload failed")
+		for i, e := range failed[a.failed:] {
+			// A reload refused before it started names no generation.
+			if g := e.Int("gen"); g == n || g == 0 {
+				a.failed += i + 1
+				return e
 			}
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	a.t.Fatalf("no outcome for the reload to generation %d", n)
+	a.t.Fatalf("no outcome for the reload to generation %d; output:\n%s", n, strings.Join(a.hs.Lines(), "\n"))
 	return nil
 }
 
@@ -345,5 +352,26 @@ func TestBadInput(t *testing.T) {
 				t.Errorf("got %q, want one line with %q", out, tc.want)
 			}
 		})
+	}
+}
+
+// TestMaxDraining: with one old generation still draining (it ignores its
+// stop signal) and --max-draining 1, a further reload fails at once with
+// the reason, and the serving generation is untouched.
+func TestMaxDraining(t *testing.T) {
+	a := startApp(t, []string{"--ready", "100ms", "--max-draining", "1", "--drain-timeout", "4s"}, "--ignore-term")
+	if e := a.reload(2, "v2", ""); e.Msg() != "reload succeeded" {
+		t.Fatalf("first reload: %v", e)
+	}
+	e := a.reload(3, "v3", "")
+	if e.Msg() != "reload failed" {
+		t.Fatalf("reload with a generation draining: %v, want reload failed", e)
+	}
+	line := waitLine(t, a.hs, "hotswap: reload failed")
+	if !strings.Contains(line, "1 old generations are still draining (--max-draining 1); nothing was started; still serving generation 2 (pid") {
+		t.Errorf("got %q", line)
+	}
+	if got := get(t, a.addr); got != "v2" && got != "v1" {
+		t.Errorf("answered by %q, want v2 (or v1, still draining)", got)
 	}
 }

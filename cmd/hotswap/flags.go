@@ -60,6 +60,8 @@ type options struct {
 	pidfile      string
 	stopSignal   string
 	drainTimeout time.Duration
+	maxDraining  int
+	connWait     time.Duration
 	mode         string
 	skipDrain    bool
 	ready        string
@@ -71,6 +73,7 @@ type options struct {
 
 	control   controlOptions
 	intercept interceptOptions
+	hardening hardeningOptions
 }
 
 func newFlagSet(o *options) *pflag.FlagSet {
@@ -83,12 +86,15 @@ func newFlagSet(o *options) *pflag.FlagSet {
 	fs.StringVar(&o.pidfile, "pidfile", "", "write hotswap's pid to `PATH` (atomically; removed on exit)")
 	fs.StringVar(&o.stopSignal, "stop-signal", "TERM", "`SIG` that stops an old generation (TERM, SIGQUIT, 3, ...); nginx wants QUIT")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", supervisor.DefaultDrainTimeout, "after the stop signal, wait this long, then SIGKILL")
+	fs.DurationVar(&o.connWait, "drain-conn-wait", supervisor.DefaultDrainConnWait, "reuseport mode: before the stop signal, wait at most this long for the old generation's connections (keep-alive ones too) to close")
+	fs.IntVar(&o.maxDraining, "max-draining", supervisor.DefaultMaxDraining, "at most `N` old generations draining at once; a reload beyond that fails at once")
 	fs.StringVar(&o.ready, "ready", supervisor.DefaultReady.String(), "readiness `SPEC`: DURATION (stayed up), notify (READY=1 over sd_notify), http://HOST:PORT/PATH or https:// (2xx), tcp://HOST:PORT (accepts), exec:COMMAND (exits 0); {gen}, {pid} and {port} are expanded")
 	fs.DurationVar(&o.readyTimeout, "ready-timeout", supervisor.DefaultReadyTimeout, "a generation not ready after this long is stopped and rolled back")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: trace, debug, info, warn or error")
 	o.control.addFlags(fs)
 	o.intercept.addFlags(fs)
+	addHardeningFlags(fs, &o.hardening)
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	fs.Usage = func() {} // errors are one line; --help prints usage
 	return fs
@@ -130,10 +136,12 @@ func parseArgs(args []string) (*options, error) {
 // config turns options into a supervisor configuration.
 func (o *options) config(log hclog.Logger) (supervisor.Config, error) {
 	cfg := supervisor.Config{
-		Command:      o.command,
-		DrainTimeout: o.drainTimeout,
-		ReadyTimeout: o.readyTimeout,
-		Logger:       log,
+		Command:       o.command,
+		DrainTimeout:  o.drainTimeout,
+		MaxDraining:   o.maxDraining,
+		DrainConnWait: o.connWait,
+		ReadyTimeout:  o.readyTimeout,
+		Logger:        log,
 	}
 	for _, l := range o.listen {
 		spec, err := supervisor.ParseListen(l)
@@ -158,6 +166,9 @@ func (o *options) config(log hclog.Logger) (supervisor.Config, error) {
 	}
 	o.control.apply(&cfg)
 	if err := o.intercept.apply(&cfg); err != nil {
+		return cfg, err
+	}
+	if err := o.hardening.apply(&cfg); err != nil {
 		return cfg, err
 	}
 	if o.drainTimeout <= 0 || o.readyTimeout <= 0 {

@@ -3,6 +3,9 @@ package main
 import (
 	"fmt"
 	"net"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"strconv"
 	"syscall"
 	"testing"
@@ -176,5 +179,67 @@ func TestReusePortNoClientBeforeReady(t *testing.T) {
 		}
 		a.hs.Signal(syscall.SIGTERM)
 		a.hs.Wait(30 * time.Second)
+	}
+}
+
+// TestBlueGreen: a canary held beside the current generation gets its
+// weight's share of new connections (20 % of 3,000, within 4 points), and
+// promote and rollback each lose no request under load.
+func TestBlueGreen(t *testing.T) {
+	if !proctest.InNetns(t) {
+		return
+	}
+	pidfile := filepath.Join(t.TempDir(), "hotswap.pid")
+	a := startApp(t, []string{"--mode", "reuseport", "--ready", "100ms", "--pidfile", pidfile})
+	hotswap := proctest.Build(t, hotswapPkg)
+	ctl := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(hotswap, append(args, "--pidfile", pidfile)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("hotswap %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	a.write("v2", "")
+	t.Log(ctl("reload", "--hold"))
+	t.Log(ctl("weight", "20"))
+	split := load.Start(t.Context(), load.Config{Addr: a.addr, Concurrency: 16, MaxRequests: 3000, Duration: time.Minute})
+	for ok, failed := split.Count(); ok+failed < 3000; ok, failed = split.Count() {
+		time.Sleep(20 * time.Millisecond)
+	}
+	res := split.Stop()
+	share := 100 * float64(res.Versions["v2"]) / float64(res.OK)
+	t.Logf("weight 20: %v; v2 share %.1f%%", res, share)
+	if res.Failed != 0 || res.OK < 2000 {
+		t.Errorf("split load: %v, want at least 2,000 requests and 0 failed", res)
+	}
+	if share < 16 || share > 24 {
+		t.Errorf("canary share %.1f%%, want 20 ± 4", share)
+	}
+
+	run := load.Start(t.Context(), load.Config{Addr: a.addr, Concurrency: 16, Duration: time.Minute})
+	time.Sleep(200 * time.Millisecond)
+	t.Log(ctl("promote"))
+	a.hs.WaitEvent(30*time.Second, "generation exited", proctest.Gen(1))
+	if got := get(t, a.addr); got != "v2" {
+		t.Errorf("after promote: answered by %q, want v2", got)
+	}
+	a.write("v3", "")
+	t.Log(ctl("reload", "--hold"))
+	t.Log(ctl("weight", "50"))
+	time.Sleep(300 * time.Millisecond)
+	t.Log(ctl("rollback"))
+	a.hs.WaitEvent(30*time.Second, "generation exited", proctest.Gen(3))
+	time.Sleep(200 * time.Millisecond)
+	res = run.Stop()
+	t.Logf("promote and rollback: %v; versions %v", res, res.Versions)
+	if res.Failed != 0 {
+		t.Errorf("%d failed requests across promote and rollback, want 0: %v", res.Failed, res.Errors)
+	}
+	if res.Versions["v3"] == 0 {
+		t.Errorf("the canary at weight 50 answered nothing")
+	}
+	if got := get(t, a.addr); got != "v2" {
+		t.Errorf("after rollback: answered by %q, want v2", got)
 	}
 }

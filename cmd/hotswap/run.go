@@ -44,12 +44,14 @@ func run(args []string) int {
 	if err != nil {
 		return fail(exitUsage, "%v", err)
 	}
-	if o.pidfile != "" {
+	// A hotswap started by a self-upgrade writes the pidfile once it
+	// serves; after an upgrade the file names the new hotswap and stays.
+	if o.pidfile != "" && !o.hardening.upgrading() {
 		if err := writePidfile(o.pidfile); err != nil {
 			return fail(exitFailure, "%v", err)
 		}
-		defer os.Remove(o.pidfile)
 	}
+	defer removePidfileIfOurs(o.pidfile)
 	return serve(sup, o, log)
 }
 
@@ -74,11 +76,20 @@ func serve(sup *supervisor.Supervisor, o *options, log hclog.Logger) int {
 		return fail(exitFailure, "%v; nothing is serving", err)
 	}
 	defer ctl.Close()
+	if err := o.hardening.start(ctx, sup, log, stop); err != nil {
+		stop(err)
+		<-runErr
+		return fail(exitFailure, "%v; nothing is serving", err)
+	}
+	defer o.hardening.finish()
 	for {
 		select {
 		case err := <-runErr:
 			if err != nil {
 				return fail(exitFailure, "%v; nothing is serving", err)
+			}
+			if o.hardening.upgradedAway() {
+				return exitOK
 			}
 			return sup.ExitCode()
 		case sig := <-sigc:

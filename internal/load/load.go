@@ -78,6 +78,7 @@ type Run struct {
 	mu     sync.Mutex // guards the fields below
 	res    Result
 	budget int
+	end    time.Time // the Duration bound
 }
 
 // Start begins a load that runs until Stop, ctx is done, or a bound is reached.
@@ -101,7 +102,7 @@ func Start(ctx context.Context, cfg Config) *Run {
 		cfg.Timeout = 2 * time.Second
 	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.Duration)
-	r := &Run{cfg: cfg, cancel: cancel, budget: cfg.MaxRequests}
+	r := &Run{cfg: cfg, cancel: cancel, budget: cfg.MaxRequests, end: time.Now().Add(cfg.Duration)}
 	r.res = Result{Errors: map[string]int{}, Versions: map[string]int{}, Start: time.Now()}
 	for range cfg.Concurrency {
 		r.wg.Go(func() { r.worker(ctx) })
@@ -175,7 +176,7 @@ func (r *Run) worker(ctx context.Context) {
 		} else {
 			s = r.once(ctx)
 		}
-		if ctx.Err() != nil && s.Err != "" {
+		if s.Err != "" && (ctx.Err() != nil || !time.Now().Before(r.end)) {
 			return // cut off by the end of the run, not a failure
 		}
 		s.Start, s.Dur = start, time.Since(start)
