@@ -127,20 +127,15 @@ func (h *interceptHook) after(g *gen) {
 // A shim that never sends it (it failed and exits 126, or hangs) is killed,
 // so that the failure reaches the gate at once.
 func (h *interceptHook) serve(g *gen, sock *os.File, table intercept.Listeners) {
-	ctx, cancel := context.WithTimeoutCause(g.ctx, ReceiveTimeout,
-		fmt.Errorf("no notification fd from the exec shim within %s", ReceiveTimeout))
+	errTimeout := fmt.Errorf("no notification fd from the exec shim within %s", ReceiveTimeout)
+	ctx, cancel := context.WithTimeoutCause(g.ctx, ReceiveTimeout, errTimeout)
 	notify, err := intercept.Receive(ctx, sock)
+	if errors.Is(context.Cause(ctx), errTimeout) {
+		err = fmt.Errorf("%w: %w", err, errTimeout)
+	}
 	cancel()
 	if err != nil {
-		select {
-		case <-g.exited: // the shim failed and said why on stderr
-		default:
-			if cause := context.Cause(ctx); cause != nil {
-				err = fmt.Errorf("%w: %w", err, cause)
-			}
-			g.log.Error("intercept binds: killing generation", "error", err)
-			_ = g.cmd.Process.Kill()
-		}
+		h.failed(g, err)
 		return
 	}
 	defer notify.Close()
@@ -157,6 +152,26 @@ func (h *interceptHook) serve(g *gen, sock *os.File, table intercept.Listeners) 
 	g.log.Debug("intercept binds: stats", "binds", st.Binds, "swapped", st.Swapped,
 		"listens", st.Listens, "shutdowns", st.Shutdowns, "continued", st.Continued,
 		"gone", st.Gone, "failed", st.Failed)
+}
+
+// shimGrace is how long a shim that closed its socket without sending may
+// take to exit: it is printing why (exit 126), and killing it at once
+// would lose the message.
+const shimGrace = 2 * time.Second
+
+// failed handles a shim that did not send its notification fd. One that
+// failed exits by itself and has said why on stderr; any other is killed,
+// since its binds could never be answered.
+func (h *interceptHook) failed(g *gen, err error) {
+	t := time.NewTimer(shimGrace)
+	defer t.Stop()
+	select {
+	case <-g.exited:
+		return
+	case <-t.C:
+	}
+	g.log.Error("intercept binds: killing generation", "error", err)
+	_ = g.cmd.Process.Kill()
 }
 
 // table lists g's listeners with the address each is bound to; the port is
