@@ -130,7 +130,7 @@ func (h *interceptHook) serve(g *gen, sock *os.File, table intercept.Listeners) 
 	errTimeout := fmt.Errorf("no notification fd from the exec shim within %s", ReceiveTimeout)
 	ctx, cancel := context.WithTimeoutCause(g.ctx, ReceiveTimeout, errTimeout)
 	notify, err := intercept.Receive(ctx, sock)
-	if errors.Is(context.Cause(ctx), errTimeout) {
+	if err != nil && errors.Is(context.Cause(ctx), errTimeout) {
 		err = fmt.Errorf("%w: %w", err, errTimeout)
 	}
 	cancel()
