@@ -37,6 +37,7 @@ type Supervisor struct {
 	exitc   chan *gen
 	gatec   chan gateResult
 	readyc  chan struct{} // closed when the first generation is ready
+	boundc  chan struct{} // closed when every listener is bound
 	done    chan struct{} // closed when the run loop has returned
 	wg      sync.WaitGroup
 
@@ -99,6 +100,7 @@ func New(cfg Config) (*Supervisor, error) {
 		exitc:   make(chan *gen),
 		gatec:   make(chan gateResult),
 		readyc:  make(chan struct{}),
+		boundc:  make(chan struct{}),
 		done:    make(chan struct{}),
 		live:    map[int]*gen{},
 	}
@@ -130,6 +132,10 @@ func New(cfg Config) (*Supervisor, error) {
 	return s, nil
 }
 
+// Listening is closed once every listener is bound, before the first
+// generation starts; if binding fails, Run returns the error instead.
+func (s *Supervisor) Listening() <-chan struct{} { return s.boundc }
+
 // Ready is closed once the first generation is ready.
 func (s *Supervisor) Ready() <-chan struct{} { return s.readyc }
 
@@ -154,6 +160,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}
 	s.runDir = dir
 	defer os.RemoveAll(dir)
+	close(s.boundc)
 	err = s.startFirst()
 	if err == nil {
 		err = s.loop(ctx)

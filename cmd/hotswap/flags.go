@@ -28,7 +28,8 @@ Stop:    hotswap stop, or kill -TERM $(cat PIDFILE)   (stop signal to every
          generation, then exit with the current generation's status; 128+N
          for signal N)
 Signals: hotswap signal SIG; SIGUSR1, SIGUSR2 and SIGWINCH sent to hotswap are
-         forwarded to the current generation.
+         forwarded to the current generation. kill -s RTMIN+2 upgrades hotswap
+         itself: a new hotswap binary inherits the sockets and takes over.
 
 Each generation gets the listeners as fds 3, 4, ... in --listen order, with
 LISTEN_FDS, LISTEN_FDNAMES, LISTEN_PID (systemd), NGINX="3;4;" (nginx),
@@ -79,7 +80,7 @@ type options struct {
 func newFlagSet(o *options) *pflag.FlagSet {
 	fs := pflag.NewFlagSet("hotswap", pflag.ContinueOnError)
 	fs.SortFlags = false
-	fs.StringArrayVarP(&o.listen, "listen", "l", nil, "`[NAME=]URL` to listen on: tcp://HOST:PORT, tcp4://, tcp6://[::1]:PORT, unix:///PATH (repeatable)")
+	fs.StringArrayVarP(&o.listen, "listen", "l", nil, "`[NAME=]URL` to listen on: tcp://HOST:PORT, tcp4://, tcp6://[::1]:PORT, udp://, udp4://, udp6://, unix:///PATH[?mode=0660&owner=U&group=G] (repeatable)")
 	fs.StringVar(&o.mode, "mode", string(supervisor.ModeShared), "socket `MODE` for TCP listeners: shared or reuseport (see above)")
 	fs.BoolVar(&o.skipDrain, "unsafe-skip-drain", false, "reuseport mode without the drain: the naive SO_REUSEPORT restart, for measurements only")
 	_ = fs.MarkHidden("unsafe-skip-drain")

@@ -54,8 +54,14 @@ func handoffHelper() int {
 	for _, e := range ents {
 		fd, _ := strconv.Atoi(e.Name())
 		target, err := os.Readlink("/proc/self/fd/" + e.Name())
-		if err != nil || strings.HasPrefix(target, "/proc/") || strings.HasPrefix(target, "/sys/fs/cgroup/") {
-			continue // closed meanwhile; the directory being read; the Go runtime's own cgroup CPU limit files
+		if err != nil {
+			continue // closed meanwhile
+		}
+		// Whatever crossed the exec lacks close-on-exec; what this
+		// process opened itself since (the Go runtime's poller and cgroup
+		// files, a dependency hashing the binary, this directory) has it.
+		if flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil || flags&unix.FD_CLOEXEC != 0 {
+			continue
 		}
 		r.FDs = append(r.FDs, fd)
 		r.Links = append(r.Links, target)

@@ -69,6 +69,13 @@ func serve(sup *supervisor.Supervisor, o *options, log hclog.Logger) int {
 	defer wg.Wait()
 	runErr := make(chan error, 1)
 	wg.Go(func() { runErr <- sup.Run(ctx) })
+	// The control socket comes after the listeners, so that a port in use
+	// is the only thing said.
+	select {
+	case <-sup.Listening():
+	case err := <-runErr:
+		return fail(exitFailure, "%v; nothing is serving", err)
+	}
 	ctl, err := o.control.start(ctx, sup, log, stop)
 	if err != nil {
 		stop(err)
