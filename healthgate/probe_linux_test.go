@@ -3,6 +3,7 @@ package healthgate
 import (
 	"errors"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -17,14 +18,25 @@ import (
 // SO_REUSEADDR, so a probe with the same option can bind it too. Holding
 // the connection keeps the kernel from handing the port to anyone else.
 func holdPort(t *testing.T) int {
-	ln, _ := acceptor(t)
-	d := net.Dialer{Control: reuseAddrControl(nil)}
-	c, err := d.DialContext(t.Context(), "tcp4", ln.Addr().String())
+	// A bound socket that neither listens nor connects reserves the port,
+	// as reuse.Group does for its probes: connect() elsewhere on the
+	// machine will not share it, and SO_REUSEADDR lets probes bind it.
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Close() })
-	return c.LocalAddr().(*net.TCPAddr).Port
+	t.Cleanup(func() { unix.Close(fd) })
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sa.(*unix.SockaddrInet4).Port
 }
 
 func TestLocalAddrPort(t *testing.T) {
