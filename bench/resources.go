@@ -14,12 +14,12 @@ const clockTicks = 100
 
 // usage is one reading of a process's own resources.
 type usage struct {
-	at       time.Time
-	cpu      time.Duration // utime + stime of the process itself, not its children
-	rssKB    int
-	hwmKB    int
-	fds      int
-	threads  int
+	at      time.Time
+	cpu     time.Duration // utime + stime of the process itself, not its children
+	rssKB   int
+	hwmKB   int
+	fds     int
+	threads int
 }
 
 func readUsage(pid int) (usage, error) {

@@ -305,7 +305,15 @@ func TestHardeningSubreaper(t *testing.T) {
 	requireHardening(t, hotswap)
 	a := startApp(t, []string{"--ready", "200ms", "--subreaper"}, "--spawn-grandchild")
 	gc := grandchildPid(t, a.hs)
-	defer syscall.Kill(gc, syscall.SIGKILL)
+	t.Cleanup(func() {
+		// Every generation spawned one; end those still sleeping.
+		for _, l := range a.hs.Lines() {
+			if m := grandchildRe.FindStringSubmatch(l); m != nil {
+				pid, _ := strconv.Atoi(m[1])
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	})
 	if e := a.reload(2, "v2", ""); e.Msg() != "reload succeeded" {
 		t.Fatalf("reload: %v", e)
 	}
