@@ -46,7 +46,11 @@ type Status struct {
 	Weight      int                `json:"canary_weight,omitempty"`
 	Reloads     ReloadCounts       `json:"reloads"`
 	Restarts    int                `json:"restarts"`
-	LastFailure string             `json:"last_failure,omitempty"`
+	// NextRestart, when set, is when a generation that crashed is started
+	// again, after Backoff (exponential, capped at Config.BackoffMax).
+	NextRestart time.Time     `json:"next_restart,omitzero"`
+	Backoff     time.Duration `json:"restart_backoff_ns,omitempty"`
+	LastFailure string        `json:"last_failure,omitempty"`
 }
 
 // ListenerStatus describes one socket the supervisor owns.
@@ -107,6 +111,9 @@ func (s *Supervisor) status() Status {
 	}
 	if s.canary != nil {
 		st.Canary, st.Weight = s.canary.id, s.weight
+	}
+	if s.restart != nil {
+		st.NextRestart, st.Backoff = s.restartAt, s.backoff
 	}
 	for _, l := range s.listeners {
 		ls := ListenerStatus{Name: l.spec.Name, Address: l.addr(), Mode: string(l.mode)}

@@ -53,6 +53,7 @@ type Supervisor struct {
 	everReady bool
 	backoff   time.Duration
 	restart   *time.Timer
+	restartAt time.Time
 	lastExit  *os.ProcessState // of the last current generation to exit
 	// orphans are listening reuseport members without a generation, per
 	// listener: the first ones, then those of a crashed current
@@ -514,6 +515,7 @@ func (s *Supervisor) scheduleRestart(up time.Duration) {
 	}
 	s.log.Info("restarting after backoff", "backoff", s.backoff)
 	s.restart = time.NewTimer(s.backoff)
+	s.restartAt = time.Now().Add(s.backoff)
 }
 
 func (s *Supervisor) onRestart() {

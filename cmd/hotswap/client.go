@@ -243,18 +243,33 @@ func printStatus(w io.Writer, st *supervisor.Status, asJSON bool) int {
 	if st.LastFailure != "" {
 		fmt.Fprintf(w, "last failure: %s\n", st.LastFailure)
 	}
+	if !st.NextRestart.IsZero() {
+		fmt.Fprintf(w, "crashed: restarting in %v (backoff %v)\n", time.Until(st.NextRestart).Round(time.Millisecond), st.Backoff)
+	}
+	if st.Canary != 0 {
+		fmt.Fprintf(w, "canary: generation %d at weight %d%%\n", st.Canary, st.Weight)
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "\nLISTENER\tADDRESS\tMODE\tQUEUE")
 	for _, l := range st.Listeners {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\n", l.Name, l.Address, l.Mode, l.Queue, l.Backlog)
 	}
-	fmt.Fprintln(tw, "\nGEN\tPID\tSTATE\tSTARTED\tREADY AFTER")
+	fmt.Fprintln(tw, "\nGEN\tPID\tSTATE\tSTARTED\tREADY AFTER\tQUEUE")
 	for _, g := range st.Generations {
 		ready := "-"
 		if g.ReadyAfter > 0 {
 			ready = g.ReadyAfter.Round(time.Millisecond).String()
 		}
-		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\n", g.ID, g.PID, g.State, g.Started.Format(time.DateTime), ready)
+		queue := "-"
+		for i, q := range g.Queues {
+			if i == 0 {
+				queue = ""
+			} else {
+				queue += " "
+			}
+			queue += fmt.Sprintf("%s:%d", q.Name, q.Queue)
+		}
+		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\t%s\n", g.ID, g.PID, g.State, g.Started.Format(time.DateTime), ready, queue)
 	}
 	tw.Flush()
 	return exitOK
