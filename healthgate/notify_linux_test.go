@@ -108,7 +108,7 @@ func TestNotifyOtherProcessNotCredited(t *testing.T) {
 	if !errors.Is(err, ErrNotReady) || !errors.Is(err, ErrUncredited) {
 		t.Fatalf("got %v, want ErrNotReady wrapping ErrUncredited", err)
 	}
-	for _, want := range []string{fmt.Sprintf("datagram from pid %d", os.Getpid()), `STATUS="booting"`, "timeout 300ms"} {
+	for _, want := range []string{fmt.Sprintf("datagram from pid %d", os.Getpid()), `STATUS="booting"`, "not ready after 300ms:"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("got %v, want it to contain %q", err, want)
 		}
@@ -190,7 +190,7 @@ func TestNotifyExtendTimeout(t *testing.T) {
 			if extend && err != nil {
 				t.Fatalf("got %v, want ready within the extended timeout", err)
 			}
-			if !extend && (!errors.Is(err, ErrNotReady) || !strings.Contains(err.Error(), "timeout 250ms")) {
+			if !extend && (!errors.Is(err, ErrNotReady) || !strings.Contains(err.Error(), "not ready after 250ms:")) {
 				t.Fatalf("got %v, want not ready after the 250ms timeout", err)
 			}
 		})

@@ -83,7 +83,7 @@ func TestHTTPNotReady(t *testing.T) {
 	}
 	// A redirect is not followed, and is not a 2xx.
 	err = waitFor(t, srv.URL+"/", Options{Timeout: 200 * time.Millisecond, Interval: 20 * time.Millisecond})
-	if !strings.Contains(err.Error(), "404 Not Found") || !strings.Contains(err.Error(), "timeout 200ms") {
+	if !strings.Contains(err.Error(), "404 Not Found") || !strings.Contains(err.Error(), "not ready after 200ms:") {
 		t.Errorf("got %v, want 404 after timeout 200ms", err)
 	}
 }

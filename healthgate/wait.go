@@ -123,8 +123,14 @@ func withTimeout(ctx context.Context, d time.Duration) (context.Context, context
 	if d <= 0 {
 		return context.WithCancel(ctx)
 	}
-	return context.WithTimeoutCause(ctx, d, fmt.Errorf("timeout %s", d))
+	return context.WithTimeoutCause(ctx, d, timeoutError(d))
 }
+
+// timeoutError is the cause of a wait that ran out of Options.Timeout
+// (as extended by EXTEND_TIMEOUT_USEC).
+type timeoutError time.Duration
+
+func (e timeoutError) Error() string { return fmt.Sprintf("timeout %s", time.Duration(e)) }
 
 // waitDelay is ready once d has passed: the supervisor cancels ctx if the
 // generation exits before.
@@ -158,7 +164,12 @@ func notReady(ctx context.Context, start time.Time, last error) error {
 
 func (e *notReadyError) Error() string {
 	s := fmt.Sprintf("not ready after %s", e.after)
-	if e.cause != nil {
+	var te timeoutError
+	switch {
+	case errors.As(e.cause, &te):
+		// The timeout says it better than the clock, which ran a little past it.
+		s = fmt.Sprintf("not ready after %s", time.Duration(te))
+	case e.cause != nil:
 		s += " (" + e.cause.Error() + ")"
 	}
 	if e.last != nil {

@@ -49,7 +49,7 @@ func waitNotify(ctx context.Context, t Target, start time.Time) error {
 			return notReady(ctx, start, notifyPending(st))
 		case <-timeout:
 			return &notReadyError{after: time.Since(start).Round(time.Millisecond),
-				cause: fmt.Errorf("timeout %s", deadline.Sub(start).Round(time.Millisecond)), last: notifyPending(st)}
+				cause: timeoutError(deadline.Sub(start).Round(time.Millisecond)), last: notifyPending(st)}
 		}
 	}
 }

@@ -31,7 +31,7 @@ const (
 	DefaultMaxDraining  = 4
 	// DefaultDrainConnWait bounds how long a reuseport drain waits for
 	// the old generation's open connections to close.
-	DefaultDrainConnWait = 5 * time.Second
+	DefaultDrainConnWait = 2 * time.Second
 )
 
 // ListenSpec is one socket the supervisor owns, from --listen [NAME=]URL.

@@ -54,11 +54,18 @@ func startApp(t *testing.T, hsFlags []string, goappFlags ...string) *app {
 // startAppOn is startApp listening on addr.
 func startAppOn(t *testing.T, addr string, hsFlags []string, goappFlags ...string) *app {
 	t.Helper()
+	return startAppFlags(t, addr, "", hsFlags, goappFlags...)
+}
+
+// startAppFlags is startAppOn with flags, the first generation's content
+// of the flags file (later versions bring their own with reload).
+func startAppFlags(t *testing.T, addr, flags string, hsFlags []string, goappFlags ...string) *app {
+	t.Helper()
 	hotswap := proctest.Build(t, hotswapPkg)
 	goapp := proctest.Build(t, goappPkg)
 	dir := t.TempDir()
 	a := &app{t: t, verFile: filepath.Join(dir, "version"), flags: filepath.Join(dir, "flags"), gen: 1}
-	a.write("v1", "")
+	a.write("v1", flags)
 	script := `bin=$0 v=$1 f=$2; shift 2; exec "$bin" --version "$(cat "$v")" $(cat "$f") "$@"`
 	args := append([]string{"--log-format", "json", "-l", "http=tcp://" + addr}, hsFlags...)
 	args = append(args, "--", "sh", "-c", script, goapp, a.verFile, a.flags)
