@@ -243,3 +243,20 @@ func TestBlueGreen(t *testing.T) {
 		t.Errorf("after rollback: answered by %q, want v2", got)
 	}
 }
+
+// TestReusePortRefusesSelfUpgrade: a self-upgrade cannot carry steered
+// socket groups yet; it is refused with the reason and nothing changes.
+func TestReusePortRefusesSelfUpgrade(t *testing.T) {
+	a := startApp(t, []string{"--mode", "reuseport", "--ready", "100ms"})
+	a.hs.Signal(upgradeSignal)
+	e := a.hs.WaitEvent(10*time.Second, "self-upgrade failed, still serving", nil)
+	if !strings.Contains(e.Str("error"), "not supported with --mode reuseport") {
+		t.Errorf("got %q", e.Str("error"))
+	}
+	if got := get(t, a.addr); got != "v1" {
+		t.Errorf("answered by %q, want v1", got)
+	}
+	if e := a.reload(2, "v2", ""); e.Msg() != "reload succeeded" {
+		t.Errorf("reload after the refused upgrade: %v", e)
+	}
+}

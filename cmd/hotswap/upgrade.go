@@ -43,6 +43,10 @@ var errUpgraded = errors.New("upgraded: the new hotswap serves")
 type upgrader struct {
 	once    sync.Once
 	timeout time.Duration // bound of an upgrade; set before first use
+	// reuseport refuses upgrades: the new hotswap would add its own
+	// siblings to the old one's SO_REUSEPORT groups, whose steering
+	// program only the old one models. Set before first use.
+	reuseport bool
 	upg     *tableflip.Upgrader
 	err     error
 
@@ -79,6 +83,9 @@ func upgradeSelf(ctx context.Context) error {
 	up, err := selfUpgrader()
 	if err != nil {
 		return err
+	}
+	if self.reuseport {
+		return errors.New("self-upgrade: not supported with --mode reuseport yet (the new hotswap cannot take over the old one's steered socket groups); restart hotswap, or use --mode shared")
 	}
 	if !self.ready.Load() {
 		return errors.New("self-upgrade: the first generation is not ready yet")

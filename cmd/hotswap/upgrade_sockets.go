@@ -115,6 +115,7 @@ func (h *hardeningOptions) applySockets(cfg *supervisor.Config) error {
 		}
 	}
 	cfg.Listen = h.sockets.listen
+	self.reuseport = cfg.Mode == supervisor.ModeReusePort
 	return nil
 }
 
