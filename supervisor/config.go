@@ -134,7 +134,11 @@ type Config struct {
 	BackoffMin, BackoffMax time.Duration // crash restart backoff, default 100ms..30s
 	BackoffReset           time.Duration // a generation up this long resets the backoff; default 10s
 
-	Env            []string  // base environment of children; default os.Environ()
+	Env []string // base environment of children; default os.Environ()
+	// OutputPrefix, if set, is put before every line a generation writes
+	// to stdout and stderr; {gen} is its number. Empty passes output
+	// through untouched (the child writes to hotswap's own descriptors).
+	OutputPrefix   string
 	Stdout, Stderr io.Writer // default os.Stdout, os.Stderr
 	Logger         hclog.Logger
 	Observer       Observer // metrics; nil means none

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"syscall"
@@ -77,8 +78,8 @@ func (s *Supervisor) startGen(id int) (_ *gen, retErr error) {
 		Args:       fdpass.ShimArgs(argv),
 		Env:        fdpass.ChildEnv(s.cfg.Env, s.names, id, env...),
 		Stdin:      os.Stdin,
-		Stdout:     s.cfg.Stdout,
-		Stderr:     s.cfg.Stderr,
+		Stdout:     s.output(id, s.cfg.Stdout),
+		Stderr:     s.output(id, s.cfg.Stderr),
 		ExtraFiles: files,
 		// Its own process group: a terminal's ^C reaches hotswap only, and
 		// hotswap decides when each generation stops.
@@ -91,6 +92,11 @@ func (s *Supervisor) startGen(id int) (_ *gen, retErr error) {
 			}
 			return nil, fmt.Errorf("start generation %d: %w", id, err)
 		}
+	}
+	if s.cfg.OutputPrefix != "" {
+		// Output goes through a pipe copied by os/exec; a grandchild that
+		// keeps it open must not hold up the generation's reaping.
+		cmd.WaitDelay = time.Second
 	}
 	if err := cmd.Start(); err != nil {
 		for _, h := range s.hooks {
@@ -123,10 +129,27 @@ func (s *Supervisor) startGen(id int) (_ *gen, retErr error) {
 	return g, nil
 }
 
+// output is where generation id writes w's stream: w itself, or a
+// prefixing writer with --output-prefix.
+func (s *Supervisor) output(id int, w io.Writer) io.Writer {
+	if s.cfg.OutputPrefix == "" {
+		return w
+	}
+	return &prefixWriter{w: w, prefix: []byte(outputPrefix(s.cfg.OutputPrefix, id))}
+}
+
 // wait reaps g and reports its exit to the run loop.
 func (s *Supervisor) wait(g *gen) {
 	err := g.cmd.Wait()
+	for _, w := range []io.Writer{g.cmd.Stdout, g.cmd.Stderr} {
+		if p, ok := w.(*prefixWriter); ok {
+			p.Flush()
+		}
+	}
 	g.ps = g.cmd.ProcessState
+	if errors.Is(err, exec.ErrWaitDelay) {
+		err = nil // exited; a descendant still holds its output pipe
+	}
 	var ee *exec.ExitError
 	if g.ps == nil || (err != nil && !errors.As(err, &ee)) {
 		g.cancel(fmt.Errorf("wait: %w", err))

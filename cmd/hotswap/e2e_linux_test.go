@@ -382,3 +382,29 @@ func TestMaxDraining(t *testing.T) {
 		t.Errorf("answered by %q, want v2 (or v1, still draining)", got)
 	}
 }
+
+// TestOutputPrefix: with --output-prefix every line of a generation's
+// output carries its number; without it the output passes untouched.
+func TestOutputPrefix(t *testing.T) {
+	a := startApp(t, []string{"--ready", "100ms", "--output-prefix", "[gen {gen}] "})
+	if e := a.reload(2, "v2", ""); e.Msg() != "reload succeeded" {
+		t.Fatalf("reload: %v", e)
+	}
+	a.hs.WaitEvent(10*time.Second, "generation exited", proctest.Gen(1))
+	want := map[string]bool{"[gen 1] goapp v1 gen 1": false, "[gen 2] goapp v2 gen 2": false}
+	for _, l := range a.hs.Lines() {
+		for p := range want {
+			if strings.HasPrefix(l, p) {
+				want[p] = true
+			}
+		}
+		if strings.HasPrefix(l, "goapp ") {
+			t.Errorf("line without the prefix: %q", l)
+		}
+	}
+	for p, seen := range want {
+		if !seen {
+			t.Errorf("no line starting %q", p)
+		}
+	}
+}

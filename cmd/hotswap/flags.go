@@ -69,6 +69,7 @@ type options struct {
 	readyTimeout time.Duration
 	logFormat    string
 	logLevel     string
+	outputPrefix string
 	version      bool
 	command      []string
 
@@ -93,6 +94,7 @@ func newFlagSet(o *options) *pflag.FlagSet {
 	fs.DurationVar(&o.readyTimeout, "ready-timeout", supervisor.DefaultReadyTimeout, "a generation not ready after this long is stopped and rolled back")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: trace, debug, info, warn or error")
+	fs.StringVar(&o.outputPrefix, "output-prefix", "", "put `TEMPLATE` before every line a generation writes ({gen} is its number, e.g. '[gen {gen}] '); default: output passes through untouched")
 	o.control.addFlags(fs)
 	o.intercept.addFlags(fs)
 	addHardeningFlags(fs, &o.hardening)
@@ -143,6 +145,7 @@ func (o *options) config(log hclog.Logger) (supervisor.Config, error) {
 		DrainConnWait: o.connWait,
 		ReadyTimeout:  o.readyTimeout,
 		Logger:        log,
+		OutputPrefix:  o.outputPrefix,
 	}
 	for _, l := range o.listen {
 		spec, err := supervisor.ParseListen(l)

@@ -47,8 +47,8 @@ type upgrader struct {
 	// siblings to the old one's SO_REUSEPORT groups, whose steering
 	// program only the old one models. Set before first use.
 	reuseport bool
-	upg     *tableflip.Upgrader
-	err     error
+	upg       *tableflip.Upgrader
+	err       error
 
 	mu sync.Mutex // serializes upgrades; guards stop and log
 	// stop asks this hotswap to stop; set by start.
