@@ -115,10 +115,20 @@ func (s *Supervisor) status() Status {
 	if s.restart != nil {
 		st.NextRestart, st.Backoff = s.restartAt, s.backoff
 	}
-	for _, l := range s.listeners {
+	for i, l := range s.listeners {
 		ls := ListenerStatus{Name: l.spec.Name, Address: l.addr(), Mode: string(l.mode)}
-		if l.shared != nil && strings.HasPrefix(l.spec.Network, "tcp") {
+		switch {
+		case l.shared != nil && strings.HasPrefix(l.spec.Network, "tcp"):
 			ls.Queue, ls.Backlog, _ = reuse.QueueLen(l.shared)
+		case l.reuseport():
+			// The generations' own sockets, each with backlog somaxconn.
+			ls.Backlog = uint32(reuse.Somaxconn())
+			for _, g := range s.live {
+				if m := member(g, i); m != nil {
+					q, _ := m.QueueLen()
+					ls.Queue += q
+				}
+			}
 		}
 		st.Listeners = append(st.Listeners, ls)
 	}
