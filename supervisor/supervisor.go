@@ -341,12 +341,10 @@ func (s *Supervisor) reloadError(id, pid int, err error) *ReloadError {
 func (s *Supervisor) gate(g *gen) {
 	s.live[g.id] = g
 	// Reuseport mode: clients stay with the current generation, the
-	// gate's probes reach g.
-	to := s.current
-	if to == g {
-		to = nil
-	}
-	if err := s.steer(to, nil, 0, g); err != nil {
+	// gate's probes reach g. A first or restarted generation is the
+	// current one: clients queue on its sockets (a restart took over the
+	// crashed generation's, queue included), never on a draining one's.
+	if err := s.steer(s.current, nil, 0, g); err != nil {
 		g.log.Error("steer probes to generation", "error", err)
 	}
 	s.wg.Go(func() {
@@ -414,6 +412,9 @@ func (s *Supervisor) onGate(r gateResult) error {
 			return nil
 		}
 		s.markReady(g)
+		if err := s.steer(g, nil, 0, nil); err != nil {
+			g.log.Error("steer to the generation", "error", err)
+		}
 		if !s.everReady {
 			s.everReady = true
 			close(s.readyc)

@@ -74,7 +74,7 @@ func serve(sup *supervisor.Supervisor, o *options, log hclog.Logger) int {
 	select {
 	case <-sup.Listening():
 	case err := <-runErr:
-		return fail(exitFailure, "%v; nothing is serving", err)
+		return fail(exitFailure, "%v; this hotswap started nothing", err)
 	}
 	ctl, err := o.control.start(ctx, sup, log, stop)
 	if err != nil {
