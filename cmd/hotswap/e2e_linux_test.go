@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -42,7 +41,6 @@ type app struct {
 	addr           string
 	verFile, flags string
 	gen            int // the generation expected to serve
-	failed         int // "reload failed" events already returned by reload
 }
 
 // startApp runs hotswap with hsFlags around goapp with goappFlags.
@@ -90,38 +88,13 @@ func (a *app) write(version, flags string) {
 func (a *app) reload(n int, version, flags string) proctest.Event {
 	a.t.Helper()
 	a.write(version, flags)
-	a.hs.Signal(syscall.SIGHUP)
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		for _, e := range a.hs.Events("reload succeeded") {
-			if e.Int("gen") == n {
-				return e
-			}
-		}
-		failed := a.hs.Events("reload failed")
-		for i, e := range failed[a.failed:] {
-			// A reload refused before it started names no generation.
-			if g := e.Int("gen"); g == n || g == 0 {
-				a.failed += i + 1
-				return e
-			}
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	a.t.Fatalf("no outcome for the reload to generation %d; output:\n%s", n, strings.Join(a.hs.Lines(), "\n"))
-	return nil
+	return a.hs.ReloadOutcome(n, 30*time.Second, func() { a.hs.Signal(syscall.SIGHUP) })
 }
 
 // get sends one request on a new connection and returns X-Version.
 func get(t *testing.T, addr string) string {
 	t.Helper()
-	c := http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	resp, err := c.Get("http://" + addr + "/")
-	if err != nil {
-		t.Fatalf("GET %s: %v", addr, err)
-	}
-	resp.Body.Close()
-	return resp.Header.Get("X-Version")
+	return proctest.Version(t, addr)
 }
 
 func pidOf(e proctest.Event) int { return e.Int("pid") }
@@ -250,16 +223,7 @@ func TestReloadFailureKeepsOldServing(t *testing.T) {
 
 func waitLine(t *testing.T, p *proctest.Proc, prefix string) string {
 	t.Helper()
-	for range 500 {
-		for _, l := range p.Lines() {
-			if strings.HasPrefix(l, prefix) {
-				return l
-			}
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("no stderr line starting with %q", prefix)
-	return ""
+	return p.WaitLine(prefix, 5*time.Second)
 }
 
 // TestCrashRestartWithBackoff: a generation that dies on its own is

@@ -3,7 +3,6 @@ package nginx_test
 import (
 	"bytes"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -133,32 +132,19 @@ func (s *site) family(master int) []int {
 // returns the outcome and when the signal was sent.
 func (s *site) reload(n int) (proctest.Event, time.Time) {
 	s.t.Helper()
-	hup := time.Now()
-	s.hs.Signal(syscall.SIGHUP)
-	for range 3000 {
-		for _, msg := range []string{"reload succeeded", "reload failed"} {
-			if i := slices.IndexFunc(s.hs.Events(msg), proctest.Gen(n)); i >= 0 {
-				return s.hs.Events(msg)[i], hup
-			}
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	s.t.Fatalf("no outcome for the reload to generation %d", n)
-	return nil, hup
+	var hup time.Time
+	e := s.hs.ReloadOutcome(n, 15*time.Second, func() {
+		hup = time.Now()
+		s.hs.Signal(syscall.SIGHUP)
+	})
+	return e, hup
 }
 
 // waitVersion polls the public address on new connections until version
 // answers.
 func (s *site) waitVersion(version string) {
 	s.t.Helper()
-	var got string
-	for range 500 {
-		if got = get(s.t, s.addr); got == version {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	s.t.Fatalf("%s answered by %q, want %q", s.addr, got, version)
+	proctest.WaitVersion(s.t, s.addr, version, 5*time.Second)
 }
 
 // checkNoOrphans runs after hotswap has stopped: no nginx master or worker
@@ -175,17 +161,6 @@ func (s *site) checkNoOrphans() {
 			s.t.Errorf("nginx process %d outlived hotswap", pid)
 		}
 	}
-}
-
-func get(t *testing.T, addr string) string {
-	t.Helper()
-	c := http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	resp, err := c.Get("http://" + addr + "/")
-	if err != nil {
-		t.Fatalf("GET %s: %v", addr, err)
-	}
-	resp.Body.Close()
-	return resp.Header.Get("X-Version")
 }
 
 // TestNginxReloadUnderLoad: 20 configuration changes deployed under load,
@@ -252,7 +227,7 @@ func TestNginxBadConfigRollsBack(t *testing.T) {
 		t.Fatalf("got %q, want reload failed", e.Msg())
 	}
 	t.Logf("reason: %s", e.Str("reason"))
-	line := waitLine(t, s.hs, "hotswap: reload failed")
+	line := s.hs.WaitLine("hotswap: reload failed", 5*time.Second)
 	want := regexp.MustCompile(`^hotswap: reload failed: generation 2 \(pid \d+\) exited with status 1; still serving generation 1 \(pid \d+\)$`)
 	if !want.MatchString(line) {
 		t.Errorf("got %q, want a line matching %s", line, want)
@@ -260,7 +235,7 @@ func TestNginxBadConfigRollsBack(t *testing.T) {
 	if !slices.ContainsFunc(s.hs.Lines(), func(l string) bool { return strings.Contains(l, `unknown directive "no_such_directive"`) }) {
 		t.Errorf("nginx's own reason is not on hotswap's stderr")
 	}
-	if got := get(t, s.addr); got != "v1" {
+	if got := proctest.Version(t, s.addr); got != "v1" {
 		t.Errorf("after a failed reload: answered by %q, want v1", got)
 	}
 	s.writeVersion("v3")
@@ -298,20 +273,6 @@ func TestNginxTermLoses(t *testing.T) {
 	if res.Failed == 0 {
 		t.Errorf("nginx stopped with TERM lost nothing: the load cannot see failures")
 	}
-}
-
-func waitLine(t *testing.T, p *proctest.Proc, prefix string) string {
-	t.Helper()
-	for range 500 {
-		for _, l := range p.Lines() {
-			if strings.HasPrefix(l, prefix) {
-				return l
-			}
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("no stderr line starting with %q", prefix)
-	return ""
 }
 
 // summary prints the median and maximum of ds.

@@ -1,7 +1,6 @@
 package socketactivation_test
 
 import (
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -65,7 +64,7 @@ func TestGunicornReloadUnderLoad(t *testing.T) {
 	if !slices.ContainsFunc(hs.Lines(), func(l string) bool { return strings.Contains(l, "Listening at: http://"+addr) }) {
 		t.Fatalf("gunicorn does not say it listens on %s, the socket hotswap handed over", addr)
 	}
-	waitVersion(t, addr, "v1")
+	proctest.WaitVersion(t, addr, "v1", 5*time.Second)
 
 	run := load.Start(t.Context(), load.Config{Addr: addr, Concurrency: 16, Duration: time.Minute})
 	const reloads = 10
@@ -74,11 +73,10 @@ func TestGunicornReloadUnderLoad(t *testing.T) {
 		version := "v" + strconv.Itoa(n)
 		writeVersion(t, verFile, version)
 		hup := time.Now()
-		hs.Signal(syscall.SIGHUP)
-		if e := outcome(t, hs, n); e.Msg() != "reload succeeded" {
+		if e := hs.ReloadOutcome(n, 30*time.Second, func() { hs.Signal(syscall.SIGHUP) }); e.Msg() != "reload succeeded" {
 			t.Fatalf("reload to generation %d: %v", n, e)
 		}
-		waitVersion(t, addr, version)
+		proctest.WaitVersion(t, addr, version, 5*time.Second)
 		old := hs.WaitEvent(15*time.Second, "generation exited", proctest.Gen(n-1))
 		took = append(took, time.Since(hup))
 		if proctest.Alive(old.Int("pid")) {
@@ -110,38 +108,4 @@ func writeVersion(t *testing.T, path, v string) {
 	if err := os.WriteFile(path, []byte(v), 0o644); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// outcome waits for "reload succeeded" or "reload failed" of generation n.
-func outcome(t *testing.T, hs *proctest.Proc, n int) proctest.Event {
-	t.Helper()
-	for range 3000 {
-		for _, msg := range []string{"reload succeeded", "reload failed"} {
-			if i := slices.IndexFunc(hs.Events(msg), proctest.Gen(n)); i >= 0 {
-				return hs.Events(msg)[i]
-			}
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("no outcome for the reload to generation %d", n)
-	return nil
-}
-
-// waitVersion polls addr on new connections until version answers.
-func waitVersion(t *testing.T, addr, version string) {
-	t.Helper()
-	c := http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	var got string
-	for range 500 {
-		resp, err := c.Get("http://" + addr + "/")
-		if err != nil {
-			t.Fatalf("GET %s: %v", addr, err)
-		}
-		resp.Body.Close()
-		if got = resp.Header.Get("X-Version"); got == version {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("%s answered by %q, want %q", addr, got, version)
 }

@@ -1,0 +1,72 @@
+package proctest
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// ReloadOutcome calls trigger (a SIGHUP, a `hotswap reload`) and waits up
+// to d for the outcome of the reload to generation n: its "reload
+// succeeded" or "reload failed" event, or a "reload failed" naming no
+// generation (refused before one started) logged after trigger. It fails
+// the test when none comes.
+func (p *Proc) ReloadOutcome(n int, d time.Duration, trigger func()) Event {
+	p.t.Helper()
+	refused := len(p.Events("reload failed"))
+	trigger()
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		for _, e := range p.Events("reload succeeded") {
+			if e.Int("gen") == n {
+				return e
+			}
+		}
+		for i, e := range p.Events("reload failed") {
+			if g := e.Int("gen"); g == n || (g == 0 && i >= refused) {
+				return e
+			}
+		}
+	}
+	p.t.Fatalf("no outcome for the reload to generation %d within %s; output:\n%s", n, d, strings.Join(p.Lines(), "\n"))
+	return nil
+}
+
+// WaitLine waits up to d for an output line starting with prefix.
+func (p *Proc) WaitLine(prefix string, d time.Duration) string {
+	p.t.Helper()
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		for _, l := range p.Lines() {
+			if strings.HasPrefix(l, prefix) {
+				return l
+			}
+		}
+	}
+	p.t.Fatalf("no output line starting with %q within %s", prefix, d)
+	return ""
+}
+
+// Version sends GET / to addr on a new connection and returns the answer's
+// X-Version.
+func Version(t testing.TB, addr string) string {
+	t.Helper()
+	c := http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := c.Get("http://" + addr + "/")
+	if err != nil {
+		t.Fatalf("GET %s: %v", addr, err)
+	}
+	resp.Body.Close()
+	return resp.Header.Get("X-Version")
+}
+
+// WaitVersion polls addr with [Version] until version answers, up to d.
+func WaitVersion(t testing.TB, addr, version string, d time.Duration) {
+	t.Helper()
+	var got string
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if got = Version(t, addr); got == version {
+			return
+		}
+	}
+	t.Fatalf("%s answered by %q, want %q", addr, got, version)
+}
