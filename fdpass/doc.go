@@ -17,7 +17,8 @@
 //
 // On the child side, [Listeners] and [Listen] return the inherited sockets by
 // name, and [ServeHTTP] drains a Go HTTP server without losing a connection
-// it had already accepted.
+// it had already accepted. Datagram sockets come from [PacketConns] and
+// [ListenPacket]; a repeated name keys later descriptors as "name:fd".
 //
 // A systemd unit that runs a server under hotswap:
 //
