@@ -74,7 +74,7 @@ func TestHTTPReadyAfter500s(t *testing.T) {
 
 func TestHTTPNotReady(t *testing.T) {
 	srv, _, _ := failingServer(t, 1<<30, false)
-	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
 	defer cancel()
 	err := Wait(ctx, mustParse(srv.URL+"/healthz"), Target{Options: fast})
 	want := fmt.Sprintf("GET %s/healthz: 500 Internal Server Error", srv.URL)

@@ -103,10 +103,15 @@ func poll(ctx context.Context, g gate, opts Options, start time.Time) error {
 	var last error
 	for {
 		actx, acancel := context.WithTimeout(ctx, opts.AttemptTimeout)
-		last = g.attempt(actx)
+		err := g.attempt(actx)
 		acancel()
-		if last == nil {
+		if err == nil {
 			return nil
+		}
+		// An attempt cut short by the end of the wait says less than the
+		// last one that finished ("500", "connection refused").
+		if last == nil || ctx.Err() == nil {
+			last = err
 		}
 		t := time.NewTimer(opts.Interval)
 		select {
