@@ -35,6 +35,8 @@ const clientUsage = `Usage:
       rolled back (the old generation still serves), 3 when hotswap cannot
       be reached or did not answer in time
   hotswap status [--json] [--control PATH | --pidfile PATH]
+      exit 0 while a generation that passed its gate serves, 1 while none
+      does (the first one starting, or a crashed one restarting)
   hotswap stop   [--control PATH | --pidfile PATH] [--timeout DUR]
       stop every generation gracefully and wait until hotswap has stopped
   hotswap signal SIG [--control PATH | --pidfile PATH]
@@ -160,7 +162,11 @@ func (o *clientOptions) do(path string, req supervisor.Request) int {
 	case supervisor.OpPromote, supervisor.OpRollback:
 		fmt.Printf("hotswap: %s done\n", op)
 	case supervisor.OpStatus:
-		return printStatus(os.Stdout, resp.Status, o.json)
+		if code := printStatus(os.Stdout, resp.Status, o.json); code != exitOK || serving(resp.Status) {
+			return code
+		}
+		// A readiness probe can run this: no ready generation, not ready.
+		return exitFailure
 	case supervisor.OpStop:
 		// The server closes the connection once every generation stopped.
 		if _, err := r.ReadString('\n'); !errors.Is(err, io.EOF) {
@@ -226,6 +232,16 @@ func reportFailure(op string, resp supervisor.Response) int {
 type statusJSON struct {
 	*supervisor.Status
 	UptimeSeconds float64 `json:"uptime_seconds"`
+}
+
+// serving reports whether a generation that passed its gate serves.
+func serving(st *supervisor.Status) bool {
+	for _, g := range st.Generations {
+		if g.ID == st.Current && g.State == supervisor.StateReady {
+			return true
+		}
+	}
+	return false
 }
 
 func printStatus(w io.Writer, st *supervisor.Status, asJSON bool) int {

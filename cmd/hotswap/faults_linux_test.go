@@ -343,8 +343,10 @@ func crashLoop(t *testing.T, a *app) {
 		Backoff     time.Duration `json:"restart_backoff_ns"`
 	}
 	code, out, _ := ctl(t, "status", "--json", "--pidfile", flagValue(a.hs.Cmd.Args, "--pidfile"))
-	if err := json.Unmarshal([]byte(out), &st); code != 0 || err != nil {
-		t.Fatalf("status --json: exit %d, %v", code, err)
+	// Exit 1: no generation that passed its gate serves (a readiness
+	// probe running `hotswap status` says not ready).
+	if err := json.Unmarshal([]byte(out), &st); code != exitFailure || err != nil {
+		t.Fatalf("status --json during a crash loop: exit %d, %v; want 1 and the status", code, err)
 	}
 	if st.NextRestart.IsZero() || st.Backoff != 3200*time.Millisecond || st.Current != 0 {
 		t.Errorf("status during the backoff: current %d, next_restart %v, restart_backoff %v; want none, set, 3.2s", st.Current, st.NextRestart, st.Backoff)
