@@ -140,15 +140,25 @@ func TestCertbotDeployHook(t *testing.T) {
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "hotswap.sock")
 	certFile, keyFile := filepath.Join(dir, "fullchain.pem"), filepath.Join(dir, "privkey.pem")
+	// The client trusts both certificates from the start: the renewed one
+	// is made now, and installed where the server reads it at renewal.
+	renewedCert, renewedKey := filepath.Join(dir, "renewed.pem"), filepath.Join(dir, "renewed-key.pem")
 	pool := x509.NewCertPool()
 	pool.AddCert(writeCert(t, certFile, keyFile, 1001))
+	pool.AddCert(writeCert(t, renewedCert, renewedKey, 1002))
 	a := startApp(t, []string{"--ready", "http://127.0.0.1:{port}/healthz", "--control", sock},
 		"--tls-cert", certFile, "--tls-key", keyFile, "--health-listen", "127.0.0.1:{port}")
 	conf := &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}
 	run := load.Start(t.Context(), load.Config{Addr: a.addr, Concurrency: 16, Duration: time.Minute, TLS: conf})
 	waitOK(t, run, 200)
 
-	pool.AddCert(writeCert(t, certFile, keyFile, 1002))
+	for src, dst := range map[string]string{renewedCert: certFile, renewedKey: keyFile} {
+		b, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		replaceFile(t, dst, b)
+	}
 	code, out, errOut := runHook(t, hook, sock)
 	done := time.Now()
 	if code != 0 || !reloadOK.MatchString(out) {

@@ -128,9 +128,18 @@ func TestFaults(t *testing.T) {
 				if ok >= 100 || ok < 1 {
 					t.Errorf("%d reloads for 100 SIGHUPs, want between 1 and 99", ok)
 				}
-				if len(a.hs.Events("reload failed")) != 0 {
-					t.Errorf("failed reloads: %v", a.hs.Events("reload failed"))
+				// Reloads that start while --max-draining old generations
+				// still drain (only on a slow machine: each drains in
+				// milliseconds here) are refused at once, saying so;
+				// nothing else may fail.
+				capped := 0
+				for _, e := range a.hs.Events("reload failed") {
+					if !strings.Contains(e.Str("reason"), "still draining (--max-draining") {
+						t.Errorf("failed reload: %v", e)
+					}
+					capped++
 				}
+				t.Logf("%d reloads refused by the drain cap", capped)
 			},
 		},
 		{
