@@ -27,6 +27,8 @@ func reserveProbe(string, string) (*os.File, netip.AddrPort, error) {
 
 func listeningInodes(string, int) (map[uint64]bool, error) { return nil, errGroupUnsupported }
 
+func inspectListener(*os.File) (uint64, int, error) { return 0, 0, errGroupUnsupported }
+
 func listenSibling(*os.File) error { return errGroupUnsupported }
 
 func acceptQueue(*os.File) (uint32, error) { return 0, errGroupUnsupported }
