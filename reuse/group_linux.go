@@ -181,3 +181,24 @@ func inspectListener(f *os.File) (ino uint64, port int, err error) {
 	}
 	return st.Ino, ta.Port, nil
 }
+
+// Dup returns a CLOEXEC duplicate of the supervisor's copy of m, made
+// without Fd() so the socket's flags stay as they are (KERNEL.md pitfall 1),
+// to hand the member to another process.
+func (m *Member) Dup() (*os.File, error) {
+	m.g.mu.Lock()
+	defer m.g.mu.Unlock()
+	if m.f == nil {
+		return nil, ErrRemoved
+	}
+	var nfd int
+	err := control(m.f, func(fd int) error {
+		var err error
+		nfd, err = sys.RetryInt(func() (int, error) { return unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0) })
+		return os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", err)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(nfd), m.f.Name()), nil
+}

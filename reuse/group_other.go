@@ -38,3 +38,6 @@ func (g *Group) DialProbe(context.Context) (*net.TCPConn, error) { return nil, e
 
 // OpenConns counts the TCP connections on port that pid's process tree holds.
 func OpenConns(pid int, port int) (int, error) { return 0, errGroupUnsupported }
+
+// Dup returns a CLOEXEC duplicate of the supervisor's copy of m.
+func (m *Member) Dup() (*os.File, error) { return nil, errGroupUnsupported }
