@@ -63,8 +63,8 @@ type Supervisor struct {
 	// listener (handoff.go): clients stay on them until generation 1 is
 	// ready; then their copies are closed.
 	adopted    []*reuse.Member
-	handingOff bool // groups frozen for a self-upgrade (handoff.go)
-	handedOff  bool // a new hotswap took over: drain on stop
+	handingOff bool   // groups frozen for a self-upgrade (handoff.go)
+	handedOff  bool   // a new hotswap took over: drain on stop
 	runDir     string // notify sockets
 	upstream   string // hotswap's own NOTIFY_SOCKET, if any
 	started    time.Time

@@ -43,8 +43,8 @@ var errUpgraded = errors.New("upgraded: the new hotswap serves")
 type upgrader struct {
 	once    sync.Once
 	timeout time.Duration // bound of an upgrade; set before first use
-	upg       *tableflip.Upgrader
-	err       error
+	upg     *tableflip.Upgrader
+	err     error
 
 	mu sync.Mutex // serializes upgrades; guards stop and log
 	// stop asks this hotswap to stop; set by start.
