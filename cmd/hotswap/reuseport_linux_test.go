@@ -261,23 +261,10 @@ func TestReusePortSelfUpgradeUnderLoad(t *testing.T) {
 	proctest.SetSysctl(t, "net.ipv4.tcp_migrate_req", "0")
 	pidfile := filepath.Join(t.TempDir(), "hotswap.pid")
 	a := startAppCmd(t, []string{"--mode", "reuseport", "--ready", "200ms", "--pidfile", pidfile}, "--on-term", "exit")
-	oldPid := a.hs.Cmd.Process.Pid
 	_, p, _ := net.SplitHostPort(a.addr)
 	port, _ := strconv.Atoi(p)
 	run := load.Start(t.Context(), load.Config{Addr: a.addr, Concurrency: 16, Duration: time.Minute})
-	time.Sleep(300 * time.Millisecond)
-	a.write("v2", "")
-	a.hs.Signal(upgradeSignal)
-	newPid := waitNewPid(t, pidfile, oldPid)
-	if code := a.hs.Wait(30 * time.Second); code != 0 {
-		t.Errorf("old hotswap exited %d after the upgrade, want 0", code)
-	}
-	if got := get(t, a.addr); got != "v2" {
-		t.Errorf("after the upgrade answered by %q, want v2", got)
-	}
-	time.Sleep(300 * time.Millisecond)
-	res := run.Stop()
-	t.Logf("load across the self-upgrade: %v; versions %v", res, res.Versions)
+	newPid, res := a.upgradeUnderLoad(t, pidfile, run)
 	if res.Failed != 0 {
 		t.Errorf("%d failed requests across a self-upgrade, want 0: %v", res.Failed, res.Errors)
 	}
@@ -305,28 +292,6 @@ func TestReusePortSelfUpgradeUnderLoad(t *testing.T) {
 	}
 	syscall.Kill(newPid, syscall.SIGTERM)
 	waitGone(t, newPid, 15*time.Second)
-}
-
-// waitNewPid waits for the pidfile to name a hotswap other than oldPid,
-// and stops that one when the test ends.
-func waitNewPid(t *testing.T, pidfile string, oldPid int) int {
-	t.Helper()
-	var newPid int
-	for end := time.Now().Add(20 * time.Second); time.Now().Before(end) && newPid == 0; time.Sleep(10 * time.Millisecond) {
-		if p := readPid(pidfile); p != 0 && p != oldPid {
-			newPid = p
-		}
-	}
-	if newPid == 0 {
-		t.Fatalf("pidfile still names %d 20s after the upgrade signal", oldPid)
-	}
-	t.Cleanup(func() {
-		if proctest.Alive(newPid) {
-			syscall.Kill(newPid, syscall.SIGTERM)
-			waitGone(t, newPid, 15*time.Second)
-		}
-	})
-	return newPid
 }
 
 // waitListeners waits up to 5s until exactly n TCP sockets listen on port
