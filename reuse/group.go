@@ -48,6 +48,7 @@ type Group struct {
 	order   []*Member // kernel index order: listening and leaving members
 	pol     Policy
 	closed  bool
+	frozen  bool // another process steers the group now: attach nothing
 }
 
 // Member is one socket of a [Group]: added (bound, not listening), then
@@ -155,6 +156,73 @@ func (g *Group) Activate(m *Member) error {
 	}
 	m.state = stateListening
 	g.order = append(g.order, m)
+	return g.attachLocked()
+}
+
+// Adopt records f, a socket that already listens in the group (handed
+// over by the process that created it), as a member at the end of the
+// index order, where the kernel has it only if every other socket of the
+// group is already a member: with a fresh Group, f must be the group's only
+// socket, and it becomes index 0. Adopt takes f; the member is listening,
+// and [Group.Remove] closes the copy as for any other member.
+func (g *Group) Adopt(f *os.File) (_ *Member, retErr error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	defer func() {
+		if retErr != nil {
+			f.Close()
+		}
+	}()
+	if g.closed {
+		return nil, ErrClosed
+	}
+	ino, port, err := inspectListener(f)
+	if err != nil {
+		return nil, fmt.Errorf("adopt member %s: %w", g.address, err)
+	}
+	if g.port != 0 && port != g.port {
+		return nil, fmt.Errorf("adopt member %s: socket listens on port %d: %w", g.address, port, ErrNotMember)
+	}
+	live, err := listeningInodes(g.network, port)
+	if err != nil {
+		return nil, fmt.Errorf("adopt member %s: %w", g.address, err)
+	}
+	if !live[ino] {
+		return nil, fmt.Errorf("adopt member %s: %w", g.address, ErrNotActive)
+	}
+	if len(live) != len(g.order)+1 {
+		return nil, fmt.Errorf("adopt member %s: the group has %d sockets, the model %d besides this one: %w", g.address, len(live), len(g.order), ErrNotMember)
+	}
+	if g.port == 0 {
+		host, _, _ := net.SplitHostPort(g.address)
+		g.port, g.address = port, net.JoinHostPort(host, strconv.Itoa(port))
+	}
+	m := &Member{g: g, f: f, ino: ino, state: stateListening}
+	g.order = append(g.order, m)
+	return m, g.attachLocked()
+}
+
+// Freeze makes the group stop attaching programs, because another process
+// (a new supervisor that adopted a member) steers it now. Remove, Sync and
+// Steer still update the model and close copies. [Group.Thaw] undoes it.
+func (g *Group) Freeze() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.frozen = true
+}
+
+// Thaw lets a frozen group attach again, and re-attaches its program at
+// once, replacing whatever another process attached meanwhile.
+func (g *Group) Thaw() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return ErrClosed
+	}
+	g.frozen = false
+	if err := g.syncLocked(); err != nil {
+		return err
+	}
 	return g.attachLocked()
 }
 
@@ -338,6 +406,9 @@ func (g *Group) syncLocked() error {
 // attachLocked compiles the policy for the current order and attaches it
 // through a listening member the supervisor holds.
 func (g *Group) attachLocked() error {
+	if g.frozen {
+		return nil
+	}
 	var via *Member
 	for _, m := range g.order {
 		if m.state == stateListening {

@@ -2,6 +2,8 @@ package reuse
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -137,4 +139,66 @@ func listenSibling(f *os.File) error { return ListenFile(f, 0) }
 func acceptQueue(f *os.File) (uint32, error) {
 	q, _, err := QueueLen(f)
 	return q, err
+}
+
+// inspectListener returns the inode and port of f, which must be a
+// listening SO_REUSEPORT TCP socket.
+func inspectListener(f *os.File) (ino uint64, port int, err error) {
+	var st unix.Stat_t
+	var listening, reuseport int
+	err = control(f, func(fd int) error {
+		if err := sys.Retry(func() error { return unix.Fstat(fd, &st) }); err != nil {
+			return os.NewSyscallError("fstat", err)
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+			return ErrNotActive
+		}
+		var err error
+		if listening, err = unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err != nil {
+			return os.NewSyscallError("getsockopt SO_ACCEPTCONN", err)
+		}
+		if reuseport, err = unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT); err != nil {
+			return os.NewSyscallError("getsockopt SO_REUSEPORT", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	if listening == 0 {
+		return 0, 0, ErrNotActive
+	}
+	if reuseport == 0 {
+		return 0, 0, errors.New("socket has no SO_REUSEPORT")
+	}
+	a, err := Addr(f)
+	if err != nil {
+		return 0, 0, err
+	}
+	ta, ok := a.(*net.TCPAddr)
+	if !ok {
+		return 0, 0, fmt.Errorf("socket %v is not TCP: %w", a, ErrNotMember)
+	}
+	return st.Ino, ta.Port, nil
+}
+
+// Dup returns a CLOEXEC duplicate of the supervisor's copy of m, made
+// without Fd() so the socket's flags stay as they are (KERNEL.md pitfall 1),
+// to hand the member to another process.
+func (m *Member) Dup() (*os.File, error) {
+	m.g.mu.Lock()
+	defer m.g.mu.Unlock()
+	if m.f == nil {
+		return nil, ErrRemoved
+	}
+	var nfd int
+	err := control(m.f, func(fd int) error {
+		var err error
+		nfd, err = sys.RetryInt(func() (int, error) { return unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0) })
+		return os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", err)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(nfd), m.f.Name()), nil
 }

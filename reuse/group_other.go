@@ -27,6 +27,8 @@ func reserveProbe(string, string) (*os.File, netip.AddrPort, error) {
 
 func listeningInodes(string, int) (map[uint64]bool, error) { return nil, errGroupUnsupported }
 
+func inspectListener(*os.File) (uint64, int, error) { return 0, 0, errGroupUnsupported }
+
 func listenSibling(*os.File) error { return errGroupUnsupported }
 
 func acceptQueue(*os.File) (uint32, error) { return 0, errGroupUnsupported }
@@ -36,3 +38,6 @@ func (g *Group) DialProbe(context.Context) (*net.TCPConn, error) { return nil, e
 
 // OpenConns counts the TCP connections on port that pid's process tree holds.
 func OpenConns(pid int, port int) (int, error) { return 0, errGroupUnsupported }
+
+// Dup returns a CLOEXEC duplicate of the supervisor's copy of m.
+func (m *Member) Dup() (*os.File, error) { return nil, errGroupUnsupported }

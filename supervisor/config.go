@@ -156,6 +156,10 @@ type Config struct {
 	// Listen creates the socket of a listener; default reuse.Listen. A
 	// self-upgrading hotswap passes sockets inherited from its parent here.
 	Listen func(l ListenSpec) (*os.File, error)
+	// Adopt, in reuseport mode, returns the socket a previous hotswap hands
+	// over for a TCP listener (its serving generation's member, the only
+	// socket of the group), or nil for a new group; see handoff.go.
+	Adopt func(l ListenSpec) (*os.File, error)
 
 	// Executable is the program started as the exec shim; default
 	// os.Executable(). Its main must call fdpass.RunShim when

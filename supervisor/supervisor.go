@@ -58,7 +58,13 @@ type Supervisor struct {
 	// orphans are listening reuseport members without a generation, per
 	// listener: the first ones, then those of a crashed current
 	// generation; the next generation started takes them.
-	orphans    []*reuse.Member
+	orphans []*reuse.Member
+	// adopted are the members a previous hotswap handed over, per
+	// listener (handoff.go): clients stay on them until generation 1 is
+	// ready; then their copies are closed.
+	adopted    []*reuse.Member
+	handingOff bool   // groups frozen for a self-upgrade (handoff.go)
+	handedOff  bool   // a new hotswap took over: drain on stop
 	runDir     string // notify sockets
 	upstream   string // hotswap's own NOTIFY_SOCKET, if any
 	started    time.Time
@@ -271,6 +277,9 @@ func (s *Supervisor) ExitCode() int {
 
 func (s *Supervisor) onReload(r reloadReq) {
 	switch {
+	case s.handingOff:
+		r.reply <- errHandingOff
+		return
 	case r.hold && s.cfg.Mode != ModeReusePort:
 		r.reply <- errNeedsReusePort
 		return
@@ -344,7 +353,11 @@ func (s *Supervisor) gate(g *gen) {
 	// gate's probes reach g. A first or restarted generation is the
 	// current one: clients queue on its sockets (a restart took over the
 	// crashed generation's, queue included), never on a draining one's.
-	if err := s.steer(s.current, nil, 0, g); err != nil {
+	to := s.current
+	if s.adopting() {
+		to = nil // clients stay on the adopted members, the oldest
+	}
+	if err := s.steer(to, nil, 0, g); err != nil {
 		g.log.Error("steer probes to generation", "error", err)
 	}
 	s.wg.Go(func() {
@@ -415,6 +428,7 @@ func (s *Supervisor) onGate(r gateResult) error {
 		if err := s.steer(g, nil, 0, nil); err != nil {
 			g.log.Error("steer to the generation", "error", err)
 		}
+		s.releaseAdopted()
 		if !s.everReady {
 			s.everReady = true
 			close(s.readyc)
@@ -556,7 +570,7 @@ func (s *Supervisor) stopAll() {
 			continue // already being stopped by its own goroutine
 		}
 		g.state = StateDraining
-		wg.Go(func() { s.stop(g, false) })
+		wg.Go(func() { s.stop(g, s.handedOff) })
 	}
 	wg.Wait()
 	for _, g := range s.live {
@@ -581,12 +595,20 @@ func (s *Supervisor) listen() error {
 		}
 		s.listeners = append(s.listeners, l)
 		var first *reuse.Member
+		adopted, err := s.adopt(l)
+		if err != nil {
+			s.closeListeners()
+			return fmt.Errorf("listen %s: %w", spec, err)
+		}
+		s.adopted = append(s.adopted, adopted)
 		if l.reuseport() {
 			// The group's first member listens from the start, as a
 			// shared socket does: the address must be free now, port 0
 			// is fixed from here on, and clients queue for generation 1.
-			if first, err = l.group.Add(); err == nil {
-				err = l.group.Activate(first)
+			if adopted == nil {
+				if first, err = l.group.Add(); err == nil {
+					err = l.group.Activate(first)
+				}
 			}
 			if err != nil {
 				s.closeListeners()

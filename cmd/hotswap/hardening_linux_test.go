@@ -111,42 +111,7 @@ func TestHardeningSelfUpgradeUnderLoad(t *testing.T) {
 		t.Fatalf("pidfile holds %d, want %d", got, oldPid)
 	}
 	run := load.Start(t.Context(), load.Config{Addr: a.addr, Concurrency: 16, Duration: time.Minute})
-	time.Sleep(300 * time.Millisecond)
-	a.write("v2", "")
-	t0 := time.Now()
-	a.hs.Signal(upgradeSignal)
-	var newPid int
-	for end := time.Now().Add(20 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
-		if p := readPid(pidfile); p != 0 && p != oldPid {
-			newPid = p
-			break
-		}
-	}
-	if newPid == 0 {
-		t.Fatalf("pidfile still names %d 20s after the upgrade signal", oldPid)
-	}
-	t.Cleanup(func() {
-		if proctest.Alive(newPid) {
-			syscall.Kill(newPid, syscall.SIGTERM)
-			for range 500 {
-				if !proctest.Alive(newPid) {
-					return
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
-			syscall.Kill(newPid, syscall.SIGKILL)
-		}
-	})
-	t.Logf("new hotswap pid %d serving after %s", newPid, time.Since(t0).Round(time.Millisecond))
-	if code := a.hs.Wait(20 * time.Second); code != 0 {
-		t.Errorf("old hotswap exited %d after the upgrade, want 0", code)
-	}
-	if got := get(t, a.addr); got != "v2" {
-		t.Errorf("after the upgrade answered by %q, want v2", got)
-	}
-	time.Sleep(300 * time.Millisecond)
-	res := run.Stop()
-	t.Logf("load across the self-upgrade: %v", res)
+	newPid, res := a.upgradeUnderLoad(t, pidfile, run)
 	if res.Failed != 0 {
 		t.Errorf("%d failed requests across a self-upgrade, want 0: %v", res.Failed, res.Errors)
 	}
@@ -158,6 +123,59 @@ func TestHardeningSelfUpgradeUnderLoad(t *testing.T) {
 	if _, err := os.Stat(pidfile); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("pidfile left after the new hotswap stopped: %v", err)
 	}
+}
+
+// upgradeUnderLoad lets run load a's hotswap for 300ms, upgrades it to one
+// whose generation answers v2, checks that the old hotswap exits 0 and v2
+// answers, and returns the new hotswap's pid and what the load saw.
+func (a *app) upgradeUnderLoad(t *testing.T, pidfile string, run *load.Run) (int, load.Result) {
+	t.Helper()
+	oldPid := a.hs.Cmd.Process.Pid
+	time.Sleep(300 * time.Millisecond)
+	a.write("v2", "")
+	t0 := time.Now()
+	a.hs.Signal(upgradeSignal)
+	newPid := waitNewPid(t, pidfile, oldPid)
+	t.Logf("new hotswap pid %d serving after %s", newPid, time.Since(t0).Round(time.Millisecond))
+	if code := a.hs.Wait(30 * time.Second); code != 0 {
+		t.Errorf("old hotswap exited %d after the upgrade, want 0", code)
+	}
+	if got := get(t, a.addr); got != "v2" {
+		t.Errorf("after the upgrade answered by %q, want v2", got)
+	}
+	time.Sleep(300 * time.Millisecond)
+	res := run.Stop()
+	t.Logf("load across the self-upgrade: %v; versions %v", res, res.Versions)
+	return newPid, res
+}
+
+// waitNewPid waits for the pidfile to name a hotswap other than oldPid,
+// and stops that one when the test ends.
+func waitNewPid(t *testing.T, pidfile string, oldPid int) int {
+	t.Helper()
+	var newPid int
+	for end := time.Now().Add(20 * time.Second); time.Now().Before(end) && newPid == 0; time.Sleep(10 * time.Millisecond) {
+		if p := readPid(pidfile); p != 0 && p != oldPid {
+			newPid = p
+		}
+	}
+	if newPid == 0 {
+		t.Fatalf("pidfile still names %d 20s after the upgrade signal", oldPid)
+	}
+	t.Cleanup(func() {
+		if !proctest.Alive(newPid) {
+			return
+		}
+		syscall.Kill(newPid, syscall.SIGTERM)
+		for range 500 {
+			if !proctest.Alive(newPid) {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		syscall.Kill(newPid, syscall.SIGKILL)
+	})
+	return newPid
 }
 
 // startAppCmd is startApp with a WaitDelay, for a hotswap whose successor

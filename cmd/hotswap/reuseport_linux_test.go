@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -244,19 +245,113 @@ func TestBlueGreen(t *testing.T) {
 	}
 }
 
-// TestReusePortRefusesSelfUpgrade: a self-upgrade cannot carry steered
-// socket groups yet; it is refused with the reason and nothing changes.
-func TestReusePortRefusesSelfUpgrade(t *testing.T) {
-	a := startApp(t, []string{"--mode", "reuseport", "--ready", "100ms"})
+// TestReusePortSelfUpgradeUnderLoad: a self-upgrade in reuseport mode, of
+// a server with no graceful shutdown, under load with tcp_migrate_req=0,
+// loses no request: the new hotswap adopts the serving generation's socket,
+// gates its own generation beside it and cuts over; the old hotswap drains
+// its generation and exits 0. No copy of the old socket survives, and a
+// reload on the new hotswap loses nothing either.
+func TestReusePortSelfUpgradeUnderLoad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow end-to-end test")
+	}
+	if !proctest.InNetns(t) {
+		return
+	}
+	proctest.SetSysctl(t, "net.ipv4.tcp_migrate_req", "0")
+	pidfile := filepath.Join(t.TempDir(), "hotswap.pid")
+	a := startAppCmd(t, []string{"--mode", "reuseport", "--ready", "200ms", "--pidfile", pidfile}, "--on-term", "exit")
+	_, p, _ := net.SplitHostPort(a.addr)
+	port, _ := strconv.Atoi(p)
+	run := load.Start(t.Context(), load.Config{Addr: a.addr, Concurrency: 16, Duration: time.Minute})
+	newPid, res := a.upgradeUnderLoad(t, pidfile, run)
+	if res.Failed != 0 {
+		t.Errorf("%d failed requests across a self-upgrade, want 0: %v", res.Failed, res.Errors)
+	}
+	if res.Versions["v1"] == 0 || res.Versions["v2"] == 0 || res.OK < 1000 {
+		t.Errorf("load %v, versions %v: want at least 1,000 requests, by v1 and v2", res, res.Versions)
+	}
+	waitListeners(t, port, 1) // the old generation's socket left the group
+
+	run = load.Start(t.Context(), load.Config{Addr: a.addr, Concurrency: 16, Duration: time.Minute})
+	time.Sleep(200 * time.Millisecond)
+	a.write("v3", "")
+	e := a.hs.ReloadOutcome(2, 30*time.Second, func() { syscall.Kill(newPid, syscall.SIGHUP) })
+	if e.Msg() != "reload succeeded" {
+		t.Fatalf("reload on the new hotswap: %v", e)
+	}
+	waitListeners(t, port, 1)
+	time.Sleep(200 * time.Millisecond)
+	res = run.Stop()
+	t.Logf("load across a reload on the new hotswap: %v; versions %v", res, res.Versions)
+	if res.Failed != 0 {
+		t.Errorf("%d failed requests across the reload after the upgrade, want 0: %v", res.Failed, res.Errors)
+	}
+	if got := get(t, a.addr); got != "v3" {
+		t.Errorf("after the reload answered by %q, want v3", got)
+	}
+	syscall.Kill(newPid, syscall.SIGTERM)
+	waitGone(t, newPid, 15*time.Second)
+}
+
+// waitListeners waits up to 5s until exactly n TCP sockets listen on port
+// (this network namespace's /proc/net/tcp).
+func waitListeners(t *testing.T, port, n int) {
+	t.Helper()
+	got := -1
+	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		if got = listenersOn(t, port); got == n {
+			return
+		}
+	}
+	t.Errorf("%d sockets listen on port %d, want %d", got, port, n)
+}
+
+func listenersOn(t *testing.T, port int) int {
+	b, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	suffix := fmt.Sprintf(":%04X", port)
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) > 3 && strings.HasSuffix(f[1], suffix) && f[3] == "0A" {
+			n++
+		}
+	}
+	return n
+}
+
+// TestReusePortSelfUpgradeRefusedWhileBusy: with a canary held, a
+// self-upgrade is refused with the reason, nothing is frozen, and the
+// canary can still be promoted.
+func TestReusePortSelfUpgradeRefusedWhileBusy(t *testing.T) {
+	if !proctest.InNetns(t) {
+		return
+	}
+	pidfile := filepath.Join(t.TempDir(), "hotswap.pid")
+	a := startApp(t, []string{"--mode", "reuseport", "--ready", "100ms", "--pidfile", pidfile})
+	hotswap := proctest.Build(t, hotswapPkg)
+	ctl := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command(hotswap, append(args, "--pidfile", pidfile)...).CombinedOutput(); err != nil {
+			t.Fatalf("hotswap %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	a.write("v2", "")
+	ctl("reload", "--hold")
 	a.hs.Signal(upgradeSignal)
 	e := a.hs.WaitEvent(10*time.Second, "self-upgrade failed, still serving", nil)
-	if !strings.Contains(e.Str("error"), "not supported with --mode reuseport") {
-		t.Errorf("got %q", e.Str("error"))
+	if !strings.Contains(e.Str("error"), "held as a canary") {
+		t.Errorf("got %q, want the held canary named", e.Str("error"))
 	}
 	if got := get(t, a.addr); got != "v1" {
 		t.Errorf("answered by %q, want v1", got)
 	}
-	if e := a.reload(2, "v2", ""); e.Msg() != "reload succeeded" {
-		t.Errorf("reload after the refused upgrade: %v", e)
+	ctl("promote")
+	a.hs.WaitEvent(30*time.Second, "generation exited", proctest.Gen(1))
+	if got := get(t, a.addr); got != "v2" {
+		t.Errorf("after promote answered by %q, want v2", got)
 	}
 }

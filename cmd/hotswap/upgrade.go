@@ -43,17 +43,14 @@ var errUpgraded = errors.New("upgraded: the new hotswap serves")
 type upgrader struct {
 	once    sync.Once
 	timeout time.Duration // bound of an upgrade; set before first use
-	// reuseport refuses upgrades: the new hotswap would add its own
-	// siblings to the old one's SO_REUSEPORT groups, whose steering
-	// program only the old one models. Set before first use.
-	reuseport bool
-	upg       *tableflip.Upgrader
-	err       error
+	upg     *tableflip.Upgrader
+	err     error
 
 	mu sync.Mutex // serializes upgrades; guards stop and log
 	// stop asks this hotswap to stop; set by start.
 	stop func(error)
 	log  hclog.Logger
+	sup  *supervisor.Supervisor // hands reuseport groups over; set by start
 
 	ready atomic.Bool // the first generation is ready: tableflip told
 	away  atomic.Bool // a new hotswap took over
@@ -84,9 +81,6 @@ func upgradeSelf(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if self.reuseport {
-		return errors.New("self-upgrade: not supported with --mode reuseport yet (the new hotswap cannot take over the old one's steered socket groups); restart hotswap, or use --mode shared")
-	}
 	if !self.ready.Load() {
 		return errors.New("self-upgrade: the first generation is not ready yet")
 	}
@@ -95,22 +89,40 @@ func upgradeSelf(ctx context.Context) error {
 	if self.away.Load() {
 		return errors.New("self-upgrade: already upgraded")
 	}
-	done := make(chan error, 1)
-	go func() { done <- up.Upgrade() }() // tableflip takes no ctx; bounded by its UpgradeTimeout
-	select {
-	case err = <-done:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	keys, err := handOver(ctx, up, self.sup)
 	if err != nil {
 		return fmt.Errorf("self-upgrade: %w", err)
 	}
-	self.away.Store(true)
-	if self.log != nil {
-		self.log.Info("upgraded, stopping", "pid", os.Getpid())
+	done := make(chan error, 1)
+	sup, log, stop := self.sup, self.log, self.stop
+	go func() { done <- upgrade(up, keys, sup, log, stop) }() // bounded by tableflip's UpgradeTimeout
+	select {
+	case err = <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err() // the upgrade goes on and settles by itself
 	}
-	if self.stop != nil {
-		self.stop(errUpgraded)
+}
+
+// upgrade runs tableflip's upgrade and settles the outcome: on failure the
+// handed-over groups come back (takeBack); on success this hotswap drains
+// its generations and stops.
+func upgrade(up *tableflip.Upgrader, keys []string, sup *supervisor.Supervisor, log hclog.Logger, stop func(error)) error {
+	if err := up.Upgrade(); err != nil {
+		takeBack(up, sup, keys, log)
+		return fmt.Errorf("self-upgrade: %w", err)
+	}
+	if sup != nil {
+		if err := sup.CommitHandoff(context.Background()); err != nil && log != nil {
+			log.Warn("self-upgrade: drain on stop", "error", err)
+		}
+	}
+	self.away.Store(true)
+	if log != nil {
+		log.Info("upgraded, stopping", "pid", os.Getpid())
+	}
+	if stop != nil {
+		stop(errUpgraded)
 	}
 	return nil
 }
@@ -124,8 +136,11 @@ func (h *hardeningOptions) start(ctx context.Context, sup *supervisor.Supervisor
 		return err
 	}
 	self.mu.Lock()
-	self.stop, self.log = stop, log
+	self.stop, self.log, self.sup = stop, log, sup
 	self.mu.Unlock()
+	if up.HasParent() {
+		self.wg.Go(func() { syncAfterParent(ctx, up, sup, log) })
+	}
 	sigc := make(chan os.Signal, 1)
 	signal.Notify(sigc, upgradeSignal)
 	self.wg.Go(func() {

@@ -115,7 +115,7 @@ func (h *hardeningOptions) applySockets(cfg *supervisor.Config) error {
 		}
 	}
 	cfg.Listen = h.sockets.listen
-	self.reuseport = cfg.Mode == supervisor.ModeReusePort
+	cfg.Adopt = h.sockets.adopt
 	return nil
 }
 
