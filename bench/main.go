@@ -176,7 +176,7 @@ func benchmark(ctx context.Context, cfg config, log *os.File) (*report, error) {
 		}
 	}
 	if cfg.handover > 0 {
-		modes := []string{""}
+		modes := []string{"shared"}
 		if b.reuseportMode {
 			modes = append(modes, "reuseport")
 		}

@@ -41,7 +41,7 @@ func allMethods(cfg config, b *bins) []method {
 		{key: "nginx-upgrade", name: "nginx USR2 + QUIT (binary upgrade)", short: "nginx USR2+QUIT",
 			target: func() target { return &nginxUpgrade{b: b} }},
 		{key: "hotswap-shared", name: "hotswap, shared mode", short: "hotswap shared",
-			target: func() target { return newHotswap(b, "") }},
+			target: func() target { return newHotswap(b, "shared") }},
 		{key: "hotswap-reuseport", name: "hotswap, reuseport mode", short: "hotswap reuseport",
 			target: func() target { return newHotswap(b, "reuseport") }},
 	}

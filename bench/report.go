@@ -135,7 +135,7 @@ func (r *report) handoverTable(w func(string, ...any)) {
 	for _, h := range r.Handover {
 		mode := h.Mode
 		if mode == "" {
-			mode = "shared"
+			mode = "default"
 		}
 		if h.Err != "" {
 			w("| %s | broke off: %s | | | | |\n", mode, oneLine(h.Err))

@@ -126,7 +126,7 @@ const goappScript = `bin=$0 v=$1; shift; exec "$bin" --version "$(cat "$v")" "$@
 // hotswapTarget runs goapp under hotswap with --ready notify.
 type hotswapTarget struct {
 	b       *bins
-	mode    string // "" for the default (shared)
+	mode    string // "" for hotswap's default (reuseport)
 	verFile string
 	p       *proc
 }

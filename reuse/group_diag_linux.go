@@ -23,6 +23,7 @@ const (
 // diagEntry is the part of an inet_diag_msg the package uses.
 type diagEntry struct {
 	sport uint16
+	src   [16]byte // the local address; the first 4 bytes for AF_INET
 	ino   uint32
 }
 
@@ -101,10 +102,12 @@ func diagParse(b []byte, out *[]diagEntry) (bool, error) {
 			}
 		case unix.SOCK_DIAG_BY_FAMILY:
 			if len(msg) >= 72 { // sizeof(struct inet_diag_msg)
-				*out = append(*out, diagEntry{
+				e := diagEntry{
 					sport: binary.BigEndian.Uint16(msg[4:]),
 					ino:   ne.Uint32(msg[68:]),
-				})
+				}
+				copy(e.src[:], msg[8:24])
+				*out = append(*out, e)
 			}
 		}
 		b = b[(l+unix.NLMSG_ALIGNTO-1)&^(unix.NLMSG_ALIGNTO-1):]

@@ -41,3 +41,6 @@ func OpenConns(pid int, port int) (int, error) { return 0, errGroupUnsupported }
 
 // Dup returns a CLOEXEC duplicate of the supervisor's copy of m.
 func (m *Member) Dup() (*os.File, error) { return nil, errGroupUnsupported }
+
+// InUse is not supported on this platform.
+func InUse(string, string) (bool, error) { return false, errGroupUnsupported }

@@ -107,7 +107,7 @@ type Config struct {
 	Command   []string
 	Listeners []ListenSpec
 
-	// Mode is how TCP listeners reach generations; default ModeShared.
+	// Mode is how TCP listeners reach generations; default ModeReusePort.
 	// UDP and unix listeners are always shared.
 	Mode Mode
 	// DrainGrace is how long an old reuseport generation keeps accepting
@@ -195,7 +195,7 @@ func (c *Config) validate() error {
 		c.StopSignal = DefaultStopSignal
 	}
 	if c.Mode == "" {
-		c.Mode = ModeShared
+		c.Mode = ModeReusePort
 	}
 	if _, err := ParseMode(string(c.Mode)); err != nil {
 		return err

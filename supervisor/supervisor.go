@@ -45,6 +45,7 @@ type Supervisor struct {
 	nextID    int
 	current   *gen // the generation serving, or nil after a crash
 	pending   *gen // the generation a reload is gating
+	waitDrain bool // the reload in s.waiting waits for an old generation to stop
 	canary    *gen // a ready generation held beside current (bluegreen.go)
 	weight    int  // percent of new connections to the canary
 	live      map[int]*gen
@@ -286,11 +287,11 @@ func (s *Supervisor) onReload(r reloadReq) {
 	case s.canary != nil:
 		r.reply <- fmt.Errorf("generation %d is held as a canary: promote or roll it back first", s.canary.id)
 		return
-	case r.hold && (s.pending != nil || len(s.queued) > 0):
+	case r.hold && (s.pending != nil || s.waitDrain || len(s.queued) > 0):
 		r.reply <- errors.New("a reload is in progress: hold a canary after it")
 		return
 	}
-	if s.pending != nil || !s.everReady {
+	if s.pending != nil || !s.everReady || s.waitDrain {
 		s.queued = append(s.queued, r)
 		return
 	}
@@ -300,6 +301,20 @@ func (s *Supervisor) onReload(r reloadReq) {
 
 func (s *Supervisor) beginReload() {
 	s.reloadT0 = time.Now()
+	if s.drainingSockets() {
+		// Reuseport steering names sockets by their place in the group,
+		// and the kernel fills a leaving socket's place with the last
+		// one. With one old generation leaving at a time the current
+		// generation's place stays right until the model catches up;
+		// with two, connections can reach the other leaving one. So the
+		// reload waits (and later requests coalesce into it) until the
+		// old generation has stopped; onExit resumes it.
+		if !s.waitDrain {
+			s.log.Info("reload waits for the old generation to stop")
+		}
+		s.waitDrain = true
+		return
+	}
 	if n := s.draining(); n >= s.cfg.MaxDraining {
 		s.finishReload(s.reloadError(0, 0, fmt.Errorf("%d old generations are still draining (--max-draining %d); nothing was started", n, s.cfg.MaxDraining)))
 		return
@@ -442,6 +457,17 @@ func (s *Supervisor) onGate(r gateResult) error {
 	return nil
 }
 
+// drainingSockets reports whether a generation with reuseport sockets
+// of its own is being stopped and has not exited yet.
+func (s *Supervisor) drainingSockets() bool {
+	for _, g := range s.live {
+		if g.state == StateDraining && g.members != nil {
+			return true
+		}
+	}
+	return false
+}
+
 // draining counts the generations being stopped.
 func (s *Supervisor) draining() int {
 	n := 0
@@ -488,6 +514,10 @@ func (s *Supervisor) onExit(g *gen) error {
 		s.orphans, g.members = g.members, nil
 	}
 	s.sync()
+	if s.waitDrain && !s.drainingSockets() {
+		s.waitDrain = false
+		s.beginReload()
+	}
 	if g == s.canary {
 		s.canaryExited(g)
 	}
@@ -580,9 +610,6 @@ func (s *Supervisor) stopAll() {
 }
 
 func (s *Supervisor) listen() error {
-	if s.cfg.Mode == ModeReusePort {
-		s.logMigrateReq()
-	}
 	for _, spec := range s.cfg.Listeners {
 		l, err := s.openListener(spec)
 		if err != nil {
@@ -606,7 +633,17 @@ func (s *Supervisor) listen() error {
 			// shared socket does: the address must be free now, port 0
 			// is fixed from here on, and clients queue for generation 1.
 			if adopted == nil {
-				if first, err = l.group.Add(); err == nil {
+				// Another SO_REUSEPORT listener of this user on the
+				// address (a generation of a killed hotswap) would share
+				// the group and take connections nobody steers.
+				var busy bool
+				if busy, err = reuse.InUse(spec.Network, spec.Address); err == nil && busy {
+					err = reuse.ErrInUse
+				}
+				if err == nil {
+					first, err = l.group.Add()
+				}
+				if err == nil {
 					err = l.group.Activate(first)
 				}
 			}
@@ -619,6 +656,9 @@ func (s *Supervisor) listen() error {
 		}
 		s.orphans = append(s.orphans, first)
 		s.log.Info("listening", "name", spec.Name, "address", l.addr(), "mode", string(l.mode))
+	}
+	if s.cfg.Mode == ModeReusePort {
+		s.logMigrateReq()
 	}
 	return nil
 }

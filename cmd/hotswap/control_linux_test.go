@@ -139,7 +139,7 @@ func TestControlPlane(t *testing.T) {
 	}
 
 	code, out, _ = ctl(t, "status", "--control", sock)
-	for _, s := range []string{"LISTENER", a.addr, "shared", "GEN", "ready", "1 failed"} {
+	for _, s := range []string{"LISTENER", a.addr, "reuseport", "GEN", "ready", "1 failed"} {
 		if code != 0 || !strings.Contains(out, s) {
 			t.Errorf("status: exit %d, output lacks %q:\n%s", code, s, out)
 		}

@@ -106,7 +106,13 @@ func TestReloadUnderLoad(t *testing.T) {
 	if testing.Short() {
 		t.Skip("slow end-to-end test")
 	}
-	a := startApp(t, []string{"--ready", "200ms"})
+	for _, mode := range []string{"reuseport", "shared"} {
+		t.Run(mode, func(t *testing.T) { reloadUnderLoad(t, mode) })
+	}
+}
+
+func reloadUnderLoad(t *testing.T, mode string) {
+	a := startApp(t, []string{"--mode", mode, "--ready", "200ms"})
 	run := load.Start(t.Context(), load.Config{Addr: a.addr, Concurrency: 16, Duration: 3 * time.Minute})
 	const reloads = 30
 	for n := 2; n <= reloads+1; n++ {
@@ -330,7 +336,7 @@ func TestBadInput(t *testing.T) {
 // stop signal) and --max-draining 1, a further reload fails at once with
 // the reason, and the serving generation is untouched.
 func TestMaxDraining(t *testing.T) {
-	a := startApp(t, []string{"--ready", "100ms", "--max-draining", "1", "--drain-timeout", "4s"}, "--ignore-term")
+	a := startApp(t, []string{"--mode", "shared", "--ready", "100ms", "--max-draining", "1", "--drain-timeout", "4s"}, "--ignore-term")
 	if e := a.reload(2, "v2", ""); e.Msg() != "reload succeeded" {
 		t.Fatalf("first reload: %v", e)
 	}
