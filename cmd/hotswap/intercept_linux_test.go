@@ -122,14 +122,7 @@ func requireIntercept(t *testing.T) {
 // "gen N", readable by everyone (the unprivileged test runs as nobody).
 func servedRoot(t *testing.T) string {
 	t.Helper()
-	root, err := os.MkdirTemp("", "hotswap-intercept-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(root) })
-	if err := os.Chmod(root, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	root := publicDir(t)
 	for n := 1; n <= icMaxGens; n++ {
 		dir := filepath.Join(root, strconv.Itoa(n))
 		if err := os.Mkdir(dir, 0o755); err != nil {
