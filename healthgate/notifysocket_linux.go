@@ -54,20 +54,11 @@ func ListenNotify(path string) (_ *NotifySocket, retErr error) {
 }
 
 func setPassCred(conn *net.UnixConn) error {
-	rc, err := conn.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var serr error
-	err = rc.Control(func(fd uintptr) {
-		serr = sys.Retry(func() error {
-			return unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PASSCRED, 1)
-		})
+	return sys.Control(conn, func(fd int) error {
+		return os.NewSyscallError("setsockopt SO_PASSCRED", sys.Retry(func() error {
+			return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PASSCRED, 1)
+		}))
 	})
-	if serr != nil {
-		return os.NewSyscallError("setsockopt SO_PASSCRED", serr)
-	}
-	return err
 }
 
 func (n *NotifySocket) readLoop() {

@@ -64,7 +64,7 @@ func (s *server) valid(id uint64) bool {
 // install puts f at the child's fd with the child's own socket's O_NONBLOCK
 // (on the shared open file description) and FD_CLOEXEC (per descriptor).
 func (s *server) install(id uint64, f *os.File, fd int, cs childSocket) reply {
-	err := control(f, func(ours int) error {
+	err := sys.Control(f, func(ours int) error {
 		if err := setNonblock(ours, cs.nonblock); err != nil {
 			return err
 		}

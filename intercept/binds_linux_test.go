@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hotswap-dev/hotswap/internal/sys"
 	"golang.org/x/sys/unix"
 )
 
@@ -93,6 +94,6 @@ func acceptOne(t *testing.T, ln *os.File, addr string) {
 // blocking mode; f stays open for the test.
 func fdOf(t *testing.T, f *os.File) int {
 	var got int
-	must(t, control(f, func(fd int) error { got = fd; return nil }))
+	must(t, sys.Control(f, func(fd int) error { got = fd; return nil }))
 	return got
 }

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hotswap-dev/hotswap/internal/sys"
 	"golang.org/x/sys/unix"
 )
 
@@ -355,7 +356,7 @@ func get(addr netip.AddrPort) (string, error) {
 // inode returns the socket inode of a supervisor socket.
 func inode(t *testing.T, f *os.File) uint64 {
 	var st unix.Stat_t
-	must(t, control(f, func(fd int) error { return unix.Fstat(fd, &st) }))
+	must(t, sys.Control(f, func(fd int) error { return unix.Fstat(fd, &st) }))
 	return st.Ino
 }
 
@@ -379,7 +380,7 @@ func holdsSocket(t *testing.T, pid int, ino uint64) bool {
 // listening socket).
 func backlog(t *testing.T, f *os.File) uint32 {
 	var ti *unix.TCPInfo
-	must(t, control(f, func(fd int) error {
+	must(t, sys.Control(f, func(fd int) error {
 		var err error
 		ti, err = unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
 		return err

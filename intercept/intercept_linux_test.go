@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hotswap-dev/hotswap/internal/sys"
 	"golang.org/x/sys/unix"
 )
 
@@ -115,7 +116,7 @@ func TestUnprivilegedChild(t *testing.T) {
 
 func nonblocking(t *testing.T, f *os.File) bool {
 	var fl int
-	must(t, control(f, func(fd int) error {
+	must(t, sys.Control(f, func(fd int) error {
 		var err error
 		fl, err = unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
 		return err

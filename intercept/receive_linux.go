@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/hotswap-dev/hotswap/internal/sys"
 	"golang.org/x/sys/unix"
 )
 
@@ -15,16 +16,11 @@ import (
 // file is close-on-exec. A shim that exits or execs without sending makes
 // Receive fail with io.ErrUnexpectedEOF.
 func Receive(ctx context.Context, sock *os.File) (*os.File, error) {
-	rc, err := sock.SyscallConn()
-	if err != nil {
-		return nil, fmt.Errorf("intercept: receive notification fd: %w", err)
-	}
 	var fd int
-	var rerr error
-	err = rc.Control(func(s uintptr) { fd, rerr = receive(ctx, int(s)) })
-	if err == nil {
-		err = rerr
-	}
+	err := sys.Control(sock, func(s int) (err error) {
+		fd, err = receive(ctx, s)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("intercept: receive notification fd: %w", err)
 	}

@@ -149,7 +149,7 @@ func (s *server) onOurs(n *notif, fn func(n *notif, f *os.File) reply) reply {
 	fd := int(int32(n.data.args[0]))
 	for _, f := range s.installed {
 		same := false
-		err := control(f, func(ours int) error {
+		err := sys.Control(f, func(ours int) error {
 			var err error
 			same, err = sys.KcmpFile(s.self, int(n.pid), ours, fd)
 			return err
@@ -186,24 +186,10 @@ func (s *server) shutdown(*notif, *os.File) reply {
 	return replyZero
 }
 
-// control runs fn with f's descriptor without taking it out of non-blocking
-// mode (Fd would).
-func control(f *os.File, fn func(fd int) error) error {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var ferr error
-	if err := rc.Control(func(fd uintptr) { ferr = fn(int(fd)) }); err != nil {
-		return err
-	}
-	return ferr
-}
-
 // dupFile returns a close-on-exec duplicate of f's descriptor.
 func dupFile(f *os.File) (int, error) {
 	var nfd int
-	err := control(f, func(fd int) error {
+	err := sys.Control(f, func(fd int) error {
 		var err error
 		nfd, err = sys.RetryInt(func() (int, error) { return unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0) })
 		return os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", err)

@@ -4,6 +4,7 @@ import (
 	"os"
 	"testing"
 
+	"github.com/hotswap-dev/hotswap/internal/sys"
 	"golang.org/x/sys/unix"
 )
 
@@ -11,7 +12,7 @@ import (
 func dupFile(t *testing.T, f *os.File) *os.File {
 	t.Helper()
 	var nfd int
-	err := control(f, func(fd int) error {
+	err := sys.Control(f, func(fd int) error {
 		var err error
 		nfd, err = unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
 		return err

@@ -40,7 +40,7 @@ func diagDump(family uint8, states uint32) ([]diagEntry, error) {
 	f := os.NewFile(uintptr(fd), "sock_diag")
 	defer f.Close()
 	var out []diagEntry
-	err = control(f, func(fd int) error {
+	err = sys.Control(f, func(fd int) error {
 		if err := sys.Retry(func() error {
 			return unix.Sendto(fd, diagRequest(family, states), 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK})
 		}); err != nil {

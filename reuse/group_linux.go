@@ -27,7 +27,7 @@ func bindSibling(network, address string) (f *os.File, ino uint64, port int, ret
 		}
 	}()
 	var st unix.Stat_t
-	err = control(f, func(fd int) error {
+	err = sys.Control(f, func(fd int) error {
 		return os.NewSyscallError("fstat", sys.Retry(func() error { return unix.Fstat(fd, &st) }))
 	})
 	if err != nil {
@@ -48,7 +48,7 @@ func attachProgram(f *os.File, raw []bpf.RawInstruction) error {
 		filter[i] = unix.SockFilter{Code: r.Op, Jt: r.Jt, Jf: r.Jf, K: r.K}
 	}
 	prog := unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}
-	return control(f, func(fd int) error {
+	return sys.Control(f, func(fd int) error {
 		return os.NewSyscallError("setsockopt SO_ATTACH_REUSEPORT_CBPF", sys.Retry(func() error {
 			return unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_REUSEPORT_CBPF, &prog)
 		}))
@@ -146,7 +146,7 @@ func acceptQueue(f *os.File) (uint32, error) {
 func inspectListener(f *os.File) (ino uint64, port int, err error) {
 	var st unix.Stat_t
 	var listening, reuseport int
-	err = control(f, func(fd int) error {
+	err = sys.Control(f, func(fd int) error {
 		if err := sys.Retry(func() error { return unix.Fstat(fd, &st) }); err != nil {
 			return os.NewSyscallError("fstat", err)
 		}
@@ -192,7 +192,7 @@ func (m *Member) Dup() (*os.File, error) {
 		return nil, ErrRemoved
 	}
 	var nfd int
-	err := control(m.f, func(fd int) error {
+	err := sys.Control(m.f, func(fd int) error {
 		var err error
 		nfd, err = sys.RetryInt(func() (int, error) { return unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0) })
 		return os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", err)

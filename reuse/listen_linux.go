@@ -35,7 +35,7 @@ func ListenFile(f *os.File, backlog int) error {
 	if backlog <= 0 {
 		backlog = Somaxconn()
 	}
-	return control(f, func(fd int) error {
+	return sys.Control(f, func(fd int) error {
 		return os.NewSyscallError("listen", sys.Retry(func() error { return unix.Listen(fd, backlog) }))
 	})
 }
@@ -166,19 +166,6 @@ func ipNet(network string) string {
 		return "ip6"
 	}
 	return "ip"
-}
-
-// control runs fn with f's raw descriptor.
-func control(f *os.File, fn func(fd int) error) error {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var ferr error
-	if err := rc.Control(func(fd uintptr) { ferr = fn(int(fd)) }); err != nil {
-		return err
-	}
-	return ferr
 }
 
 type stringAddr struct{ net, addr string }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/hotswap-dev/hotswap/internal/sys"
 	"golang.org/x/sys/unix"
 )
 
@@ -14,7 +15,7 @@ import (
 func Addr(f *os.File) (net.Addr, error) {
 	var sa unix.Sockaddr
 	var typ int
-	err := control(f, func(fd int) error {
+	err := sys.Control(f, func(fd int) error {
 		var err error
 		if sa, err = unix.Getsockname(fd); err != nil {
 			return os.NewSyscallError("getsockname", err)
@@ -54,7 +55,7 @@ func addrOf(f *os.File) net.Addr {
 // its effective backlog, from TCP_INFO (tcpi_unacked and tcpi_sacked on a
 // LISTEN socket, shared/KERNEL.md §4).
 func QueueLen(f *os.File) (queued, backlog uint32, err error) {
-	err = control(f, func(fd int) error {
+	err = sys.Control(f, func(fd int) error {
 		ti, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
 		if err != nil {
 			return os.NewSyscallError("getsockopt TCP_INFO", err)
