@@ -69,9 +69,9 @@ func (s *Supervisor) waitReady(ctx context.Context, g *gen) error {
 	opts := healthgate.Options{Timeout: s.cfg.ReadyTimeout}
 	if src, ok := s.probeFor(probeAddr(c)); ok && g.members != nil {
 		// A probe of the public port from the group's probe address is
-		// steered to g's own socket: it tests exactly g.
+		// steered to g's own socket: it tests exactly g. (healthgate sets
+		// SO_REUSEADDR on a fixed source port itself.)
 		opts.LocalAddr = net.TCPAddrFromAddrPort(src)
-		opts.Control = reuseAddrControl
 	}
 	return healthgate.Wait(ctx, c, healthgate.Target{PID: g.pid, Notify: g.ready.notify, Options: opts})
 }

@@ -8,11 +8,9 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/hotswap-dev/hotswap/reuse"
-	"golang.org/x/sys/unix"
 )
 
 // Mode is how a listener is handed to generations.
@@ -215,18 +213,6 @@ func sameAddr(a, b string) bool {
 		return ha == hb
 	}
 	return ia.Unmap() == ib.Unmap() || ib.IsUnspecified()
-}
-
-// reuseAddrControl sets SO_REUSEADDR on a probe socket bound to the
-// group's fixed probe port.
-func reuseAddrControl(_, _ string, rc syscall.RawConn) error {
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
-	}); err != nil {
-		return err
-	}
-	return os.NewSyscallError("setsockopt SO_REUSEADDR", serr)
 }
 
 // drainWait waits until g's reuseport sockets have an empty accept queue
