@@ -13,7 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/hotswap-dev/hotswap/supervisor"
+	"github.com/hotswap-dev/hotswap/internal/supervisor"
 	"github.com/spf13/pflag"
 )
 

@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/hotswap-dev/hotswap/internal/proctest"
-	"github.com/hotswap-dev/hotswap/supervisor"
+	"github.com/hotswap-dev/hotswap/internal/supervisor"
 )
 
 // ctl runs `hotswap ARGS...` as a client and returns its exit status,

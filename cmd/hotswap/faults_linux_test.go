@@ -15,7 +15,7 @@ import (
 
 	"github.com/hotswap-dev/hotswap/internal/load"
 	"github.com/hotswap-dev/hotswap/internal/proctest"
-	"github.com/hotswap-dev/hotswap/supervisor"
+	"github.com/hotswap-dev/hotswap/internal/supervisor"
 )
 
 // faultRow is one row of the fault matrix: hotswap started with hsFlags

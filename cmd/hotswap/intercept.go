@@ -7,8 +7,8 @@ import (
 	"strconv"
 
 	"github.com/hotswap-dev/hotswap/fdpass"
-	"github.com/hotswap-dev/hotswap/intercept"
-	"github.com/hotswap-dev/hotswap/supervisor"
+	"github.com/hotswap-dev/hotswap/internal/intercept"
+	"github.com/hotswap-dev/hotswap/internal/supervisor"
 	"github.com/spf13/pflag"
 )
 

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hotswap-dev/hotswap/intercept"
+	"github.com/hotswap-dev/hotswap/internal/intercept"
 	"github.com/hotswap-dev/hotswap/internal/load"
 	"github.com/hotswap-dev/hotswap/internal/proctest"
 )

@@ -6,7 +6,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/hotswap-dev/hotswap/supervisor"
+	"github.com/hotswap-dev/hotswap/internal/supervisor"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"

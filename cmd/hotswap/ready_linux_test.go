@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hotswap-dev/hotswap/healthgate"
+	"github.com/hotswap-dev/hotswap/internal/healthgate"
 	"github.com/hotswap-dev/hotswap/internal/load"
 	"github.com/hotswap-dev/hotswap/internal/proctest"
 )

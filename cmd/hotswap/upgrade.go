@@ -15,7 +15,7 @@ import (
 
 	"github.com/cloudflare/tableflip"
 	"github.com/hashicorp/go-hclog"
-	"github.com/hotswap-dev/hotswap/supervisor"
+	"github.com/hotswap-dev/hotswap/internal/supervisor"
 )
 
 // upgradeSignal asks hotswap to upgrade itself: `kill -s RTMIN+2 PID`

@@ -8,10 +8,10 @@ import (
 
 	"github.com/cloudflare/tableflip"
 	"github.com/hashicorp/go-hclog"
-	"github.com/hotswap-dev/hotswap/supervisor"
+	"github.com/hotswap-dev/hotswap/internal/supervisor"
 )
 
-// Self-upgrade in reuseport mode (supervisor/handoff.go): the old hotswap
+// Self-upgrade in reuseport mode (internal/supervisor/handoff.go): the old hotswap
 // hands the serving generation's socket of each reuseport listener to the
 // new one under reuseportKey, next to the shared sockets; the new hotswap
 // adopts it as the first member of its group. A copy that tableflip keeps

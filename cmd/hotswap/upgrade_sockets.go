@@ -13,8 +13,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/hotswap-dev/hotswap/reuse"
-	"github.com/hotswap-dev/hotswap/supervisor"
+	"github.com/hotswap-dev/hotswap/internal/reuse"
+	"github.com/hotswap-dev/hotswap/internal/supervisor"
 )
 
 // unixOptions are the query options of a unix listener:

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/hotswap-dev/hotswap/reuse"
+	"github.com/hotswap-dev/hotswap/internal/reuse"
 )
 
 // Handing reuseport groups to a new hotswap (a self-upgrade). The kernel

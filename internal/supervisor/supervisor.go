@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	"github.com/hotswap-dev/hotswap/healthgate"
-	"github.com/hotswap-dev/hotswap/reuse"
+	"github.com/hotswap-dev/hotswap/internal/healthgate"
+	"github.com/hotswap-dev/hotswap/internal/reuse"
 )
 
 // ErrStopped is returned to requests that reach a supervisor that has

@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	"github.com/hotswap-dev/hotswap/healthgate"
-	"github.com/hotswap-dev/hotswap/reuse"
+	"github.com/hotswap-dev/hotswap/internal/healthgate"
+	"github.com/hotswap-dev/hotswap/internal/reuse"
 	"golang.org/x/sys/unix"
 )
 

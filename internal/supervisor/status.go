@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hotswap-dev/hotswap/reuse"
+	"github.com/hotswap-dev/hotswap/internal/reuse"
 )
 
 // ReloadError says why a reload was rolled back, and what still serves.

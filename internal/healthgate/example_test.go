@@ -3,7 +3,7 @@ package healthgate_test
 import (
 	"fmt"
 
-	"github.com/hotswap-dev/hotswap/healthgate"
+	"github.com/hotswap-dev/hotswap/internal/healthgate"
 )
 
 func ExampleParse() {

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hotswap-dev/hotswap/reuse"
+	"github.com/hotswap-dev/hotswap/internal/reuse"
 )
 
 // Mode is how a listener is handed to generations.

@@ -14,9 +14,9 @@ import (
 	"time"
 
 	"github.com/hotswap-dev/hotswap/fdpass"
-	"github.com/hotswap-dev/hotswap/intercept"
+	"github.com/hotswap-dev/hotswap/internal/intercept"
 	"github.com/hotswap-dev/hotswap/internal/sys"
-	"github.com/hotswap-dev/hotswap/reuse"
+	"github.com/hotswap-dev/hotswap/internal/reuse"
 	"golang.org/x/sys/unix"
 )
 

@@ -9,7 +9,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/hotswap-dev/hotswap/healthgate"
+	"github.com/hotswap-dev/hotswap/internal/healthgate"
 	"golang.org/x/sys/unix"
 )
 

@@ -10,9 +10,9 @@ import (
 	"testing"
 
 	"github.com/hotswap-dev/hotswap/fdpass"
-	"github.com/hotswap-dev/hotswap/intercept"
+	"github.com/hotswap-dev/hotswap/internal/intercept"
 	"github.com/hotswap-dev/hotswap/internal/proctest"
-	"github.com/hotswap-dev/hotswap/reuse"
+	"github.com/hotswap-dev/hotswap/internal/reuse"
 	"golang.org/x/sys/unix"
 )
 

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/hotswap-dev/hotswap/healthgate"
+	"github.com/hotswap-dev/hotswap/internal/healthgate"
 )
 
 // credentialHook runs every generation as another user: os/exec calls
