@@ -1,16 +1,13 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io/fs"
-	"net"
 	"net/url"
 	"os"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/hotswap-dev/hotswap/internal/reuse"
@@ -24,15 +21,10 @@ import (
 // mode is octal; owner and group are names or numbers. They are applied
 // between bind() and listen(), so no client can connect before the file
 // has its final mode and owner.
-type unixOptions struct {
-	mode       fs.FileMode
-	hasMode    bool
-	uid, gid   int // -1: unchanged
-	ownerGiven bool
-}
+type unixOptions = reuse.UnixOptions
 
 func parseUnixOptions(raw string) (unixOptions, error) {
-	o := unixOptions{uid: -1, gid: -1}
+	var o unixOptions
 	name, rest, ok := strings.Cut(raw, "=")
 	if !ok || strings.Contains(name, "://") {
 		rest = raw
@@ -53,19 +45,25 @@ func parseUnixOptions(raw string) (unixOptions, error) {
 			if err != nil || m > 0o777 {
 				return o, fmt.Errorf("listen %q: mode %q: want octal permissions such as 0660", raw, val)
 			}
-			o.mode, o.hasMode = fs.FileMode(m), true
+			o.Mode = fs.FileMode(m)
 		case "owner":
 			u, err := lookupUser(val)
 			if err != nil {
 				return o, fmt.Errorf("listen %q: owner %q: %w", raw, val, err)
 			}
-			o.uid, o.ownerGiven = int(atou32(u.Uid)), true
+			if o.Owner == nil {
+				o.Owner = &reuse.Owner{UID: -1, GID: -1}
+			}
+			o.Owner.UID = int(atou32(u.Uid))
 		case "group":
 			gid, err := lookupGroup(val)
 			if err != nil {
 				return o, fmt.Errorf("listen %q: group %q: %w", raw, val, err)
 			}
-			o.gid, o.ownerGiven = int(gid), true
+			if o.Owner == nil {
+				o.Owner = &reuse.Owner{UID: -1, GID: -1}
+			}
+			o.Owner.GID = int(gid)
 		default:
 			return o, fmt.Errorf("listen %q: unknown option %q (want mode, owner or group)", raw, k)
 		}
@@ -80,14 +78,7 @@ type socketSet struct {
 	unix map[string]unixOptions // by listener name
 
 	mu    sync.Mutex // guards the fields below
-	files []socketFile
-}
-
-// socketFile is a unix socket file hotswap serves: removed on the final
-// stop, and only if it is still the same file.
-type socketFile struct {
-	path     string
-	dev, ino uint64
+	files []reuse.UnixFile
 }
 
 func (h *hardeningOptions) applySockets(cfg *supervisor.Config) error {
@@ -135,13 +126,21 @@ func (s *socketSet) listen(l supervisor.ListenSpec) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("inherit %s from the previous hotswap: %w", key, err)
 	}
-	if f == nil {
-		if f, err = s.create(l); err != nil {
+	switch {
+	case f == nil && l.Network == "unix":
+		var uf reuse.UnixFile
+		if f, uf, err = reuse.ListenUnix(l.Address, s.unix[l.Address]); err != nil {
 			return nil, err
 		}
-	}
-	if l.Network == "unix" {
-		s.remember(l.Address)
+		s.remember(uf)
+	case f == nil:
+		if f, err = reuse.Listen(l.Network, l.Address, reuse.Options{}); err != nil {
+			return nil, err
+		}
+	case l.Network == "unix":
+		if uf, err := reuse.UnixFileAt(l.Address); err == nil {
+			s.remember(uf)
+		}
 	}
 	if err := up.AddFile(key, f); err != nil {
 		f.Close()
@@ -150,79 +149,9 @@ func (s *socketSet) listen(l supervisor.ListenSpec) (*os.File, error) {
 	return f, nil
 }
 
-func (s *socketSet) create(l supervisor.ListenSpec) (*os.File, error) {
-	if l.Network != "unix" {
-		return reuse.Listen(l.Network, l.Address, reuse.Options{})
-	}
-	if err := removeStale(l.Address); err != nil {
-		return nil, err
-	}
-	f, err := reuse.Bind("unix", l.Address, reuse.Options{})
-	if err != nil {
-		return nil, err
-	}
-	if err := s.unix[l.Address].apply(l.Address); err != nil {
-		f.Close()
-		os.Remove(l.Address)
-		return nil, err
-	}
-	if err := reuse.ListenFile(f, 0); err != nil {
-		f.Close()
-		os.Remove(l.Address)
-		return nil, err
-	}
-	return f, nil
-}
-
-func (o unixOptions) apply(path string) error {
-	if o.ownerGiven {
-		if err := os.Lchown(path, o.uid, o.gid); err != nil {
-			return err
-		}
-	}
-	if o.hasMode {
-		if err := os.Chmod(path, o.mode); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// removeStale removes a socket file nobody listens on, left by a hotswap
-// that was SIGKILLed; a live one is an error, as is any other file.
-func removeStale(path string) error {
-	fi, err := os.Lstat(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if fi.Mode()&fs.ModeSocket == 0 {
-		return fmt.Errorf("%s exists and is not a socket", path)
-	}
-	c, err := net.DialTimeout("unix", path, time.Second)
-	if err == nil {
-		c.Close()
-		return fmt.Errorf("%s: %w: another process listens on it", path, syscall.EADDRINUSE)
-	}
-	if !errors.Is(err, syscall.ECONNREFUSED) {
-		return fmt.Errorf("%s: probe: %w", path, err)
-	}
-	return os.Remove(path)
-}
-
-func (s *socketSet) remember(path string) {
-	fi, err := os.Lstat(path)
-	if err != nil {
-		return
-	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return
-	}
+func (s *socketSet) remember(f reuse.UnixFile) {
 	s.mu.Lock()
-	s.files = append(s.files, socketFile{path: path, dev: st.Dev, ino: st.Ino})
+	s.files = append(s.files, f)
 	s.mu.Unlock()
 }
 
@@ -235,13 +164,7 @@ func (s *socketSet) removeFiles() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, f := range s.files {
-		fi, err := os.Lstat(f.path)
-		if err != nil {
-			continue
-		}
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Dev == f.dev && st.Ino == f.ino {
-			os.Remove(f.path)
-		}
+		f.Remove()
 	}
 	s.files = nil
 }
