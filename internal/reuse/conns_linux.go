@@ -59,29 +59,38 @@ func PortOf(addr string) (Port, error) {
 // Conn is one TCP connection as sock_diag reports it, with the part of its
 // TCP_INFO that says whether it is between requests.
 type Conn struct {
-	Inode          uint64
-	State          uint8
-	RQueue, WQueue uint32 // unread; unsent or unacknowledged
+	Inode  uint64
+	State  uint8
+	RQueue uint32 // received, not read by the server yet
+	WQueue uint32 // written by the server, not acknowledged yet
+	// NotSent is what the server wrote that has not been sent at all
+	// (tcpi_notsent_bytes).
+	NotSent uint32
 	// LastSent and LastRecv are how long ago data was last sent and
 	// received, in the kernel's clock ticks (CONFIG_HZ) rounded to
 	// milliseconds.
-	LastSent, LastRecv     time.Duration
-	BytesAcked, BytesRecvd uint64
-	RTT                    time.Duration // smoothed round-trip time
-	id                     []byte        // inet_diag_sockid, for exact lookups
-	family                 uint8
+	LastSent, LastRecv time.Duration
+	// BytesSent and BytesRecvd count the data sent (tcpi_bytes_sent, or
+	// tcpi_bytes_acked before Linux 4.19) and received.
+	BytesSent, BytesRecvd uint64
+	RTT                   time.Duration // smoothed round-trip time
+	id                    []byte        // inet_diag_sockid, for exact lookups
+	family                uint8
 }
 
 // Idle reports whether c is between requests: nothing is unread or unsent,
-// it has received data and sent data that was acknowledged, and its last
-// data was sent no earlier than its last data was received. A server
-// stopped now loses nothing of c's; its client's next request needs a new
-// connection. A connection that has sent nothing yet (its first request is
-// still coming, or being answered) is busy. The clock's tick (4 ms at
-// HZ=250) is the limit: a request read within the same tick as the
-// previous response was sent counts as answered.
+// it has received data and sent some, and its last data was sent no
+// earlier than its last data was received. A server stopped now loses
+// nothing of c's: what it sent and is not acknowledged yet is still
+// delivered after its close. A connection that has sent nothing yet (its
+// first request is still coming, or being answered) is busy. The clock's
+// tick (4 ms at HZ=250) is the limit: a request read within the same tick
+// as the previous response was sent, and not answered yet, counts as
+// idle. Under a closed-loop keep-alive load that is most requests in
+// flight; a server that exits at once on its stop signal loses them, as it
+// would after any wait, since its clients never pause.
 func (c Conn) Idle() bool {
-	return c.RQueue == 0 && c.WQueue == 0 && c.BytesRecvd > 0 && c.BytesAcked > 0 && c.LastSent <= c.LastRecv
+	return c.RQueue == 0 && c.NotSent == 0 && c.BytesRecvd > 0 && c.BytesSent > 0 && c.LastSent <= c.LastRecv
 }
 
 // ConnSet is the connections on some ports that one process tree held
@@ -564,7 +573,8 @@ func parseTCPInfo(ti []byte, c *Conn) {
 	}
 	c.LastSent = time.Duration(u32(44)) * time.Millisecond // tcpi_last_data_sent
 	c.LastRecv = time.Duration(u32(52)) * time.Millisecond // tcpi_last_data_recv
-	c.BytesAcked = u64(120)                                // tcpi_bytes_acked
+	c.BytesSent = max(u64(200), u64(120))                  // tcpi_bytes_sent, tcpi_bytes_acked
 	c.BytesRecvd = u64(128)                                // tcpi_bytes_received
+	c.NotSent = u32(144)                                   // tcpi_notsent_bytes
 	c.RTT = time.Duration(u32(68)) * time.Microsecond      // tcpi_rtt
 }
