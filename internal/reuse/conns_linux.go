@@ -227,7 +227,7 @@ func treeSockets(pid int) ([]procSockets, error) {
 			}
 		}
 		out = append(out, ps)
-		for _, child := range children(pid) {
+		for _, child := range mainThreadChildren(pid) {
 			if err := walk(child, false); err != nil {
 				return err
 			}
@@ -241,14 +241,14 @@ func treeSockets(pid int) ([]procSockets, error) {
 	return out, nil
 }
 
-// children lists the children of the main thread of process pid
+// mainThreadChildren lists the children of the main thread of process pid
 // (/proc/PID/task/PID/children). The kernel invalidates a process's /proc
 // dentries when it is reaped, and every task/TID/children looked up makes
 // that dearer: reading them for each of a Go server's threads added about
 // 5 ms of hotswap's CPU per reload (docs/kernel.md). Servers that fork
 // workers (nginx, gunicorn, php-fpm, Apache prefork) do so from their main
 // thread; a child forked by another thread is not seen.
-func children(pid int) []int {
+func mainThreadChildren(pid int) []int {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/task/" + strconv.Itoa(pid) + "/children")
 	if err != nil {
 		return nil
