@@ -5,6 +5,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"github.com/hotswap-dev/hotswap/fdpass"
 	"io"
 	"os"
 	"os/exec"
@@ -112,7 +113,7 @@ func sendAll(send string, gpid int) error {
 			time.Sleep(dur)
 			continue
 		}
-		if err := Notify(strings.ReplaceAll(d, "{child}", strconv.Itoa(gpid))); err != nil {
+		if err := fdpass.Notify(strings.ReplaceAll(d, "{child}", strconv.Itoa(gpid))); err != nil {
 			return err
 		}
 	}
