@@ -1,11 +1,14 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -158,3 +161,111 @@ func argvPort(t *testing.T, pid int) string {
 	return ""
 }
 
+// TestClosedLogPipe (item 4): `hotswap ... 2>&1 | logger`, and the logger
+// goes away. Before, hotswap's next log line ended it with SIGPIPE (exit
+// 141), leaving the generation unsupervised and the control socket behind.
+// Now the line is lost and nothing else: a reload over the control socket
+// succeeds, the generation (whose --output-prefix output hotswap copies to
+// the same dead pipe) keeps serving, and SIGTERM ends hotswap normally.
+func TestClosedLogPipe(t *testing.T) {
+	hotswap := proctest.Build(t, hotswapPkg)
+	goapp := proctest.Build(t, goappPkg)
+	sock := filepath.Join(t.TempDir(), "hotswap.sock")
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(hotswap, "--control", sock, "--output-prefix", "[gen {gen}] ", "--ready", "100ms",
+		"-l", "http=tcp://127.0.0.1:0", "--", goapp, "--version", "v1")
+	cmd.Stdout, cmd.Stderr = w, w
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	sc := bufio.NewScanner(r)
+	for sc.Scan() && !strings.Contains(sc.Text(), "generation ready") {
+	}
+	r.Close() // the logger is gone
+	st := statusOf(t, sock)
+	addr := st.Listeners[0].Address
+	for n := 2; n <= 3; n++ {
+		if code, out, _ := ctl(t, "reload", "--control", sock); code != 0 {
+			t.Fatalf("reload %d with the log pipe closed: exit %d %q", n, code, out)
+		}
+		if got := get(t, addr); got != "v1" {
+			t.Fatalf("generation %d answered %q, want v1", n, got)
+		}
+	}
+	if st := statusOf(t, sock); st.Current != 3 {
+		t.Errorf("current generation %d, want 3", st.Current)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	err = cmd.Wait()
+	if ws := cmd.ProcessState.Sys().(syscall.WaitStatus); ws.Signaled() || ws.ExitStatus() != 0 {
+		t.Errorf("hotswap ended with %v, want exit 0 after SIGTERM", err)
+	}
+}
+
+// TestOutputPrefixLongLine (item 13): a generation writes 200 MB without
+// a newline through --output-prefix. Before, hotswap held the whole line
+// (RSS 194 MB, kept); now it writes it in 64 KiB pieces, each prefixed, and
+// its peak RSS stays small.
+func TestOutputPrefixLongLine(t *testing.T) {
+	hotswap := proctest.Build(t, hotswapPkg)
+	const size = 200 << 20
+	done := filepath.Join(t.TempDir(), "done")
+	cmd := exec.Command(hotswap, "--output-prefix", "[gen {gen}] ", "--ready", "100ms", "-l", "tcp://127.0.0.1:0",
+		"--", "sh", "-c", `head -c $1 /dev/zero | tr '\0' a; touch $2; exec sleep 60`, "sh", strconv.Itoa(size), done)
+	out := &lineCounter{prefix: []byte("[gen 1] ")}
+	cmd.Stdout = out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	for end := time.Now().Add(60 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if _, err := os.Stat(done); err == nil {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatal("the generation did not write 200 MB in 60s")
+		}
+	}
+	hwm := procStatus(t, cmd.Process.Pid)["VmHWM"]
+	kb, _ := strconv.Atoi(strings.Fields(hwm)[0])
+	t.Logf("hotswap's peak RSS after a 200 MB line: %d kB", kb)
+	if kb > 64<<10 {
+		t.Errorf("hotswap's peak RSS %d kB after a 200 MB line without newline, want under 64 MB", kb)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	cmd.Wait()
+	if out.bytes != size || out.bad != 0 {
+		t.Errorf("got %d bytes in %d lines (%d without the prefix), want %d bytes", out.bytes, out.lines, out.bad, size)
+	}
+}
+
+// lineCounter counts the bytes after the prefix of every line written to
+// it, and the lines that lack the prefix.
+type lineCounter struct {
+	prefix            []byte
+	partial           []byte
+	bytes, lines, bad int
+}
+
+func (c *lineCounter) Write(b []byte) (int, error) {
+	c.partial = append(c.partial, b...)
+	for {
+		i := bytes.IndexByte(c.partial, '\n')
+		if i < 0 {
+			return len(b), nil
+		}
+		line := c.partial[:i]
+		c.lines++
+		if l, ok := bytes.CutPrefix(line, c.prefix); ok {
+			c.bytes += len(l)
+		} else {
+			c.bad++
+		}
+		c.partial = c.partial[i+1:]
+	}
+}
