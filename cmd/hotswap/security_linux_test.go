@@ -269,3 +269,71 @@ func (c *lineCounter) Write(b []byte) (int, error) {
 		c.partial = c.partial[i+1:]
 	}
 }
+
+// TestMetricsIdleClients (item 5): 2,000 network clients connect to the
+// metrics port and send nothing, while hotswap runs with 512 descriptors
+// (prlimit). Before, the server kept every one (ReadHeaderTimeout only
+// bounds a request once it has begun... and nothing capped them): hotswap
+// ran out of descriptors, and reloads and the control socket failed. Now at
+// most 64 are kept, each for 5 s: hotswap's descriptors stay bounded, a
+// reload and status succeed with the 2,000 still connected, and a scrape
+// is answered within the read timeout.
+func TestMetricsIdleClients(t *testing.T) {
+	hotswap := proctest.Build(t, hotswapPkg)
+	goapp := proctest.Build(t, goappPkg)
+	sock := filepath.Join(t.TempDir(), "hotswap.sock")
+	p := proctest.Start(t, "prlimit", "--nofile=512", hotswap, "--log-format", "json", "--control", sock,
+		"--metrics", "127.0.0.1:0", "--ready", "100ms", "-l", "http=tcp://127.0.0.1:0", "--", goapp)
+	maddr := p.WaitEvent(10*time.Second, "metrics listening", nil).Str("address")
+	p.WaitEvent(10*time.Second, "generation ready", proctest.Gen(1))
+	pid := p.Cmd.Process.Pid
+	base := fdCount(t, pid)
+	const idle = 2000
+	conns := make([]net.Conn, 0, idle)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range idle {
+		c, err := net.DialTimeout("tcp", maddr, 5*time.Second)
+		if err != nil {
+			t.Fatalf("idle client %d: %v", len(conns)+1, err)
+		}
+		conns = append(conns, c)
+	}
+	time.Sleep(200 * time.Millisecond) // let hotswap accept what it will
+	during := fdCount(t, pid)
+	t.Logf("hotswap's descriptors: %d before, %d with %d idle metrics clients", base, during, idle)
+	if during > base+metricsMaxConns+8 {
+		t.Errorf("hotswap holds %d descriptors with %d idle clients (%d before), want at most %d more", during, idle, base, metricsMaxConns+8)
+	}
+	if code, out, _ := ctl(t, "reload", "--control", sock); code != 0 {
+		t.Errorf("reload with %d idle metrics clients: exit %d %q", idle, code, out)
+	}
+	if st := statusOf(t, sock); st.Current != 2 {
+		t.Errorf("current generation %d, want 2", st.Current)
+	}
+	var scraped bool
+	for end := time.Now().Add(2 * metricsReadTimeout); time.Now().Before(end) && !scraped; time.Sleep(100 * time.Millisecond) {
+		resp, err := (&http.Client{Timeout: time.Second}).Get("http://" + maddr + "/metrics")
+		if err == nil {
+			scraped = resp.StatusCode == http.StatusOK
+			resp.Body.Close()
+		}
+	}
+	if !scraped {
+		t.Errorf("no scrape answered within %s while %d idle clients stay connected", 2*metricsReadTimeout, idle)
+	}
+	p.WaitEvent(time.Second, "metrics connection refused: too many open", nil)
+}
+
+// fdCount counts the open descriptors of pid.
+func fdCount(t *testing.T, pid int) int {
+	t.Helper()
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
