@@ -27,7 +27,7 @@ type hardeningOptions struct {
 func addHardeningFlags(fs *pflag.FlagSet, h *hardeningOptions) {
 	h.fs = fs
 	fs.StringVar(&h.user, "user", "", "run every generation as `NAME|UID` (with its groups); hotswap binds first and keeps its own")
-	fs.StringVar(&h.group, "group", "", "run every generation with primary group `NAME|GID` (default: the --user's)")
+	fs.StringVar(&h.group, "group", "", "with --user, run every generation with primary group `NAME|GID` (default: the --user's)")
 	fs.BoolVar(&h.subreaper, "subreaper", false, "reap every orphaned descendant (PR_SET_CHILD_SUBREAPER); always so as pid 1")
 }
 
@@ -50,6 +50,10 @@ func (h *hardeningOptions) apply(cfg *supervisor.Config) error {
 func (h *hardeningOptions) credential() (*syscall.Credential, error) {
 	if h.user == "" && h.group == "" {
 		return nil, nil
+	}
+	if h.user == "" {
+		// setgid alone leaves the generation uid 0 with every capability.
+		return nil, fmt.Errorf("--group %s without --user: the generation would still run as uid %d with every capability (add --user NAME|UID; --group then replaces its primary group)", h.group, os.Geteuid())
 	}
 	if os.Geteuid() != 0 {
 		return nil, fmt.Errorf("--user and --group: hotswap runs as uid %d and cannot switch users (run it as root)", os.Geteuid())

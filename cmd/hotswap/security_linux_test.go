@@ -337,3 +337,21 @@ func fdCount(t *testing.T, pid int) int {
 	}
 	return len(ents)
 }
+
+// TestGroupWithoutUser (item 16): as root, --group alone started every
+// generation as uid 0 with every capability and a new primary group, which
+// looks like a privilege drop and is none. Now it is refused with one line
+// before anything is bound or started.
+func TestGroupWithoutUser(t *testing.T) {
+	hotswap := proctest.Build(t, hotswapPkg)
+	marker := filepath.Join(t.TempDir(), "started")
+	cmd := exec.Command(hotswap, "--group", "65534", "-l", "tcp://127.0.0.1:0", "--", "touch", marker)
+	out, _ := cmd.CombinedOutput()
+	want := "hotswap: --group 65534 without --user: the generation would still run as uid " + strconv.Itoa(os.Geteuid()) + " with every capability (add --user NAME|UID; --group then replaces its primary group)\n"
+	if code := cmd.ProcessState.ExitCode(); code != exitUsage || string(out) != want {
+		t.Errorf("--group without --user: exit %d %q, want %d %q", code, out, exitUsage, want)
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Error("a generation was started")
+	}
+}
