@@ -10,6 +10,7 @@ import (
 	"syscall"
 
 	"github.com/hotswap-dev/hotswap/fdpass"
+	"github.com/hotswap-dev/hotswap/internal/upgrade"
 	"golang.org/x/sys/unix"
 )
 
@@ -22,6 +23,9 @@ const (
 )
 
 var version = "dev"
+
+// upgradeSignal upgrades hotswap itself (see internal/upgrade).
+const upgradeSignal = upgrade.Signal
 
 func main() {
 	if fdpass.IsShim() {
