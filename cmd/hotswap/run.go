@@ -42,7 +42,7 @@ func run(args []string) int {
 	}
 	sup, err := supervisor.New(cfg)
 	if err != nil {
-		return fail(exitUsage, "%v", err)
+		return fail(supervisor.ExitCode(err, exitUsage), "%v", err)
 	}
 	// A hotswap started by a self-upgrade writes the pidfile once it
 	// serves; after an upgrade the file names the new hotswap and stays.
@@ -93,7 +93,7 @@ func serve(sup *supervisor.Supervisor, o *options, log hclog.Logger) int {
 		select {
 		case err := <-runErr:
 			if err != nil {
-				return fail(exitFailure, "%v; nothing is serving", err)
+				return fail(supervisor.ExitCode(err, exitFailure), "%v; nothing is serving", err)
 			}
 			if o.hardening.upgradedAway() {
 				return exitOK
