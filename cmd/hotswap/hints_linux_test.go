@@ -182,7 +182,7 @@ func TestHintStopSignal(t *testing.T) {
 		p.WaitEvent(20*time.Second, "generation ready", proctest.Gen(1))
 		p.ReloadOutcome(2, 20*time.Second, func() { p.Signal(syscall.SIGHUP) })
 		e := p.WaitEvent(20*time.Second, "generation did not stop in time, killing it", proctest.Gen(1))
-		if want := "uWSGI stops gracefully on SIGINT, not SIGTERM: add --stop-signal INT"; e.Str("hint") != want {
+		if want := "uWSGI stops on SIGINT (SIGTERM makes it reload itself): add --stop-signal INT"; e.Str("hint") != want {
 			t.Errorf("hint %q, want %q", e.Str("hint"), want)
 		}
 	})

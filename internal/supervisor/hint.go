@@ -174,12 +174,13 @@ func (ow *outputWatch) bindHint(code int) string {
 // ignored the stop signal, or took it as something else (uWSGI reloads
 // itself on SIGTERM). For servers whose graceful signal is known, name it.
 
-// gracefulSignals maps a server's executable name to its graceful stop.
-var gracefulSignals = map[string]struct{ name, sig string }{
-	"nginx":      {"nginx", "QUIT"},
-	"uwsgi":      {"uWSGI", "INT"},
-	"uwsgi-core": {"uWSGI", "INT"},
-	"haproxy":    {"HAProxy", "USR1"},
+// gracefulSignals maps a server's executable name to the signal that
+// stops it without dropping what it serves, and the hint that names it.
+var gracefulSignals = map[string]struct{ sig, hint string }{
+	"nginx":      {"SIGQUIT", "nginx stops gracefully on SIGQUIT: add --stop-signal QUIT"},
+	"uwsgi":      {"SIGINT", "uWSGI stops on SIGINT (SIGTERM makes it reload itself): add --stop-signal INT"},
+	"uwsgi-core": {"SIGINT", "uWSGI stops on SIGINT (SIGTERM makes it reload itself): add --stop-signal INT"},
+	"haproxy":    {"SIGUSR1", "HAProxy stops gracefully on SIGUSR1: add --stop-signal USR1"},
 }
 
 // stopHint says what to do about g, which did not stop within the drain
@@ -187,8 +188,8 @@ var gracefulSignals = map[string]struct{ name, sig string }{
 // not sig, else a generic line.
 func stopHint(g *gen, sig syscall.Signal) string {
 	exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", g.pid))
-	if gs, ok := gracefulSignals[filepath.Base(exe)]; ok && "SIG"+gs.sig != signalName(sig) {
-		return fmt.Sprintf("%s stops gracefully on SIG%s, not %s: add --stop-signal %s", gs.name, gs.sig, signalName(sig), gs.sig)
+	if gs, ok := gracefulSignals[filepath.Base(exe)]; ok && gs.sig != signalName(sig) {
+		return gs.hint
 	}
 	return fmt.Sprintf("it did not exit on %s: give --stop-signal the server's graceful stop signal, or a longer --drain-timeout", signalName(sig))
 }
