@@ -24,8 +24,9 @@ import (
 // any generation left once hotswap has stopped.
 
 const (
-	hotswapPkg = "github.com/hotswap-dev/hotswap/cmd/hotswap"
-	reloads    = 15
+	hotswapPkg   = "github.com/hotswap-dev/hotswap/cmd/hotswap"
+	listenfdsPkg = "github.com/hotswap-dev/hotswap/examples/recipes/listenfds"
+	reloads      = 15
 )
 
 func TestMain(m *testing.M) {
@@ -35,7 +36,8 @@ func TestMain(m *testing.M) {
 }
 
 // recipe is one server's command line under hotswap. In argv and env,
-// {addr} is the public address, {port} its port, {dir} this directory.
+// {addr} is the public address, {port} its port, {dir} this directory,
+// {listenfds} the binary of ./listenfds.
 type recipe struct {
 	need  map[string]string // executable (name or path) -> Debian package
 	flags []string          // hotswap flags besides -l, --ready and --log-format
@@ -74,6 +76,9 @@ var recipes = map[string]recipe{
 		argv:  []string{"node", "{dir}/server.js"},
 		env:   []string{"PORT={port}"},
 	},
+	"listenfds": {
+		argv: []string{"{listenfds}"},
+	},
 	"node-fd": {
 		need: map[string]string{"node": "nodejs"},
 		argv: []string{"node", "{dir}/server.js"},
@@ -88,6 +93,7 @@ func TestRecipeUWSGI(t *testing.T)         { runRecipe(t, "uwsgi") }
 func TestRecipeUvicorn(t *testing.T)       { runRecipe(t, "uvicorn") }
 func TestRecipeNodeIntercept(t *testing.T) { runRecipe(t, "node-intercept") }
 func TestRecipeNodeFD(t *testing.T)        { runRecipe(t, "node-fd") }
+func TestRecipeListenFDs(t *testing.T)     { runRecipe(t, "listenfds") }
 
 // require fails under CI=true, else skips, when a program of r is missing.
 func (r recipe) require(t *testing.T) {
@@ -107,7 +113,39 @@ func runRecipe(t *testing.T, name string) {
 	if testing.Short() {
 		t.Skip("slow end-to-end test")
 	}
-	r := recipes[name]
+	res := reloadRecipe(t, name, recipes[name], "reuseport")
+	if res.Failed != 0 {
+		t.Errorf("%d failed requests over %d reloads, want 0: %v", res.Failed, reloads, res.Errors)
+	}
+}
+
+// TestRecipeHAProxyShared: in shared mode every generation accepts from
+// one socket and hotswap cannot drain an old one first, so the stop
+// signal decides. USR1, HAProxy's soft stop, finishes what it accepted:
+// nothing is lost. TERM, its hard stop, under the same load: requests are
+// cut, so the zeros are the signal's doing and the load sees failures.
+func TestRecipeHAProxyShared(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow end-to-end test")
+	}
+	r := recipes["haproxy"]
+	t.Run("USR1", func(t *testing.T) {
+		if res := reloadRecipe(t, "haproxy shared USR1", r, "shared"); res.Failed != 0 {
+			t.Errorf("%d failed requests over %d reloads, want 0: %v", res.Failed, reloads, res.Errors)
+		}
+	})
+	t.Run("TERM", func(t *testing.T) {
+		r.flags = []string{"--stop-signal", "TERM"}
+		if res := reloadRecipe(t, "haproxy shared TERM", r, "shared"); res.Failed == 0 {
+			t.Errorf("HAProxy stopped with TERM in shared mode lost nothing: the load cannot see failures")
+		}
+	})
+}
+
+// reloadRecipe runs r under hotswap in mode, reloads it under load, checks
+// each reload and returns what the load saw.
+func reloadRecipe(t *testing.T, name string, r recipe, mode string) load.Result {
+	t.Helper()
 	r.require(t)
 	hotswap := proctest.Build(t, hotswapPkg)
 	dir, err := filepath.Abs(".")
@@ -116,8 +154,18 @@ func runRecipe(t *testing.T, name string) {
 	}
 	port := proctest.FreePort(t) // Puma's -b and Node's PORT name it
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	expand := strings.NewReplacer("{addr}", addr, "{port}", strconv.Itoa(port), "{dir}", dir).Replace
-	args := []string{"--log-format", "json", "--control", "none", "-l", "tcp://" + addr, "--ready", "http://" + addr + "/", "--drain-timeout", "10s"}
+	vars := []string{"{addr}", addr, "{port}", strconv.Itoa(port), "{dir}", dir}
+	if slices.Contains(r.argv, "{listenfds}") {
+		vars = append(vars, "{listenfds}", proctest.Build(t, listenfdsPkg))
+	}
+	expand := strings.NewReplacer(vars...).Replace
+	// In reuseport mode a probe of the public port reaches the new
+	// generation only; in shared mode any generation may answer it.
+	ready := "http://" + addr + "/"
+	if mode == "shared" {
+		ready = "500ms"
+	}
+	args := []string{"--log-format", "json", "--control", "none", "--mode", mode, "-l", "tcp://" + addr, "--ready", ready, "--drain-timeout", "10s"}
 	args = append(append(args, r.flags...), "--")
 	for _, a := range r.argv {
 		args = append(args, expand(a))
@@ -155,9 +203,6 @@ func runRecipe(t *testing.T, name string) {
 	t.Logf("%s: %d reloads under load: %v; versions seen: %d", name, reloads, res, len(res.Versions))
 	t.Logf("%s: SIGHUP to the new version answering and the old generation gone: median %s, max %s",
 		name, took[len(took)/2].Round(time.Millisecond), took[len(took)-1].Round(time.Millisecond))
-	if res.Failed != 0 {
-		t.Errorf("%d failed requests over %d reloads, want 0: %v", res.Failed, reloads, res.Errors)
-	}
 	if len(res.Versions) != reloads+1 {
 		t.Errorf("load saw %d versions, want %d: %v", len(res.Versions), reloads+1, res.Versions)
 	}
@@ -166,6 +211,7 @@ func runRecipe(t *testing.T, name string) {
 	}
 	hs.Signal(syscall.SIGTERM)
 	hs.Wait(30 * time.Second)
+	return res
 }
 
 // checkNoneLeft runs once hotswap has exited: no process of any
