@@ -11,7 +11,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/hotswap-dev/hotswap/internal/healthgate"
+	"github.com/hotswap-dev/hotswap/fdpass"
 )
 
 // credentialHook runs every generation as another user: os/exec calls
@@ -55,7 +55,7 @@ func (h *credentialHook) shareNotify(path string) error {
 // abstract socket).
 func notifyPath(env []string) (string, bool) {
 	for i := len(env) - 1; i >= 0; i-- {
-		if v, ok := strings.CutPrefix(env[i], healthgate.NOTIFY_SOCKET+"="); ok {
+		if v, ok := strings.CutPrefix(env[i], fdpass.NotifySocket+"="); ok {
 			return v, strings.HasPrefix(v, "/")
 		}
 	}
@@ -67,6 +67,10 @@ func notifyPath(env []string) (string, bool) {
 func ParseCredential(userName, group string) (*syscall.Credential, error) {
 	if userName == "" && group == "" {
 		return nil, nil
+	}
+	if userName == "" {
+		// setgid alone leaves the generation uid 0 with every capability.
+		return nil, fmt.Errorf("--group %s without --user: the generation would still run as uid %d with every capability (add --user NAME|UID; --group then replaces its primary group)", group, os.Geteuid())
 	}
 	if os.Geteuid() != 0 {
 		return nil, fmt.Errorf("--user and --group: hotswap runs as uid %d and cannot switch users (run it as root)", os.Geteuid())
