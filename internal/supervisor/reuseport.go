@@ -288,7 +288,7 @@ func (d *drainer) done(elapsed time.Duration, conns bool) (done bool, graceLeft 
 		return false, 0
 	}
 	if d.conns == nil {
-		set, err := reuse.Snapshot(d.g.pid, d.ports)
+		set, err := reuse.Snapshot(d.g.pid, d.ports, d.listeners())
 		if err != nil {
 			return false, 0 // g exited (g.exited ends the wait), or a look failed
 		}
@@ -308,6 +308,17 @@ func (d *drainer) done(elapsed time.Duration, conns bool) (done bool, graceLeft 
 		return false, d.grace - elapsed
 	}
 	return d.queuesEmpty(), 0
+}
+
+// listeners are the inodes of g's reuseport sockets.
+func (d *drainer) listeners() map[uint64]bool {
+	out := map[uint64]bool{}
+	for _, m := range d.g.members {
+		if m != nil {
+			out[m.Inode()] = true
+		}
+	}
+	return out
 }
 
 // queuesEmpty reports whether every reuseport socket of g has an empty
