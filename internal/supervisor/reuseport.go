@@ -222,7 +222,7 @@ func sameAddr(a, b string) bool {
 // handshake has landed, so the drain looks with back-off.
 const (
 	drainPollMin = time.Millisecond      // first look: the new steering is in force on every CPU
-	drainPollMax = 16 * time.Millisecond // the longest wait between looks
+	drainPollMax = 4 * time.Millisecond  // the longest wait between looks: one clock tick at HZ=250
 )
 
 // drainWait waits until g may be stopped without losing a client, or until
