@@ -31,6 +31,15 @@ func (c *controlOptions) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.metrics, "metrics", "", "serve Prometheus metrics at http://`ADDR`/metrics (HOST:PORT; off by default)")
 }
 
+// explicitPath is the --control PATH given, or "" (the default path
+// names this pid, and none is shared).
+func (c *controlOptions) explicitPath() string {
+	if c.path == controlOff {
+		return ""
+	}
+	return c.path
+}
+
 // apply sets the supervisor's observer when metrics are on.
 func (c *controlOptions) apply(cfg *supervisor.Config) {
 	if c.metrics != "" {

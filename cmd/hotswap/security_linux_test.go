@@ -29,6 +29,9 @@ func init() {
 	case "":
 	case "squat":
 		os.Exit(squatHelper(os.Args[len(os.Args)-1]))
+	case "swap":
+		n := len(os.Args)
+		os.Exit(swapHelper(os.Args[n-3], os.Args[n-2], os.Args[n-1]))
 	default:
 		fmt.Fprintf(os.Stderr, "unknown security helper %q\n", os.Getenv(securityHelperEnv))
 		os.Exit(2)
@@ -353,5 +356,137 @@ func TestGroupWithoutUser(t *testing.T) {
 	}
 	if _, err := os.Stat(marker); err == nil {
 		t.Error("a generation was started")
+	}
+}
+
+// swapHelper is a local user who may write dir: for dur it renames a
+// symlink to target over every file in dir whose name starts with prefix,
+// the instant it appears (the race against a chmod or rename by name).
+// It prints how many swaps it made.
+func swapHelper(dir, prefix, target string) int {
+	swaps := 0
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); {
+		ents, _ := os.ReadDir(dir)
+		for _, e := range ents {
+			if !strings.HasPrefix(e.Name(), prefix) || e.Type()&os.ModeSymlink != 0 {
+				continue
+			}
+			link := filepath.Join(dir, ".swap-"+strconv.Itoa(swaps))
+			if os.Symlink(target, link) == nil && os.Rename(link, filepath.Join(dir, e.Name())) == nil {
+				swaps++
+			}
+			os.Remove(link)
+		}
+	}
+	fmt.Println("swaps", swaps)
+	return 0
+}
+
+// attackDir makes a root-owned directory with mode perm (chmod is for the
+// test's own fresh directory) and, in another, a root-only secret file.
+func attackDir(t *testing.T, perm os.FileMode) (dir, secret string) {
+	t.Helper()
+	dir = publicDir(t)
+	if err := os.Chmod(dir, perm); err != nil {
+		t.Fatal(err)
+	}
+	secret = filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(secret, []byte("root only\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dir, secret
+}
+
+func checkSecret(t *testing.T, secret string) {
+	t.Helper()
+	fi, err := os.Stat(secret)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("the root-only file: %v, mode %v; want it untouched at 0600", err, fi.Mode().Perm())
+	}
+}
+
+// TestPidfileSymlinkSwapper (item 2): as root with --pidfile in a directory
+// another user can write, that user (uid 65534) renames a symlink to a
+// root-only file over hotswap's temporary pidfile between its creation and
+// its chmod by name: before, the file became 0644 within 3 tries, and the
+// rename then installed the attacker's link as the pidfile. Now a
+// directory writable by others without the sticky bit is refused with one
+// line and nothing written; in a sticky directory such as /tmp (where the
+// swapper cannot replace root's files) the pidfile is written through the
+// directory's and the file's own descriptors while the swapper runs.
+func TestPidfileSymlinkSwapper(t *testing.T) {
+	hotswap := proctest.Build(t, hotswapPkg)
+	goapp := proctest.Build(t, goappPkg)
+	t.Run("writable by others", func(t *testing.T) {
+		dir, secret := attackDir(t, 0o777)
+		swapper := asNobody(t, "swap", dir, ".hotswap-pid-", secret)
+		if err := swapper.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer swapper.Wait()
+		pidfile := filepath.Join(dir, "hotswap.pid")
+		cmd := exec.Command(hotswap, "--pidfile", pidfile, "-l", "http=tcp://127.0.0.1:0", "--", goapp)
+		out, _ := cmd.CombinedOutput()
+		want := "hotswap: --pidfile " + pidfile + ": directory " + dir + " is writable by other users (mode 0777, no sticky bit): one of them could replace the file (use a directory only its owner can write, such as /run); this hotswap changed nothing\n"
+		if code := cmd.ProcessState.ExitCode(); code != exitFailure || string(out) != want {
+			t.Errorf("pidfile in a 0777 directory: exit %d %q, want %d %q", code, out, exitFailure, want)
+		}
+		if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+			t.Errorf("hotswap left %d files in the directory", len(ents))
+		}
+		checkSecret(t, secret)
+	})
+	t.Run("sticky", func(t *testing.T) {
+		dir, secret := attackDir(t, os.ModeSticky|0o777)
+		swapper := asNobody(t, "swap", dir, ".hotswap-pid-", secret)
+		swapper.Stdout = &bytes.Buffer{}
+		if err := swapper.Start(); err != nil {
+			t.Fatal(err)
+		}
+		pidfile := filepath.Join(dir, "hotswap.pid")
+		p := proctest.Start(t, hotswap, "--log-format", "json", "--pidfile", pidfile, "--ready", "100ms",
+			"-l", "http=tcp://127.0.0.1:0", "--", goapp)
+		p.WaitEvent(10*time.Second, "generation ready", proctest.Gen(1))
+		swapper.Wait()
+		t.Logf("swapper as uid 65534: %s", swapper.Stdout)
+		fi, err := os.Lstat(pidfile)
+		if err != nil || !fi.Mode().IsRegular() || readPid(pidfile) != p.Cmd.Process.Pid {
+			t.Errorf("pidfile: %v, mode %v, pid %d; want a regular file naming %d", err, fi.Mode(), readPid(pidfile), p.Cmd.Process.Pid)
+		}
+		checkSecret(t, secret)
+	})
+}
+
+// TestSecondInstance (item 10 and the lock): a second hotswap given the
+// same --pidfile, or the same --control socket, while the first serves.
+// Before, it wrote its pid over the first one's pidfile, failed to bind
+// the address in use and removed the pidfile on its way out; through the
+// control path it unlinked the live socket on a dial error and took the
+// path over. Now each refuses at once with one line, exit 1, and the first
+// hotswap's pidfile, control socket and generation are as they were.
+func TestSecondInstance(t *testing.T) {
+	hotswap := proctest.Build(t, hotswapPkg)
+	dir := t.TempDir()
+	pidfile, sock := filepath.Join(dir, "hotswap.pid"), filepath.Join(dir, "hotswap.sock")
+	a := startApp(t, []string{"--ready", "100ms", "--pidfile", pidfile, "--control", sock})
+	first := a.hs.Cmd.Process.Pid
+	for _, tc := range []struct{ flag, path string }{{"--pidfile", pidfile}, {"--control", sock}} {
+		t0 := time.Now()
+		cmd := exec.Command(hotswap, tc.flag, tc.path, "-l", "tcp://"+a.addr, "--", "true")
+		out, _ := cmd.CombinedOutput()
+		want := fmt.Sprintf("hotswap: %s %s: another hotswap holds it (pid %d, lock %s.lock); this hotswap changed nothing\n", tc.flag, tc.path, first, tc.path)
+		if code := cmd.ProcessState.ExitCode(); code != exitFailure || string(out) != want {
+			t.Errorf("second hotswap on %s: exit %d %q, want %d %q", tc.flag, code, out, exitFailure, want)
+		}
+		t.Logf("second hotswap on %s refused after %s", tc.flag, time.Since(t0).Round(time.Millisecond))
+	}
+	if got := readPid(pidfile); got != first {
+		t.Errorf("pidfile names %d, want the first hotswap %d", got, first)
+	}
+	if st := statusOf(t, sock); st.PID != first || st.Current != 1 {
+		t.Errorf("control socket answered by pid %d (current %d), want %d serving 1", st.PID, st.Current, first)
+	}
+	if got := get(t, a.addr); got != "v1" {
+		t.Errorf("first hotswap's generation answered %q, want v1", got)
 	}
 }
