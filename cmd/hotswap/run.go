@@ -113,7 +113,13 @@ func serve(sup *supervisor.Supervisor, up *upgrade.Upgrader, o *options, log hcl
 		<-runErr
 		return fail(exitFailure, "%v; nothing is serving", err)
 	}
-	defer up.Finish()
+	// Finish waits for the upgrader's goroutines, which end with ctx: it
+	// is cancelled first, or a new hotswap whose generation failed would
+	// wait for its parent until the upgrade timeout killed it.
+	defer func() {
+		stop(nil)
+		up.Finish()
+	}()
 	for {
 		select {
 		case err := <-runErr:

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -488,5 +489,35 @@ func TestSecondInstance(t *testing.T) {
 	}
 	if got := get(t, a.addr); got != "v1" {
 		t.Errorf("first hotswap's generation answered %q, want v1", got)
+	}
+}
+
+// TestFailedUpgradeSettlesAtOnce (item 11): a self-upgrade whose new
+// hotswap's first generation exits at start. Before, the new hotswap then
+// waited for its upgrade goroutines before cancelling the context they
+// wait on, until the old one's upgrade timeout (--ready-timeout + 10 s)
+// killed it, and its control socket stayed behind. Now it exits as soon as
+// its generation has failed, removes its socket, and the old hotswap says
+// "self-upgrade failed, still serving" and serves on.
+func TestFailedUpgradeSettlesAtOnce(t *testing.T) {
+	a := startAppCmd(t, []string{"--ready", "200ms", "--ready-timeout", "5s"})
+	a.write("v2", "--no-such-flag")
+	t0 := time.Now()
+	a.hs.Signal(upgradeSignal)
+	e := a.hs.WaitEvent(20*time.Second, "self-upgrade failed, still serving", nil)
+	took := time.Since(t0)
+	t.Logf("failed self-upgrade settled after %s: %s", took.Round(time.Millisecond), e.Str("error"))
+	if took > 4*time.Second {
+		t.Errorf("the failed self-upgrade took %s to settle, want well under --ready-timeout 5s + 10s", took)
+	}
+	socks := a.hs.Events("control socket")
+	if len(socks) != 2 {
+		t.Fatalf("%d control sockets logged, want the old and the new hotswap's", len(socks))
+	}
+	if _, err := os.Lstat(socks[1].Str("path")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the failed new hotswap's control socket %s: %v, want removed", socks[1].Str("path"), err)
+	}
+	if got := get(t, a.addr); got != "v1" {
+		t.Errorf("after the failed upgrade answered by %q, want v1", got)
 	}
 }
