@@ -521,3 +521,149 @@ func TestFailedUpgradeSettlesAtOnce(t *testing.T) {
 		t.Errorf("after the failed upgrade answered by %q, want v1", got)
 	}
 }
+
+// TestUnixSocketSymlinkSwapper (items 1 and 6): as root, a unix listener
+// with ?mode= and the --control socket in a directory another user can
+// write. Before, the mode was set by chmod on the path after bind(): a
+// swapper (uid 65534) that renamed a symlink to a root-only file over the
+// new socket had that file made 0666 on the 11th try. Now the mode comes
+// from the umask at bind() and the owner through an O_PATH descriptor
+// checked to be the socket just bound; as root, a directory writable by
+// others without the sticky bit is refused with one line; in a sticky
+// directory the swapper cannot touch root's socket and the file is right.
+func TestUnixSocketSymlinkSwapper(t *testing.T) {
+	hotswap := proctest.Build(t, hotswapPkg)
+	for _, tc := range []struct {
+		name  string
+		flags func(sock string) []string
+		want  string // the refusal in a 0777 directory, after the path
+	}{
+		{"listener", func(sock string) []string { return []string{"-l", "unix://" + sock + "?mode=0666"} },
+			": directory %s is writable by other users (mode 0777, no sticky bit): one of them could replace the file (use a directory only its owner can write, such as /run); this hotswap started nothing"},
+		{"control", func(sock string) []string { return []string{"--control", sock, "-l", "tcp://127.0.0.1:0"} },
+			""},
+	} {
+		t.Run(tc.name+" writable by others", func(t *testing.T) {
+			dir, secret := attackDir(t, 0o777)
+			sock := filepath.Join(dir, "api.sock")
+			swapper := asNobody(t, "swap", dir, "api.sock", secret)
+			if err := swapper.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer swapper.Wait()
+			cmd := exec.Command(hotswap, append(tc.flags(sock), "--", "sleep", "5")...)
+			out, _ := cmd.CombinedOutput()
+			if code := cmd.ProcessState.ExitCode(); code != exitFailure || strings.Count(string(out), "\n") != 1 ||
+				!strings.Contains(string(out), "directory "+dir+" is writable by other users (mode 0777, no sticky bit)") {
+				t.Errorf("%s in a 0777 directory: exit %d %q, want %d and one line refusing the directory", tc.name, code, out, exitFailure)
+			}
+			if _, err := os.Lstat(sock); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("socket file left: %v", err)
+			}
+			checkSecret(t, secret)
+		})
+		t.Run(tc.name+" sticky", func(t *testing.T) {
+			dir, secret := attackDir(t, os.ModeSticky|0o777)
+			sock := filepath.Join(dir, "api.sock")
+			swapper := asNobody(t, "swap", dir, "api.sock", secret)
+			swapper.Stdout = &bytes.Buffer{}
+			if err := swapper.Start(); err != nil {
+				t.Fatal(err)
+			}
+			p := proctest.Start(t, hotswap, append(append([]string{"--log-format", "json", "--ready", "100ms"}, tc.flags(sock)...), "--", "sleep", "30")...)
+			p.WaitEvent(10*time.Second, "generation ready", proctest.Gen(1))
+			swapper.Wait()
+			t.Logf("swapper as uid 65534: %s", swapper.Stdout)
+			fi, err := os.Lstat(sock)
+			want := os.FileMode(0o666)
+			if tc.name == "control" {
+				want = 0o600
+			}
+			if err != nil || fi.Mode().Type() != os.ModeSocket || fi.Mode().Perm() != want {
+				t.Errorf("%s socket: %v, mode %v; want a socket with mode %v", tc.name, err, fi.Mode(), want)
+			}
+			checkSecret(t, secret)
+		})
+	}
+}
+
+// TestControlSocketNotStolen (item 7): the control path is held by a live
+// server that a dial cannot reach: its accept queue is full (EAGAIN), or,
+// for another user's hotswap, the socket is root's 0600 (EACCES). Before,
+// any dial error counted as stale: the socket was unlinked and the path
+// taken over; another user's hotswap deleted root's live socket. Now only
+// ECONNREFUSED is stale, and only for a socket of this uid: hotswap refuses
+// with one line and the live socket stays.
+func TestControlSocketNotStolen(t *testing.T) {
+	hotswap := proctest.Build(t, hotswapPkg)
+	sticky, _ := attackDir(t, os.ModeSticky|0o777)
+	sock, ino := liveSocket(t, sticky)
+	cmd := exec.Command(hotswap, "--control", sock, "-l", "tcp://127.0.0.1:0", "--", "sleep", "5")
+	out, _ := cmd.CombinedOutput()
+	want := "hotswap: listen control: " + sock + ": address already in use: another process listens on it (its accept queue is full); left alone: control: control socket in use; nothing is serving"
+	if code := cmd.ProcessState.ExitCode(); code != exitFailure || lastLine(out) != want {
+		t.Errorf("full accept queue: exit %d %q, want %d %q", code, out, exitFailure, want)
+	}
+	if ino() == 0 {
+		t.Error("the live socket was replaced")
+	}
+
+	open, _ := attackDir(t, 0o777)
+	sock, ino = liveSocket(t, open)
+	bin := copyExecutable(t, hotswap, publicDir(t))
+	cmd = exec.Command(bin, "--control", sock, "-l", "tcp://127.0.0.1:0", "--", "sleep", "5")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: nobody}
+	out, _ = cmd.CombinedOutput()
+	want = "hotswap: listen control: " + sock + ": address already in use: cannot tell whether another process listens on it (connect: permission denied); left alone: control: control socket in use; nothing is serving"
+	if code := cmd.ProcessState.ExitCode(); code != exitFailure || lastLine(out) != want {
+		t.Errorf("uid 65534 on root's 0600 socket: exit %d %q, want %d %q", code, out, exitFailure, want)
+	}
+	if ino() == 0 {
+		t.Error("the live socket was replaced")
+	}
+}
+
+// liveSocket is a root-owned 0600 unix socket in dir that listens and
+// never accepts, its accept queue full. ino returns the inode at its path
+// now, 0 when it is not the same socket.
+func liveSocket(t *testing.T, dir string) (path string, ino func() uint64) {
+	t.Helper()
+	path = filepath.Join(dir, "live.sock")
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	old := unix.Umask(0o177)
+	err = unix.Bind(fd, &unix.SockaddrUnix{Name: path})
+	unix.Umask(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		c, err := net.DialTimeout("unix", path, time.Second)
+		if err != nil {
+			break // EAGAIN: full
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	return path, func() uint64 {
+		var now unix.Stat_t
+		if err := unix.Lstat(path, &now); err != nil || now.Ino != st.Ino {
+			return 0
+		}
+		return now.Ino
+	}
+}
+
+func lastLine(b []byte) string {
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	return lines[len(lines)-1]
+}

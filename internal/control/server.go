@@ -312,7 +312,7 @@ func listen(path string) (*net.UnixListener, reuse.UnixFile, error) {
 	f, file, err := reuse.ListenUnix(path, reuse.UnixOptions{Mode: 0o600})
 	switch {
 	case errors.Is(err, syscall.EADDRINUSE):
-		return nil, file, fmt.Errorf("listen control %s: %w", path, ErrInUse)
+		return nil, file, fmt.Errorf("listen control: %v: %w", err, ErrInUse)
 	case err != nil:
 		return nil, file, fmt.Errorf("listen control: %w", err)
 	}

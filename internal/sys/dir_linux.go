@@ -56,15 +56,29 @@ func (d *Dir) UID() int { return int(d.st.Uid) }
 
 // Unsafe says why a user other than root and this process's could
 // rename, remove or replace a file in d, or returns nil: d is owned by
-// another user, or writable by its group or by others without the sticky
-// bit (in a sticky directory such as /tmp only a file's owner may rename
-// or remove it).
+// another user ([Dir.OtherOwner]) or writable by others ([Dir.OthersWrite]).
 func (d *Dir) Unsafe() error {
-	perm := d.st.Mode & 0o7777
-	switch {
-	case int(d.st.Uid) != 0 && int(d.st.Uid) != os.Geteuid():
+	if err := d.OtherOwner(); err != nil {
+		return err
+	}
+	return d.OthersWrite()
+}
+
+// OtherOwner says so when d is owned by a user other than root and this
+// process's: that user could replace any file in it.
+func (d *Dir) OtherOwner() error {
+	if int(d.st.Uid) != 0 && int(d.st.Uid) != os.Geteuid() {
 		return fmt.Errorf("directory %s is owned by uid %d: that user could replace any file in it (use a directory of uid %d or root, such as /run)", d.Path, d.st.Uid, os.Geteuid())
-	case perm&0o022 != 0 && perm&unix.S_ISVTX == 0:
+	}
+	return nil
+}
+
+// OthersWrite says so when d is writable by its group or by others
+// without the sticky bit (in a sticky directory such as /tmp only a
+// file's owner may rename or remove it).
+func (d *Dir) OthersWrite() error {
+	perm := d.st.Mode & 0o7777
+	if perm&0o022 != 0 && perm&unix.S_ISVTX == 0 {
 		return fmt.Errorf("directory %s is writable by other users (mode %#o, no sticky bit): one of them could replace the file (use a directory only its owner can write, such as /run)", d.Path, perm)
 	}
 	return nil
