@@ -101,13 +101,19 @@ func serve(sup *supervisor.Supervisor, up *upgrade.Upgrader, o *options, log hcl
 			return fail(exitFailure, "%v; nothing is serving", err)
 		}
 	}
-	ctl, err := o.control.start(ctx, sup, log, stop)
+	ctl, err := o.control.start(ctx, sup, up, log, stop)
 	if err != nil {
 		stop(err)
 		<-runErr
 		return fail(exitFailure, "%v; nothing is serving", err)
 	}
 	defer ctl.Close()
+	wg.Go(func() {
+		<-ctx.Done()
+		if up.Away() {
+			ctl.handOff() // while this hotswap drains, the new one answers
+		}
+	})
 	if err := up.Start(ctx, sup, stop); err != nil {
 		stop(err)
 		<-runErr

@@ -667,3 +667,48 @@ func lastLine(b []byte) string {
 	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 	return lines[len(lines)-1]
 }
+
+// TestUpgradeExplicitControl (items 9 and 18): a self-upgrade of a hotswap
+// with --control PATH, --metrics on a fixed port and --pidfile. Before,
+// the new hotswap found the control path (and the metrics port) in use and
+// the upgrade always failed; and a successful upgrade logged "self-upgrade
+// failed ... context canceled". Now both sockets pass to the new hotswap,
+// which answers on them while the old one drains; the locks pass too, so a
+// third hotswap on the same pidfile is still refused; and nothing says
+// the upgrade failed.
+func TestUpgradeExplicitControl(t *testing.T) {
+	hotswap := proctest.Build(t, hotswapPkg)
+	dir := t.TempDir()
+	pidfile, sock := filepath.Join(dir, "hotswap.pid"), filepath.Join(dir, "hotswap.sock")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	maddr := ln.Addr().String()
+	ln.Close()
+	a := startAppCmd(t, []string{"--ready", "200ms", "--pidfile", pidfile, "--control", sock, "--metrics", maddr})
+	oldPid := a.hs.Cmd.Process.Pid
+	a.write("v2", "")
+	a.hs.Signal(upgradeSignal)
+	newPid := waitNewPid(t, pidfile, oldPid)
+	if code := a.hs.Wait(30 * time.Second); code != 0 {
+		t.Errorf("old hotswap exited %d after the upgrade, want 0", code)
+	}
+	if st := statusOf(t, sock); st.PID != newPid {
+		t.Errorf("control socket %s answered by pid %d, want the new hotswap %d", sock, st.PID, newPid)
+	}
+	if m := scrape(t, maddr); !strings.Contains(m, "hotswap_up 1") {
+		t.Errorf("metrics on %s after the upgrade: no hotswap_up 1", maddr)
+	}
+	if got := get(t, a.addr); got != "v2" {
+		t.Errorf("after the upgrade answered by %q, want v2", got)
+	}
+	cmd := exec.Command(hotswap, "--pidfile", pidfile, "-l", "tcp://127.0.0.1:0", "--", "true")
+	out, _ := cmd.CombinedOutput()
+	if want := fmt.Sprintf("another hotswap holds it (pid %d, lock %s.lock)", newPid, pidfile); !strings.Contains(string(out), want) {
+		t.Errorf("a third hotswap on the pidfile: %q, want %q", out, want)
+	}
+	if es := a.hs.Events("self-upgrade failed, still serving"); len(es) != 0 {
+		t.Errorf("a successful upgrade logged %v", es)
+	}
+}

@@ -51,6 +51,10 @@ type Config struct {
 	// IdleTimeout closes a connection that sends no complete request for
 	// this long. Default DefaultIdleTimeout.
 	IdleTimeout time.Duration
+	// File, if set, is the listening socket already at Path (from [Bind],
+	// possibly in the hotswap this one upgraded from): Listen serves it
+	// instead of binding, and the caller keeps its own copy.
+	File *os.File
 }
 
 // Server serves the control protocol (see [Version]) on a unix socket. Only peers with hotswap's own uid, or root, are served: each
@@ -68,6 +72,15 @@ type Server struct {
 
 	mu    sync.Mutex // guards the fields below
 	conns map[*net.UnixConn]bool
+	keep  bool // Close leaves the socket file: another hotswap serves it
+}
+
+// Keep makes Close leave the socket file in place: a new hotswap serves
+// it after a self-upgrade.
+func (c *Server) Keep() {
+	c.mu.Lock()
+	c.keep = true
+	c.mu.Unlock()
 }
 
 // Listen binds the control socket, mode 0600 from the start, and serves it
@@ -86,7 +99,7 @@ func Listen(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
 	}
-	ln, file, err := listen(cfg.Path)
+	ln, file, err := listen(cfg.Path, cfg.File)
 	if err != nil {
 		return nil, err
 	}
@@ -113,7 +126,12 @@ func (c *Server) Close() error {
 		}
 		c.mu.Unlock()
 		c.wg.Wait()
-		c.file.Remove()
+		c.mu.Lock()
+		keep := c.keep
+		c.mu.Unlock()
+		if !keep {
+			c.file.Remove()
+		}
 	})
 	return err
 }
@@ -306,23 +324,49 @@ func allowedPeer(cred peer) bool {
 
 var _ io.Closer = (*Server)(nil)
 
-// listen binds path with mode 0600 and returns a listener that leaves the
-// file alone on close: the server removes it only if it is still its own.
-func listen(path string) (*net.UnixListener, reuse.UnixFile, error) {
-	f, file, err := reuse.ListenUnix(path, reuse.UnixOptions{Mode: 0o600})
+// Bind makes the control socket at path, mode 0600 from the start, and
+// returns it listening, for [Config].File. A stale socket file there is
+// replaced; a live one is [ErrInUse].
+func Bind(path string) (*os.File, error) {
+	f, _, err := reuse.ListenUnix(path, reuse.UnixOptions{Mode: 0o600})
 	switch {
 	case errors.Is(err, syscall.EADDRINUSE):
-		return nil, file, fmt.Errorf("listen control: %v: %w", err, ErrInUse)
+		return nil, fmt.Errorf("listen control: %v: %w", err, ErrInUse)
 	case err != nil:
-		return nil, file, fmt.Errorf("listen control: %w", err)
+		return nil, fmt.Errorf("listen control: %w", err)
 	}
-	defer f.Close()
-	ln, err := net.FileListener(f)
+	return f, nil
+}
+
+// listen returns a listener on f, or on a socket bound at path when f is
+// nil, that leaves the file alone on close: the server removes it only if
+// it is still the one it served.
+func listen(path string, f *os.File) (_ *net.UnixListener, file reuse.UnixFile, retErr error) {
+	if f == nil {
+		var err error
+		if f, err = Bind(path); err != nil {
+			return nil, file, err
+		}
+		defer f.Close()
+		defer func() {
+			if retErr != nil {
+				file.Remove()
+			}
+		}()
+	}
+	file, err := reuse.UnixFileAt(path)
 	if err != nil {
-		file.Remove()
 		return nil, file, fmt.Errorf("listen control %s: %w", path, err)
 	}
-	ul := ln.(*net.UnixListener)
+	ln, err := net.FileListener(f)
+	if err != nil {
+		return nil, file, fmt.Errorf("listen control %s: %w", path, err)
+	}
+	ul, ok := ln.(*net.UnixListener)
+	if !ok {
+		ln.Close()
+		return nil, file, fmt.Errorf("listen control %s: not a unix socket", path)
+	}
 	ul.SetUnlinkOnClose(false)
 	return ul, file, nil
 }

@@ -315,6 +315,9 @@ func (u *Upgrader) Upgrade(ctx context.Context) error {
 	case err := <-done:
 		return err
 	case <-ctx.Done():
+		if errors.Is(context.Cause(ctx), ErrUpgraded) {
+			return nil // it succeeded, and stopping this hotswap cancelled ctx
+		}
 		return ctx.Err()
 	}
 }
