@@ -67,7 +67,7 @@ func run(args []string) int {
 	sup, err := supervisor.New(cfg)
 	if err != nil {
 		up.Finish()
-		return fail(exitUsage, "%v", err)
+		return fail(supervisor.ExitCode(err, exitUsage), "%v", err)
 	}
 	defer removePidfileIfOurs(o.pidfile)
 	return serve(sup, up, o, log, announce)
@@ -130,7 +130,7 @@ func serve(sup *supervisor.Supervisor, up *upgrade.Upgrader, o *options, log hcl
 		select {
 		case err := <-runErr:
 			if err != nil {
-				return fail(exitFailure, "%v; nothing is serving", err)
+				return fail(supervisor.ExitCode(err, exitFailure), "%v; nothing is serving", err)
 			}
 			if up.Away() {
 				return exitOK

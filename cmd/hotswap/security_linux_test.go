@@ -601,7 +601,7 @@ func TestControlSocketNotStolen(t *testing.T) {
 	cmd := exec.Command(hotswap, "--control", sock, "-l", "tcp://127.0.0.1:0", "--", "sleep", "5")
 	out, _ := cmd.CombinedOutput()
 	want := "hotswap: listen control: " + sock + ": address already in use: another process listens on it (its accept queue is full); left alone: control: control socket in use; nothing is serving"
-	if code := cmd.ProcessState.ExitCode(); code != exitFailure || lastLine(out) != want {
+	if code := cmd.ProcessState.ExitCode(); code != exitFailure || lastOutputLine(out) != want {
 		t.Errorf("full accept queue: exit %d %q, want %d %q", code, out, exitFailure, want)
 	}
 	if ino() == 0 {
@@ -615,7 +615,7 @@ func TestControlSocketNotStolen(t *testing.T) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: nobody}
 	out, _ = cmd.CombinedOutput()
 	want = "hotswap: listen control: " + sock + ": address already in use: cannot tell whether another process listens on it (connect: permission denied); left alone: control: control socket in use; nothing is serving"
-	if code := cmd.ProcessState.ExitCode(); code != exitFailure || lastLine(out) != want {
+	if code := cmd.ProcessState.ExitCode(); code != exitFailure || lastOutputLine(out) != want {
 		t.Errorf("uid 65534 on root's 0600 socket: exit %d %q, want %d %q", code, out, exitFailure, want)
 	}
 	if ino() == 0 {
@@ -663,7 +663,7 @@ func liveSocket(t *testing.T, dir string) (path string, ino func() uint64) {
 	}
 }
 
-func lastLine(b []byte) string {
+func lastOutputLine(b []byte) string {
 	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 	return lines[len(lines)-1]
 }

@@ -225,8 +225,8 @@ func (c *Config) validate() error {
 	if len(c.Command) == 0 || c.Command[0] == "" {
 		return errors.New("no command to run")
 	}
-	if _, err := exec.LookPath(c.Command[0]); err != nil {
-		return fmt.Errorf("command %s: %w", c.Command[0], unwrapExec(err))
+	if err := checkCommand(c.Command[0]); err != nil {
+		return err
 	}
 	if len(c.Listeners) == 0 {
 		return errors.New("no --listen address")
