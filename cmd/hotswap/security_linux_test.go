@@ -30,6 +30,8 @@ func init() {
 	case "":
 	case "squat":
 		os.Exit(squatHelper(os.Args[len(os.Args)-1]))
+	case "fakectl":
+		os.Exit(fakeControlHelper(os.Args[len(os.Args)-1]))
 	case "swap":
 		n := len(os.Args)
 		os.Exit(swapHelper(os.Args[n-3], os.Args[n-2], os.Args[n-1]))
@@ -46,6 +48,12 @@ var nobody = &syscall.Credential{Uid: 65534, Gid: 65534}
 // that uid 65534 may execute, with its credentials.
 func asNobody(t *testing.T, helper string, args ...string) *exec.Cmd {
 	t.Helper()
+	return asUser(t, nobody, helper, args...)
+}
+
+// asUser is asNobody for any credentials.
+func asUser(t *testing.T, cred *syscall.Credential, helper string, args ...string) *exec.Cmd {
+	t.Helper()
 	proctest.RequireCI(t, proctest.IsRoot(), "root (to run an attacker as uid 65534)")
 	exe, err := os.Executable()
 	if err != nil {
@@ -54,7 +62,7 @@ func asNobody(t *testing.T, helper string, args ...string) *exec.Cmd {
 	bin := copyExecutable(t, exe, publicDir(t))
 	cmd := exec.Command(bin, append([]string{"-test.run=^$"}, args...)...)
 	cmd.Env = append(os.Environ(), securityHelperEnv+"="+helper)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: nobody}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	return cmd
 }
 
@@ -710,5 +718,145 @@ func TestUpgradeExplicitControl(t *testing.T) {
 	}
 	if es := a.hs.Events("self-upgrade failed, still serving"); len(es) != 0 {
 		t.Errorf("a successful upgrade logged %v", es)
+	}
+}
+
+// fakeControlHelper is a local user's fake hotswap: it serves the control
+// protocol at path, answering every request "ok" for 10 s.
+func fakeControlHelper(path string) int {
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	os.Chmod(path, 0o777) // the attacker's own fresh socket
+	fmt.Println("serving")
+	time.AfterFunc(10*time.Second, func() { ln.Close() })
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return 0
+		}
+		go func() {
+			defer c.Close()
+			if _, err := bufio.NewReader(c).ReadString('\n'); err == nil {
+				c.Write([]byte(`{"v":1,"ok":true,"gen":9,"pid":1}` + "\n"))
+			}
+		}()
+	}
+}
+
+// TestClientRefusesPlantedSocket (item 12): uid 65533 makes
+// $TMPDIR/hotswap-65534 before uid 65534 ever ran hotswap, and serves a
+// fake hotswap there. Before, uid 65534's `hotswap reload` found the only
+// socket in "its" directory and printed "reload succeeded" from the fake.
+// Now the client refuses a directory that is not its own and private, and,
+// given the fake's path explicitly, a server whose SO_PEERCRED uid is
+// neither its own nor root's: one line each, exit 3, nothing sent.
+func TestClientRefusesPlantedSocket(t *testing.T) {
+	tmp := publicDir(t)
+	if err := os.Chmod(tmp, os.ModeSticky|0o777); err != nil {
+		t.Fatal(err)
+	}
+	attacker := &syscall.Credential{Uid: 65533, Gid: 65533}
+	dir := filepath.Join(tmp, "hotswap-65534")
+	if err := os.Mkdir(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(dir, 65533, 65533); err != nil { // the test's own fresh directory
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "1.sock") // pid 1 is alive
+	fake := asUser(t, attacker, "fakectl", sock)
+	out, err := fake.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fake.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer fake.Wait()
+	defer fake.Process.Kill()
+	if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || line != "serving\n" {
+		t.Fatalf("fake control server: %q %v", line, err)
+	}
+	bin := copyExecutable(t, proctest.Build(t, hotswapPkg), publicDir(t))
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"reload"}, "hotswap: reload: control directory " + dir + " is owned by uid 65533, not 65534: another user may have put a socket there; not looking for hotswap in it (pass --control PATH)\n"},
+		{[]string{"reload", "--control", sock}, fmt.Sprintf("hotswap: reload: cannot reach hotswap: %s is served by uid 65533 (pid %d), neither uid 65534 nor root: not talking to it; nothing was changed\n", sock, fake.Process.Pid)},
+	} {
+		cmd := exec.Command(bin, tc.args...)
+		cmd.Env = append(os.Environ(), "TMPDIR="+tmp, "XDG_RUNTIME_DIR=")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: nobody}
+		got, _ := cmd.CombinedOutput()
+		if string(got) != tc.want || cmd.ProcessState.ExitCode() == 0 {
+			t.Errorf("uid 65534: hotswap %s: exit %d %q, want %q", strings.Join(tc.args, " "), cmd.ProcessState.ExitCode(), got, tc.want)
+		}
+	}
+}
+
+// idleControlConns opens n connections to the control socket that send
+// nothing, closed at the end of the test.
+func idleControlConns(t *testing.T, sock string, n int) {
+	t.Helper()
+	for range n {
+		c, err := net.Dial("unix", sock)
+		if err != nil {
+			t.Fatalf("idle control client: %v", err)
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+}
+
+// TestControlIdleAndExpired (item 17): 40 clients connect to the control
+// socket and say nothing, taking all 32 slots. Before, they held them for
+// 30 s; a `hotswap reload --timeout 1s` behind them gave up, and its reload
+// was still carried out once a slot freed. Now a first request must arrive
+// within 2 s, so `hotswap status --timeout 10s` is answered; and the
+// reload that waited past its client's deadline is refused, not run.
+func TestControlIdleAndExpired(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "hotswap.sock")
+	a := startApp(t, []string{"--ready", "100ms", "--control", sock})
+	idleControlConns(t, sock, 40)
+	code, _, errOut := ctl(t, "reload", "--control", sock, "--timeout", "1s")
+	if code != exitUnreachable || !strings.Contains(errOut, "no answer within 1s") {
+		t.Errorf("reload behind 40 idle clients: exit %d %q, want %d and no answer within 1s", code, errOut, exitUnreachable)
+	}
+	if code, _, _ := ctl(t, "status", "--control", sock, "--timeout", "10s"); code != 0 {
+		t.Errorf("status behind 40 idle clients: exit %d, want 0 once their first-request deadline passed", code)
+	}
+	e := a.hs.WaitEvent(10*time.Second, "control request expired, not carried out", nil)
+	if e.Str("op") != "reload" {
+		t.Errorf("expired request %q, want reload", e.Str("op"))
+	}
+	if st := statusOf(t, sock); st.Current != 1 || st.Reloads.OK != 0 {
+		t.Errorf("current generation %d after %d reloads, want 1 and none: the expired reload ran", st.Current, st.Reloads.OK)
+	}
+}
+
+// TestControlAcceptEMFILE (item 17): hotswap runs out of descriptors
+// (prlimit) while clients keep connecting to the control socket. Before,
+// every failed accept was logged, one line each 100 ms; now the first is,
+// then at most one per 10 s with a count, and the accept loop backs off up
+// to 1 s.
+func TestControlAcceptEMFILE(t *testing.T) {
+	hotswap := proctest.Build(t, hotswapPkg)
+	sock := filepath.Join(t.TempDir(), "hotswap.sock")
+	p := proctest.Start(t, "prlimit", "--nofile=40", hotswap, "--log-format", "json", "--control", sock,
+		"--ready", "100ms", "-l", "tcp://127.0.0.1:0", "--", "sleep", "60")
+	p.WaitEvent(10*time.Second, "generation ready", proctest.Gen(1))
+	idleControlConns(t, sock, 60) // more than hotswap has descriptors left
+	p.WaitEvent(5*time.Second, "accept control connection", nil)
+	time.Sleep(3 * time.Second)
+	n := len(p.Events("accept control connection"))
+	t.Logf("accept failures logged in 3 s of EMFILE: %d", n)
+	if n > 1 {
+		t.Errorf("%d accept failures logged within 3 s, want 1 (then one per 10 s)", n)
+	}
+	if code, _, _ := ctl(t, "status", "--control", sock, "--timeout", "10s"); code != 0 {
+		t.Errorf("status once the idle clients' deadline passed: exit %d, want 0", code)
 	}
 }

@@ -19,8 +19,21 @@ import (
 
 // Defaults of [Config].
 const (
-	DefaultMaxConns    = 32
-	DefaultIdleTimeout = 30 * time.Second
+	DefaultMaxConns = 32
+	// DefaultFirstRequestTimeout bounds the wait for a connection's first
+	// request: hotswap's own client sends it at once, so a client that
+	// connects and says nothing holds one of the MaxConns slots that long.
+	DefaultFirstRequestTimeout = 2 * time.Second
+	DefaultIdleTimeout         = 10 * time.Second
+)
+
+// Accept failures (EMFILE: hotswap is out of descriptors) are retried after
+// a pause that doubles up to acceptBackoffMax, and logged at most once per
+// acceptLogEvery, with how many there were.
+const (
+	acceptBackoffMin = 50 * time.Millisecond
+	acceptBackoffMax = time.Second
+	acceptLogEvery   = 10 * time.Second
 )
 
 // ErrInUse is returned by [Listen] when another live process serves the
@@ -48,8 +61,12 @@ type Config struct {
 	// MaxConns bounds the connections served at once; more wait in the
 	// accept queue until one closes. Default DefaultMaxConns.
 	MaxConns int
+	// FirstRequestTimeout closes a connection whose first request is not
+	// complete this long after it was accepted. Default
+	// DefaultFirstRequestTimeout.
+	FirstRequestTimeout time.Duration
 	// IdleTimeout closes a connection that sends no complete request for
-	// this long. Default DefaultIdleTimeout.
+	// this long after an answer. Default DefaultIdleTimeout.
 	IdleTimeout time.Duration
 	// File, if set, is the listening socket already at Path (from [Bind],
 	// possibly in the hotswap this one upgraded from): Listen serves it
@@ -96,6 +113,9 @@ func Listen(cfg Config) (*Server, error) {
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = DefaultIdleTimeout
 	}
+	if cfg.FirstRequestTimeout <= 0 {
+		cfg.FirstRequestTimeout = DefaultFirstRequestTimeout
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
 	}
@@ -137,6 +157,7 @@ func (c *Server) Close() error {
 }
 
 func (c *Server) serve() {
+	var fails acceptFailures
 	for c.acquire() {
 		conn, err := c.ln.AcceptUnix()
 		if err != nil {
@@ -144,15 +165,16 @@ func (c *Server) serve() {
 			if c.ctx.Err() != nil {
 				return
 			}
-			// EMFILE and the like: wait a little rather than spin.
-			c.log.Warn("accept control connection", "error", err)
+			// EMFILE and the like: back off rather than spin, and say so
+			// without a line every pause.
 			select {
 			case <-c.ctx.Done():
 				return
-			case <-time.After(100 * time.Millisecond):
+			case <-time.After(fails.failed(c.log, err)):
 			}
 			continue
 		}
+		fails.reset()
 		c.mu.Lock()
 		c.conns[conn] = true
 		c.mu.Unlock()
@@ -198,8 +220,8 @@ func (c *Server) handle(conn *net.UnixConn) {
 		return
 	}
 	r := bufio.NewReaderSize(conn, MaxLine)
-	for {
-		conn.SetReadDeadline(time.Now().Add(c.cfg.IdleTimeout))
+	for wait := c.cfg.FirstRequestTimeout; ; wait = c.cfg.IdleTimeout {
+		conn.SetReadDeadline(time.Now().Add(wait))
 		line, err := r.ReadSlice('\n')
 		if errors.Is(err, bufio.ErrBufferFull) {
 			c.log.Warn("control request too long", "pid", cred.pid)
@@ -218,7 +240,7 @@ func (c *Server) handle(conn *net.UnixConn) {
 			continue
 		}
 		c.log.Info("control request", "op", req.Op, "peer_pid", cred.pid, "peer_uid", cred.uid)
-		if !c.reply(conn, c.do(req, cred)) {
+		if !c.reply(conn, c.doBy(req, cred)) {
 			return
 		}
 		if req.Op == OpStop {
@@ -239,27 +261,44 @@ func (c *Server) reply(conn *net.UnixConn, resp Response) bool {
 	return err == nil
 }
 
+// doBy carries out req within the client's deadline: a request whose
+// client has given up already (it waited in the accept queue behind busy
+// slots) is not carried out at all, and says so.
+func (c *Server) doBy(req Request, cred peer) Response {
+	if req.Deadline == 0 {
+		return c.do(c.ctx, req, cred)
+	}
+	deadline := time.UnixMilli(req.Deadline)
+	if late := time.Since(deadline); late >= 0 {
+		c.log.Warn("control request expired, not carried out", "op", req.Op, "peer_pid", cred.pid, "late", late.Round(time.Millisecond))
+		return Response{V: Version, Error: fmt.Sprintf("%s not carried out: the client's deadline passed %s before hotswap read it", req.Op, late.Round(time.Millisecond))}
+	}
+	ctx, cancel := context.WithDeadline(c.ctx, deadline)
+	defer cancel()
+	return c.do(ctx, req, cred)
+}
+
 // do carries out one valid request.
-func (c *Server) do(req Request, cred peer) Response {
+func (c *Server) do(ctx context.Context, req Request, cred peer) Response {
 	resp := Response{V: Version}
 	var err error
 	switch req.Op {
 	case OpReload:
-		return c.reload(req.Hold)
+		return c.reload(ctx, req.Hold)
 	case OpWeight:
-		err = c.cfg.Target.SetWeight(c.ctx, *req.Percent)
+		err = c.cfg.Target.SetWeight(ctx, *req.Percent)
 	case OpPromote:
-		err = c.cfg.Target.Promote(c.ctx)
+		err = c.cfg.Target.Promote(ctx)
 	case OpRollback:
-		err = c.cfg.Target.Rollback(c.ctx)
+		err = c.cfg.Target.Rollback(ctx)
 	case OpStatus:
 		var st supervisor.Status
-		if st, err = c.cfg.Target.Status(c.ctx); err == nil {
+		if st, err = c.cfg.Target.Status(ctx); err == nil {
 			resp.Status = &st
 		}
 	case OpSignal:
 		sig, _ := supervisor.ParseSignal(req.Signal) // checked by DecodeRequest
-		err = c.cfg.Target.Signal(c.ctx, sig)
+		err = c.cfg.Target.Signal(ctx, sig)
 	case OpStop:
 		if c.cfg.Stop == nil {
 			err = errors.New("stop is not enabled on this control socket")
@@ -270,13 +309,13 @@ func (c *Server) do(req Request, cred peer) Response {
 	return finish(resp, err)
 }
 
-func (c *Server) reload(hold bool) Response {
+func (c *Server) reload(ctx context.Context, hold bool) Response {
 	resp := Response{V: Version}
 	reload := c.cfg.Target.Reload
 	if hold {
 		reload = c.cfg.Target.ReloadHold
 	}
-	err := reload(c.ctx)
+	err := reload(ctx)
 	var re *supervisor.ReloadError
 	if errors.As(err, &re) {
 		resp.Error = re.Error()
@@ -287,7 +326,7 @@ func (c *Server) reload(hold bool) Response {
 	if err != nil {
 		return finish(resp, err)
 	}
-	st, err := c.cfg.Target.Status(c.ctx)
+	st, err := c.cfg.Target.Status(ctx)
 	if err == nil {
 		resp.Gen = st.Current
 		if hold {
@@ -313,6 +352,26 @@ func finish(resp Response, err error) Response {
 	}
 	return resp
 }
+
+// acceptFailures paces and logs the accept loop's failures in a row.
+type acceptFailures struct {
+	unlogged int
+	backoff  time.Duration
+	logged      time.Time
+}
+
+// failed records err and returns the pause before the next accept.
+func (a *acceptFailures) failed(log hclog.Logger, err error) time.Duration {
+	a.unlogged++
+	if time.Since(a.logged) >= acceptLogEvery {
+		log.Warn("accept control connection", "error", err, "failures", a.unlogged)
+		a.logged, a.unlogged = time.Now(), 0
+	}
+	a.backoff = min(max(2*a.backoff, acceptBackoffMin), acceptBackoffMax)
+	return a.backoff
+}
+
+func (a *acceptFailures) reset() { a.backoff = 0 }
 
 // peer is who connected, as the kernel recorded it.
 type peer struct{ pid, uid int }
