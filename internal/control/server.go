@@ -357,7 +357,7 @@ func finish(resp Response, err error) Response {
 type acceptFailures struct {
 	unlogged int
 	backoff  time.Duration
-	logged      time.Time
+	logged   time.Time
 }
 
 // failed records err and returns the pause before the next accept.
