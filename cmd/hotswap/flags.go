@@ -86,7 +86,7 @@ func newFlagSet(o *options) *pflag.FlagSet {
 	fs.StringVar(&o.mode, "mode", string(supervisor.ModeReusePort), "socket `MODE` for TCP listeners: reuseport or shared (see above); UDP and unix listeners are always shared")
 	fs.BoolVar(&o.skipDrain, "unsafe-skip-drain", false, "reuseport mode without the drain: the naive SO_REUSEPORT restart, for measurements only")
 	_ = fs.MarkHidden("unsafe-skip-drain")
-	fs.StringVar(&o.pidfile, "pidfile", "", "write hotswap's pid to `PATH` (atomically; removed on exit)")
+	fs.StringVar(&o.pidfile, "pidfile", "", "write hotswap's pid to `PATH` (atomically; removed on exit); PATH.lock is held for hotswap's life, so a second hotswap on it refuses")
 	fs.StringVar(&o.stopSignal, "stop-signal", "TERM", "`SIG` that stops an old generation (TERM, SIGQUIT, 3, ...); nginx wants QUIT")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", supervisor.DefaultDrainTimeout, "after the stop signal, wait this long, then SIGKILL")
 	fs.DurationVar(&o.connWait, "drain-conn-wait", supervisor.DefaultDrainConnWait, "reuseport mode: before the stop signal, wait at most this long for the old generation's busy connections (a request unanswered) to become idle")
