@@ -393,12 +393,12 @@ func (s *Supervisor) gate(g *gen) {
 // gateError says why g did not become ready: it exited, or the gate's
 // own error (the timeout with the last probe failure).
 func gateError(g *gen, err error) error {
-	select {
-	case <-g.exited:
+	// g.ctx is cancelled only by g's exit, before g.exited is closed: a
+	// gate cut short by the exit may return in between.
+	if g.ctx.Err() != nil {
 		return context.Cause(g.ctx)
-	default:
-		return err
 	}
+	return err
 }
 
 func (s *Supervisor) onGate(r gateResult) error {
