@@ -221,8 +221,8 @@ func sameAddr(a, b string) bool {
 // Drain polling: no event says that a connection has been answered or a
 // handshake has landed, so the drain looks with back-off.
 const (
-	drainPollMin = time.Millisecond      // first look: the new steering is in force on every CPU
-	drainPollMax = 4 * time.Millisecond  // the longest wait between looks: one clock tick at HZ=250
+	drainPollMin = time.Millisecond     // first look: the new steering is in force on every CPU
+	drainPollMax = 4 * time.Millisecond // the longest wait between looks: one clock tick at HZ=250
 )
 
 // drainWait waits until g may be stopped without losing a client, or until
