@@ -860,3 +860,40 @@ func TestControlAcceptEMFILE(t *testing.T) {
 		t.Errorf("status once the idle clients' deadline passed: exit %d, want 0", code)
 	}
 }
+
+// TestNestedTableflipChild (item 8): the generation is itself a hotswap
+// (which upgrades itself with tableflip, as many Go servers do). Before,
+// the outer hotswap's self-upgrade left TABLEFLIP_HAS_PARENT_7DIU3 in its
+// environment and so in every later generation: the inner hotswap took
+// its listener for tableflip's pipes and exited, and the upgrade failed.
+// Now the new outer hotswap's generation never sees the variable, starts,
+// and serves.
+func TestNestedTableflipChild(t *testing.T) {
+	hotswap := proctest.Build(t, hotswapPkg)
+	goapp := proctest.Build(t, goappPkg)
+	pidfile := filepath.Join(t.TempDir(), "outer.pid")
+	cmd := exec.Command(hotswap, "--log-format", "json", "--pidfile", pidfile, "--ready", "1s", "-l", "tcp://127.0.0.1:0",
+		"--", hotswap, "--control", "none", "--ready", "100ms", "-l", "http=tcp://127.0.0.1:0", "--", goapp)
+	cmd.WaitDelay = time.Second
+	p := proctest.StartCmd(t, cmd)
+	p.WaitEvent(15*time.Second, "generation ready", proctest.Gen(1))
+	oldPid := p.Cmd.Process.Pid
+	p.Signal(upgradeSignal)
+	newPid := waitNewPid(t, pidfile, oldPid)
+	if code := p.Wait(30 * time.Second); code != 0 {
+		t.Errorf("old outer hotswap exited %d after the upgrade, want 0", code)
+	}
+	ready := p.Events("generation ready")
+	if len(ready) != 2 {
+		t.Fatalf("%d generations ready, want the old and the new outer hotswap's first", len(ready))
+	}
+	inner := ready[1].Int("pid")
+	t.Logf("new outer hotswap %d serves through inner hotswap %d", newPid, inner)
+	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", inner))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(env, []byte("TABLEFLIP_")) {
+		t.Errorf("the new outer hotswap's generation (pid %d) has tableflip's variable", inner)
+	}
+}
