@@ -32,6 +32,10 @@ func init() {
 		os.Exit(squatHelper(os.Args[len(os.Args)-1]))
 	case "fakectl":
 		os.Exit(fakeControlHelper(os.Args[len(os.Args)-1]))
+	case "notifysend":
+		_, err := net.Dial("unixgram", os.Args[len(os.Args)-1])
+		fmt.Println("connect:", err)
+		os.Exit(0)
 	case "swap":
 		n := len(os.Args)
 		os.Exit(swapHelper(os.Args[n-3], os.Args[n-2], os.Args[n-1]))
@@ -895,5 +899,37 @@ func TestNestedTableflipChild(t *testing.T) {
 	}
 	if bytes.Contains(env, []byte("TABLEFLIP_")) {
 		t.Errorf("the new outer hotswap's generation (pid %d) has tableflip's variable", inner)
+	}
+}
+
+// TestNotifySocketPrivate (item 18): with --user and --ready notify, the
+// generation's notify socket was 0666 under a predictable name in a
+// searchable directory: any local user could send to it, and a spoofed
+// datagram became the "last ignored" message of a failed gate. Now it is
+// 0600, owned by the generation's uid: uid 65533 cannot even connect.
+func TestNotifySocketPrivate(t *testing.T) {
+	proctest.RequireCI(t, proctest.IsRoot(), "root (to switch users)")
+	dir := publicDir(t)
+	hs := copyExecutable(t, proctest.Build(t, hotswapPkg), dir)
+	app := copyExecutable(t, proctest.Build(t, goappPkg), dir)
+	p := proctest.Start(t, hs, "--log-format", "json", "--user", "nobody", "--ready", "notify",
+		"-l", "http=tcp://127.0.0.1:0", "--", app, "--notify")
+	pid := p.WaitEvent(10*time.Second, "generation ready", proctest.Gen(1)).Int("pid")
+	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`NOTIFY_SOCKET=([^\x00]+)`).FindSubmatch(env)
+	if m == nil {
+		t.Fatalf("no NOTIFY_SOCKET in generation pid %d's environment", pid)
+	}
+	sock := string(m[1])
+	var st unix.Stat_t
+	if err := unix.Lstat(sock, &st); err != nil || st.Mode&0o777 != 0o600 || st.Uid != 65534 {
+		t.Errorf("notify socket %s: %v, mode %#o, uid %d; want 0600 and uid 65534", sock, err, st.Mode&0o777, st.Uid)
+	}
+	out, err := asUser(t, &syscall.Credential{Uid: 65533, Gid: 65533}, "notifysend", sock).Output()
+	if err != nil || !strings.Contains(string(out), "permission denied") {
+		t.Errorf("uid 65533 sending to the generation's notify socket: %q %v, want permission denied", out, err)
 	}
 }
