@@ -27,4 +27,3 @@ func WithUmask(mode os.FileMode, fn func() error) error {
 	}()
 	return <-errc
 }
-
