@@ -607,6 +607,7 @@ func TestUnixSocketSymlinkSwapper(t *testing.T) {
 // ECONNREFUSED is stale, and only for a socket of this uid: hotswap refuses
 // with one line and the live socket stays.
 func TestControlSocketNotStolen(t *testing.T) {
+	proctest.RequireCI(t, proctest.IsRoot(), "root (to run a hotswap as uid 65534)")
 	hotswap := proctest.Build(t, hotswapPkg)
 	sticky, _ := attackDir(t, os.ModeSticky|0o777)
 	sock, ino := liveSocket(t, sticky)
