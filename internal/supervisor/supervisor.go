@@ -652,6 +652,10 @@ func (s *Supervisor) listen() error {
 			}
 			_, p, _ := net.SplitHostPort(l.group.Addr())
 			l.port, _ = strconv.Atoi(p)
+			if l.diagPort, err = diagPort(first, adopted); err != nil {
+				s.closeListeners()
+				return fmt.Errorf("listen %s: %w", spec, err)
+			}
 		}
 		s.orphans = append(s.orphans, first)
 		s.log.Info("listening", "name", spec.Name, "address", l.addr(), "mode", string(l.mode))
@@ -660,6 +664,20 @@ func (s *Supervisor) listen() error {
 		s.logMigrateReq()
 	}
 	return nil
+}
+
+// diagPort is the port and address family of a reuseport group's first
+// member, or of the adopted one.
+func diagPort(first, adopted *reuse.Member) (reuse.Port, error) {
+	m := first
+	if m == nil {
+		m = adopted
+	}
+	a, err := reuse.Addr(m.File())
+	if err != nil {
+		return reuse.Port{}, err
+	}
+	return reuse.PortOf(a.String())
 }
 
 func (s *Supervisor) closeListeners() {
