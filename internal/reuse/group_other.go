@@ -81,7 +81,7 @@ func PortOf(string) (Port, error) { return Port{}, errGroupUnsupported }
 type ConnSet struct{}
 
 // Snapshot is not supported on this platform.
-func Snapshot(int, []Port) (*ConnSet, error) { return nil, errGroupUnsupported }
+func Snapshot(int, []Port, map[uint64]bool) (*ConnSet, error) { return nil, errGroupUnsupported }
 
 // MaxRTT is not supported on this platform.
 func (*ConnSet) MaxRTT() time.Duration { return 0 }
