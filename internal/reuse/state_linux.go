@@ -53,7 +53,7 @@ func addrOf(f *os.File) net.Addr {
 
 // QueueLen returns the current accept-queue length of a TCP listener and
 // its effective backlog, from TCP_INFO (tcpi_unacked and tcpi_sacked on a
-// LISTEN socket, shared/KERNEL.md §4).
+// LISTEN socket, docs/kernel.md).
 func QueueLen(f *os.File) (queued, backlog uint32, err error) {
 	err = sys.Control(f, func(fd int) error {
 		ti, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
