@@ -935,3 +935,20 @@ func TestNotifySocketPrivate(t *testing.T) {
 		t.Errorf("uid 65533 sending to the generation's notify socket: %q %v, want permission denied", out, err)
 	}
 }
+
+// TestHealthPortBoundByServer (item 3): a server that binds
+// 127.0.0.1:{port} itself instead of serving the socket named health now
+// finds the port taken by hotswap; the one line says so and what to do.
+func TestHealthPortBoundByServer(t *testing.T) {
+	_, err := exec.LookPath("python3")
+	proctest.RequireCI(t, err == nil, "python3")
+	hotswap := proctest.Build(t, hotswapPkg)
+	cmd := exec.Command(hotswap, "--ready", "http://127.0.0.1:{port}/", "-l", "tcp://127.0.0.1:0",
+		"--", "python3", "-m", "http.server", "--bind", "127.0.0.1", "{port}")
+	out, _ := cmd.CombinedOutput()
+	line := lastOutputLine(out)
+	re := regexp.MustCompile(`^hotswap: generation 1 \(pid \d+\) exited with status 1: it could not bind an address hotswap holds \(127\.0\.0\.1:\d+, 127\.0\.0\.1:\d+\); let it take the inherited socket \(fds 3-4, LISTEN_FDS\) or add --intercept; nothing is serving$`)
+	if cmd.ProcessState.ExitCode() != exitFailure || !re.MatchString(line) {
+		t.Errorf("a server binding {port} itself: exit %d, last line %q", cmd.ProcessState.ExitCode(), line)
+	}
+}
