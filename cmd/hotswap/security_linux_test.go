@@ -702,6 +702,14 @@ func TestUpgradeExplicitControl(t *testing.T) {
 	ln.Close()
 	a := startAppCmd(t, []string{"--ready", "200ms", "--pidfile", pidfile, "--control", sock, "--metrics", maddr})
 	oldPid := a.hs.Cmd.Process.Pid
+	// A failed upgrade first: the new hotswap served the same socket
+	// file, and must leave it to the old one.
+	a.write("v2", "--no-such-flag")
+	a.hs.Signal(upgradeSignal)
+	a.hs.WaitEvent(20*time.Second, "self-upgrade failed, still serving", nil)
+	if st := statusOf(t, sock); st.PID != oldPid {
+		t.Fatalf("after a failed upgrade the control socket answered by pid %d, want %d", st.PID, oldPid)
+	}
 	a.write("v2", "")
 	a.hs.Signal(upgradeSignal)
 	newPid := waitNewPid(t, pidfile, oldPid)
@@ -722,8 +730,8 @@ func TestUpgradeExplicitControl(t *testing.T) {
 	if want := fmt.Sprintf("another hotswap holds it (pid %d, lock %s.lock)", newPid, pidfile); !strings.Contains(string(out), want) {
 		t.Errorf("a third hotswap on the pidfile: %q, want %q", out, want)
 	}
-	if es := a.hs.Events("self-upgrade failed, still serving"); len(es) != 0 {
-		t.Errorf("a successful upgrade logged %v", es)
+	if es := a.hs.Events("self-upgrade failed, still serving"); len(es) != 1 {
+		t.Errorf("%d upgrade failures logged, want the first one only: %v", len(es), es)
 	}
 }
 
