@@ -107,7 +107,12 @@ func serve(sup *supervisor.Supervisor, up *upgrade.Upgrader, o *options, log hcl
 		<-runErr
 		return fail(exitFailure, "%v; nothing is serving", err)
 	}
-	defer ctl.Close()
+	defer func() {
+		if up.Shared() {
+			ctl.handOff() // the other hotswap serves the control socket file
+		}
+		ctl.Close()
+	}()
 	wg.Go(func() {
 		<-ctx.Done()
 		if up.Away() {
