@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the tests and benchmarks drive for real: nginx, busybox,
 # python3, gunicorn (a server that speaks systemd socket activation),
-# iproute2 (ip), util-linux (unshare) and prometheus (promtool, which
-# checks the metrics), from Debian packages.
+# iproute2 (ip), util-linux (unshare), prometheus (promtool, which
+# checks the metrics) and vim (an editor's save for --watch), from Debian
+# packages.
 # As root it installs what is missing; otherwise it says what is missing
 # (under CI=true the tests that need it then fail, they never skip).
 set -euo pipefail
@@ -15,6 +16,7 @@ command -v gunicorn >/dev/null 2>&1 || need+=(gunicorn)
 command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || need+=(iproute2)
 command -v unshare >/dev/null 2>&1 || need+=(util-linux)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v vim >/dev/null 2>&1 || need+=(vim)
 for pkg in ${HOTSWAP_EXTRA_PACKAGES:-}; do
 	dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done

@@ -74,6 +74,7 @@ type options struct {
 	command      []string
 
 	control   controlOptions
+	watch     watchOptions
 	intercept interceptOptions
 	hardening hardeningOptions
 }
@@ -96,6 +97,7 @@ func newFlagSet(o *options) *pflag.FlagSet {
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: trace, debug, info, warn or error")
 	fs.StringVar(&o.outputPrefix, "output-prefix", "", "put `TEMPLATE` before every line a generation writes ({gen} is its number, e.g. '[gen {gen}] '); default: output passes through untouched")
 	o.control.addFlags(fs)
+	o.watch.addFlags(fs)
 	o.intercept.addFlags(fs)
 	addHardeningFlags(fs, &o.hardening)
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
@@ -174,6 +176,9 @@ func (o *options) config(log hclog.Logger) (supervisor.Config, error) {
 	}
 	if err := o.hardening.apply(&cfg); err != nil {
 		return cfg, err
+	}
+	if o.watch.debounce <= 0 {
+		return cfg, errors.New("--watch-debounce must be positive")
 	}
 	if o.drainTimeout <= 0 || o.readyTimeout <= 0 {
 		return cfg, errors.New("--drain-timeout and --ready-timeout must be positive")

@@ -89,6 +89,11 @@ func serve(sup *supervisor.Supervisor, o *options, log hclog.Logger) int {
 		return fail(exitFailure, "%v; nothing is serving", err)
 	}
 	defer o.hardening.finish()
+	if err := o.watch.start(ctx, &wg, sup, log); err != nil {
+		stop(err)
+		<-runErr
+		return fail(exitFailure, "%v; nothing is serving", err)
+	}
 	for {
 		select {
 		case err := <-runErr:
