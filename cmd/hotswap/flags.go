@@ -75,6 +75,7 @@ type options struct {
 
 	control   controlOptions
 	watch     watchOptions
+	stop      stopOptions
 	intercept interceptOptions
 	hardening hardeningOptions
 }
@@ -98,6 +99,7 @@ func newFlagSet(o *options) *pflag.FlagSet {
 	fs.StringVar(&o.outputPrefix, "output-prefix", "", "put `TEMPLATE` before every line a generation writes ({gen} is its number, e.g. '[gen {gen}] '); default: output passes through untouched")
 	o.control.addFlags(fs)
 	o.watch.addFlags(fs)
+	o.stop.addFlags(fs)
 	o.intercept.addFlags(fs)
 	addHardeningFlags(fs, &o.hardening)
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
@@ -155,6 +157,7 @@ func (o *options) config(log hclog.Logger) (supervisor.Config, error) {
 			return cfg, err
 		}
 		cfg.Listeners = append(cfg.Listeners, spec)
+		o.stop.networks = append(o.stop.networks, spec.Network)
 	}
 	mode, err := supervisor.ParseMode(o.mode)
 	if err != nil {
@@ -175,6 +178,9 @@ func (o *options) config(log hclog.Logger) (supervisor.Config, error) {
 		return cfg, err
 	}
 	if err := o.hardening.apply(&cfg); err != nil {
+		return cfg, err
+	}
+	if err := o.stop.validate(); err != nil {
 		return cfg, err
 	}
 	if o.watch.debounce <= 0 {

@@ -44,3 +44,6 @@ func (m *Member) Dup() (*os.File, error) { return nil, errGroupUnsupported }
 
 // InUse is not supported on this platform.
 func InUse(string, string) (bool, error) { return false, errGroupUnsupported }
+
+// ConnCookies returns the cookies of the TCP connections on ports.
+func ConnCookies(string, []int) (map[uint64]bool, error) { return nil, errGroupUnsupported }
