@@ -2,8 +2,8 @@
 # Installs what the tests and benchmarks drive for real: nginx, busybox,
 # python3, gunicorn (a server that speaks systemd socket activation),
 # iproute2 (ip), util-linux (unshare), prometheus (promtool, which
-# checks the metrics) and vim (an editor's save for --watch), from Debian
-# packages.
+# checks the metrics), vim (an editor's save for --watch), certbot and pebble
+# (the ACME test server: a real certificate renewal), from Debian packages.
 # As root it installs what is missing; otherwise it says what is missing
 # (under CI=true the tests that need it then fail, they never skip).
 set -euo pipefail
@@ -17,6 +17,8 @@ command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || need+=(iproute2)
 command -v unshare >/dev/null 2>&1 || need+=(util-linux)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v vim >/dev/null 2>&1 || need+=(vim)
+command -v certbot >/dev/null 2>&1 || need+=(certbot)
+command -v pebble >/dev/null 2>&1 || need+=(pebble)
 for pkg in ${HOTSWAP_EXTRA_PACKAGES:-}; do
 	dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
