@@ -88,12 +88,13 @@ func (s *stopOptions) startHealth(ctx context.Context, wg *sync.WaitGroup, sup *
 // connections on its TCP listeners every idlePoll, and returns once none
 // has arrived for s.idle, or after s.timeout, or when ctx is done.
 //
-// A new connection is a socket cookie that sock_diag did not list in the
-// previous look, in any state from SYN_RECV to TIME_WAIT, on a listener's
-// port. It is the same in both socket modes and needs no privilege; a
-// connection that opens and closes entirely between two looks (10ms) can
-// go unseen, which over a real network path (a handshake and a request
-// take round trips) or under any sustained traffic does not happen.
+// A new connection is a socket cookie that sock_diag (filtered by port in
+// the kernel) did not list in the previous look, in any state from
+// SYN_RECV to TIME_WAIT, on a listener's port. It is the same in both
+// socket modes and needs no privilege; a connection that opens and closes
+// entirely between two looks (10ms) can go unseen, which over a real
+// network path (a handshake and a request take round trips) or under any
+// sustained traffic does not happen.
 func (s *stopOptions) waitIdle(ctx context.Context, sup *supervisor.Supervisor, log hclog.Logger) {
 	start := time.Now()
 	network, ports := s.tcpPorts(ctx, sup)
@@ -113,27 +114,30 @@ func (s *stopOptions) waitIdle(ctx context.Context, sup *supervisor.Supervisor, 
 		select {
 		case <-ctx.Done():
 			return
-		case now := <-tick.C:
-			cur, err := reuse.ConnCookies(network, ports)
-			if err != nil {
-				log.Warn("stop: cannot see new connections; stopping now", "error", err)
-				return
+		case <-tick.C:
+		}
+		cur, err := reuse.ConnCookies(network, ports)
+		if err != nil {
+			log.Warn("stop: cannot see new connections; stopping now", "error", err)
+			return
+		}
+		// A connection in this dump arrived before it ended: the time
+		// after the dump, not the tick's, is when it was last seen new.
+		now := time.Now()
+		for c := range cur {
+			if !seen[c] {
+				arrived++
+				last = now
 			}
-			for c := range cur {
-				if !seen[c] {
-					arrived++
-					last = now
-				}
-			}
-			seen = cur
-			switch {
-			case now.Sub(last) >= s.idle:
-				log.Info("stop: no new connection for the idle time; stopping", "idle", s.idle, "waited", now.Sub(start).Round(time.Millisecond), "new_connections", arrived)
-				return
-			case now.Sub(start) >= s.timeout:
-				log.Warn("stop: connections still arriving at --stop-timeout; stopping", "timeout", s.timeout, "new_connections", arrived, "last_new_ago", now.Sub(last).Round(time.Millisecond))
-				return
-			}
+		}
+		seen = cur
+		switch {
+		case now.Sub(last) >= s.idle:
+			log.Info("stop: no new connection for the idle time; stopping", "idle", s.idle, "waited", now.Sub(start).Round(time.Millisecond), "new_connections", arrived)
+			return
+		case now.Sub(start) >= s.timeout:
+			log.Warn("stop: connections still arriving at --stop-timeout; stopping", "timeout", s.timeout, "new_connections", arrived, "last_new_ago", now.Sub(last).Round(time.Millisecond))
+			return
 		}
 	}
 }

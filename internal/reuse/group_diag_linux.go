@@ -22,11 +22,9 @@ const (
 
 // diagEntry is the part of an inet_diag_msg the package uses.
 type diagEntry struct {
-	state  uint8
-	sport  uint16
-	src    [16]byte // the local address; the first 4 bytes for AF_INET
-	ino    uint32
-	cookie uint64 // the kernel's socket cookie, unique while it lives
+	sport uint16
+	src   [16]byte // the local address; the first 4 bytes for AF_INET
+	ino   uint32
 }
 
 // diagDump lists the TCP sockets of family (AF_INET or AF_INET6) in the
@@ -105,10 +103,8 @@ func diagParse(b []byte, out *[]diagEntry) (bool, error) {
 		case unix.SOCK_DIAG_BY_FAMILY:
 			if len(msg) >= 72 { // sizeof(struct inet_diag_msg)
 				e := diagEntry{
-					state:  msg[1],
-					sport:  binary.BigEndian.Uint16(msg[4:]),
-					ino:    ne.Uint32(msg[68:]),
-					cookie: uint64(ne.Uint32(msg[44:])) | uint64(ne.Uint32(msg[48:]))<<32,
+					sport: binary.BigEndian.Uint16(msg[4:]),
+					ino:   ne.Uint32(msg[68:]),
 				}
 				copy(e.src[:], msg[8:24])
 				*out = append(*out, e)
