@@ -26,7 +26,10 @@ Reload:  hotswap reload   (waits: exit 0 once the new generation serves, 1 when 
 Status:  hotswap status [--json]   (listeners, generations, reload counts)
 Stop:    hotswap stop, or kill -TERM $(cat PIDFILE)   (stop signal to every
          generation, then exit with the current generation's status; 128+N
-         for signal N)
+         for signal N). With --stop-when-idle DUR, SIGTERM first keeps serving
+         until no new connection has arrived for DUR.
+Watch:   --watch PATH reloads when PATH changes (certbot's live/ links, a
+         Kubernetes ConfigMap or Secret volume, an edited file, a new binary).
 Signals: hotswap signal SIG; SIGUSR1, SIGUSR2 and SIGWINCH sent to hotswap are
          forwarded to the current generation. kill -s RTMIN+2 upgrades hotswap
          itself: a new hotswap binary inherits the sockets and takes over.
