@@ -286,10 +286,36 @@ func TestCertbotPebble(t *testing.T) {
 		"--http-01-port", port, "--http-01-address", "127.0.0.1", "-d", "localhost"); code != 0 {
 		t.Fatalf("certbot certonly: exit %d", code)
 	}
+	for i, mode := range []string{"reuseport", "shared"} {
+		t.Run(mode, func(t *testing.T) {
+			acme.t = t
+			if i > 0 {
+				// The last renewal left a broken key: renew once more,
+				// without hooks, for a lineage a server can start from.
+				if err := os.Remove(acme.breakKeyHook()); err != nil {
+					t.Fatal(err)
+				}
+				if code, _ := acme.run("renew", "--force-renewal", "--no-random-sleep-on-renew"); code != 0 {
+					t.Fatalf("certbot renew: exit %d", code)
+				}
+			}
+			renewUnderLoad(t, acme, mode, hook)
+		})
+	}
+}
+
+// breakKeyHook is the path of the deploy hook that breaks the new key.
+func (a *acme) breakKeyHook() string {
+	return filepath.Join(a.dir, "etc", "renewal-hooks", "deploy", "00-break-key")
+}
+
+// renewUnderLoad is TestCertbotPebble's story in one socket mode, from a
+// lineage certbot has just issued.
+func renewUnderLoad(t *testing.T, acme *acme, mode, hook string) {
 	issued := acme.serial()
 	sock := filepath.Join(t.TempDir(), "hotswap.sock")
 	hook = strings.ReplaceAll(hook, docSocket, sock)
-	a := startApp(t, []string{"--ready", "http://127.0.0.1:{port}/healthz", "--control", sock},
+	a := startApp(t, []string{"--mode", mode, "--ready", "http://127.0.0.1:{port}/healthz", "--control", sock},
 		"--tls-cert", acme.live("fullchain.pem"), "--tls-key", acme.live("privkey.pem"), "--health-listen", "127.0.0.1:{port}")
 	conf := &tls.Config{RootCAs: acme.roots(), ServerName: "localhost"}
 	if got := serialOf(t, a.addr, conf); got != issued {
@@ -306,15 +332,14 @@ func TestCertbotPebble(t *testing.T) {
 	}
 	done := time.Now()
 	lag := newSerialAfter(t, a.addr, conf, renewed, time.Second)
-	t.Logf("new connections get only the renewed serial %s from %v after certbot returned", renewed, lag)
+	t.Logf("%s mode: new connections get only the renewed serial %s from %v after certbot returned", mode, renewed, lag)
 	waitOK(t, run, 200)
 
-	hooks := filepath.Join(acme.dir, "etc", "renewal-hooks", "deploy")
-	if err := os.MkdirAll(hooks, 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(acme.breakKeyHook()), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, filepath.Join(hooks, "00-break-key"), "#!/bin/sh\nprintf 'not a key\\n' > \"$RENEWED_LINEAGE/privkey.pem\"\n")
-	if err := os.Chmod(filepath.Join(hooks, "00-break-key"), 0o755); err != nil {
+	writeFile(t, acme.breakKeyHook(), "#!/bin/sh\nprintf 'not a key\\n' > \"$RENEWED_LINEAGE/privkey.pem\"\n")
+	if err := os.Chmod(acme.breakKeyHook(), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	code, out = acme.run("renew", "--force-renewal", "--no-random-sleep-on-renew", "--deploy-hook", hook)
@@ -347,8 +372,8 @@ func TestCertbotPebble(t *testing.T) {
 			lateOld++
 		}
 	}
-	t.Logf("load: %d requests, %d failed; serials: issued %s, renewed %s, broken renewal %s (never served); served: %v",
-		res.OK+res.Failed, res.Failed, issued, renewed, broken, serials)
+	t.Logf("%s mode: load: %d requests, %d failed; serials: before %s, renewed %s, broken renewal %s (never served); served: %v",
+		mode, res.OK+res.Failed, res.Failed, issued, renewed, broken, serials)
 	if res.Failed != 0 {
 		t.Errorf("%d failed requests, want 0: %v", res.Failed, res.Errors)
 	}
