@@ -71,6 +71,34 @@ func TestStopWhenIdle(t *testing.T) {
 			}
 		})
 	}
+	t.Run("stop-timeout", func(t *testing.T) {
+		// Connections never stop within --stop-timeout: the stop begins
+		// at the bound, and says why.
+		a := startApp(t, []string{"--ready", "200ms", "--stop-when-idle", idle.String(), "--stop-timeout", "1s"})
+		_, term := loadAcrossTerm(t, a)
+		e := a.hs.WaitEvent(10*time.Second, "stop: connections still arriving at --stop-timeout; stopping", nil)
+		if d := eventTime(t, e).Sub(term); d < time.Second || d > 2*time.Second {
+			t.Errorf("the stop began %v after SIGTERM, want 1s (--stop-timeout)", d)
+		}
+		a.hs.Wait(30 * time.Second)
+	})
+	t.Run("second-sigterm", func(t *testing.T) {
+		// A second SIGTERM ends the wait at once.
+		a := startApp(t, []string{"--ready", "200ms", "--stop-when-idle", "1m"})
+		a.hs.Signal(syscall.SIGTERM)
+		a.hs.WaitEvent(10*time.Second, "stop: serving until no new connection arrives", nil)
+		if got := get(t, a.addr); got != "v1" {
+			t.Errorf("during the wait: answered by %q, want v1", got)
+		}
+		second := time.Now()
+		a.hs.Signal(syscall.SIGTERM)
+		if code := a.hs.Wait(10 * time.Second); code != 0 {
+			t.Errorf("hotswap exited %d, want 0", code)
+		}
+		if d := time.Since(second); d > 5*time.Second {
+			t.Errorf("hotswap took %v to stop after the second SIGTERM", d)
+		}
+	})
 	t.Run("without", func(t *testing.T) {
 		a := startApp(t, []string{"--ready", "200ms"})
 		res, _ := loadAcrossTerm(t, a)
