@@ -128,7 +128,7 @@ func serve(sup *supervisor.Supervisor, up *upgrade.Upgrader, o *options, log hcl
 	}()
 	for _, start := range []func() error{
 		func() error { return o.watch.start(ctx, &wg, sup, log) },
-		func() error { return o.stop.startHealth(ctx, &wg, sup, log) },
+		func() error { return o.stop.startHealth(ctx, &wg, sup, up, log) },
 	} {
 		if err := start(); err != nil {
 			stop(err)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hotswap-dev/hotswap/internal/reuse"
 	"github.com/hotswap-dev/hotswap/internal/supervisor"
+	"github.com/hotswap-dev/hotswap/internal/upgrade"
 	"github.com/spf13/pflag"
 )
 
@@ -46,12 +48,18 @@ func (s *stopOptions) validate() error {
 // waits reports whether SIGTERM starts an idle wait.
 func (s *stopOptions) waits() bool { return s.idle > 0 }
 
-// startHealth serves --stop-health until ctx is done.
-func (s *stopOptions) startHealth(ctx context.Context, wg *sync.WaitGroup, sup *supervisor.Supervisor, log hclog.Logger) error {
+// startHealth serves --stop-health until ctx is done. Its socket passes
+// to the new hotswap of a self-upgrade, as the metrics socket does.
+func (s *stopOptions) startHealth(ctx context.Context, wg *sync.WaitGroup, sup *supervisor.Supervisor, up *upgrade.Upgrader, log hclog.Logger) error {
 	if s.health == "" {
 		return nil
 	}
-	ln, err := net.Listen("tcp", s.health)
+	f, _, err := up.Carry("stop-health:"+s.health, func() (*os.File, error) { return listenTCPFile("--stop-health", s.health) })
+	if err != nil {
+		return err
+	}
+	ln, err := net.FileListener(f)
+	f.Close()
 	if err != nil {
 		return fmt.Errorf("--stop-health: %w", err)
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"net/http"
+	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -119,4 +120,22 @@ func loadAcrossTerm(t *testing.T, a *app) (load.Result, time.Time) {
 	a.hs.Signal(syscall.SIGTERM)
 	time.Sleep(time.Until(term.Add(2 * time.Second)))
 	return run.Stop(), term
+}
+
+// TestStopHealthAcrossSelfUpgrade: the --stop-health socket passes to the
+// new hotswap of a self-upgrade (as the metrics socket does), which then
+// answers on the same address; without that the new hotswap could not
+// bind it and the upgrade failed.
+func TestStopHealthAcrossSelfUpgrade(t *testing.T) {
+	pidfile := filepath.Join(t.TempDir(), "hotswap.pid")
+	a := startAppCmd(t, []string{"--ready", "200ms", "--pidfile", pidfile, "--stop-health", "127.0.0.1:0", "--metrics", "127.0.0.1:0"})
+	health := a.hs.WaitEvent(10*time.Second, "stop health listening", nil).Str("address")
+	run := load.Start(t.Context(), load.Config{Addr: a.addr, Concurrency: 4, Duration: time.Minute})
+	newPid, res := a.upgradeUnderLoad(t, pidfile, run)
+	if res.Failed != 0 {
+		t.Errorf("%d failed requests across the self-upgrade: %v", res.Failed, res.Errors)
+	}
+	if c := healthCode(t, health); c != http.StatusOK {
+		t.Errorf("stop health of the new hotswap (pid %d): %d, want 200", newPid, c)
+	}
 }
