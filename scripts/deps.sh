@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests and benchmarks drive for real: nginx, busybox,
 # python3, gunicorn (a server that speaks systemd socket activation),
-# iproute2 (ip), util-linux (unshare), prometheus (promtool, which
+# iproute2 (ip), util-linux (unshare, prlimit), prometheus (promtool, which
 # checks the metrics), vim (an editor's save for --watch), certbot and pebble
 # (the ACME test server: a real certificate renewal), and the servers of
 # docs/servers.md (HAProxy, Puma, uWSGI with its Python 3 plugin, uvicorn,
@@ -21,6 +21,7 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v vim >/dev/null 2>&1 || need+=(vim)
 command -v certbot >/dev/null 2>&1 || need+=(certbot)
 command -v pebble >/dev/null 2>&1 || need+=(pebble)
+command -v prlimit >/dev/null 2>&1 || need+=(util-linux) # hotswap out of descriptors (security tests)
 # docs/servers.md recipes (examples/recipes).
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 command -v puma >/dev/null 2>&1 || need+=(puma)
