@@ -73,12 +73,12 @@ func New(paths []string, debounce time.Duration) (*Watcher, error) {
 			w.paths = append(w.paths, abs)
 		}
 	}
-	for _, p := range w.paths {
-		w.prints[p] = fingerprint(p)
-	}
 	if err := w.rewatch(); err != nil {
 		fw.Close()
 		return nil, err
+	}
+	for _, p := range w.paths {
+		w.prints[p] = fingerprint(p)
 	}
 	return w, nil
 }
@@ -108,6 +108,10 @@ func (w *Watcher) Run(ctx context.Context, out chan<- Change) error {
 		changed = map[string]bool{}
 	)
 	look := func() {
+		// Watch first, then compare: a change made before a new
+		// directory is watched shows in its fingerprint, one made
+		// after sends an event.
+		_ = w.rewatch()
 		for _, p := range w.paths {
 			fp := fingerprint(p)
 			if fp != w.prints[p] {
@@ -121,7 +125,6 @@ func (w *Watcher) Run(ctx context.Context, out chan<- Change) error {
 				fire = timer.C
 			}
 		}
-		_ = w.rewatch()
 	}
 	for {
 		select {

@@ -119,3 +119,27 @@ func TestDebounceMustBePositive(t *testing.T) {
 		t.Error("New with debounce 0: no error")
 	}
 }
+
+// TestPathAppearsAtOnce: directories and the file made in one go, faster
+// than the watcher can add a watch on each new directory, are still one
+// change: a change made before a directory is watched shows in the
+// fingerprint taken after the watch is added.
+func TestPathAppearsAtOnce(t *testing.T) {
+	for i := range 20 {
+		dir := t.TempDir()
+		f := filepath.Join(dir, "a", "b", "c", "app.conf")
+		c := start(t, f)
+		if err := os.MkdirAll(filepath.Dir(f), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		write(t, f, "x")
+		select {
+		case got := <-c:
+			if !slices.Equal(got.Paths, []string{f}) {
+				t.Errorf("round %d: change %v, want %v", i, got.Paths, f)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("round %d: no change within 5s after %s appeared", i, f)
+		}
+	}
+}
