@@ -83,7 +83,11 @@ func (c *controlOptions) start(ctx context.Context, sup *supervisor.Supervisor, 
 func (p *controlPlane) serveMetrics(addr string, h http.Handler, log hclog.Logger) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("--metrics: %w", err)
+		var oe *net.OpError
+		if errors.As(err, &oe) {
+			err = oe.Err // "listen tcp ADDR: ..." says what --metrics says
+		}
+		return fmt.Errorf("--metrics %s: %w", addr, err)
 	}
 	log.Info("metrics listening", "address", ln.Addr().String())
 	mux := http.NewServeMux()

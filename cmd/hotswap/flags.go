@@ -166,7 +166,7 @@ func (o *options) config(log hclog.Logger) (supervisor.Config, error) {
 	}
 	cfg.StopSignal = sig
 	if cfg.Ready, err = healthgate.Parse(o.ready); err != nil {
-		return cfg, fmt.Errorf("--ready: %w", err)
+		return cfg, fmt.Errorf("--ready %w", err)
 	}
 	o.control.apply(&cfg)
 	if err := o.intercept.apply(&cfg); err != nil {

@@ -62,6 +62,28 @@ func TestListenErrorsInUserTerms(t *testing.T) {
 	}
 }
 
+// TestFlagErrorsInUserTerms: mistakes in other flags name the flag and
+// the cause, not the package or the temporary file behind them.
+func TestFlagErrorsInUserTerms(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"--ready", "htp://x"}, exitUsage, `hotswap: --ready "htp://x": unknown scheme "htp"`},
+		{[]string{"--user", "no-such-user-xyz"}, exitUsage, "hotswap: --user no-such-user-xyz: no such user"},
+		{[]string{"--pidfile", "/nonexistent/dir/hotswap.pid"}, exitFailure, "hotswap: write pidfile /nonexistent/dir/hotswap.pid: no such file or directory"},
+		{[]string{"--control", "/nonexistent/dir/hotswap.sock"}, exitFailure, "hotswap: listen control /nonexistent/dir/hotswap.sock: no such file or directory; nothing is serving"},
+		{[]string{"--control", "none", "--metrics", "127.0.0.1:99999"}, exitFailure, "hotswap: --metrics 127.0.0.1:99999: address 99999: invalid port; nothing is serving"},
+	} {
+		args := append(append([]string{"--log-level", "error"}, tc.args...), "-l", "tcp://127.0.0.1:0", "--", "sleep", "5")
+		code, line := oneLine(t, args...)
+		if code != tc.code || line != tc.want {
+			t.Errorf("%v: exit %d, %q\nwant exit %d, %q", tc.args, code, line, tc.code, tc.want)
+		}
+	}
+}
+
 // TestCommandErrorsExitAsDocumented: a command that cannot be run is one
 // line before anything starts, with a shell's status: 127 not found, 126
 // found but not runnable.

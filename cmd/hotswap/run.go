@@ -144,7 +144,7 @@ func reloadOnSignal(ctx context.Context, sup *supervisor.Supervisor, log hclog.L
 func writePidfile(path string) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".hotswap-pid-*")
 	if err != nil {
-		return fmt.Errorf("write pidfile %s: %w", path, err)
+		return pidfileError(path, err)
 	}
 	_, err = tmp.WriteString(strconv.Itoa(os.Getpid()) + "\n")
 	if cerr := tmp.Close(); err == nil {
@@ -158,9 +158,23 @@ func writePidfile(path string) error {
 	}
 	if err != nil {
 		os.Remove(tmp.Name())
-		return fmt.Errorf("write pidfile %s: %w", path, err)
+		return pidfileError(path, err)
 	}
 	return nil
+}
+
+// pidfileError says why path could not be written, without the name of
+// the temporary file beside it that the user never chose.
+func pidfileError(path string, err error) error {
+	var pe *os.PathError
+	var le *os.LinkError
+	switch {
+	case errors.As(err, &pe):
+		err = pe.Err
+	case errors.As(err, &le):
+		err = le.Err
+	}
+	return fmt.Errorf("write pidfile %s: %w", path, err)
 }
 
 // removePidfileIfOurs removes path if it still names this process: after a

@@ -314,7 +314,11 @@ func listen(path string) (*net.UnixListener, reuse.UnixFile, error) {
 	case errors.Is(err, syscall.EADDRINUSE):
 		return nil, file, fmt.Errorf("listen control %s: %w", path, ErrInUse)
 	case err != nil:
-		return nil, file, fmt.Errorf("listen control: %w", err)
+		var errno syscall.Errno
+		if errors.As(err, &errno) {
+			err = errno // "bind unix PATH: bind: ..." says PATH twice
+		}
+		return nil, file, fmt.Errorf("listen control %s: %w", path, err)
 	}
 	defer f.Close()
 	ln, err := net.FileListener(f)
