@@ -243,6 +243,9 @@ func (c *Config) validate() error {
 		if seen[l.Name] {
 			return fmt.Errorf("listener %s: name %q used twice", l, l.Name)
 		}
+		if l.Name == healthgate.HealthName && c.Ready.UsesPort() {
+			return fmt.Errorf("listener %s: the name %q is the {port} socket's when --ready uses {port}", l, l.Name)
+		}
 		seen[l.Name] = true
 	}
 	if c.StopSignal == 0 {

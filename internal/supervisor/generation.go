@@ -74,10 +74,11 @@ func (s *Supervisor) startGen(id int) (_ *gen, retErr error) {
 		}
 	}()
 	env = append(env, fdpass.ShimEnv+"=1")
+	files, names := ready.handOut(files, s.names)
 	cmd := &exec.Cmd{
 		Path:       s.cfg.Executable,
 		Args:       fdpass.ShimArgs(argv),
-		Env:        fdpass.ChildEnv(s.cfg.Env, s.names, id, env...),
+		Env:        fdpass.ChildEnv(s.cfg.Env, names, id, env...),
 		Stdin:      os.Stdin,
 		Stdout:     s.output(id, s.cfg.Stdout),
 		Stderr:     s.output(id, s.cfg.Stderr),
