@@ -146,7 +146,10 @@ func TestHintBindHeldAddress(t *testing.T) {
 	hotswap := proctest.Build(t, hotswapPkg)
 	t.Run("start", func(t *testing.T) {
 		port := icFreePort(t)
-		cmd := exec.Command(hotswap, "--log-format", "json", "--control", "none", "-l", fmt.Sprintf("tcp://127.0.0.1:%d", port), "--", node, "-e", nodeServer)
+		addr := fmt.Sprintf("127.0.0.1:%d", port)
+		// A probe of the port, not a delay: Node on a busy machine can
+		// take longer than a delay to fail, and would then have been ready.
+		cmd := exec.Command(hotswap, "--log-format", "json", "--control", "none", "--ready", "http://"+addr+"/", "-l", "tcp://"+addr, "--", node, "-e", nodeServer)
 		cmd.Env = append(os.Environ(), fmt.Sprintf("PORT=%d", port))
 		p := proctest.StartCmd(t, cmd)
 		if code := p.Wait(15 * time.Second); code != exitFailure {
@@ -178,6 +181,20 @@ func TestHintBindHeldAddress(t *testing.T) {
 			t.Errorf("after the failed reload %s answered by %q, want gen 1", addr, v)
 		}
 	})
+}
+
+// TestHintBindAfterReady: a delay gate can pass before a slow server gets
+// to its bind and fails; the crash-restart warning then carries the hint.
+func TestHintBindAfterReady(t *testing.T) {
+	hotswap := proctest.Build(t, hotswapPkg)
+	p := proctest.Start(t, hotswap, "--log-format", "json", "--control", "none", "--ready", "100ms", "-l", "tcp://127.0.0.1:0", "--",
+		"sh", "-c", "sleep 0.3; echo 'bind(): Address already in use [core/socket.c line 769]' >&2; exit 1")
+	addr := p.WaitEvent(10*time.Second, "listening", nil).Str("address")
+	e := p.WaitEvent(10*time.Second, "generation exited on its own", proctest.Gen(1))
+	want := "it could not bind " + addr + ", which hotswap holds; let it take the inherited socket (fd 3, LISTEN_FDS) or add --intercept"
+	if e.Str("hint") != want {
+		t.Errorf("hint %q, want %q", e.Str("hint"), want)
+	}
 }
 
 // TestHintStopSignal: a generation still running at the end of the drain

@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -54,6 +55,14 @@ func exitedCause(g *gen) error {
 		c.hint = g.watch.bindHint(c.code)
 	}
 	return c
+}
+
+// causeHint is the hint of g's exit, if any.
+func causeHint(g *gen) string {
+	if c, ok := context.Cause(g.ctx).(*exitCause); ok {
+		return c.hint
+	}
+	return ""
 }
 
 // The bind watch: without --intercept, a server that binds a --listen

@@ -544,7 +544,11 @@ func (s *Supervisor) onExit(g *gen) error {
 		return &earlyExit{gen: g.id, pid: g.pid, cause: context.Cause(g.ctx)}
 	}
 	if prev != StateDraining {
-		g.log.Warn("generation exited on its own", "status", describeExit(g.ps))
+		if h := causeHint(g); h != "" {
+			g.log.Warn("generation exited on its own", "status", describeExit(g.ps), "hint", h)
+		} else {
+			g.log.Warn("generation exited on its own", "status", describeExit(g.ps))
+		}
 	}
 	if s.pending == nil {
 		s.scheduleRestart(up)
