@@ -146,6 +146,7 @@ func (o *options) config(log hclog.Logger) (supervisor.Config, error) {
 		ReadyTimeout:  o.readyTimeout,
 		Logger:        log,
 		OutputPrefix:  o.outputPrefix,
+		TeeStderr:     true, // main runs supervisor.RunTee
 	}
 	for _, l := range o.listen {
 		spec, err := supervisor.ParseListen(l)

@@ -197,6 +197,29 @@ func TestHintBindAfterReady(t *testing.T) {
 	}
 }
 
+// TestStderrOutlivesHotswap: a generation's stderr is a pipe to a tee
+// process of its own, not to hotswap, so a generation that outlives a
+// killed hotswap can still write to it (a shell writing to a pipe nobody
+// reads dies of SIGPIPE).
+func TestStderrOutlivesHotswap(t *testing.T) {
+	hotswap := proctest.Build(t, hotswapPkg)
+	p := proctest.Start(t, hotswap, "--log-format", "json", "--control", "none", "--ready", "100ms", "-l", "tcp://127.0.0.1:0", "--",
+		"sh", "-c", "while :; do echo tick >&2; sleep 0.02; done")
+	pid := p.WaitEvent(10*time.Second, "generation ready", proctest.Gen(1)).Int("pid")
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
+	p.Signal(syscall.SIGKILL)
+	waitGone(t, p.Cmd.Process.Pid, 5*time.Second) // not p.Wait: the generation holds hotswap's stdout
+	time.Sleep(300 * time.Millisecond)            // 15 more lines
+	if !proctest.Alive(pid) {
+		t.Fatalf("generation 1 (pid %d) died once hotswap was killed", pid)
+	}
+	before := len(p.Lines())
+	time.Sleep(200 * time.Millisecond)
+	if after := len(p.Lines()); after <= before {
+		t.Errorf("no stderr line reached hotswap's stderr after it was killed (%d, then %d lines)", before, after)
+	}
+}
+
 // TestHintStopSignal: a generation still running at the end of the drain
 // timeout is killed, and the warning says which signal would have stopped
 // it gracefully. uWSGI's SIGTERM means "reload yourself".

@@ -10,6 +10,7 @@ import (
 	"syscall"
 
 	"github.com/hotswap-dev/hotswap/fdpass"
+	"github.com/hotswap-dev/hotswap/internal/supervisor"
 	"github.com/hotswap-dev/hotswap/internal/upgrade"
 	"golang.org/x/sys/unix"
 )
@@ -28,6 +29,9 @@ var version = "dev"
 const upgradeSignal = upgrade.Signal
 
 func main() {
+	if supervisor.IsTee() {
+		os.Exit(supervisor.RunTee())
+	}
 	if fdpass.IsShim() {
 		code, err := fdpass.RunShim(shimPrepare)
 		fmt.Fprintf(os.Stderr, "hotswap: %v\n", err)

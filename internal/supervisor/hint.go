@@ -1,7 +1,6 @@
 package supervisor
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -68,7 +67,8 @@ func causeHint(g *gen) string {
 // The bind watch: without --intercept, a server that binds a --listen
 // address itself finds it taken by hotswap and usually exits at once,
 // saying "address already in use". Each generation's stderr goes through
-// a pipe that hotswap copies to its own stderr, watching for that.
+// a pipe copied to hotswap's stderr by a tee process (tee.go), or with
+// --output-prefix by hotswap itself, watching for that.
 
 // inUseWords are how servers report EADDRINUSE: "Address already in use"
 // (glibc's strerror, Python, nginx, HAProxy, uWSGI, Go), "EADDRINUSE"
@@ -108,9 +108,16 @@ func (h *bindWatchHook) before(id int, cmd *exec.Cmd) error {
 	}
 	dst := cmd.Stderr
 	cmd.Stderr = w
-	// Not owned by s.wg: a descendant of the generation may hold the pipe
-	// open after it exited, and hotswap must not wait for it.
-	go ow.copy(dst, r)
+	if f, ok := dst.(*os.File); ok && h.s.cfg.TeeStderr {
+		if err := ow.startTee(h.s.cfg.Executable, r, f); err != nil {
+			w.Close()
+			return fmt.Errorf("stderr tee: %w", err)
+		}
+	} else {
+		// Not owned by s.wg: a descendant of the generation may hold
+		// the pipe open after it exited, and hotswap must not wait.
+		go ow.copy(dst, r)
+	}
 	h.pending[id] = ow
 	return nil
 }
@@ -133,21 +140,13 @@ func (ow *outputWatch) copy(dst io.Writer, r *os.File) {
 	defer close(ow.done)
 	defer r.Close()
 	buf := make([]byte, 32<<10)
-	var tail []byte // the end of the previous read, for words cut in two
-	seen := 0
+	scan := scanner{}
 	for {
 		n, err := r.Read(buf)
 		if n > 0 {
 			dst.Write(buf[:n])
-			if seen < watchLimit && !ow.inUse.Load() {
-				text := bytes.ToLower(append(tail, buf[:n]...))
-				for _, w := range inUseWords {
-					if bytes.Contains(text, w) {
-						ow.inUse.Store(true)
-					}
-				}
-				tail = append(tail[:0], text[max(0, len(text)-32):]...)
-				seen += n
+			if !ow.inUse.Load() && scan.add(buf[:n]) {
+				ow.inUse.Store(true)
 			}
 		}
 		if err != nil {
