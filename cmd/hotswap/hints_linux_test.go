@@ -250,6 +250,25 @@ func TestHintStopSignal(t *testing.T) {
 	})
 }
 
+// TestHintUwsgiProtocol: uWSGI's --http-socket on the address hotswap
+// holds finds the inherited socket and speaks the uwsgi protocol on it, so
+// the HTTP gate only ever sees EOF; uWSGI's own complaint names the fix.
+func TestHintUwsgiProtocol(t *testing.T) {
+	uwsgi := uwsgiBinary(t)
+	hotswap := proctest.Build(t, hotswapPkg)
+	addr := fmt.Sprintf("127.0.0.1:%d", icFreePort(t))
+	p := proctest.Start(t, hotswap, "--log-format", "json", "--control", "none", "--ready", "http://"+addr+"/", "--ready-timeout", "3s",
+		"-l", "tcp://"+addr, "--", uwsgi, "--plugin", "python3", "--http-socket", addr, "--wsgi-file", uwsgiApp(t))
+	if code := p.Wait(20 * time.Second); code != exitFailure {
+		t.Errorf("exit %d, want %d", code, exitFailure)
+	}
+	pid := p.WaitEvent(time.Second, "generation started", proctest.Gen(1)).Int("pid")
+	want := fmt.Sprintf(`hotswap: generation 1 (pid %d) not ready after 3s: GET http://%s/: EOF: uWSGI read HTTP as its own uwsgi protocol ("invalid request block size"): serve HTTP on the inherited socket with --protocol http --socket fd://3, not --http-socket; nothing is serving`, pid, addr)
+	if l := lastLine(p); l != want {
+		t.Errorf("got  %q\nwant %q", l, want)
+	}
+}
+
 func lastLine(p *proctest.Proc) string {
 	lines := p.Lines()
 	if len(lines) == 0 {

@@ -70,10 +70,25 @@ func causeHint(g *gen) string {
 // a pipe copied to hotswap's stderr by a tee process (tee.go), or with
 // --output-prefix by hotswap itself, watching for that.
 
-// inUseWords are how servers report EADDRINUSE: "Address already in use"
-// (glibc's strerror, Python, nginx, HAProxy, uWSGI, Go), "EADDRINUSE"
-// (Node, Ruby).
-var inUseWords = [][]byte{[]byte("address already in use"), []byte("eaddrinuse")}
+// A sign is something a generation said on stderr that points to a fix.
+type sign byte
+
+const (
+	signInUse      sign = 1 << iota // it could not bind an address: hotswap's
+	signUwsgiProto                  // uWSGI speaks its own protocol on the socket
+)
+
+// signWords are the words, lower case, of each sign: EADDRINUSE as glibc's
+// strerror says it (Python, nginx, HAProxy, uWSGI, Go) or by name (Node,
+// Ruby); uWSGI reading an HTTP request as a uwsgi packet header.
+var signWords = []struct {
+	sign  sign
+	words []byte
+}{
+	{signInUse, []byte("address already in use")},
+	{signInUse, []byte("eaddrinuse")},
+	{signUwsgiProto, []byte("invalid request block size")},
+}
 
 // watchLimit bounds how much of a generation's stderr is searched: a
 // bind fails at start, not after megabytes of logs.
@@ -91,7 +106,7 @@ func newBindWatchHook(s *Supervisor) *bindWatchHook {
 type outputWatch struct {
 	w     *os.File      // the child's stderr; hotswap's copy is closed once it started
 	done  chan struct{} // closed when every writer has closed the pipe
-	inUse atomic.Bool
+	signs atomic.Uint32 // the signs seen
 	held  []string // the addresses hotswap holds, for the hint
 }
 
@@ -145,8 +160,8 @@ func (ow *outputWatch) copy(dst io.Writer, r *os.File) {
 		n, err := r.Read(buf)
 		if n > 0 {
 			dst.Write(buf[:n])
-			if !ow.inUse.Load() && scan.add(buf[:n]) {
-				ow.inUse.Store(true)
+			if s := scan.add(buf[:n]); s != 0 {
+				ow.saw(s)
 			}
 		}
 		if err != nil {
@@ -158,6 +173,19 @@ func (ow *outputWatch) copy(dst io.Writer, r *os.File) {
 	}
 }
 
+func (ow *outputWatch) saw(s sign) { ow.signs.Or(uint32(s)) }
+
+func (ow *outputWatch) seen(s sign) bool { return ow.signs.Load()&uint32(s) != 0 }
+
+// protocolHint returns the hint for a generation that was not ready in
+// time, when its output says why.
+func (ow *outputWatch) protocolHint() string {
+	if ow.seen(signUwsgiProto) {
+		return `uWSGI read HTTP as its own uwsgi protocol ("invalid request block size"): serve HTTP on the inherited socket with --protocol http --socket fd://3, not --http-socket`
+	}
+	return ""
+}
+
 // bindHint returns the hint for a generation that exited with code: it
 // could not bind an address hotswap holds, when it said so on stderr or
 // exited with EADDRINUSE's number.
@@ -166,7 +194,7 @@ func (ow *outputWatch) bindHint(code int) string {
 	case <-ow.done:
 	case <-time.After(100 * time.Millisecond): // a descendant holds the pipe; take what was read
 	}
-	if len(ow.held) == 0 || !ow.inUse.Load() && code != int(syscall.EADDRINUSE) {
+	if len(ow.held) == 0 || !ow.seen(signInUse) && code != int(syscall.EADDRINUSE) {
 		return ""
 	}
 	fds := "fd 3"

@@ -397,6 +397,11 @@ func gateError(g *gen, err error) error {
 	case <-g.exited:
 		return context.Cause(g.ctx)
 	default:
+		if g.watch != nil {
+			if h := g.watch.protocolHint(); h != "" {
+				return fmt.Errorf("%w: %s", err, h)
+			}
+		}
 		return err
 	}
 }

@@ -2,7 +2,6 @@ package supervisor
 
 import (
 	"bytes"
-	"io"
 	"os"
 	"os/exec"
 	"syscall"
@@ -23,21 +22,19 @@ const teeEnv = "HOTSWAP_TEE"
 // then calls [RunTee] and exits with its status.
 func IsTee() bool { return os.Getenv(teeEnv) == "1" }
 
-// RunTee copies stdin to stdout until EOF. The first time the copy shows
-// one of inUseWords it writes one byte to fd 3, the report pipe, which it
-// closes at EOF.
+// RunTee copies stdin to stdout until EOF. Each time the copy shows a
+// sign (signWords) not seen before, it writes the sign, one byte, to fd 3,
+// the report pipe, which it closes at EOF.
 func RunTee() int {
 	report := os.NewFile(3, "report")
 	scan := scanner{}
 	buf := make([]byte, 32<<10)
-	reported := false
 	for {
 		n, err := os.Stdin.Read(buf)
 		if n > 0 {
 			os.Stdout.Write(buf[:n]) // a closed stdout loses the line, as a direct write would
-			if !reported && scan.add(buf[:n]) {
-				reported = true
-				report.Write([]byte{1}) // hotswap may be gone: EPIPE, not a signal (fd 3)
+			if s := scan.add(buf[:n]); s != 0 {
+				report.Write([]byte{byte(s)}) // hotswap may be gone: EPIPE, not a signal (fd 3)
 			}
 		}
 		if err != nil {
@@ -48,26 +45,30 @@ func RunTee() int {
 	return 0
 }
 
-// scanner finds inUseWords in a stream, across reads, in its first
+// scanner finds signWords in a stream, across reads, in its first
 // watchLimit bytes.
 type scanner struct {
-	tail []byte
-	seen int
+	tail  []byte
+	seen  int
+	found sign
 }
 
-func (sc *scanner) add(b []byte) bool {
+// add returns the signs that b shows for the first time.
+func (sc *scanner) add(b []byte) sign {
 	if sc.seen >= watchLimit {
-		return false
+		return 0
 	}
 	sc.seen += len(b)
 	text := bytes.ToLower(append(sc.tail, b...))
-	for _, w := range inUseWords {
-		if bytes.Contains(text, w) {
-			return true
+	var s sign
+	for _, w := range signWords {
+		if sc.found&w.sign == 0 && bytes.Contains(text, w.words) {
+			s |= w.sign
 		}
 	}
+	sc.found |= s
 	sc.tail = append(sc.tail[:0], text[max(0, len(text)-32):]...)
-	return false
+	return s
 }
 
 // startTee starts the tee process for ow, reading r and writing to dst;
@@ -95,11 +96,16 @@ func (ow *outputWatch) startTee(exe string, r *os.File, dst *os.File) error {
 	}
 	go func() {
 		defer close(ow.done)
-		b := make([]byte, 1)
-		if n, _ := rr.Read(b); n == 1 {
-			ow.inUse.Store(true)
+		b := make([]byte, 8)
+		for {
+			n, err := rr.Read(b) // until the tee closes it at EOF
+			for _, s := range b[:n] {
+				ow.saw(sign(s))
+			}
+			if err != nil {
+				break
+			}
 		}
-		io.Copy(io.Discard, rr) // until the tee closes it at EOF
 		rr.Close()
 		cmd.Wait()
 	}()
