@@ -107,7 +107,7 @@ type outputWatch struct {
 	w     *os.File      // the child's stderr; hotswap's copy is closed once it started
 	done  chan struct{} // closed when every writer has closed the pipe
 	signs atomic.Uint32 // the signs seen
-	held  []string // the addresses hotswap holds, for the hint
+	held  []string      // the addresses hotswap holds, for the hint
 }
 
 func (h *bindWatchHook) before(id int, cmd *exec.Cmd) error {
