@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -248,6 +249,42 @@ func TestHintStopSignal(t *testing.T) {
 			t.Errorf("hint %q, want %q", e.Str("hint"), want)
 		}
 	})
+}
+
+// TestHintStopSignalAtStart: a stop signal known to lose requests or
+// time is warned about at the start, not after the first reload: uWSGI's
+// SIGTERM in any mode, HAProxy's where a socket is shared.
+func TestHintStopSignalAtStart(t *testing.T) {
+	hotswap := proctest.Build(t, hotswapPkg)
+	haproxy, err := exec.LookPath("haproxy")
+	proctest.RequireCI(t, err == nil, "haproxy (Debian package haproxy)")
+	uwsgi := uwsgiBinary(t)
+	dir, err := filepath.Abs("../../examples/recipes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		hint string // "" for no warning
+	}{
+		{[]string{"--mode", "shared", "--", haproxy, "-db", "-f", dir + "/haproxy.cfg"}, "HAProxy stops gracefully on SIGUSR1: add --stop-signal USR1"},
+		{[]string{"--", haproxy, "-db", "-f", dir + "/haproxy.cfg"}, ""}, // reuseport: drained first
+		{[]string{"--", uwsgi, "--plugin", "python3", "--protocol", "http", "--socket", "fd://3", "--wsgi-file", dir + "/wsgi.py"}, "uWSGI stops on SIGINT (SIGTERM makes it reload itself): add --stop-signal INT"},
+		{[]string{"--", uwsgi, "--die-on-term", "--plugin", "python3", "--protocol", "http", "--socket", "fd://3", "--wsgi-file", dir + "/wsgi.py"}, ""},
+	} {
+		p := proctest.Start(t, hotswap, append([]string{"--log-format", "json", "--control", "none", "--ready", "200ms", "--drain-timeout", "2s", "-l", "tcp://127.0.0.1:0"}, tc.args...)...)
+		p.WaitEvent(20*time.Second, "generation ready", proctest.Gen(1))
+		cmd := tc.args[slices.Index(tc.args, "--")+1]
+		var got []string
+		for _, e := range p.Events("stop signal SIGTERM will not stop " + cmd + " gracefully") {
+			got = append(got, e.Str("hint"))
+		}
+		if want := []string{tc.hint}; tc.hint == "" && len(got) != 0 || tc.hint != "" && !slices.Equal(got, want) {
+			t.Errorf("%v: warnings %q, want %q", tc.args, got, tc.hint)
+		}
+		p.Signal(syscall.SIGINT)
+		p.Wait(20 * time.Second)
+	}
 }
 
 // TestHintUwsgiProtocol: uWSGI's --http-socket on the address hotswap

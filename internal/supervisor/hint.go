@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -228,4 +229,32 @@ func stopHint(g *gen, sig syscall.Signal) string {
 		return gs.hint
 	}
 	return fmt.Sprintf("it did not exit on %s: give --stop-signal the server's graceful stop signal, or a longer --drain-timeout", signalName(sig))
+}
+
+// warnStopSignal warns at the start when the command is a server whose
+// stop signal is known and --stop-signal is another that will lose
+// requests or time: uWSGI's SIGTERM (it reloads itself, so every old
+// generation waits out the drain timeout) unless --die-on-term; nginx's
+// and HAProxy's fast stop where a socket is shared, so that hotswap cannot
+// drain the old generation before it stops.
+func (s *Supervisor) warnStopSignal() {
+	gs, ok := gracefulSignals[filepath.Base(s.cfg.Command[0])]
+	if !ok || gs.sig == signalName(s.cfg.StopSignal) {
+		return
+	}
+	switch filepath.Base(s.cfg.Command[0]) {
+	case "uwsgi", "uwsgi-core":
+		if s.cfg.StopSignal != syscall.SIGTERM || slices.Contains(s.cfg.Command, "--die-on-term") {
+			return
+		}
+	default:
+		shared := s.cfg.Mode != ModeReusePort
+		for _, l := range s.cfg.Listeners {
+			shared = shared || !strings.HasPrefix(l.Network, "tcp")
+		}
+		if !shared {
+			return // drained before its stop signal: nothing in flight
+		}
+	}
+	s.log.Warn("stop signal "+signalName(s.cfg.StopSignal)+" will not stop "+s.cfg.Command[0]+" gracefully", "hint", gs.hint)
 }

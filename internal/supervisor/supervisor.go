@@ -118,6 +118,7 @@ func New(cfg Config) (*Supervisor, error) {
 	if !cfg.Intercept {
 		s.hooks = append(s.hooks, newBindWatchHook(s))
 	}
+	s.warnStopSignal()
 	if cfg.Intercept {
 		h, err := newInterceptHook(s)
 		if err != nil {
