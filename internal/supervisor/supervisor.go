@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	"github.com/hotswap-dev/hotswap/internal/healthgate"
+	"github.com/hotswap-dev/hotswap/fdpass"
 	"github.com/hotswap-dev/hotswap/internal/reuse"
 )
 
@@ -137,7 +137,7 @@ func New(cfg Config) (*Supervisor, error) {
 		s.hooks = append(s.hooks, newCredentialHook(cfg.Credential))
 	}
 	for _, kv := range cfg.Env {
-		if v, ok := strings.CutPrefix(kv, healthgate.NOTIFY_SOCKET+"="); ok {
+		if v, ok := strings.CutPrefix(kv, fdpass.NotifySocket+"="); ok {
 			s.upstream = v
 		}
 	}
