@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -17,20 +18,35 @@ import (
 // Hints: a failure that has a known fix says it, in the user's terms.
 
 // exitCause is why a generation's context ended: it exited, with a hint
-// when its exit points to a fix.
+// when its exit points to a fix. The hint is read when first needed, not
+// when the context ends: the gate must see the exit at once, while what
+// the generation said may still be on its way through the tee.
 type exitCause struct {
 	status string // "status 1", "signal SIGKILL"
 	code   int    // the shell's exit status
-	hint   string
+	watch  *outputWatch
+
+	once sync.Once
+	hint string
 }
 
 func (e *exitCause) Error() string { return "exited with " + e.status + e.suffix() }
 
+// Hint returns the hint, waiting briefly for the generation's stderr.
+func (e *exitCause) Hint() string {
+	e.once.Do(func() {
+		if e.watch != nil {
+			e.hint = e.watch.bindHint(e.code)
+		}
+	})
+	return e.hint
+}
+
 func (e *exitCause) suffix() string {
-	if e.hint == "" {
-		return ""
+	if h := e.Hint(); h != "" {
+		return ": " + h
 	}
-	return ": " + e.hint
+	return ""
 }
 
 // earlyExit is a first generation that exited before it was ready.
@@ -50,17 +66,13 @@ func (e *earlyExit) Unwrap() error { return e.cause }
 
 // exitedCause is the cause g's context ends with once it was reaped.
 func exitedCause(g *gen) error {
-	c := &exitCause{status: describeExit(g.ps), code: exitCode(g.ps)}
-	if g.watch != nil {
-		c.hint = g.watch.bindHint(c.code)
-	}
-	return c
+	return &exitCause{status: describeExit(g.ps), code: exitCode(g.ps), watch: g.watch}
 }
 
 // causeHint is the hint of g's exit, if any.
 func causeHint(g *gen) string {
 	if c, ok := context.Cause(g.ctx).(*exitCause); ok {
-		return c.hint
+		return c.Hint()
 	}
 	return ""
 }
