@@ -25,8 +25,10 @@ demo: build
 deps:
 	./scripts/deps.sh
 
+# vet: go vet (also for darwin), go mod tidy -diff, staticcheck (installed
+# when missing) and a few seconds of every fuzz target; see scripts/vet.sh.
 vet:
-	$(GO) vet ./...
+	GO=$(GO) ./scripts/vet.sh
 
 # test installs what the tests drive (as root), then runs every test.
 test: deps vet
@@ -45,9 +47,11 @@ bench: deps
 recipes: deps
 	$(GO) test -count=1 -v -timeout 10m ./examples/recipes
 
-# soak: 1,000 reloads, printing hotswap's fds, threads and RSS.
-soak:
-	HOTSWAP_SOAK=1 $(GO) test -count=1 -v -timeout 30m -run '^TestSoak$$' ./cmd/hotswap
+# soak: 10,000 reloads in reuseport mode (about half an hour), printing
+# hotswap's CPU per reload, reload time, RSS, fds, threads and goroutines
+# over the first and the last 100: they should be flat.
+soak: deps
+	$(GO) run ./bench -soak 10000
 
 clean:
 	rm -rf $(BIN)

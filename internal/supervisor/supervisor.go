@@ -392,19 +392,20 @@ func (s *Supervisor) gate(g *gen) {
 }
 
 // gateError says why g did not become ready: it exited, or the gate's
-// own error (the timeout with the last probe failure).
+// own error (the timeout with the last probe failure). g.ctx is cancelled
+// only by g's exit, before g.exited is closed: a gate whose probe was in
+// flight (a {port} request waits on the socket hotswap holds) returns in
+// between, and its error is the exit.
 func gateError(g *gen, err error) error {
-	select {
-	case <-g.exited:
+	if g.ctx.Err() != nil {
 		return context.Cause(g.ctx)
-	default:
-		if g.watch != nil {
-			if h := g.watch.protocolHint(); h != "" {
-				return fmt.Errorf("%w: %s", err, h)
-			}
-		}
-		return err
 	}
+	if g.watch != nil {
+		if h := g.watch.protocolHint(); h != "" {
+			return fmt.Errorf("%w: %s", err, h)
+		}
+	}
+	return err
 }
 
 func (s *Supervisor) onGate(r gateResult) error {
@@ -662,6 +663,10 @@ func (s *Supervisor) listen() error {
 			}
 			_, p, _ := net.SplitHostPort(l.group.Addr())
 			l.port, _ = strconv.Atoi(p)
+			if l.diagPort, err = diagPort(first, adopted); err != nil {
+				s.closeListeners()
+				return fmt.Errorf("listen %s: %w", spec, err)
+			}
 		}
 		s.orphans = append(s.orphans, first)
 		s.log.Info("listening", "name", spec.Name, "address", l.addr(), "mode", string(l.mode))
@@ -670,6 +675,20 @@ func (s *Supervisor) listen() error {
 		s.logMigrateReq()
 	}
 	return nil
+}
+
+// diagPort is the port and address family of a reuseport group's first
+// member, or of the adopted one.
+func diagPort(first, adopted *reuse.Member) (reuse.Port, error) {
+	m := first
+	if m == nil {
+		m = adopted
+	}
+	a, err := reuse.Addr(m.File())
+	if err != nil {
+		return reuse.Port{}, err
+	}
+	return reuse.PortOf(a.String())
 }
 
 func (s *Supervisor) closeListeners() {
