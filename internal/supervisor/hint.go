@@ -94,13 +94,17 @@ const (
 // signWords are the words, lower case, of each sign: EADDRINUSE as glibc's
 // strerror says it (Python, nginx, HAProxy, uWSGI, Go) or by name (Node,
 // Ruby); uWSGI reading an HTTP request as a uwsgi packet header.
-var signWords = []struct {
+func signWords() []signWord {
+	return []signWord{
+		{signInUse, []byte("address already in use")},
+		{signInUse, []byte("eaddrinuse")},
+		{signUwsgiProto, []byte("invalid request block size")},
+	}
+}
+
+type signWord struct {
 	sign  sign
 	words []byte
-}{
-	{signInUse, []byte("address already in use")},
-	{signInUse, []byte("eaddrinuse")},
-	{signUwsgiProto, []byte("invalid request block size")},
 }
 
 // watchLimit bounds how much of a generation's stderr is searched: a
@@ -223,13 +227,18 @@ func (ow *outputWatch) bindHint(code int) string {
 // ignored the stop signal, or took it as something else (uWSGI reloads
 // itself on SIGTERM). For servers whose graceful signal is known, name it.
 
-// gracefulSignals maps a server's executable name to the signal that
-// stops it without dropping what it serves, and the hint that names it.
-var gracefulSignals = map[string]struct{ sig, hint string }{
-	"nginx":      {"SIGQUIT", "nginx stops gracefully on SIGQUIT: add --stop-signal QUIT"},
-	"uwsgi":      {"SIGINT", "uWSGI stops on SIGINT (SIGTERM makes it reload itself): add --stop-signal INT"},
-	"uwsgi-core": {"SIGINT", "uWSGI stops on SIGINT (SIGTERM makes it reload itself): add --stop-signal INT"},
-	"haproxy":    {"SIGUSR1", "HAProxy stops gracefully on SIGUSR1: add --stop-signal USR1"},
+// gracefulSignal returns, for a server's executable name, the signal that
+// stops it without dropping what it serves and the hint that names it.
+func gracefulSignal(exe string) (sig, hint string, ok bool) {
+	switch exe {
+	case "nginx":
+		return "SIGQUIT", "nginx stops gracefully on SIGQUIT: add --stop-signal QUIT", true
+	case "uwsgi", "uwsgi-core":
+		return "SIGINT", "uWSGI stops on SIGINT (SIGTERM makes it reload itself): add --stop-signal INT", true
+	case "haproxy":
+		return "SIGUSR1", "HAProxy stops gracefully on SIGUSR1: add --stop-signal USR1", true
+	}
+	return "", "", false
 }
 
 // stopHint says what to do about g, which did not stop within the drain
@@ -237,8 +246,8 @@ var gracefulSignals = map[string]struct{ sig, hint string }{
 // not sig, else a generic line.
 func stopHint(g *gen, sig syscall.Signal) string {
 	exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", g.pid))
-	if gs, ok := gracefulSignals[filepath.Base(exe)]; ok && gs.sig != signalName(sig) {
-		return gs.hint
+	if gsig, hint, ok := gracefulSignal(filepath.Base(exe)); ok && gsig != signalName(sig) {
+		return hint
 	}
 	return fmt.Sprintf("it did not exit on %s: give --stop-signal the server's graceful stop signal, or a longer --drain-timeout", signalName(sig))
 }
@@ -250,8 +259,8 @@ func stopHint(g *gen, sig syscall.Signal) string {
 // and HAProxy's fast stop where a socket is shared, so that hotswap cannot
 // drain the old generation before it stops.
 func (s *Supervisor) warnStopSignal() {
-	gs, ok := gracefulSignals[filepath.Base(s.cfg.Command[0])]
-	if !ok || gs.sig == signalName(s.cfg.StopSignal) {
+	sig, hint, ok := gracefulSignal(filepath.Base(s.cfg.Command[0]))
+	if !ok || sig == signalName(s.cfg.StopSignal) {
 		return
 	}
 	switch filepath.Base(s.cfg.Command[0]) {
@@ -268,5 +277,5 @@ func (s *Supervisor) warnStopSignal() {
 			return // drained before its stop signal: nothing in flight
 		}
 	}
-	s.log.Warn("stop signal "+signalName(s.cfg.StopSignal)+" will not stop "+s.cfg.Command[0]+" gracefully", "hint", gs.hint)
+	s.log.Warn("stop signal "+signalName(s.cfg.StopSignal)+" will not stop "+s.cfg.Command[0]+" gracefully", "hint", hint)
 }

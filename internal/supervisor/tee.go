@@ -61,7 +61,7 @@ func (sc *scanner) add(b []byte) sign {
 	sc.seen += len(b)
 	text := bytes.ToLower(append(sc.tail, b...))
 	var s sign
-	for _, w := range signWords {
+	for _, w := range signWords() {
 		if sc.found&w.sign == 0 && bytes.Contains(text, w.words) {
 			s |= w.sign
 		}
@@ -72,7 +72,8 @@ func (sc *scanner) add(b []byte) sign {
 }
 
 // startTee starts the tee process for ow, reading r and writing to dst;
-// it reports on ow.inUse and closes ow.done when the tee has finished.
+// it records the signs the tee reports and closes ow.done when it has
+// finished.
 func (ow *outputWatch) startTee(exe string, r *os.File, dst *os.File) error {
 	rr, rw, err := os.Pipe()
 	if err != nil {
