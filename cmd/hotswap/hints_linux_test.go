@@ -145,20 +145,33 @@ process.on('SIGTERM', () => s.close());
 func TestHintBindHeldAddress(t *testing.T) {
 	node := nodeBinary(t)
 	hotswap := proctest.Build(t, hotswapPkg)
-	t.Run("start", func(t *testing.T) {
+	// start runs Node on its own port with the listeners before it and
+	// returns the generation's pid, its port and hotswap's last line.
+	start := func(t *testing.T, before ...string) (int, int, string) {
 		port := icFreePort(t)
 		addr := fmt.Sprintf("127.0.0.1:%d", port)
 		// A probe of the port, not a delay: Node on a busy machine can
 		// take longer than a delay to fail, and would then have been ready.
-		cmd := exec.Command(hotswap, "--log-format", "json", "--control", "none", "--ready", "http://"+addr+"/", "-l", "tcp://"+addr, "--", node, "-e", nodeServer)
+		args := append([]string{"--log-format", "json", "--control", "none", "--ready", "http://" + addr + "/"}, before...)
+		cmd := exec.Command(hotswap, append(args, "-l", "tcp://"+addr, "--", node, "-e", nodeServer)...)
 		cmd.Env = append(os.Environ(), fmt.Sprintf("PORT=%d", port))
 		p := proctest.StartCmd(t, cmd)
 		if code := p.Wait(15 * time.Second); code != exitFailure {
 			t.Errorf("exit %d, want %d", code, exitFailure)
 		}
-		pid := p.WaitEvent(time.Second, "generation started", proctest.Gen(1)).Int("pid")
+		return p.WaitEvent(time.Second, "generation started", proctest.Gen(1)).Int("pid"), port, lastLine(p)
+	}
+	t.Run("start", func(t *testing.T) {
+		pid, port, l := start(t)
 		want := fmt.Sprintf("hotswap: generation 1 (pid %d) exited with status 1 before it was ready: it could not bind 127.0.0.1:%d, which hotswap holds; let it take the inherited socket (fd 3, LISTEN_FDS) or add --intercept; nothing is serving", pid, port)
-		if l := lastLine(p); l != want {
+		if l != want {
+			t.Errorf("got  %q\nwant %q", l, want)
+		}
+	})
+	t.Run("second listener", func(t *testing.T) {
+		pid, port, l := start(t, "-l", "unix://"+filepath.Join(t.TempDir(), "admin.sock"))
+		want := fmt.Sprintf("hotswap: generation 1 (pid %d) exited with status 1 before it was ready: it could not bind 127.0.0.1:%d, which hotswap holds; let it take the inherited socket (fds 3-4, LISTEN_FDS) or add --intercept; nothing is serving", pid, port)
+		if l != want {
 			t.Errorf("got  %q\nwant %q", l, want)
 		}
 	})

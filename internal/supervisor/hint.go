@@ -125,6 +125,7 @@ type outputWatch struct {
 	done  chan struct{} // closed when every writer has closed the pipe
 	signs atomic.Uint32 // the signs seen
 	held  []string      // the addresses hotswap holds, for the hint
+	fds   int           // how many listeners the generation inherits, from fd 3
 }
 
 func (h *bindWatchHook) before(id int, cmd *exec.Cmd) error {
@@ -132,7 +133,7 @@ func (h *bindWatchHook) before(id int, cmd *exec.Cmd) error {
 	if err != nil {
 		return fmt.Errorf("stderr pipe: %w", err)
 	}
-	ow := &outputWatch{w: w, done: make(chan struct{})}
+	ow := &outputWatch{w: w, done: make(chan struct{}), fds: len(h.s.listeners)}
 	for _, l := range h.s.listeners {
 		if l.spec.Network != "unix" {
 			ow.held = append(ow.held, l.addr())
@@ -215,9 +216,11 @@ func (ow *outputWatch) bindHint(code int) string {
 		return ""
 	}
 	fds := "fd 3"
+	if ow.fds > 1 {
+		fds = fmt.Sprintf("fds 3-%d", 2+ow.fds)
+	}
 	what := ow.held[0] + ", which hotswap holds"
 	if len(ow.held) > 1 {
-		fds = fmt.Sprintf("fds 3-%d", 2+len(ow.held))
 		what = "an address hotswap holds (" + strings.Join(ow.held, ", ") + ")"
 	}
 	return fmt.Sprintf("it could not bind %s; let it take the inherited socket (%s, LISTEN_FDS) or add --intercept", what, fds)
