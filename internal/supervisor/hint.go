@@ -3,6 +3,7 @@ package supervisor
 import (
 	"context"
 	"fmt"
+	"github.com/hotswap-dev/hotswap/internal/reuse"
 	"io"
 	"os"
 	"os/exec"
@@ -137,6 +138,14 @@ func (h *bindWatchHook) before(id int, cmd *exec.Cmd) error {
 	for _, l := range h.s.listeners {
 		if l.spec.Network != "unix" {
 			ow.held = append(ow.held, l.addr())
+		}
+	}
+	// The {port} socket follows the listeners (readiness.handOut): a
+	// server that binds 127.0.0.1:{port} itself instead of serving it
+	// fails the same way.
+	if n := len(h.s.listeners); h.s.cfg.Ready.UsesPort() && len(cmd.ExtraFiles) > n {
+		if a, err := reuse.Addr(cmd.ExtraFiles[n]); err == nil {
+			ow.held = append(ow.held, a.String())
 		}
 	}
 	dst := cmd.Stderr
