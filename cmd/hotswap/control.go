@@ -111,7 +111,11 @@ func (c *controlOptions) start(ctx context.Context, sup *supervisor.Supervisor, 
 func listenTCPFile(flag, addr string) (*os.File, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", flag, err)
+		var oe *net.OpError
+		if errors.As(err, &oe) {
+			err = oe.Err // "listen tcp ADDR: ..." says what the flag says
+		}
+		return nil, fmt.Errorf("%s %s: %w", flag, addr, err)
 	}
 	defer ln.Close()
 	return ln.(*net.TCPListener).File()

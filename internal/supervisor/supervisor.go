@@ -118,6 +118,7 @@ func New(cfg Config) (*Supervisor, error) {
 	if !cfg.Intercept {
 		s.hooks = append(s.hooks, newBindWatchHook(s))
 	}
+	s.warnStopSignal()
 	if cfg.Intercept {
 		h, err := newInterceptHook(s)
 		if err != nil {
@@ -399,6 +400,11 @@ func gateError(g *gen, err error) error {
 	if g.ctx.Err() != nil {
 		return context.Cause(g.ctx)
 	}
+	if g.watch != nil {
+		if h := g.watch.protocolHint(); h != "" {
+			return fmt.Errorf("%w: %s", err, h)
+		}
+	}
 	return err
 }
 
@@ -545,7 +551,11 @@ func (s *Supervisor) onExit(g *gen) error {
 		return &earlyExit{gen: g.id, pid: g.pid, cause: context.Cause(g.ctx)}
 	}
 	if prev != StateDraining {
-		g.log.Warn("generation exited on its own", "status", describeExit(g.ps))
+		if h := causeHint(g); h != "" {
+			g.log.Warn("generation exited on its own", "status", describeExit(g.ps), "hint", h)
+		} else {
+			g.log.Warn("generation exited on its own", "status", describeExit(g.ps))
+		}
 	}
 	if s.pending == nil {
 		s.scheduleRestart(up)
