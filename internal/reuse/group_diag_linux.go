@@ -197,28 +197,10 @@ func socketInodes(pid int, inodes map[uint64]bool, root bool) error {
 			inodes[ino] = true
 		}
 	}
-	for _, child := range children(dir) {
+	for _, child := range sys.Children(pid) {
 		if err := socketInodes(child, inodes, false); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-// children lists the child pids of every thread of the process at dir.
-func children(dir string) []int {
-	tasks, _ := os.ReadDir(dir + "/task")
-	var out []int
-	for _, t := range tasks {
-		b, err := os.ReadFile(dir + "/task/" + t.Name() + "/children")
-		if err != nil {
-			continue
-		}
-		for _, s := range strings.Fields(string(b)) {
-			if p, err := strconv.Atoi(s); err == nil {
-				out = append(out, p)
-			}
-		}
-	}
-	return out
 }

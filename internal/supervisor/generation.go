@@ -40,6 +40,11 @@ type gen struct {
 	// members are its reuseport sockets, per listener (nil for shared
 	// ones); the supervisor's copies are released before it is stopped.
 	members []*reuse.Member
+	// files are the {file:PATH} values it was started with; a crash
+	// restart of it starts the same ones (argfile.go).
+	files argFiles
+	// ctr is set when the command is `podman run` (podman.go).
+	ctr *container
 
 	// ctx is cancelled, with the reason, when the process exits.
 	ctx    context.Context
@@ -50,11 +55,18 @@ type gen struct {
 }
 
 // startGen starts generation id through the exec shim with every listener.
-func (s *Supervisor) startGen(id int) (_ *gen, retErr error) {
+// values are the {file:PATH} values to use; nil reads the files.
+func (s *Supervisor) startGen(id int, values argFiles) (_ *gen, retErr error) {
 	if _, err := exec.LookPath(s.cfg.Command[0]); err != nil {
 		return nil, fmt.Errorf("start generation %d: command %s: %w", id, s.cfg.Command[0], unwrapExec(err))
 	}
-	ready, argv, env, err := s.prepareReady(id)
+	if values == nil {
+		var err error
+		if values, err = readArgFiles(s.cfg.Command); err != nil {
+			return nil, fmt.Errorf("start generation %d: %w", id, err)
+		}
+	}
+	ready, argv, env, err := s.prepareReady(id, values)
 	if err != nil {
 		return nil, err
 	}
@@ -113,6 +125,7 @@ func (s *Supervisor) startGen(id int) (_ *gen, retErr error) {
 		log:     s.log.With("gen", id, "pid", cmd.Process.Pid),
 		ready:   ready,
 		members: members,
+		files:   values,
 		exited:  make(chan struct{}),
 	}
 	if ready.notify != nil {
@@ -147,6 +160,9 @@ func (s *Supervisor) wait(g *gen) {
 		}
 	}
 	g.ps = g.cmd.ProcessState
+	if g.ctr != nil && g.ctr.cleanup() {
+		g.log.Warn("podman exited before its container; killed the container", "container", g.ctr.image)
+	}
 	if errors.Is(err, exec.ErrWaitDelay) {
 		err = nil // exited; a descendant still holds its output pipe
 	}
@@ -189,6 +205,14 @@ func (s *Supervisor) stop(g *gen, drain bool) {
 	case <-t.C:
 	}
 	g.log.Warn("generation did not stop in time, killing it", "drain_timeout", s.cfg.DrainTimeout)
+	if g.ctr != nil && g.ctr.kill() {
+		// podman removes a --rm container once it is dead, then exits.
+		select {
+		case <-g.exited:
+			return
+		case <-time.After(containerExitWait):
+		}
+	}
 	// The group first, for workers the process may have left behind; the
 	// process itself in case it changed its group.
 	_ = syscall.Kill(-g.pid, syscall.SIGKILL)

@@ -34,7 +34,7 @@ type readiness struct {
 
 // prepareReady makes what generation id's gate needs, before it starts,
 // and returns the child's argv and extra environment.
-func (s *Supervisor) prepareReady(id int) (readiness, []string, []string, error) {
+func (s *Supervisor) prepareReady(id int, files argFiles) (readiness, []string, []string, error) {
 	var r readiness
 	var env []string
 	if s.cfg.Ready.UsesPort() {
@@ -52,7 +52,7 @@ func (s *Supervisor) prepareReady(id int) (readiness, []string, []string, error)
 		r.notify = ns
 		env = append(env, healthgate.NOTIFY_SOCKET+"="+ns.Path())
 	}
-	argv := healthgate.ExpandArgs(s.cfg.Command, healthgate.Vars{Gen: id, Port: r.port})
+	argv := healthgate.ExpandArgs(files.expand(s.cfg.Command), healthgate.Vars{Gen: id, Port: r.port})
 	return r, argv, env, nil
 }
 

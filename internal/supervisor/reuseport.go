@@ -257,8 +257,10 @@ func (s *Supervisor) drained(g *gen, conns bool) bool {
 		if !conns {
 			continue
 		}
-		if n, err := reuse.OpenConns(g.pid, s.listeners[i].port); err != nil || n > 0 {
-			return false
+		for _, pid := range g.roots() {
+			if n, err := reuse.OpenConns(pid, s.listeners[i].port); err != nil || n > 0 {
+				return false
+			}
 		}
 	}
 	return true

@@ -56,6 +56,9 @@ type Supervisor struct {
 	restart   *time.Timer
 	restartAt time.Time
 	lastExit  *os.ProcessState // of the last current generation to exit
+	// crashedFiles are the {file:PATH} values of the last current
+	// generation to exit, for its crash restart.
+	crashedFiles argFiles
 	// orphans are listening reuseport members without a generation, per
 	// listener: the first ones, then those of a crashed current
 	// generation; the next generation started takes them.
@@ -132,6 +135,12 @@ func New(cfg Config) (*Supervisor, error) {
 	if cfg.Credential != nil {
 		s.hooks = append(s.hooks, newCredentialHook(cfg.Credential))
 	}
+	if p, ok, _ := parsePodmanRun(cfg.Command); ok {
+		s.hooks = append(s.hooks, newPodmanHook(s, p))
+		if !p.isTrue("rm") {
+			s.log.Warn("podman run without --rm: every generation that stops leaves its container behind")
+		}
+	}
 	for _, kv := range cfg.Env {
 		if v, ok := strings.CutPrefix(kv, healthgate.NOTIFY_SOCKET+"="); ok {
 			s.upstream = v
@@ -184,7 +193,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 }
 
 func (s *Supervisor) startFirst() error {
-	g, err := s.startGen(s.next())
+	g, err := s.startGen(s.next(), nil)
 	if err != nil {
 		return err
 	}
@@ -320,7 +329,7 @@ func (s *Supervisor) beginReload() {
 		return
 	}
 	s.notifyUp(reloadingState())
-	g, err := s.startGen(s.next())
+	g, err := s.startGen(s.next(), nil)
 	if err != nil {
 		s.finishReload(s.reloadError(s.nextID, 0, err))
 		return
@@ -537,6 +546,7 @@ func (s *Supervisor) onExit(g *gen) error {
 	}
 	s.lastExit = g.ps
 	s.current = nil
+	s.crashedFiles = g.files
 	if !s.everReady {
 		return fmt.Errorf("generation %d (pid %d) %v before it was ready", g.id, g.pid, context.Cause(g.ctx))
 	}
@@ -567,7 +577,7 @@ func (s *Supervisor) onRestart() {
 	if s.current != nil || s.pending != nil {
 		return
 	}
-	g, err := s.startGen(s.next())
+	g, err := s.startGen(s.next(), s.crashedFiles)
 	if err != nil {
 		s.log.Error("restart failed", "error", err)
 		s.scheduleRestart(0)
