@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests and benchmarks drive for real: nginx, busybox,
 # python3, gunicorn (a server that speaks systemd socket activation),
-# iproute2 (ip) and util-linux (unshare), from Debian packages.
+# iproute2 (ip), util-linux (unshare), and podman with the runc runtime
+# (the container tests and benchmarks), from Debian packages.
 # As root it installs what is missing; otherwise it says what is missing
 # (under CI=true the tests that need it then fail, they never skip).
 set -euo pipefail
@@ -13,6 +14,8 @@ command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v gunicorn >/dev/null 2>&1 || need+=(gunicorn)
 command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || need+=(iproute2)
 command -v unshare >/dev/null 2>&1 || need+=(util-linux)
+command -v podman >/dev/null 2>&1 || need+=(podman)
+[ -x /usr/sbin/runc ] || need+=(runc)
 for pkg in ${HOTSWAP_EXTRA_PACKAGES:-}; do
 	dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done

@@ -160,8 +160,14 @@ func (s *Supervisor) wait(g *gen) {
 		}
 	}
 	g.ps = g.cmd.ProcessState
-	if g.ctr != nil && g.ctr.cleanup() {
-		g.log.Warn("podman exited before its container; killed the container", "container", g.ctr.image)
+	if g.ctr != nil {
+		killed, lingered := g.ctr.cleanup()
+		if killed {
+			g.log.Warn("podman exited before its container; killed the container", "image", g.ctr.image)
+		}
+		if lingered {
+			g.log.Warn("conmon still runs; its copy of the listeners stays in the reuseport group until it exits", "image", g.ctr.image, "waited", containerExitWait)
+		}
 	}
 	if errors.Is(err, exec.ErrWaitDelay) {
 		err = nil // exited; a descendant still holds its output pipe

@@ -4,24 +4,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
-	"time"
 
 	"github.com/hotswap-dev/hotswap/fdpass"
-	"github.com/hotswap-dev/hotswap/internal/sys"
 )
-
-// containerPoll is how often a starting container's cidfile and conmon
-// pidfile are looked for; podman writes both within its first 100ms.
-const containerPoll = 10 * time.Millisecond
-
-// containerExitWait bounds how long podman may take to remove a container
-// that was killed and exit, before its own process group is killed.
-const containerExitWait = 10 * time.Second
 
 // podmanHook makes every generation of a `podman run` command a container
 // hotswap knows (podmanargs.go says what is refused and why):
@@ -32,34 +19,23 @@ const containerExitWait = 10 * time.Second
 //     of podman, which then preserves LISTEN_FDS descriptors by itself
 //     and sets LISTEN_FDS, LISTEN_FDNAMES and LISTEN_PID=1 inside;
 //   - it adds --cidfile, --conmon-pidfile and --pidfile in the run
-//     directory: the
-//     container id is shown in status, and conmon, whose children are the
-//     container's processes, is what a drain looks at for open
-//     connections and what a stop that times out kills below;
+//     directory: the container id is shown in status; conmon, whose
+//     children are the container's processes, is what a drain looks at
+//     for open connections (container.go);
 //   - with --ready notify it adds --sdnotify=container: podman forwards
 //     the server's READY=1 from conmon after naming it with MAINPID=,
 //     which the notify socket credits;
 //   - a stop signal goes to podman, whose signal proxy hands it to the
 //     server; after the drain timeout the container's init is SIGKILLed;
 //     once podman has exited, a container it left behind (podman itself
-//     was killed) is SIGKILLed too, and conmon's cleanup removes it.
+//     was killed) is SIGKILLed too, and conmon's cleanup removes it;
+//   - a generation has exited only once conmon has: conmon keeps a copy
+//     of the listeners for the container's life and then runs podman's
+//     cleanup, 1.5-2s after podman run exits on this machine kind, and a
+//     reuseport socket leaves its group only with its last copy.
 type podmanHook struct {
 	s   *Supervisor
 	run podmanRun
-}
-
-// container is what hotswap knows of a generation's container. The
-// discovery goroutine fills id and conmon; the run loop reads them.
-type container struct {
-	image, name string
-	cidfile     string
-	conmonfile  string
-	pidfile     string
-
-	mu     sync.Mutex
-	id     string
-	conmon int // conmon's pid, 0 until known
-	init   int // the container's first process (host pid), 0 until known
 }
 
 func newPodmanHook(s *Supervisor, run podmanRun) *podmanHook {
@@ -116,78 +92,4 @@ func nameOf(flags []string, raw string) string {
 		}
 	}
 	return raw
-}
-
-// discover reads the container id, conmon's pid and the container's pid
-// once podman has written them, or gives up when the generation exits.
-func (c *container) discover(exited <-chan struct{}) {
-	t := time.NewTicker(containerPoll)
-	defer t.Stop()
-	for {
-		id, _ := os.ReadFile(c.cidfile)
-		conmon, init := readPID(c.conmonfile), readPID(c.pidfile)
-		if len(id) > 0 && conmon > 0 && init > 0 {
-			c.mu.Lock()
-			c.id, c.conmon, c.init = strings.TrimSpace(string(id)), conmon, init
-			c.mu.Unlock()
-			return
-		}
-		select {
-		case <-exited:
-			return
-		case <-t.C:
-		}
-	}
-}
-
-func readPID(path string) int {
-	b, _ := os.ReadFile(path)
-	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || n <= 0 {
-		return 0
-	}
-	return n
-}
-
-// known returns the container id and conmon's pid, empty until known.
-func (c *container) known() (string, int) {
-	if c == nil {
-		return "", 0
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.id, c.conmon
-}
-
-// kill SIGKILLs the container's first process (the rest of the container
-// dies with it: it is pid 1 of its pid namespace) and reports whether it
-// was still running. It checks that the pid is still conmon's child, not
-// a pid reused since the container exited.
-func (c *container) kill() bool {
-	c.mu.Lock()
-	conmon, init := c.conmon, c.init
-	c.mu.Unlock()
-	if init == 0 || !slices.Contains(sys.Children(conmon), init) {
-		return false
-	}
-	return syscall.Kill(init, syscall.SIGKILL) == nil
-}
-
-// cleanup runs once podman has exited: a container still running (podman
-// was killed) is killed, and hotswap's files are removed.
-func (c *container) cleanup() bool {
-	killed := c.kill()
-	os.Remove(c.cidfile)
-	os.Remove(c.conmonfile)
-	os.Remove(c.pidfile)
-	return killed
-}
-
-// roots are the pids whose process trees hold g's connections: g itself
-// and, for a container, conmon (the container's processes are its).
-func (g *gen) roots() []int {
-	if _, conmon := g.ctr.known(); conmon != 0 {
-		return []int{g.pid, conmon}
-	}
-	return []int{g.pid}
 }

@@ -1,0 +1,258 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hotswap-dev/hotswap/internal/load"
+	"github.com/hotswap-dev/hotswap/internal/proctest"
+)
+
+// containerSwaps is how many image swaps TestContainerSwaps makes: 5 in
+// make test, where a swap under load takes about 5s on this machine kind
+// (1.5s from podman run to READY=1 under load, the drain's 2s for
+// keep-alive connections, the old container's stop) and each image 1.3s
+// to make; make test-containers sets HOTSWAP_CONTAINER_SWAPS=20.
+func containerSwaps(t *testing.T) int {
+	n := 5
+	if s := os.Getenv("HOTSWAP_CONTAINER_SWAPS"); s != "" {
+		v, err := strconv.Atoi(s)
+		if err != nil || v < 1 {
+			t.Fatalf("HOTSWAP_CONTAINER_SWAPS=%q: want a positive number", s)
+		}
+		n = v
+	}
+	return n
+}
+
+// containerApp is hotswap whose generations are `podman run` containers
+// of the image named in a tag file.
+type containerApp struct {
+	t       *testing.T
+	pm      *podman
+	hs      *proctest.Proc
+	addr    string
+	control string
+	tagFile string
+}
+
+// startContainers runs hotswap with hsFlags around `podman run ... IMAGE`
+// where IMAGE is read from a tag file holding image at first.
+func startContainers(t *testing.T, pm *podman, listen, image string, hsFlags ...string) *containerApp {
+	t.Helper()
+	a := &containerApp{t: t, pm: pm, tagFile: filepath.Join(t.TempDir(), "image")}
+	a.setImage(image)
+	args := append([]string{"--log-format", "json", "-l", "http=tcp://" + listen}, hsFlags...)
+	args = append(args, "--")
+	args = append(args, pm.run("--name", filepath.Base(pm.repo)+"-{gen}", "{file:"+a.tagFile+"}")...)
+	a.hs = proctest.Start(t, proctest.Build(t, hotswapPkg), args...)
+	a.addr = a.hs.WaitEvent(10*time.Second, "listening", nil).Str("address")
+	a.control = a.hs.WaitEvent(10*time.Second, "control socket", nil).Str("path")
+	a.hs.WaitEvent(60*time.Second, "generation ready", proctest.Gen(1))
+	return a
+}
+
+func (a *containerApp) setImage(image string) {
+	a.t.Helper()
+	if err := os.WriteFile(a.tagFile, []byte(image+"\n"), 0o644); err != nil {
+		a.t.Fatal(err)
+	}
+}
+
+// swap deploys image as generation n with SIGHUP and returns the outcome.
+func (a *containerApp) swap(n int, image string) proctest.Event {
+	a.t.Helper()
+	a.setImage(image)
+	return a.hs.ReloadOutcome(n, 60*time.Second, func() { a.hs.Signal(syscall.SIGHUP) })
+}
+
+// checkServing checks that generation n serves image in a container of
+// the test, as status tells.
+func (a *containerApp) checkServing(n int, image string) {
+	a.t.Helper()
+	st := statusOf(a.t, a.control)
+	if st.Current != n {
+		a.t.Fatalf("status: serving generation %d, want %d", st.Current, n)
+	}
+	for _, g := range st.Generations {
+		if g.ID != n {
+			continue
+		}
+		if g.Container == nil || g.Container.Image != image || g.Container.ID == "" {
+			a.t.Fatalf("status of generation %d: container %+v, want image %s with an id", n, g.Container, image)
+		}
+		if !slices.Contains(a.pm.containers(), g.Container.ID) {
+			a.t.Fatalf("status of generation %d: container %s is not one of the test's: %v", n, g.Container.ID, a.pm.containers())
+		}
+		return
+	}
+	a.t.Fatalf("status: no generation %d", n)
+}
+
+// stop ends hotswap with SIGTERM and checks that no container is left.
+func (a *containerApp) stop(wantCode int) {
+	a.t.Helper()
+	a.hs.Signal(syscall.SIGTERM)
+	if code := a.hs.Wait(60 * time.Second); code != wantCode {
+		a.t.Errorf("hotswap exit status %d, want %d", code, wantCode)
+	}
+	if ids := a.pm.containers(); len(ids) != 0 {
+		a.t.Errorf("containers left after hotswap stopped: %v", ids)
+	}
+}
+
+// twoLoads runs a load on new connections and one on keep-alive ones.
+func twoLoads(t *testing.T, addr string) (stop func() (load.Result, load.Result)) {
+	fresh := load.Start(t.Context(), load.Config{Addr: addr, Concurrency: 6, Duration: 5 * time.Minute})
+	kept := load.Start(t.Context(), load.Config{Addr: addr, Concurrency: 6, Duration: 5 * time.Minute, KeepAlive: true})
+	return func() (load.Result, load.Result) { return fresh.Stop(), kept.Stop() }
+}
+
+// checkLoads checks both loads: 0 failed, and last answered. On a failure
+// it logs when each failed request started, and hotswap's output.
+func checkLoads(t *testing.T, hs *proctest.Proc, fresh, kept load.Result, last string) {
+	t.Helper()
+	for _, r := range []struct {
+		name string
+		res  load.Result
+	}{{"new connection per request", fresh}, {"keep-alive", kept}} {
+		t.Logf("load, %s: %v; versions %v", r.name, r.res, r.res.Versions)
+		if r.res.Failed != 0 {
+			t.Errorf("load, %s: %d failed, want 0: %v", r.name, r.res.Failed, r.res.Errors)
+			for _, s := range r.res.Samples {
+				if s.Err != "" {
+					t.Logf("failed: %s at %s after %v", s.Err, s.Start.UTC().Format("15:04:05.000000"), s.Dur)
+				}
+			}
+			for _, l := range hs.Lines() {
+				if !strings.Contains(l, `"control request"`) {
+					t.Log(l)
+				}
+			}
+		}
+		if r.res.OK < 500 {
+			t.Errorf("load, %s: only %d requests succeeded: the load did not run", r.name, r.res.OK)
+		}
+		if r.res.Versions[last] == 0 {
+			t.Errorf("load, %s: no answer from %s", r.name, last)
+		}
+	}
+}
+
+// TestContainerSwaps: each generation is a container of a new image tag
+// (v1 → v21), gated by READY=1 sent from inside the container
+// (--sdnotify=container, added by hotswap), under load on new and on
+// keep-alive connections: 0 failed, the last image answers, status shows
+// each image and container id, and no container is left.
+func TestContainerSwaps(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow end-to-end test")
+	}
+	pm := newPodman(t)
+	goapp := staticGoapp(t)
+	swaps := containerSwaps(t)
+	t0 := time.Now()
+	images := []string{""}
+	for v := 1; v <= swaps+1; v++ {
+		images = append(images, pm.image(fmt.Sprintf("v%d", v), map[string]string{"/goapp": goapp},
+			"/goapp", "--version", fmt.Sprintf("v%d", v), "--notify"))
+	}
+	t.Logf("%d images made in %v", len(images)-1, time.Since(t0).Round(time.Millisecond))
+	a := startContainers(t, pm, "127.0.0.1:0", images[1], "--ready", "notify", "--drain-timeout", "20s")
+	a.checkServing(1, images[1])
+	stop := twoLoads(t, a.addr)
+	time.Sleep(200 * time.Millisecond)
+	t0 = time.Now()
+	var ready []time.Duration
+	for n := 2; n <= swaps+1; n++ {
+		e := a.swap(n, images[n])
+		if e.Msg() != "reload succeeded" {
+			t.Fatalf("swap to %s: %v", images[n], e)
+		}
+		ready = append(ready, time.Duration(e.Int("after")))
+		a.hs.WaitEvent(60*time.Second, "generation exited", proctest.Gen(n-1))
+		if got := get(t, a.addr); got != fmt.Sprintf("v%d", n) {
+			t.Fatalf("after swap %d: answered by %q, want v%d", n-1, got, n)
+		}
+		if n == 2 || n == swaps+1 {
+			a.checkServing(n, images[n])
+		}
+	}
+	t.Logf("%d swaps in %v; container start to READY=1: %v", swaps, time.Since(t0).Round(time.Millisecond), ready)
+	time.Sleep(200 * time.Millisecond)
+	fresh, kept := stop()
+	checkLoads(t, a.hs, fresh, kept, fmt.Sprintf("v%d", swaps+1))
+	if ids := pm.containers(); len(ids) != 1 {
+		t.Errorf("containers while generation %d serves: %v, want exactly its own", swaps+1, ids)
+	}
+	a.stop(0)
+}
+
+// TestContainerRollback: gated by an HTTP probe of the public port steered
+// to the new container's own socket (reuseport), an image whose server
+// exits at start and one that never becomes ready are rolled back while
+// the old container keeps serving, under load on new and keep-alive
+// connections, with 0 failed and their containers removed; the next good
+// image deploys. Then a server that ignores the stop signal: after the
+// drain timeout hotswap kills its container, and none is left.
+func TestContainerRollback(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow end-to-end test")
+	}
+	if !proctest.InNetns(t) {
+		return
+	}
+	pm := newPodman(t)
+	goapp := staticGoapp(t)
+	files := map[string]string{"/goapp": goapp}
+	v1 := pm.image("v1", files, "/goapp", "--version", "v1")
+	exits := pm.image("exits", files, "/goapp", "--version", "exits", "--exit-at-start", "1")
+	unready := pm.image("unready", files, "/goapp", "--version", "unready", "--health-status", "503")
+	stubborn := pm.image("stubborn", files, "/goapp", "--version", "stubborn", "--ignore-term")
+	addr := fmt.Sprintf("127.0.0.1:%d", freeNetnsPort(t))
+	a := startContainers(t, pm, addr, v1, "--ready", "http://"+addr+"/healthz", "--ready-timeout", "10s", "--drain-timeout", "3s")
+	stop := twoLoads(t, a.addr)
+	time.Sleep(200 * time.Millisecond)
+	for n, tc := range []struct{ image, reason string }{
+		{exits, "exited with status 1"},
+		{unready, "not ready after 10s: GET http://" + addr + "/healthz: 503 Service Unavailable"},
+	} {
+		n, image := n+2, tc.image
+		e := a.swap(n, image)
+		if e.Msg() != "reload failed" || e.Str("reason") != tc.reason {
+			t.Fatalf("swap to %s: %v, want reload failed: %s", image, e, tc.reason)
+		}
+		a.hs.WaitEvent(30*time.Second, "generation exited", proctest.Gen(n))
+		if got := get(t, a.addr); got != "v1" {
+			t.Fatalf("after the failed swap to %s: answered by %q, want v1", image, got)
+		}
+		a.checkServing(1, v1)
+		if ids := pm.containers(); len(ids) != 1 {
+			t.Fatalf("after the failed swap to %s: containers %v, want only the serving one", image, ids)
+		}
+	}
+	if e := a.swap(4, stubborn); e.Msg() != "reload succeeded" {
+		t.Fatalf("swap to %s: %v", stubborn, e)
+	}
+	a.hs.WaitEvent(30*time.Second, "generation exited", proctest.Gen(1))
+	time.Sleep(200 * time.Millisecond)
+	fresh, kept := stop()
+	checkLoads(t, a.hs, fresh, kept, "stubborn")
+	t0 := time.Now()
+	a.stop(128 + int(syscall.SIGKILL)) // podman's status for a container killed by SIGKILL
+	if d := time.Since(t0); d > 3*time.Second+containerSlack {
+		t.Errorf("stop of a server that ignores SIGTERM took %v, want the 3s drain timeout and at most %v more", d, containerSlack)
+	}
+	a.hs.WaitEvent(time.Second, "generation did not stop in time, killing it", proctest.Gen(4))
+}
+
+// containerSlack bounds what podman adds to a container's stop: removing
+// it and exiting.
+const containerSlack = 5 * time.Second
