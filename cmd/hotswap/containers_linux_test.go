@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/hotswap-dev/hotswap/internal/load"
 	"github.com/hotswap-dev/hotswap/internal/proctest"
+	"github.com/hotswap-dev/hotswap/internal/sys"
 )
 
 // containerSwaps is how many image swaps TestContainerSwaps makes: 5 in
@@ -256,3 +258,130 @@ func TestContainerRollback(t *testing.T) {
 // containerSlack bounds what podman adds to a container's stop: removing
 // it and exiting.
 const containerSlack = 5 * time.Second
+
+// TestContainerPID1: hotswap is the entrypoint (pid 1) of a container on
+// the host's network (here: the test's namespace). `podman kill -s HUP`
+// reloads it under load with 0 failed; the orphaned grandchild of the old
+// generation is reaped by hotswap, leaving no zombie; `hotswap status`
+// works through `podman exec`; `podman stop` ends it within the drain
+// time with the server's exit status, and the container is removed.
+func TestContainerPID1(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow end-to-end test")
+	}
+	if !proctest.InNetns(t) {
+		return
+	}
+	pm := newPodman(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", freeNetnsPort(t))
+	image := pm.image("pid1", map[string]string{
+		"/hotswap": proctest.Build(t, hotswapPkg, "CGO_ENABLED=0"),
+		"/goapp":   staticGoapp(t),
+		"/version": "=v1\n",
+		"/tmp/.k":  "=",
+	}, "/hotswap", "--log-format", "json", "-l", "http=tcp://"+addr, "--ready", "http://"+addr+"/healthz",
+		"--drain-timeout", "5s", "--", "/goapp", "--version", "{file:/version}", "--spawn-grandchild")
+	name := filepath.Base(pm.repo) + "-pid1"
+	run := pm.run("--name", name, image)
+	ctr := proctest.Start(t, run[0], run[1:]...)
+	ctr.WaitEvent(60*time.Second, "generation ready", proctest.Gen(1))
+	hotswapPID := pm.hostPID(name)
+	stop := twoLoads(t, addr)
+	time.Sleep(200 * time.Millisecond)
+
+	version := filepath.Join(t.TempDir(), "version")
+	if err := os.WriteFile(version, []byte("v2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pm.must("cp", version, name+":/version")
+	e := ctr.ReloadOutcome(2, 60*time.Second, func() { pm.must("kill", "--signal", "HUP", name) })
+	if e.Msg() != "reload succeeded" {
+		t.Fatalf("podman kill -s HUP: %v", e)
+	}
+	ctr.WaitEvent(30*time.Second, "generation exited", proctest.Gen(1))
+	if got := get(t, addr); got != "v2" {
+		t.Fatalf("after the reload: answered by %q, want v2", got)
+	}
+	checkReaped(t, ctr, hotswapPID)
+
+	out := pm.must("exec", name, "/hotswap", "status", "--json")
+	st := statusJSON{Status: nil}
+	if err := json.Unmarshal([]byte(out), &st); err != nil || st.Status == nil || st.PID != 1 || st.Current != 2 {
+		t.Fatalf("podman exec hotswap status: %v; %s", err, out)
+	}
+	time.Sleep(200 * time.Millisecond)
+	fresh, kept := stop()
+	checkLoads(t, ctr, fresh, kept, "v2")
+
+	t0 := time.Now()
+	pm.must("stop", "--time", "30", name)
+	if code := ctr.Wait(30 * time.Second); code != 0 {
+		t.Errorf("container exit status %d, want the server's 0", code)
+	}
+	if d := time.Since(t0); d > 5*time.Second+containerSlack {
+		t.Errorf("podman stop took %v, want the 5s drain time and at most %v more", d, containerSlack)
+	}
+	ctr.WaitEvent(time.Second, "stopping", nil)
+	if ids := pm.containers(); len(ids) != 0 {
+		t.Errorf("containers left: %v", ids)
+	}
+}
+
+// checkReaped finds the orphaned grandchild of generation 1 (its pid in
+// the container is in goapp's output), checks that hotswap, pid 1 of the
+// container, adopted it, kills it, and checks that it is reaped and that
+// no process of the container is a zombie.
+func checkReaped(t *testing.T, p *proctest.Proc, hotswapPID int) {
+	t.Helper()
+	inner := grandchildPid(t, p)
+	host := 0
+	for _, pid := range descendants(hotswapPID) {
+		if nsPIDs(pid)[1] == inner {
+			host = pid
+		}
+	}
+	if host == 0 {
+		t.Fatalf("no process with pid %d in the container", inner)
+	}
+	if pp := ppid(host); pp != hotswapPID {
+		t.Fatalf("orphaned grandchild (pid %d, %d in the container) has parent %d, want hotswap %d", host, inner, pp, hotswapPID)
+	}
+	syscall.Kill(host, syscall.SIGKILL)
+	for end := time.Now().Add(3 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", host)); err != nil {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("grandchild %d not reaped 3s after it died", host)
+		}
+	}
+	for _, pid := range descendants(hotswapPID) {
+		if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); strings.Contains(string(b), ") Z ") {
+			t.Errorf("zombie in the container: %s", b)
+		}
+	}
+}
+
+// descendants lists every descendant of pid.
+func descendants(pid int) []int {
+	var out []int
+	for _, c := range sys.Children(pid) {
+		out = append(out, c)
+		out = append(out, descendants(c)...)
+	}
+	return out
+}
+
+// nsPIDs returns pid's host pid and its pid in its own namespace.
+func nsPIDs(pid int) [2]int {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	for _, l := range strings.Split(string(b), "\n") {
+		if f, ok := strings.CutPrefix(l, "NSpid:"); ok {
+			fs := strings.Fields(f)
+			host, _ := strconv.Atoi(fs[0])
+			inner, _ := strconv.Atoi(fs[len(fs)-1])
+			return [2]int{host, inner}
+		}
+	}
+	return [2]int{}
+}
