@@ -17,9 +17,13 @@ type method struct {
 	key, name, short string
 	target           func() target // nil: runs in a network namespace
 	skip             string        // why it cannot run here
+	maxRestarts      int           // caps cfg.restarts when set (slow restarts)
 }
 
 func (m method) run(ctx context.Context, cfg config, keepAlive bool) restartRun {
+	if m.maxRestarts > 0 {
+		cfg.restarts = min(cfg.restarts, m.maxRestarts)
+	}
 	switch {
 	case m.skip != "":
 		return restartRun{Skipped: m.skip, KeepAlive: keepAlive}
@@ -44,6 +48,12 @@ func allMethods(cfg config, b *bins) []method {
 			target: func() target { return newHotswap(b, "shared") }},
 		{key: "hotswap-reuseport", name: "hotswap, reuseport mode", short: "hotswap reuseport",
 			target: func() target { return newHotswap(b, "reuseport") }},
+		// A container start takes 0.2-1.5s here and a reuseport reload
+		// waits for the old container to stop: 10 restarts.
+		{key: "podman-stop-run", name: "naive podman stop, then podman run (containers)", short: "podman stop, run",
+			target: func() target { return &naivePodman{pm: b.podman} }, maxRestarts: 10},
+		{key: "hotswap-podman", name: "hotswap, each generation a podman container", short: "hotswap podman",
+			target: func() target { return b.podman.hotswap(b) }, maxRestarts: 10},
 	}
 	for i := range ms {
 		switch {
@@ -51,6 +61,8 @@ func allMethods(cfg config, b *bins) []method {
 			ms[i].skip = "nginx not installed"
 		case ms[i].key == "hotswap-reuseport" && !b.reuseportMode:
 			ms[i].skip = "not available in this build (no --mode flag)"
+		case strings.Contains(ms[i].key, "podman") && b.podman == nil:
+			ms[i].skip = "podman: " + b.podmanErr
 		}
 	}
 	return ms
