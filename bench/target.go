@@ -126,7 +126,9 @@ const goappScript = `bin=$0 v=$1; shift; exec "$bin" --version "$(cat "$v")" "$@
 // hotswapTarget runs goapp under hotswap with --ready notify.
 type hotswapTarget struct {
 	b       *bins
-	mode    string // "" for hotswap's default (reuseport)
+	mode    string   // "" for hotswap's default (reuseport)
+	goapp   []string // more flags for goapp
+	extra   []string // more flags for hotswap
 	verFile string
 	p       *proc
 	// command, if set, is the generations' command line for the version
@@ -134,8 +136,8 @@ type hotswapTarget struct {
 	command func(verFile string) []string
 }
 
-func newHotswap(b *bins, mode string) *hotswapTarget {
-	return &hotswapTarget{b: b, mode: mode}
+func newHotswap(b *bins, mode string, goappFlags ...string) *hotswapTarget {
+	return &hotswapTarget{b: b, mode: mode, goapp: goappFlags}
 }
 
 func (t *hotswapTarget) start() (string, error) {
@@ -151,7 +153,8 @@ func (t *hotswapTarget) start() (string, error) {
 	if t.mode != "" {
 		args = append(args, "--mode", t.mode)
 	}
-	cmd := []string{"sh", "-c", goappScript, t.b.goapp, t.verFile, "--notify"}
+	args = append(args, t.extra...)
+	cmd := append([]string{"sh", "-c", goappScript, t.b.goapp, t.verFile, "--notify"}, t.goapp...)
 	if t.command != nil {
 		cmd = t.command(t.verFile)
 	}

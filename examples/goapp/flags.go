@@ -27,6 +27,7 @@ type config struct {
 	tlsCert, tlsKey                     string
 	spawnGrandchild                     bool
 	drainTimeout                        time.Duration
+	plainShutdown                       bool
 	reportSignals                       string
 	sleep                               time.Duration // hidden: the grandchild's mode
 }
@@ -37,7 +38,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.version, "version", "v1", "version to report in X-Version and the body")
 	fs.StringVar(&c.listen, "listen", "127.0.0.1:8080", "address to listen on when not started by hotswap")
 	fs.StringVar(&c.name, "name", "http", "name of the inherited listener (LISTEN_FDNAMES)")
-	fs.StringVar(&c.healthListen, "health-listen", "", "also serve /healthz on this address, bound by goapp itself")
+	fs.StringVar(&c.healthListen, "health-listen", "", "also serve /healthz on this address: on the inherited socket named health (hotswap's {port}) if there is one, else bound by goapp itself")
 	fs.IntVar(&c.healthStatus, "health-status", http.StatusOK, "status of /healthz")
 	fs.IntVar(&c.status, "status", http.StatusOK, "status of every other path")
 	fs.BoolVar(&c.notify, "notify", false, "send READY=1 to $NOTIFY_SOCKET once serving")
@@ -51,6 +52,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.tlsKey, "tls-key", "", "serve HTTPS with this key file")
 	fs.BoolVar(&c.spawnGrandchild, "spawn-grandchild", false, "start a sleeping grandchild that outlives goapp")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 10*time.Second, "bound on the drain after a stop signal")
+	fs.BoolVar(&c.plainShutdown, "plain-shutdown", false, "drain with http.Server.Shutdown alone instead of fdpass.ServeHTTP (the control of the drain tests)")
 	fs.StringVar(&c.reportSignals, "report-signals", "", "append the name of every SIGUSR1, SIGUSR2 and SIGWINCH to this file")
 	fs.DurationVar(&c.sleep, "sleep", 0, "sleep this long and exit")
 	if err := fs.MarkHidden("sleep"); err != nil {

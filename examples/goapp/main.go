@@ -266,7 +266,7 @@ func (s *servers) healthNote() string {
 
 func (s *servers) start() error {
 	if addr := s.a.cfg.healthListen; addr != "" {
-		hln, err := net.Listen("tcp", addr)
+		hln, err := s.healthListener(addr)
 		if err != nil {
 			return err
 		}
@@ -277,9 +277,38 @@ func (s *servers) start() error {
 	return nil
 }
 
+// healthListener is the socket hotswap bound for {port} (named "health")
+// when there is one, so the port in --health-listen 127.0.0.1:{port} is
+// served without binding it again; else goapp binds addr itself.
+func (s *servers) healthListener(addr string) (net.Listener, error) {
+	inherited, err := fdpass.Listeners()
+	if err != nil {
+		return nil, err
+	}
+	if ln, ok := inherited["health"]; ok {
+		return ln, nil
+	}
+	return net.Listen("tcp", addr)
+}
+
 func (s *servers) go1(srv *http.Server, ln net.Listener) {
 	s.n++
-	go func() { s.done <- fdpass.ServeHTTP(s.ctx, srv, ln, s.a.cfg.drainTimeout) }()
+	if !s.a.cfg.plainShutdown {
+		go func() { s.done <- fdpass.ServeHTTP(s.ctx, srv, ln, s.a.cfg.drainTimeout) }()
+		return
+	}
+	// What most Go servers do: Shutdown closes idle keep-alive
+	// connections at once, racing with their clients' next requests.
+	go func() {
+		served := make(chan error, 1)
+		go func() { served <- srv.Serve(ln) }()
+		<-s.ctx.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), s.a.cfg.drainTimeout)
+		defer cancel()
+		err := srv.Shutdown(ctx)
+		<-served
+		s.done <- err
+	}()
 }
 
 // wait waits for every server after cancel.

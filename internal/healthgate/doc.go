@@ -1,7 +1,7 @@
 // Package healthgate decides when a new generation is ready to take
 // traffic. It parses the --ready spec, runs the generation's sd_notify
-// socket, probes over HTTP, HTTPS, TCP or a command, and implements the
-// client side of sd_notify. It knows nothing about generations beyond a pid
+// socket and probes over HTTP, HTTPS, TCP or a command; the client side of
+// sd_notify is fdpass.Notify. It knows nothing about generations beyond a pid
 // and never logs: [Wait] returns an error that says why a generation is not
 // ready, and [NotifySocket] hands every datagram to a callback.
 //
@@ -16,9 +16,10 @@
 //	DURATION                the generation stayed up that long (500ms, 2s)
 //
 // Addresses and exec arguments may hold {gen}, {pid} and {port}. {port} is
-// a free loopback port the supervisor chooses per generation ([FreePort])
-// and also substitutes into the child's own arguments ([ExpandArgs]), so a
-// probe can reach an address that only the new generation serves:
+// the port of a [HealthSocket] the supervisor binds per generation and hands
+// to it (named [HealthName]); it also substitutes the port into the child's
+// own arguments ([ExpandArgs]), so a probe reaches an address that only the
+// new generation serves and nobody else can bind:
 //
 //	hotswap --ready 'http://127.0.0.1:{port}/healthz' -- ./server --admin 127.0.0.1:{port}
 //
@@ -67,7 +68,7 @@
 //
 // # Under systemd
 //
-// hotswap forwards its own state to its service manager with [Notify]:
+// hotswap forwards its own state to its service manager with fdpass.NotifyTo:
 //
 //	[Service]
 //	Type=notify

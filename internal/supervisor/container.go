@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hotswap-dev/hotswap/internal/reuse"
 	"github.com/hotswap-dev/hotswap/internal/sys"
 	"golang.org/x/sys/unix"
 )
@@ -158,11 +159,21 @@ func waitExit(fd int, d time.Duration) bool {
 	}
 }
 
-// roots are the pids whose process trees hold g's connections: g itself
-// and, for a container, conmon (the container's processes are its).
-func (g *gen) roots() []int {
+// snapshot is [reuse.Snapshot] of the process trees that hold g's
+// connections: g's own and, for a container, conmon's (the container's
+// processes are conmon's descendants, not podman's).
+func (g *gen) snapshot(ports []reuse.Port) (*reuse.ConnSet, error) {
+	roots := []int{g.pid}
 	if _, conmon := g.ctr.known(); conmon != 0 {
-		return []int{g.pid, conmon}
+		roots = append(roots, conmon)
 	}
-	return []int{g.pid}
+	set := &reuse.ConnSet{}
+	for _, pid := range roots {
+		s, err := reuse.Snapshot(pid, ports)
+		if err != nil {
+			return nil, err
+		}
+		set.Conns = append(set.Conns, s.Conns...)
+	}
+	return set, nil
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"sync"
 	"syscall"
 	"time"
 
@@ -40,9 +41,11 @@ type gen struct {
 	// members are its reuseport sockets, per listener (nil for shared
 	// ones); the supervisor's copies are released before it is stopped.
 	members []*reuse.Member
+	watch   *outputWatch // its stderr, without --intercept (hint.go)
 	// files are the {file:PATH} values it was started with; a crash
 	// restart of it starts the same ones (argfile.go).
 	files argFiles
+	argv  []string // the command it runs, placeholders expanded
 	// ctr is set when the command is `podman run` (podman.go).
 	ctr *container
 
@@ -84,11 +87,19 @@ func (s *Supervisor) startGen(id int, values argFiles) (_ *gen, retErr error) {
 			s.release(members)
 		}
 	}()
-	env = append(env, fdpass.ShimEnv+"=1")
+	files, names := ready.handOut(files, s.names)
+	if s.podman != nil {
+		argv = s.podman.args(id, argv)
+	}
+	path, args, ok := s.shellShim(argv)
+	if !ok {
+		path, args = s.cfg.Executable, fdpass.ShimArgs(argv)
+		env = append(env, fdpass.ShimEnv+"=1")
+	}
 	cmd := &exec.Cmd{
-		Path:       s.cfg.Executable,
-		Args:       fdpass.ShimArgs(argv),
-		Env:        fdpass.ChildEnv(s.cfg.Env, s.names, id, env...),
+		Path:       path,
+		Args:       args,
+		Env:        fdpass.ChildEnv(s.cfg.Env, names, id, env...),
 		Stdin:      os.Stdin,
 		Stdout:     s.output(id, s.cfg.Stdout),
 		Stderr:     s.output(id, s.cfg.Stderr),
@@ -126,6 +137,7 @@ func (s *Supervisor) startGen(id int, values argFiles) (_ *gen, retErr error) {
 		ready:   ready,
 		members: members,
 		files:   values,
+		argv:    argv,
 		exited:  make(chan struct{}),
 	}
 	if ready.notify != nil {
@@ -140,6 +152,41 @@ func (s *Supervisor) startGen(id int, values argFiles) (_ *gen, retErr error) {
 	s.wg.Go(func() { s.wait(g) })
 	g.log.Info("generation started", "command", s.cfg.Command[0])
 	return g, nil
+}
+
+// shShim is the exec shim in POSIX sh: LISTEN_PID is the shell's own pid,
+// which the command keeps across exec.
+const shShim = `LISTEN_PID=$$; export LISTEN_PID; `
+
+// binSh is /bin/sh if it can be run, else "".
+var binSh = sync.OnceValue(func() string {
+	if fi, err := os.Stat("/bin/sh"); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+		return "/bin/sh"
+	}
+	return ""
+})
+
+// shellShim returns how to start argv with LISTEN_PID set to its own pid
+// without hotswap's own binary as the shim, whose second Go runtime start
+// costs milliseconds per reload: a command that is already `sh -c SCRIPT`
+// gets the assignment in front of its script (no extra exec at all);
+// another one runs under `/bin/sh -c`, which execs it in place. The Go
+// shim stays for --intercept and --user, whose preparation must run on the
+// thread that execs, and where there is no /bin/sh.
+func (s *Supervisor) shellShim(argv []string) (path string, args []string, ok bool) {
+	if s.cfg.Intercept || s.cfg.Credential != nil {
+		return "", nil, false
+	}
+	if len(argv) >= 3 && (argv[0] == "sh" || argv[0] == "/bin/sh") && argv[1] == "-c" {
+		if p, err := exec.LookPath(argv[0]); err == nil {
+			return p, append([]string{argv[0], "-c", shShim + argv[2]}, argv[3:]...), true
+		}
+	}
+	sh := binSh()
+	if sh == "" {
+		return "", nil, false
+	}
+	return sh, append([]string{"sh", "-c", shShim + `exec "$0" "$@"`}, argv...), true
 }
 
 // output is where generation id writes w's stream: w itself, or a
@@ -176,7 +223,7 @@ func (s *Supervisor) wait(g *gen) {
 	if g.ps == nil || (err != nil && !errors.As(err, &ee)) {
 		g.cancel(fmt.Errorf("wait: %w", err))
 	} else {
-		g.cancel(fmt.Errorf("exited with %s", describeExit(g.ps)))
+		g.cancel(exitedCause(g))
 	}
 	g.ready.close()
 	close(g.exited)
@@ -210,7 +257,7 @@ func (s *Supervisor) stop(g *gen, drain bool) {
 		return
 	case <-t.C:
 	}
-	g.log.Warn("generation did not stop in time, killing it", "drain_timeout", s.cfg.DrainTimeout)
+	g.log.Warn("generation did not stop in time, killing it", "drain_timeout", s.cfg.DrainTimeout, "hint", stopHint(g, sig))
 	if g.ctr != nil && g.ctr.kill() {
 		// podman removes a --rm container once it is dead, then exits.
 		select {

@@ -48,27 +48,27 @@ func (h *podmanHook) paths(id int) (cid, conmon, pid string) {
 	return base + ".cid", base + ".conmon", base + ".pid"
 }
 
-// before inserts hotswap's flags after "run" (cmd.Args[0] is the shim's).
-func (h *podmanHook) before(id int, cmd *exec.Cmd) error {
+// args inserts hotswap's flags after "run" in generation id's argv.
+func (h *podmanHook) args(id int, argv []string) []string {
 	cid, conmon, pid := h.paths(id)
 	extra := []string{"--cidfile", cid, "--conmon-pidfile", conmon, "--pidfile", pid, "--env", fdpass.Generation}
 	if h.s.cfg.Ready.NeedsNotify() && !h.run.has("sdnotify") {
 		extra = append(extra, "--sdnotify=container")
 	}
-	at := 1 + h.run.run + 1
-	args := append([]string{}, cmd.Args[:at]...)
-	args = append(args, extra...)
-	cmd.Args = append(args, cmd.Args[at:]...)
-	return nil
+	at := h.run.run + 1
+	out := append([]string{}, argv[:at]...)
+	out = append(out, extra...)
+	return append(out, argv[at:]...)
 }
 
+func (h *podmanHook) before(int, *exec.Cmd) error { return nil }
+
 func (h *podmanHook) after(g *gen) {
-	argv := g.cmd.Args[1:]
-	extra := len(g.cmd.Args) - 1 - len(h.s.cfg.Command)
-	c := &container{image: argv[h.run.image+extra]}
+	extra := len(g.argv) - len(h.s.cfg.Command)
+	c := &container{image: g.argv[h.run.image+extra]}
 	c.cidfile, c.conmonfile, c.pidfile = h.paths(g.id)
 	if name, ok := h.run.flags["name"]; ok {
-		c.name = nameOf(argv[h.run.run+1:h.run.image+extra], name)
+		c.name = nameOf(g.argv[h.run.run+1:h.run.image+extra], name)
 	}
 	g.ctr = c
 	h.s.wg.Go(func() { c.discover(g.exited) })

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	"github.com/hotswap-dev/hotswap/internal/healthgate"
+	"github.com/hotswap-dev/hotswap/fdpass"
 	"github.com/hotswap-dev/hotswap/internal/reuse"
 )
 
@@ -27,6 +27,8 @@ type Supervisor struct {
 	log   hclog.Logger
 	names []string // listener names, in fd order
 	hooks []startHook
+	// podman is set when the command is `podman run` (podman.go).
+	podman *podmanHook
 	// listeners are the sockets, in fd order; never closed while Run runs.
 	listeners []*listener
 
@@ -118,6 +120,9 @@ func New(cfg Config) (*Supervisor, error) {
 	for _, l := range cfg.Listeners {
 		s.names = append(s.names, l.Name)
 	}
+	if !cfg.Intercept {
+		s.hooks = append(s.hooks, newBindWatchHook(s))
+	}
 	if cfg.Intercept {
 		h, err := newInterceptHook(s)
 		if err != nil {
@@ -136,13 +141,14 @@ func New(cfg Config) (*Supervisor, error) {
 		s.hooks = append(s.hooks, newCredentialHook(cfg.Credential))
 	}
 	if p, ok, _ := parsePodmanRun(cfg.Command); ok {
-		s.hooks = append(s.hooks, newPodmanHook(s, p))
+		s.podman = newPodmanHook(s, p)
+		s.hooks = append(s.hooks, s.podman)
 		if !p.isTrue("rm") {
 			s.log.Warn("podman run without --rm: every generation that stops leaves its container behind")
 		}
 	}
 	for _, kv := range cfg.Env {
-		if v, ok := strings.CutPrefix(kv, healthgate.NOTIFY_SOCKET+"="); ok {
+		if v, ok := strings.CutPrefix(kv, fdpass.NotifySocket+"="); ok {
 			s.upstream = v
 		}
 	}
@@ -548,7 +554,7 @@ func (s *Supervisor) onExit(g *gen) error {
 	s.current = nil
 	s.crashedFiles = g.files
 	if !s.everReady {
-		return fmt.Errorf("generation %d (pid %d) %v before it was ready", g.id, g.pid, context.Cause(g.ctx))
+		return &earlyExit{gen: g.id, pid: g.pid, cause: context.Cause(g.ctx)}
 	}
 	if prev != StateDraining {
 		g.log.Warn("generation exited on its own", "status", describeExit(g.ps))
@@ -624,18 +630,14 @@ func (s *Supervisor) listen() error {
 		l, err := s.openListener(spec)
 		if err != nil {
 			s.closeListeners()
-			var oe *net.OpError
-			if errors.As(err, &oe) && oe.Err != nil {
-				err = oe.Err
-			}
-			return fmt.Errorf("listen %s: %w", spec, err)
+			return listenError(spec, err)
 		}
 		s.listeners = append(s.listeners, l)
 		var first *reuse.Member
 		adopted, err := s.adopt(l)
 		if err != nil {
 			s.closeListeners()
-			return fmt.Errorf("listen %s: %w", spec, err)
+			return listenError(spec, err)
 		}
 		s.adopted = append(s.adopted, adopted)
 		if l.reuseport() {
@@ -659,10 +661,14 @@ func (s *Supervisor) listen() error {
 			}
 			if err != nil {
 				s.closeListeners()
-				return fmt.Errorf("listen %s: %w", spec, err)
+				return listenError(spec, err)
 			}
 			_, p, _ := net.SplitHostPort(l.group.Addr())
 			l.port, _ = strconv.Atoi(p)
+			if l.diagPort, err = diagPort(first, adopted); err != nil {
+				s.closeListeners()
+				return fmt.Errorf("listen %s: %w", spec, err)
+			}
 		}
 		s.orphans = append(s.orphans, first)
 		s.log.Info("listening", "name", spec.Name, "address", l.addr(), "mode", string(l.mode))
@@ -671,6 +677,20 @@ func (s *Supervisor) listen() error {
 		s.logMigrateReq()
 	}
 	return nil
+}
+
+// diagPort is the port and address family of a reuseport group's first
+// member, or of the adopted one.
+func diagPort(first, adopted *reuse.Member) (reuse.Port, error) {
+	m := first
+	if m == nil {
+		m = adopted
+	}
+	a, err := reuse.Addr(m.File())
+	if err != nil {
+		return reuse.Port{}, err
+	}
+	return reuse.PortOf(a.String())
 }
 
 func (s *Supervisor) closeListeners() {
