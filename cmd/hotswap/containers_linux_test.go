@@ -385,3 +385,73 @@ func nsPIDs(pid int) [2]int {
 	}
 	return [2]int{}
 }
+
+// TestContainerCrashRestart: a container killed from outside is a crash:
+// hotswap starts a new container of the image that crashed, not the one
+// written in the tag file for a deploy that has not happened.
+func TestContainerCrashRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow end-to-end test")
+	}
+	pm := newPodman(t)
+	files := map[string]string{"/goapp": staticGoapp(t)}
+	v1 := pm.image("v1", files, "/goapp", "--version", "v1", "--notify")
+	v2 := pm.image("v2", files, "/goapp", "--version", "v2", "--notify")
+	a := startContainers(t, pm, "127.0.0.1:0", v1, "--ready", "notify")
+	st := statusOf(t, a.control)
+	old := st.Generations[0].Container.ID
+	a.setImage(v2) // written, not deployed
+	pm.must("kill", "--signal", "KILL", old)
+	a.hs.WaitEvent(30*time.Second, "generation exited on its own", proctest.Gen(1))
+	a.hs.WaitEvent(60*time.Second, "generation ready", proctest.Gen(2))
+	a.checkServing(2, v1)
+	if got := get(t, a.addr); got != "v1" {
+		t.Errorf("after the crash restart: answered by %q, want v1", got)
+	}
+	if ids := pm.containers(); len(ids) != 1 || ids[0] == old {
+		t.Errorf("containers after the crash restart: %v, want one new one (the killed one was %s)", ids, old)
+	}
+	a.stop(0)
+}
+
+// TestContainerNaiveDeployLoses is the control of the tests above: the
+// same load against today's deploy without a proxy, podman stop of the old
+// container and podman run of the new one binding the port itself, fails
+// requests (the port is closed while the new container starts).
+func TestContainerNaiveDeployLoses(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow end-to-end test")
+	}
+	if !proctest.InNetns(t) {
+		return
+	}
+	pm := newPodman(t)
+	files := map[string]string{"/goapp": staticGoapp(t)}
+	addr := fmt.Sprintf("127.0.0.1:%d", freeNetnsPort(t))
+	images := map[string]string{}
+	for _, v := range []string{"v1", "v2", "v3"} {
+		images[v] = pm.image(v, files, "/goapp", "--version", v, "--listen", addr)
+	}
+	start := func(v string) *proctest.Proc {
+		run := pm.run(images[v])
+		p := proctest.Start(t, run[0], run[1:]...)
+		p.WaitLine("goapp "+v, 60*time.Second)
+		return p
+	}
+	cur := start("v1")
+	stop := twoLoads(t, addr)
+	time.Sleep(200 * time.Millisecond)
+	for v := 2; v <= 3; v++ {
+		cur.Signal(syscall.SIGTERM) // podman stop: through podman's signal proxy
+		cur.Wait(30 * time.Second)
+		cur = start(fmt.Sprintf("v%d", v))
+		proctest.WaitVersion(t, addr, fmt.Sprintf("v%d", v), 30*time.Second)
+	}
+	fresh, kept := stop()
+	t.Logf("naive deploy: new connection per request: %v; keep-alive: %v", fresh, kept)
+	if fresh.Failed == 0 || kept.Failed == 0 {
+		t.Errorf("naive deploy lost nothing (%d, %d failed): the control must show losses", fresh.Failed, kept.Failed)
+	}
+	cur.Signal(syscall.SIGTERM)
+	cur.Wait(30 * time.Second)
+}
