@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -92,6 +93,10 @@ func (a *containerApp) checkServing(n int, image string) {
 		}
 		if !slices.Contains(a.pm.containers(), g.Container.ID) {
 			a.t.Fatalf("status of generation %d: container %s is not one of the test's: %v", n, g.Container.ID, a.pm.containers())
+		}
+		_, text, _ := ctl(a.t, "status", "--control", a.control)
+		if !regexp.MustCompile(regexp.QuoteMeta(image) + `\s+` + g.Container.ID[:12]).MatchString(text) {
+			a.t.Fatalf("status: no IMAGE and CONTAINER columns for generation %d (%s %s):\n%s", n, image, g.Container.ID[:12], text)
 		}
 		return
 	}
