@@ -27,22 +27,7 @@ type handoffReport struct {
 	Socks map[int]string    `json:"socks"` // fd -> local address
 }
 
-const (
-	reportEnv = "TEST_REPORT_FIFO"
-	// childHelperEnv selects a helper in a child started by hotswap, which
-	// reserves the HOTSWAP_ prefix and does not pass HOTSWAP_TEST_HELPER on.
-	childHelperEnv = "TEST_CHILD_HELPER"
-)
-
-// runHelper runs the helper named h in a child process.
-func runHelper(h string) int {
-	switch h {
-	case "handoff":
-		return handoffHelper()
-	}
-	fmt.Fprintf(os.Stderr, "unknown helper %q\n", h)
-	return 2
-}
+const reportEnv = "TEST_REPORT_FIFO"
 
 // handoffHelper lists its descriptors before anything opens one, reports
 // them with the hand-off variables, then waits for SIGTERM.
@@ -130,10 +115,13 @@ func TestHandoffProtocols(t *testing.T) {
 	for gen := 1; gen <= 2; gen++ {
 		r := read(gen)
 		if gen == 1 {
+			// hotswap's log is read in order: once generation 1 is ready
+			// there, both "listening" lines have been read too (the
+			// generation's report may come first).
+			p.WaitEvent(10*time.Second, "generation ready", proctest.Gen(1))
 			for _, e := range p.Events("listening") {
 				addrs = append(addrs, e.Str("address"))
 			}
-			p.WaitEvent(10*time.Second, "generation ready", proctest.Gen(1))
 			p.Signal(syscall.SIGHUP) // the same checks for the second generation
 		}
 		want := map[string]string{

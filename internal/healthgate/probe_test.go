@@ -90,7 +90,7 @@ func TestHTTPNotReady(t *testing.T) {
 
 func TestHTTPSVerifyOnRequest(t *testing.T) {
 	srv, _, _ := failingServer(t, 0, true)
-	err := waitFor(t, srv.URL+"/healthz", Options{Timeout: 200 * time.Millisecond, TLSConfig: &tls.Config{ServerName: "example.com"}})
+	err := waitFor(t, srv.URL+"/healthz", Options{Timeout: 2 * time.Second, TLSConfig: &tls.Config{ServerName: "example.com"}})
 	if !errors.Is(err, ErrNotReady) || !strings.Contains(err.Error(), "certificate") {
 		t.Fatalf("got %v, want a certificate failure", err)
 	}
@@ -111,7 +111,7 @@ func TestHTTPCancelIsPrompt(t *testing.T) {
 	defer srv.Close()
 	defer close(hang)
 	cause := errors.New("generation exited")
-	err, late := waitCancelled(t, mustParse(srv.URL), Target{}, cause)
+	late, err := waitCancelled(t, mustParse(srv.URL), Target{}, cause)
 	if !errors.Is(err, ErrNotReady) || !errors.Is(err, cause) {
 		t.Fatalf("got %v", err)
 	}
@@ -220,7 +220,7 @@ func TestDelay(t *testing.T) {
 		t.Errorf("ready after %v, want >= 150ms", d)
 	}
 	cause := errors.New("generation exited")
-	err, late := waitCancelled(t, mustParse("10s"), Target{}, cause)
+	late, err := waitCancelled(t, mustParse("10s"), Target{}, cause)
 	if !errors.Is(err, ErrNotReady) || !errors.Is(err, cause) || !strings.Contains(err.Error(), "of 10s") {
 		t.Fatalf("got %v", err)
 	}

@@ -162,14 +162,14 @@ func waitExit(fd int, d time.Duration) bool {
 // snapshot is [reuse.Snapshot] of the process trees that hold g's
 // connections: g's own and, for a container, conmon's (the container's
 // processes are conmon's descendants, not podman's).
-func (g *gen) snapshot(ports []reuse.Port) (*reuse.ConnSet, error) {
+func (g *gen) snapshot(ports []reuse.Port, skip map[uint64]bool) (*reuse.ConnSet, error) {
 	roots := []int{g.pid}
 	if _, conmon := g.ctr.known(); conmon != 0 {
 		roots = append(roots, conmon)
 	}
 	set := &reuse.ConnSet{}
 	for _, pid := range roots {
-		s, err := reuse.Snapshot(pid, ports)
+		s, err := reuse.Snapshot(pid, ports, skip)
 		if err != nil {
 			return nil, err
 		}
