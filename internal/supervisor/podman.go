@@ -21,7 +21,7 @@ import (
 //   - it adds --cidfile, --conmon-pidfile and --pidfile in the run
 //     directory: the container id is shown in status; conmon, whose
 //     children are the container's processes, is what a drain looks at
-//     for open connections (container.go);
+//     for open connections (container_linux.go);
 //   - with --ready notify it adds --sdnotify=container: podman forwards
 //     the server's READY=1 from conmon after naming it with MAINPID=,
 //     which the notify socket credits;
