@@ -18,13 +18,13 @@ import (
 	"github.com/hotswap-dev/hotswap/internal/sys"
 )
 
-// containerSwaps is how many image swaps TestContainerSwaps makes: 5 in
-// make test, where a swap under load takes about 5s on this machine kind
-// (1.5s from podman run to READY=1 under load, the drain's 2s for
-// keep-alive connections, the old container's stop) and each image 1.3s
-// to make; make test-containers sets HOTSWAP_CONTAINER_SWAPS=20.
+// containerSwaps is how many image swaps TestContainerSwaps makes: 20,
+// which take about 23s under load on this machine kind (a swap: podman
+// run to READY=1 in 0.2-1.3s, the drain, the old container's stop and
+// conmon's exit), plus 18s to make the 21 images. HOTSWAP_CONTAINER_SWAPS
+// changes it.
 func containerSwaps(t *testing.T) int {
-	n := 5
+	n := 20
 	if s := os.Getenv("HOTSWAP_CONTAINER_SWAPS"); s != "" {
 		v, err := strconv.Atoi(s)
 		if err != nil || v < 1 {
