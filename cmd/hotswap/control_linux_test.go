@@ -98,7 +98,7 @@ func TestControlPlane(t *testing.T) {
 	st := statusOf(t, sock) // before generation 1 is gone: it may be listed draining
 	checkStatus(t, st, 2, a.addr)
 	// In shared mode generation 1 accepts until its stop signal lands.
-	a.hs.WaitEvent(10*time.Second, "generation exited", proctest.Gen(1))
+	a.waitGone(1, 10*time.Second)
 	if got := get(t, a.addr); got != "v2" {
 		t.Errorf("after reload: answered by %q, want v2", got)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/hotswap-dev/hotswap/internal/load"
 	"github.com/hotswap-dev/hotswap/internal/proctest"
+	"github.com/hotswap-dev/hotswap/internal/supervisor"
 )
 
 func TestMain(m *testing.M) {
@@ -26,6 +27,7 @@ func TestMain(m *testing.M) {
 type app struct {
 	t              *testing.T
 	hs             *proctest.Proc
+	ctl            string // hotswap's control socket
 	addr           string
 	verFile, flags string
 	gen            int // the generation expected to serve
@@ -63,8 +65,8 @@ func (a *app) start(addr, goapp string, hsFlags []string, goappFlags ...string) 
 	args := append([]string{"--log-format", "json", "-l", "http=tcp://" + addr}, hsFlags...)
 	args = append(args, "--", "sh", "-c", script, goapp, a.verFile, a.flags)
 	a.hs = proctest.Start(t, hotswap, append(args, goappFlags...)...)
-	a.addr = a.hs.WaitEvent(10*time.Second, "listening", nil).Str("address")
-	a.hs.WaitEvent(10*time.Second, "generation ready", proctest.Gen(1))
+	a.ctl = controlPath(a.hs, hsFlags)
+	a.addr = a.waitServing(1, 10*time.Second).Listeners[0].Address
 	return a
 }
 
@@ -78,12 +80,23 @@ func (a *app) write(version, flags string) {
 	}
 }
 
-// reload changes the version, sends SIGHUP and waits for the outcome of
-// generation n: "reload succeeded" or "reload failed".
+// reload changes the version, sends SIGHUP and waits on hotswap's status
+// until the reload to generation n is done: generation n serves, or one
+// more reload failed. It returns the outcome's log event, "reload
+// succeeded" or "reload failed", whose reason some tests check.
 func (a *app) reload(n int, version, flags string) proctest.Event {
 	a.t.Helper()
 	a.write(version, flags)
-	return a.hs.ReloadOutcome(n, 30*time.Second, func() { a.hs.Signal(syscall.SIGHUP) })
+	return a.hs.ReloadOutcome(n, 10*time.Second, func() {
+		before, err := askStatus(a.ctl)
+		if err != nil {
+			a.t.Fatalf("status before the reload to generation %d: %v", n, err)
+		}
+		a.hs.Signal(syscall.SIGHUP)
+		waitState(a.t, a.hs, a.ctl, 30*time.Second, fmt.Sprintf("done with the reload to generation %d", n), func(st supervisor.Status) bool {
+			return servingGen(n)(st) || st.Reloads.Failed > before.Reloads.Failed
+		})
+	})
 }
 
 // get sends one request on a new connection and returns X-Version.

@@ -58,7 +58,7 @@ func TestFaults(t *testing.T) {
 				}
 				// In shared mode the rejected generation may answer until it
 				// has stopped.
-				a.hs.WaitEvent(10*time.Second, "generation exited", proctest.Gen(2))
+				a.waitGone(2, 10*time.Second)
 				if got := get(t, a.addr); got != "v1" {
 					t.Errorf("answered by %q after a rollback, want v1", got)
 				}
@@ -436,7 +436,7 @@ func drainCap(t *testing.T, a *app) {
 	if e := a.reload(2, "v2", "--ignore-term"); e.Msg() != "reload succeeded" {
 		t.Fatalf("reload to the stubborn version: %v", e)
 	}
-	a.hs.WaitEvent(10*time.Second, "generation exited", proctest.Gen(1))
+	a.waitGone(1, 10*time.Second)
 	if e := a.reload(3, "v3", ""); e.Msg() != "reload succeeded" {
 		t.Fatalf("reload away from it: %v", e)
 	}
@@ -472,8 +472,8 @@ func startCopy(t *testing.T, hsFlags []string) *app {
 	args := append([]string{"--log-format", "json", "-l", "http=tcp://127.0.0.1:0"}, hsFlags...)
 	a := &app{t: t, verFile: filepath.Join(dir, "version"), flags: filepath.Join(dir, "flags"), gen: 1}
 	a.hs = proctest.Start(t, hotswap, append(args, "--", bin, "--version", "v1")...)
-	a.addr = a.hs.WaitEvent(10*time.Second, "listening", nil).Str("address")
-	a.hs.WaitEvent(10*time.Second, "generation ready", proctest.Gen(1))
+	a.ctl = controlPath(a.hs, hsFlags)
+	a.addr = a.waitServing(1, 10*time.Second).Listeners[0].Address
 	return a
 }
 

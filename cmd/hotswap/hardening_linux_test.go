@@ -193,8 +193,8 @@ func startAppCmd(t *testing.T, hsFlags []string, goappFlags ...string) *app {
 	cmd := exec.Command(hotswap, append(args, goappFlags...)...)
 	cmd.WaitDelay = time.Second
 	a.hs = proctest.StartCmd(t, cmd)
-	a.addr = a.hs.WaitEvent(10*time.Second, "listening", nil).Str("address")
-	a.hs.WaitEvent(10*time.Second, "generation ready", proctest.Gen(1))
+	a.ctl = controlPath(a.hs, hsFlags)
+	a.addr = a.waitServing(1, 10*time.Second).Listeners[0].Address
 	return a
 }
 
@@ -223,7 +223,8 @@ func TestHardeningUnixSocket(t *testing.T) {
 
 	hs := proctest.Start(t, hotswap, "--log-format", "json", "--ready", "200ms",
 		"-l", "http=unix://"+sock+"?mode=0640", "--", goapp, "--version", "v1")
-	hs.WaitEvent(10*time.Second, "generation ready", proctest.Gen(1))
+	ctlSock := controlPath(hs, nil)
+	waitState(t, hs, ctlSock, 10*time.Second, "serving generation 1", servingGen(1))
 	fi, err := os.Stat(sock)
 	if err != nil || fi.Mode().Perm() != 0o640 || fi.Mode()&os.ModeSocket == 0 {
 		t.Fatalf("socket %s: %v %v, want a socket with mode 0640", sock, fi.Mode(), err)
@@ -231,8 +232,8 @@ func TestHardeningUnixSocket(t *testing.T) {
 	run := load.Start(t.Context(), load.Config{Network: "unix", Addr: sock, Concurrency: 8, Duration: time.Minute})
 	for n := 2; n <= 6; n++ {
 		hs.Signal(syscall.SIGHUP)
-		hs.WaitEvent(15*time.Second, "reload succeeded", proctest.Gen(n))
-		hs.WaitEvent(15*time.Second, "generation exited", proctest.Gen(n-1))
+		waitState(t, hs, ctlSock, 15*time.Second, fmt.Sprintf("serving generation %d", n), servingGen(n))
+		waitState(t, hs, ctlSock, 15*time.Second, fmt.Sprintf("rid of generation %d", n-1), goneGen(n-1))
 		if _, err := os.Stat(sock); err != nil {
 			t.Fatalf("after reload %d: %v", n, err)
 		}
@@ -263,8 +264,8 @@ func TestHardeningUDPReload(t *testing.T) {
 	cmd := exec.Command(hotswap, "--log-format", "json", "--ready", "100ms", "-l", "udp=udp4://127.0.0.1:0", "--", self, "-test.run=^$")
 	cmd.Env = append(os.Environ(), hardeningHelperEnv+"=udp")
 	hs := proctest.StartCmd(t, cmd)
-	addr := hs.WaitEvent(10*time.Second, "listening", nil).Str("address")
-	hs.WaitEvent(10*time.Second, "generation ready", proctest.Gen(1))
+	ctlSock := controlPath(hs, nil)
+	addr := waitState(t, hs, ctlSock, 10*time.Second, "serving generation 1", servingGen(1)).Listeners[0].Address
 
 	ctx, cancel := context.WithCancel(t.Context())
 	var sent, lost int
@@ -300,8 +301,8 @@ func TestHardeningUDPReload(t *testing.T) {
 	for n := 2; n <= 6; n++ {
 		time.Sleep(100 * time.Millisecond)
 		hs.Signal(syscall.SIGHUP)
-		hs.WaitEvent(15*time.Second, "reload succeeded", proctest.Gen(n))
-		hs.WaitEvent(15*time.Second, "generation exited", proctest.Gen(n-1))
+		waitState(t, hs, ctlSock, 15*time.Second, fmt.Sprintf("serving generation %d", n), servingGen(n))
+		waitState(t, hs, ctlSock, 15*time.Second, fmt.Sprintf("rid of generation %d", n-1), goneGen(n-1))
 	}
 	time.Sleep(200 * time.Millisecond)
 	cancel()
@@ -335,7 +336,7 @@ func TestHardeningSubreaper(t *testing.T) {
 	if e := a.reload(2, "v2", ""); e.Msg() != "reload succeeded" {
 		t.Fatalf("reload: %v", e)
 	}
-	a.hs.WaitEvent(15*time.Second, "generation exited", proctest.Gen(1))
+	a.waitGone(1, 15*time.Second)
 	if pp := ppid(gc); pp != a.hs.Cmd.Process.Pid {
 		t.Fatalf("orphaned grandchild %d has parent %d, want hotswap %d", gc, pp, a.hs.Cmd.Process.Pid)
 	}

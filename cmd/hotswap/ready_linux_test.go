@@ -44,7 +44,7 @@ func TestReadinessGateUnderLoad(t *testing.T) {
 	if r := a.hs.WaitEvent(time.Second, "generation ready", proctest.Gen(4)); time.Duration(r.Int("after")) < time.Second {
 		t.Errorf("generation 4 ready after %v, before its 1s start delay: the gate did not wait", time.Duration(r.Int("after")))
 	}
-	a.hs.WaitEvent(10*time.Second, "generation exited", proctest.Gen(1))
+	a.waitGone(1, 10*time.Second)
 	res := run.Stop()
 	t.Logf("load: %v; versions %v", res, res.Versions)
 	if res.Failed != 0 {

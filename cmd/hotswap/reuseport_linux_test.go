@@ -61,7 +61,7 @@ func (a *app) loadReloads(t *testing.T, reloads int, stall bool) load.Result {
 		if e := a.reload(n, version, ""); e.Msg() != "reload succeeded" {
 			t.Fatalf("reload to generation %d: %v", n, e)
 		}
-		a.hs.WaitEvent(30*time.Second, "generation exited", proctest.Gen(n-1))
+		a.waitGone(n-1, 30*time.Second)
 		if got := get(t, a.addr); got != version {
 			t.Fatalf("after reload %d: answered by %q, want %q", n, got, version)
 		}
@@ -221,7 +221,7 @@ func TestBlueGreen(t *testing.T) {
 	run := load.Start(t.Context(), load.Config{Addr: a.addr, Concurrency: 16, Duration: time.Minute})
 	time.Sleep(200 * time.Millisecond)
 	t.Log(ctl("promote"))
-	a.hs.WaitEvent(30*time.Second, "generation exited", proctest.Gen(1))
+	a.waitGone(1, 30*time.Second)
 	if got := get(t, a.addr); got != "v2" {
 		t.Errorf("after promote: answered by %q, want v2", got)
 	}
@@ -230,7 +230,7 @@ func TestBlueGreen(t *testing.T) {
 	t.Log(ctl("weight", "50"))
 	time.Sleep(300 * time.Millisecond)
 	t.Log(ctl("rollback"))
-	a.hs.WaitEvent(30*time.Second, "generation exited", proctest.Gen(3))
+	a.waitGone(3, 30*time.Second)
 	time.Sleep(200 * time.Millisecond)
 	res = run.Stop()
 	t.Logf("promote and rollback: %v; versions %v", res, res.Versions)
@@ -350,7 +350,7 @@ func TestReusePortSelfUpgradeRefusedWhileBusy(t *testing.T) {
 		t.Errorf("answered by %q, want v1", got)
 	}
 	ctl("promote")
-	a.hs.WaitEvent(30*time.Second, "generation exited", proctest.Gen(1))
+	a.waitGone(1, 30*time.Second)
 	if got := get(t, a.addr); got != "v2" {
 		t.Errorf("after promote answered by %q, want v2", got)
 	}

@@ -137,6 +137,16 @@ func (p *Proc) WaitEvent(d time.Duration, msg string, match func(Event) bool) Ev
 // Gen matches an event of generation n.
 func Gen(n int) func(Event) bool { return func(e Event) bool { return e.Int("gen") == n } }
 
+// Exited reports whether the process has exited.
+func (p *Proc) Exited() bool {
+	select {
+	case <-p.core.Done():
+		return true
+	default:
+		return false
+	}
+}
+
 // Signal sends sig to the process.
 func (p *Proc) Signal(sig syscall.Signal) {
 	p.t.Helper()
