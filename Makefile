@@ -4,7 +4,7 @@ BIN     := bin
 ADDR    ?= 127.0.0.1:8080
 PIDFILE ?= $(CURDIR)/$(BIN)/hotswap-demo.pid
 
-.PHONY: all build demo test deps vet race bench soak recipes clean
+.PHONY: all build demo test test-containers deps vet race bench soak recipes clean
 
 all: build
 
@@ -33,6 +33,11 @@ vet:
 # test installs what the tests drive (as root), then runs every test.
 test: deps vet
 	$(GO) test -count=1 -timeout 15m ./...
+
+# test-containers: only the container tests (about 2.5 minutes here; make
+# test runs them too, with the same 20 image swaps v1 -> v21 under load).
+test-containers: deps
+	HOTSWAP_CONTAINER_SWAPS=20 $(GO) test -count=1 -v -timeout 20m -run '^TestContainer' ./cmd/hotswap
 
 race: deps
 	$(GO) test -race -count=1 -timeout 20m ./...

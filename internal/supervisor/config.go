@@ -235,6 +235,17 @@ func (c *Config) validate() error {
 	if len(c.Listeners) == 0 {
 		return errors.New("no --listen address")
 	}
+	if err := checkArgFiles(c.Command); err != nil {
+		return err
+	}
+	if p, ok, err := parsePodmanRun(c.Command); ok {
+		if err == nil {
+			err = p.check(len(c.Listeners), c.Ready.NeedsNotify())
+		}
+		if err != nil {
+			return err
+		}
+	}
 	seen := map[string]bool{}
 	for i := range c.Listeners {
 		l := &c.Listeners[i]

@@ -27,6 +27,8 @@ type Supervisor struct {
 	log   hclog.Logger
 	names []string // listener names, in fd order
 	hooks []startHook
+	// podman is set when the command is `podman run` (podman.go).
+	podman *podmanHook
 	// listeners are the sockets, in fd order; never closed while Run runs.
 	listeners []*listener
 
@@ -56,6 +58,9 @@ type Supervisor struct {
 	restart   *time.Timer
 	restartAt time.Time
 	lastExit  *os.ProcessState // of the last current generation to exit
+	// crashedFiles are the {file:PATH} values of the last current
+	// generation to exit, for its crash restart.
+	crashedFiles argFiles
 	// orphans are listening reuseport members without a generation, per
 	// listener: the first ones, then those of a crashed current
 	// generation; the next generation started takes them.
@@ -136,6 +141,13 @@ func New(cfg Config) (*Supervisor, error) {
 	if cfg.Credential != nil {
 		s.hooks = append(s.hooks, newCredentialHook(cfg.Credential))
 	}
+	if p, ok, _ := parsePodmanRun(cfg.Command); ok {
+		s.podman = newPodmanHook(s, p)
+		s.hooks = append(s.hooks, s.podman)
+		if !p.isTrue("rm") {
+			s.log.Warn("podman run without --rm: every generation that stops leaves its container behind")
+		}
+	}
 	for _, kv := range cfg.Env {
 		if v, ok := strings.CutPrefix(kv, fdpass.NotifySocket+"="); ok {
 			s.upstream = v
@@ -188,7 +200,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 }
 
 func (s *Supervisor) startFirst() error {
-	g, err := s.startGen(s.next())
+	g, err := s.startGen(s.next(), nil)
 	if err != nil {
 		return err
 	}
@@ -324,7 +336,7 @@ func (s *Supervisor) beginReload() {
 		return
 	}
 	s.notifyUp(reloadingState())
-	g, err := s.startGen(s.next())
+	g, err := s.startGen(s.next(), nil)
 	if err != nil {
 		s.finishReload(s.reloadError(s.nextID, 0, err))
 		return
@@ -547,6 +559,7 @@ func (s *Supervisor) onExit(g *gen) error {
 	}
 	s.lastExit = g.ps
 	s.current = nil
+	s.crashedFiles = g.files
 	if !s.everReady {
 		return &earlyExit{gen: g.id, pid: g.pid, cause: context.Cause(g.ctx)}
 	}
@@ -581,7 +594,7 @@ func (s *Supervisor) onRestart() {
 	if s.current != nil || s.pending != nil {
 		return
 	}
-	g, err := s.startGen(s.next())
+	g, err := s.startGen(s.next(), s.crashedFiles)
 	if err != nil {
 		s.log.Error("restart failed", "error", err)
 		s.scheduleRestart(0)
