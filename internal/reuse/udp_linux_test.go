@@ -1,0 +1,146 @@
+package reuse
+
+import (
+	"encoding/hex"
+	"net"
+	"strings"
+	"testing"
+)
+
+// udpServer is what a generation does with its member: reads datagrams.
+func udpServer(t *testing.T, m *UDPMember) *net.UDPConn {
+	t.Helper()
+	pc, err := net.FilePacketConn(m.File())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pc.(*net.UDPConn)
+}
+
+// cidOf returns a connection ID a server with m's slot would issue.
+func cidOf(t *testing.T, g *UDPGroup, slot int) []byte {
+	t.Helper()
+	prefix, _, _ := strings.Cut(g.CID(slot), "/")
+	b, err := hex.DecodeString(prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(b, 1, 2, 3, 4, 5, 6, 7, 8)
+}
+
+func shortHeader(cid []byte) []byte { return append(append([]byte{0x40 | 0x03}, cid...), 0xaa, 0xbb) }
+
+func longHeader(cid []byte) []byte {
+	b := []byte{0xc0, 0, 0, 0, 1, byte(len(cid))}
+	b = append(b, cid...)
+	return append(b, 8, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0)
+}
+
+func TestUDPGroupSteersByCID(t *testing.T) {
+	g, err := NewUDPGroup("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	a, err := g.Add(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := g.Add(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Add(2); err == nil {
+		t.Fatal("Add with slot 2 in use succeeded")
+	}
+	if err := g.Steer(b); err != nil {
+		t.Fatal(err)
+	}
+	ca, cb := udpServer(t, a), udpServer(t, b)
+	socks := []*net.UDPConn{ca, cb}
+	random := []byte{9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 1, 2}
+	short := append([]byte(nil), cidOf(t, g, 1)...)
+	short[1] ^= 0xff // slot 1, wrong key
+	for _, tc := range []struct {
+		name string
+		msg  []byte
+		want int
+	}{
+		{"short header, slot 1", shortHeader(cidOf(t, g, 1)), 0},
+		{"short header, slot 2", shortHeader(cidOf(t, g, 2)), 1},
+		{"long header, slot 1", longHeader(cidOf(t, g, 1)), 0},
+		{"long header, random 12-byte DCID", longHeader(random), 1},
+		{"long header, 8-byte DCID", longHeader(random[:8]), 1},
+		{"short header, slot 1 with another key", shortHeader(short), 1},
+		{"short header cut short", shortHeader(cidOf(t, g, 1))[:6], 1},
+		{"no fixed bit", append([]byte{0x03}, cidOf(t, g, 1)...), 1},
+		{"not QUIC", []byte("hello"), 1},
+		{"empty", []byte{}, 1},
+	} {
+		if got := udpWho(t, socks, g.Addr(), tc.msg); got != tc.want {
+			t.Errorf("%s: reached %s, want %s", tc.name, name(socks, got), name(socks, tc.want))
+		}
+	}
+
+	// a's server exits; the group binds a spare that takes a's index, so
+	// b keeps its index 1.
+	ca.Close()
+	if err := g.Remove(a); err != nil {
+		t.Fatal(err)
+	}
+	if i := g.order[1]; i != b || g.Len() != 2 {
+		t.Fatalf("after Remove(a): b not at index 1 of %d", g.Len())
+	}
+	socks = []*net.UDPConn{cb}
+	if got := udpWho(t, socks, g.Addr(), shortHeader(cidOf(t, g, 1))); got != 0 {
+		t.Errorf("slot 1 after its member left: reached %s, want the current member", name(socks, got))
+	}
+	c, err := g.Add(1) // the freed slot, on the spare
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.Len() != 2 || g.order[0] != c {
+		t.Fatalf("Add after Remove did not take the spare: %d members", g.Len())
+	}
+	if err := g.Steer(c); err != nil {
+		t.Fatal(err)
+	}
+	cc := udpServer(t, c)
+	defer cc.Close()
+	defer cb.Close()
+	socks = []*net.UDPConn{cb, cc}
+	for _, tc := range []struct {
+		name string
+		msg  []byte
+		want int
+	}{
+		{"slot 2 (draining b)", shortHeader(cidOf(t, g, 2)), 0},
+		{"slot 1 (c)", shortHeader(cidOf(t, g, 1)), 1},
+		{"new connection", longHeader(random), 1},
+	} {
+		if got := udpWho(t, socks, g.Addr(), tc.msg); got != tc.want {
+			t.Errorf("%s: reached %s, want %s", tc.name, name(socks, got), name(socks, tc.want))
+		}
+	}
+
+	// A member another process still holds stays in the group.
+	if err := g.Remove(b); err != nil {
+		t.Fatal(err)
+	}
+	if g.Len() != 2 {
+		t.Fatalf("b is held by its server: want it still counted, have %d members", g.Len())
+	}
+	if got := udpWho(t, socks, g.Addr(), shortHeader(cidOf(t, g, 2))); got != 1 {
+		t.Errorf("slot 2 after Remove(b): reached %s, want c", name(socks, got))
+	}
+	cb.Close()
+	if err := g.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if g.Len() != 1 || g.order[0] != c {
+		t.Fatalf("after b's last close: %d members, want c alone", g.Len())
+	}
+	if got := udpWho(t, []*net.UDPConn{cc}, g.Addr(), []byte("x")); got != 0 {
+		t.Errorf("after sync: datagram reached %d, want c", got)
+	}
+}

@@ -1,0 +1,5 @@
+//go:build !linux
+
+package reuse
+
+func udpInodes(int) (map[uint64]bool, error) { return nil, errGroupUnsupported }
