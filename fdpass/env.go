@@ -17,6 +17,9 @@ const (
 
 	// Generation is hotswap's own: the number of the generation, from 1.
 	Generation = "HOTSWAP_GENERATION"
+	// QUICCID is the connection-ID layout a QUIC server must use on its
+	// UDP listeners for its connections to survive a reload: see [CIDLayout].
+	QUICCID    = "HOTSWAP_QUIC_CID"
 	hotswapPfx = "HOTSWAP_"
 )
 

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"net"
 	"os"
 	"os/exec"
 
@@ -31,15 +30,7 @@ func (a *app) notify(state string) {
 	}
 }
 
-func sdNotify(path, state string) error {
-	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: path, Net: "unixgram"})
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	_, err = c.Write([]byte(state))
-	return err
-}
+func sdNotify(path, state string) error { return fdpass.NotifyTo(path, state) }
 
 // spawnGrandchild starts goapp in its sleep mode and does not wait for it,
 // so it outlives goapp and must be reaped by whoever inherits it.

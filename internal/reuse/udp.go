@@ -1,7 +1,6 @@
 package reuse
 
 import (
-	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -60,9 +59,9 @@ const CIDLen = 12
 var ErrSlotInUse = errors.New("reuse: slot in use")
 
 // NewUDPGroup prepares a group for network ("udp", "udp4" or "udp6") and
-// address, with a random key. With port 0 the first member's port is used
-// for every later member. It binds nothing.
-func NewUDPGroup(network, address string) (*UDPGroup, error) {
+// address, whose connection IDs carry key after the slot. With port 0 the
+// first member's port is used for every later member. It binds nothing.
+func NewUDPGroup(network, address string, key [3]byte) (*UDPGroup, error) {
 	if network != "udp" && network != "udp4" && network != "udp6" {
 		return nil, fmt.Errorf("new udp group %s %s: %w", network, address, net.UnknownNetworkError(network))
 	}
@@ -70,11 +69,28 @@ func NewUDPGroup(network, address string) (*UDPGroup, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new udp group %s: %w", address, err)
 	}
-	g := &UDPGroup{network: network, address: address, port: port}
-	if _, err := rand.Read(g.key[:]); err != nil {
-		return nil, fmt.Errorf("new udp group %s: key: %w", address, err)
+	return &UDPGroup{network: network, address: address, port: port, key: key}, nil
+}
+
+// Reserve binds a spare socket, which receives nothing until Add hands it
+// out: the address is taken now and a port 0 fixed. Another SO_REUSEPORT
+// UDP socket already bound to the address (of this user, which the kernel
+// would let join the group) makes it fail with [ErrInUse].
+func (g *UDPGroup) Reserve() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return ErrClosed
 	}
-	return g, nil
+	if g.port != 0 {
+		if in, err := udpInodes(g.port); err == nil && len(in) > len(g.order) {
+			return fmt.Errorf("reserve %s: %w", g.address, ErrInUse)
+		}
+	}
+	if _, err := g.bindLocked(); err != nil {
+		return fmt.Errorf("reserve %s: %w", g.address, err)
+	}
+	return nil
 }
 
 // addressPort is the port of a host:port address.

@@ -37,7 +37,7 @@ func longHeader(cid []byte) []byte {
 }
 
 func TestUDPGroupSteersByCID(t *testing.T) {
-	g, err := NewUDPGroup("udp4", "127.0.0.1:0")
+	g, err := NewUDPGroup("udp4", "127.0.0.1:0", [3]byte{0xa1, 0xb2, 0xc3})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -40,6 +40,8 @@ type gen struct {
 	// members are its reuseport sockets, per listener (nil for shared
 	// ones); the supervisor's copies are released before it is stopped.
 	members []*reuse.Member
+	// udp is set when it has sockets of its own in UDP groups (quic.go).
+	udp bool
 
 	// ctx is cancelled, with the reason, when the process exits.
 	ctx    context.Context
@@ -172,6 +174,10 @@ func (s *Supervisor) stop(g *gen, drain bool) {
 	if drain && g.members != nil && !s.cfg.SkipDrain {
 		d, ok := s.drainWait(g)
 		g.log.Info("drained", "after", d.Round(time.Millisecond), "complete", ok)
+	}
+	if drain && g.udp && !s.cfg.SkipDrain {
+		d := s.udpDrainWait(g)
+		g.log.Info("kept its quic connections", "for", d.Round(time.Millisecond))
 	}
 	s.release(g.members)
 	sig := s.cfg.StopSignal

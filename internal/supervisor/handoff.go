@@ -87,6 +87,8 @@ func (s *Supervisor) quiet() error {
 		return fmt.Errorf("generation %d is held as a canary: promote or roll it back, then try again", s.canary.id)
 	case s.draining() > 0:
 		return fmt.Errorf("%d old generations are still draining: try again when they have exited", s.draining())
+	case s.udp != nil:
+		return errors.New("UDP listeners in reuseport mode cannot be handed to a new hotswap yet: restart hotswap, or run it with --mode shared")
 	case s.adopting():
 		return errors.New("the first generation has not taken over from the previous hotswap yet: try again when it serves")
 	}

@@ -48,7 +48,8 @@ type listener struct {
 	mode   Mode
 	shared *os.File
 	group  *reuse.Group
-	port   int // the bound port, for OpenConns
+	udp    *reuse.UDPGroup // a UDP listener in reuseport mode (quic.go)
+	port   int             // the bound port, for OpenConns
 }
 
 func (l *listener) reuseport() bool { return l.group != nil }
@@ -66,6 +67,9 @@ func (s *Supervisor) openListener(spec ListenSpec) (*listener, error) {
 		// sure the address can be bound now, not at the first start.
 		l.group, l.mode = g, ModeReusePort
 		return l, nil
+	}
+	if s.udp != nil && isUDP(spec.Network) {
+		return l, s.openUDP(l)
 	}
 	f, err := s.cfg.Listen(spec)
 	if err != nil {
@@ -85,6 +89,9 @@ func (l *listener) addr() string {
 	if l.group != nil {
 		return l.group.Addr()
 	}
+	if l.udp != nil {
+		return l.udp.Addr()
+	}
 	if a, err := reuse.Addr(l.shared); err == nil {
 		return a.String()
 	}
@@ -97,6 +104,9 @@ func (l *listener) close() {
 	}
 	if l.group != nil {
 		l.group.Close()
+	}
+	if l.udp != nil {
+		l.udp.Close()
 	}
 }
 
@@ -164,6 +174,9 @@ func (s *Supervisor) sync() {
 // generation leaves that role to the group's default (the oldest member).
 func (s *Supervisor) steer(to, other *gen, pct int, probe *gen) error {
 	var errs []error
+	if s.udp != nil && to != nil {
+		errs = append(errs, s.udp.steer(to.id))
+	}
 	for i, l := range s.listeners {
 		if !l.reuseport() {
 			continue

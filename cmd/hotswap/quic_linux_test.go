@@ -1,0 +1,181 @@
+package main
+
+import (
+	"os"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hotswap-dev/hotswap/internal/proctest"
+	"github.com/hotswap-dev/hotswap/internal/quicload"
+)
+
+const quicappPkg = "github.com/hotswap-dev/hotswap/examples/quicapp"
+
+// quicScale is the load of the QUIC reload tests: 50 long-lived
+// connections over 10 reloads in make test, the 200 over 20 with
+// HOTSWAP_QUIC_FULL=1 (make test-quic).
+func quicScale() (long, reloads int) {
+	if os.Getenv("HOTSWAP_QUIC_FULL") != "" {
+		return 200, 20
+	}
+	return 50, 10
+}
+
+// quicConnWait is --drain-conn-wait of the QUIC tests: how long an old
+// generation keeps its connections after the cutover before its stop
+// signal.
+const quicConnWait = time.Second
+
+// quicRun is one QUIC load across reloads.
+type quicRun struct {
+	hsFlags  []string
+	appFlags []string
+	long     int
+	reloads  int
+}
+
+// quicOutcome is what a run saw: the load, and when the test saw each
+// generation's cutover.
+type quicOutcome struct {
+	res     quicload.Result
+	cutover map[int]time.Time // generation to when its "reload succeeded" was seen
+}
+
+func (r quicRun) run(t *testing.T) quicOutcome {
+	t.Helper()
+	hotswap := proctest.Build(t, hotswapPkg)
+	quicapp := proctest.Build(t, quicappPkg)
+	args := append([]string{"--log-format", "json", "-l", "quic=udp4://127.0.0.1:0", "--ready", "notify",
+		"--drain-conn-wait", quicConnWait.String(), "--drain-timeout", "10s", "--max-draining", "8"}, r.hsFlags...)
+	args = append(args, "--", quicapp, "--version", "v{gen}", "--notify", "--grace", "5s")
+	hs := proctest.Start(t, hotswap, append(args, r.appFlags...)...)
+	addr := hs.WaitEvent(10*time.Second, "listening", nil).Str("address")
+	hs.WaitEvent(10*time.Second, "generation ready", proctest.Gen(1))
+
+	out := quicOutcome{cutover: map[int]time.Time{}}
+	load := quicload.Start(t.Context(), quicload.Config{Addr: addr, Long: r.long, New: 2, Duration: 3 * time.Minute})
+	time.Sleep(time.Second) // every long-lived connection is up
+	for n := 2; n <= r.reloads+1; n++ {
+		e := hs.ReloadOutcome(n, 30*time.Second, func() { hs.Signal(syscall.SIGHUP) })
+		if e.Msg() != "reload succeeded" {
+			t.Fatalf("reload to generation %d: %v", n, e)
+		}
+		out.cutover[n] = time.Now()
+		time.Sleep(400 * time.Millisecond)
+	}
+	// The last old generation drains, its clients move on.
+	hs.WaitEvent(30*time.Second, "generation exited", proctest.Gen(r.reloads))
+	time.Sleep(500 * time.Millisecond)
+	out.res = load.Stop()
+	hs.Signal(syscall.SIGTERM)
+	hs.Wait(30 * time.Second)
+	return out
+}
+
+// TestQUICReloadsKeepConnections is the promise: long-lived
+// HTTP/3 connections, each sending a request every 100 ms, plus new
+// connections all the time, across reloads: no failed request, no
+// connection error, no handshake timeout; every long-lived connection
+// stays on the generation that accepted it until that one drains (its
+// stop signal comes quicConnWait after the cutover, and its GOAWAY moves
+// the client); new connections reach the new generation right after the
+// cutover.
+func TestQUICReloadsKeepConnections(t *testing.T) {
+	long, reloads := quicScale()
+	out := quicRun{long: long, reloads: reloads}.run(t)
+	res := out.res
+	t.Logf("CID steering, %d long-lived connections, %d reloads: %s", long, reloads, res)
+	if res.Failed > 0 {
+		t.Errorf("%d requests failed: %v", res.Failed, res.Errors)
+	}
+	if res.OK < long*reloads {
+		t.Errorf("only %d requests answered", res.OK)
+	}
+	checkStays(t, out)
+	checkNewReachNew(t, out)
+}
+
+// checkStays checks that every long-lived connection answers from one
+// generation until that generation was told to stop, and never goes back.
+func checkStays(t *testing.T, out quicOutcome) {
+	t.Helper()
+	last := map[int]quicload.Sample{}
+	moves := 0
+	samples := append([]quicload.Sample(nil), out.res.Samples...)
+	sort.SliceStable(samples, func(i, j int) bool { return samples[i].Start.Before(samples[j].Start) })
+	for _, s := range samples {
+		if s.Client < 0 || s.Err != "" {
+			continue
+		}
+		prev, ok := last[s.Client]
+		last[s.Client] = s
+		if !ok || prev.Gen == s.Gen {
+			continue
+		}
+		moves++
+		if s.Gen < prev.Gen {
+			t.Errorf("connection %d went back from generation %d to %d at %s", s.Client, prev.Gen, s.Gen, s.Start.Format(time.StampMicro))
+			continue
+		}
+		// Generation prev.Gen is stopped quicConnWait after the cutover
+		// to prev.Gen+1 (seen by the test a little after it happened).
+		if c, ok := out.cutover[prev.Gen+1]; ok && s.Start.Before(c.Add(quicConnWait/2)) {
+			t.Errorf("connection %d left generation %d %s after the cutover, before it was told to stop", s.Client, prev.Gen, s.Start.Sub(c).Round(time.Millisecond))
+		}
+	}
+	if moves == 0 {
+		t.Errorf("no long-lived connection moved to a new generation: the load did not see the reloads")
+	}
+	t.Logf("long-lived connections moved %d times", moves)
+}
+
+// checkNewReachNew checks that a new connection started after a cutover was
+// answered by that generation or a later one.
+func checkNewReachNew(t *testing.T, out quicOutcome) {
+	t.Helper()
+	bad := 0
+	for _, s := range out.res.Samples {
+		if s.Client >= 0 || s.Err != "" {
+			continue
+		}
+		for n, c := range out.cutover {
+			if s.Start.After(c) && s.Gen < n {
+				if bad++; bad <= 5 {
+					t.Errorf("new connection at +%s after the cutover to %d answered by generation %d", s.Start.Sub(c).Round(time.Millisecond), n, s.Gen)
+				}
+				break
+			}
+		}
+	}
+}
+
+// TestQUICReloadsWithoutSteeringFail runs the same load where hotswap
+// cannot keep connections on their generation: shared mode (both
+// generations read one socket) and reuseport mode with a server that
+// ignores HOTSWAP_QUIC_CID (everything reaches the new generation at the
+// cutover). Both must show failures, or the test above proves nothing.
+func TestQUICReloadsWithoutSteeringFail(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short")
+	}
+	long, reloads := quicScale()
+	for _, tc := range []struct {
+		name     string
+		hsFlags  []string
+		appFlags []string
+	}{
+		{"shared", []string{"--mode", "shared"}, nil},
+		{"reuseport without CIDs", nil, []string{"--no-cid"}},
+	} {
+		t.Run(strings.ReplaceAll(tc.name, " ", "_"), func(t *testing.T) {
+			res := quicRun{hsFlags: tc.hsFlags, appFlags: tc.appFlags, long: long, reloads: reloads}.run(t).res
+			t.Logf("%s: %s", tc.name, res)
+			if res.Failed == 0 {
+				t.Errorf("%s: no request failed across %d reloads: the load cannot see broken connections", tc.name, reloads)
+			}
+		})
+	}
+}

@@ -1,0 +1,150 @@
+// Command quicapp is an HTTP/3 server for hotswap that says its version.
+// It serves on the UDP listener "quic" that hotswap hands over (or binds
+// --addr without hotswap) and issues the connection IDs of
+// HOTSWAP_QUIC_CID through fdpass/quiccid, so its connections survive
+// reloads: each keeps reaching the generation that accepted it until that
+// generation closes it. On SIGTERM it sends HTTP/3 GOAWAY, answers the
+// requests in flight, closes its connections and exits.
+//
+//	hotswap --listen quic=udp://127.0.0.1:8443 --ready notify -- quicapp --version v1 --notify
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/hotswap-dev/hotswap/fdpass"
+	"github.com/hotswap-dev/hotswap/fdpass/quiccid"
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+)
+
+func main() {
+	version := flag.String("version", "v1", "the `VERSION` every response names")
+	addr := flag.String("addr", "127.0.0.1:8443", "UDP `ADDRESS` to bind when hotswap hands over no listener \"quic\"")
+	notify := flag.Bool("notify", false, "send READY=1 to $NOTIFY_SOCKET once serving")
+	noCID := flag.Bool("no-cid", false, "ignore HOTSWAP_QUIC_CID and issue random connection IDs, as a server unaware of hotswap does (for measurements)")
+	reusePort := flag.Bool("reuseport", false, "bind --addr with SO_REUSEPORT itself: the naive restart without hotswap (for measurements)")
+	grace := flag.Duration("grace", 5*time.Second, "on SIGTERM, wait at most this long for requests in flight")
+	flag.Parse()
+	log.SetPrefix("quicapp " + *version + ": ")
+	log.SetFlags(0)
+	if err := run(*version, *addr, *notify, *noCID, *reusePort, *grace); err != nil {
+		log.Fatal(err)
+	}
+}
+
+func run(version, addr string, notify, noCID, reusePort bool, grace time.Duration) error {
+	tr, err := transport(addr, noCID, reusePort)
+	if err != nil {
+		return err
+	}
+	defer tr.Close()
+	cert, err := selfSigned()
+	if err != nil {
+		return err
+	}
+	gen := os.Getenv(fdpass.Generation)
+	pid := strconv.Itoa(os.Getpid())
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "quicapp %s gen %s pid %s\n", version, gen, pid)
+	})
+	srv := &http3.Server{
+		Handler:    mux,
+		TLSConfig:  http3.ConfigureTLSConfig(&tls.Config{Certificates: []tls.Certificate{cert}}),
+		QUICConfig: &quic.Config{MaxIdleTimeout: 30 * time.Second, MaxIncomingStreams: 1000},
+	}
+	ln, err := tr.ListenEarly(srv.TLSConfig, srv.QUICConfig)
+	if err != nil {
+		return fmt.Errorf("listen quic: %w", err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.ServeListener(ln) }()
+	log.Printf("serving HTTP/3 on %s (gen %s, pid %s)", tr.Conn.LocalAddr(), gen, pid)
+	if notify {
+		if err := fdpass.Notify("READY=1"); err != nil {
+			log.Printf("notify: %v", err)
+		}
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	select {
+	case err := <-served:
+		return fmt.Errorf("serve: %w", err)
+	case <-sig:
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	err = srv.Shutdown(ctx) // GOAWAY, then close once the requests are answered
+	ln.Close()
+	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	log.Printf("stopped")
+	return nil
+}
+
+// transport is the quic.Transport on the listener hotswap handed over,
+// with the connection IDs of HOTSWAP_QUIC_CID unless noCID.
+func transport(addr string, noCID, reusePort bool) (*quic.Transport, error) {
+	if reusePort {
+		lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+			var serr error
+			err := c.Control(func(fd uintptr) {
+				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, 0xf /* SO_REUSEPORT */, 1)
+			})
+			return errors.Join(err, serr)
+		}}
+		pc, err := lc.ListenPacket(context.Background(), "udp", addr)
+		if err != nil {
+			return nil, err
+		}
+		return &quic.Transport{Conn: pc.(*net.UDPConn)}, nil
+	}
+	tr, err := quiccid.Transport("quic", "udp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if noCID {
+		tr.ConnectionIDGenerator = nil
+	}
+	return tr, nil
+}
+
+func selfSigned() (tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "quicapp"},
+		DNSNames:     []string{"localhost"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
+}
