@@ -8,6 +8,7 @@ import (
 	"os"
 
 	"github.com/hotswap-dev/hotswap/fdpass"
+	"github.com/hotswap-dev/hotswap/internal/upgrade"
 	"golang.org/x/sys/unix"
 )
 
@@ -20,6 +21,9 @@ const (
 )
 
 var version = "dev"
+
+// upgradeSignal upgrades hotswap itself (see internal/upgrade).
+const upgradeSignal = upgrade.Signal
 
 func main() {
 	if fdpass.IsShim() {
