@@ -15,6 +15,7 @@ type report struct {
 	Cfg      config
 	Machine  machine
 	Runs     []restartRun
+	QUIC     []quicRun
 	Handover []handoverStats
 	Path     []*pathResult
 	PathErr  string
@@ -64,6 +65,7 @@ func (r *report) markdown(doc bool) string {
 			w("![%s](%s)\n\n", strings.TrimSuffix(p, ".png"), p)
 		}
 	}
+	r.quicTable(w)
 	r.handoverTable(w)
 	r.pathTable(w)
 	r.resourceTable(w)
