@@ -1,8 +1,10 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -42,6 +44,8 @@ type quicRun struct {
 type quicOutcome struct {
 	res     quicload.Result
 	cutover map[int]time.Time // generation to when its "reload succeeded" was seen
+	sockets int               // UDP sockets on the port once the last old generation has exited
+	peak    int               // the most UDP sockets on the port right after a cutover
 }
 
 func (r quicRun) run(t *testing.T) quicOutcome {
@@ -54,6 +58,7 @@ func (r quicRun) run(t *testing.T) quicOutcome {
 	hs := proctest.Start(t, hotswap, append(args, r.appFlags...)...)
 	addr := hs.WaitEvent(10*time.Second, "listening", nil).Str("address")
 	hs.WaitEvent(10*time.Second, "generation ready", proctest.Gen(1))
+	_, port, _ := strings.Cut(addr, ":")
 
 	out := quicOutcome{cutover: map[int]time.Time{}}
 	load := quicload.Start(t.Context(), quicload.Config{Addr: addr, Long: r.long, New: 2, Duration: 3 * time.Minute})
@@ -64,12 +69,14 @@ func (r quicRun) run(t *testing.T) quicOutcome {
 			t.Fatalf("reload to generation %d: %v", n, e)
 		}
 		out.cutover[n] = time.Now()
+		out.peak = max(out.peak, udpSockets(t, port))
 		time.Sleep(400 * time.Millisecond)
 	}
 	// The last old generation drains, its clients move on.
 	hs.WaitEvent(30*time.Second, "generation exited", proctest.Gen(r.reloads))
 	time.Sleep(500 * time.Millisecond)
 	out.res = load.Stop()
+	out.sockets = udpSockets(t, port)
 	hs.Signal(syscall.SIGTERM)
 	hs.Wait(30 * time.Second)
 	return out
@@ -96,6 +103,12 @@ func TestQUICReloadsKeepConnections(t *testing.T) {
 	}
 	checkStays(t, out)
 	checkNewReachNew(t, out)
+	// One generation serves; the group may keep spares, which receive
+	// nothing, but never more sockets than generations overlapped.
+	t.Logf("UDP sockets on the port: at most %d right after a cutover, %d at the end", out.peak, out.sockets)
+	if out.sockets < 1 || out.sockets > out.peak {
+		t.Errorf("%d UDP sockets on the port with one generation left, want 1 to %d", out.sockets, out.peak)
+	}
 }
 
 // checkStays checks that every long-lived connection answers from one
@@ -178,4 +191,59 @@ func TestQUICReloadsWithoutSteeringFail(t *testing.T) {
 			}
 		})
 	}
+}
+
+// udpSockets counts the UDP sockets bound to port, from /proc/net/udp.
+func udpSockets(t *testing.T, port string) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/net/udp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) > 1 && strings.HasSuffix(f[1], fmt.Sprintf(":%04X", p)) {
+			n++
+		}
+	}
+	return n
+}
+
+// TestQUICRestartAfterCrash: when the current generation dies, its
+// restart takes over its UDP socket and slot; new connections are served
+// by it, and the group holds no socket of the dead one.
+func TestQUICRestartAfterCrash(t *testing.T) {
+	hotswap := proctest.Build(t, hotswapPkg)
+	quicapp := proctest.Build(t, quicappPkg)
+	hs := proctest.Start(t, hotswap, "--log-format", "json", "-l", "quic=udp4://127.0.0.1:0", "--ready", "notify",
+		"--", quicapp, "--version", "v{gen}", "--notify")
+	addr := hs.WaitEvent(10*time.Second, "listening", nil).Str("address")
+	pid := hs.WaitEvent(10*time.Second, "generation ready", proctest.Gen(1)).Int("pid")
+	_, port, _ := strings.Cut(addr, ":")
+	if n := udpSockets(t, port); n != 1 {
+		t.Fatalf("%d UDP sockets on port %s with one generation, want 1", n, port)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	hs.WaitEvent(30*time.Second, "generation ready", proctest.Gen(2))
+	res := quicload.Start(t.Context(), quicload.Config{Addr: addr, New: 2, Duration: time.Second}).Wait()
+	t.Logf("after the restart: %s", res)
+	if res.Failed > 0 || res.OK == 0 {
+		t.Errorf("new connections after the restart: %s", res)
+	}
+	for _, s := range res.Samples {
+		if s.Gen != 2 {
+			t.Fatalf("answered by generation %d, want the restart, 2", s.Gen)
+		}
+	}
+	if n := udpSockets(t, port); n != 1 {
+		t.Errorf("%d UDP sockets on port %s after the restart, want 1 (the crashed generation's, taken over)", n, port)
+	}
+	hs.Signal(syscall.SIGTERM)
+	hs.Wait(30 * time.Second)
 }

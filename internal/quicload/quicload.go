@@ -88,6 +88,13 @@ func Start(ctx context.Context, cfg Config) *Run {
 	return r
 }
 
+// Wait waits until the load has run for its Duration and returns the
+// result.
+func (r *Run) Wait() Result {
+	r.wg.Wait()
+	return r.Stop()
+}
+
 // Stop ends the load, waits for the requests in flight and returns the
 // result.
 func (r *Run) Stop() Result {

@@ -140,7 +140,7 @@ func (g *UDPGroup) Add(slot int) (*UDPMember, error) {
 	if err := g.syncLocked(); err != nil {
 		return nil, fmt.Errorf("add udp member: %w", err)
 	}
-	if i := slices.IndexFunc(g.order, func(m *UDPMember) bool { return m.slot < 0 && m.f != nil }); i >= 0 {
+	if i := slices.IndexFunc(g.order, g.spare); i >= 0 {
 		m := g.order[i]
 		m.slot = slot
 		return m, g.attachLocked()
@@ -206,7 +206,7 @@ func (g *UDPGroup) Remove(m *UDPMember) error {
 	if err := g.attachLocked(); err != nil {
 		return fmt.Errorf("remove udp member %s: %w", g.address, err)
 	}
-	if slices.Index(g.order, m) != len(g.order)-1 {
+	if last := g.order[len(g.order)-1]; last != m && !g.spare(last) {
 		// The kernel moves the last socket into the freed index: let that
 		// be a spare that receives nothing, not a live member.
 		if _, err := g.bindLocked(); err != nil {
@@ -217,7 +217,28 @@ func (g *UDPGroup) Remove(m *UDPMember) error {
 	if err := closeNil(&m.f); err != nil {
 		return fmt.Errorf("remove udp member %s: %w", g.address, err)
 	}
-	return g.syncLocked()
+	if err := g.syncLocked(); err != nil {
+		return err
+	}
+	g.trimLocked()
+	return nil
+}
+
+// spare reports whether m is a spare the group holds alone.
+func (g *UDPGroup) spare(m *UDPMember) bool { return m.slot < 0 && !m.stuck && m.f != nil }
+
+// trimLocked closes spares at the end of the index order, where closing
+// moves no other socket, keeping one socket so that the address stays
+// bound.
+func (g *UDPGroup) trimLocked() {
+	for len(g.order) > 1 {
+		last := g.order[len(g.order)-1]
+		if !g.spare(last) {
+			return
+		}
+		closeNil(&last.f)
+		g.order = g.order[:len(g.order)-1]
+	}
 }
 
 // syncLocked drops the removed members whose socket left the group, with

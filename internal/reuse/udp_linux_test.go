@@ -144,3 +144,62 @@ func TestUDPGroupSteersByCID(t *testing.T) {
 		t.Errorf("after sync: datagram reached %d, want c", got)
 	}
 }
+
+// TestUDPGroupSpares removes members of a group whose generations overlap:
+// no live member's index moves, and spares do not pile up.
+func TestUDPGroupSpares(t *testing.T) {
+	g, err := NewUDPGroup("udp4", "127.0.0.1:0", [3]byte{1, 2, 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	if err := g.Reserve(); err != nil {
+		t.Fatal(err)
+	}
+	var ms []*UDPMember
+	var conns []*net.UDPConn
+	for slot := 1; slot <= 3; slot++ {
+		m, err := g.Add(slot)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ms, conns = append(ms, m), append(conns, udpServer(t, m))
+	}
+	if err := g.Steer(ms[2]); err != nil {
+		t.Fatal(err)
+	}
+	check := func(live ...int) {
+		t.Helper()
+		for _, i := range live {
+			if got := udpWho(t, conns, g.Addr(), shortHeader(cidOf(t, g, i+1))); got != i {
+				t.Errorf("slot %d reached %s, want member %d", i+1, name(conns, got), i)
+			}
+		}
+	}
+	check(0, 1, 2)
+	for i, wantLen := range []int{3, 3, 1} {
+		conns[i].Close()
+		if err := g.Remove(ms[i]); err != nil {
+			t.Fatal(err)
+		}
+		if g.Len() != wantLen {
+			t.Errorf("after removing member %d: %d sockets, want %d", i, g.Len(), wantLen)
+		}
+		in, err := udpInodes(portOfUDP(g))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(in) != g.Len() {
+			t.Errorf("after removing member %d: the kernel has %d sockets on the port, the model %d", i, len(in), g.Len())
+		}
+		if i == 0 {
+			check(1, 2)
+		}
+	}
+}
+
+func portOfUDP(g *UDPGroup) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.port
+}
