@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"sync"
-	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hotswap-dev/hotswap/internal/control"
@@ -86,11 +85,9 @@ func (p *controlPlane) serveMetrics(addr string, h http.Handler, log hclog.Logge
 		return fmt.Errorf("--metrics: %w", err)
 	}
 	log.Info("metrics listening", "address", ln.Addr().String())
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", h)
-	p.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	p.metrics = newMetricsServer(h, log)
 	p.wg.Go(func() {
-		if err := p.metrics.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		if err := p.metrics.Serve(newCapListener(ln, metricsMaxConns, log)); !errors.Is(err, http.ErrServerClosed) {
 			log.Error("serve metrics", "error", err)
 		}
 	})

@@ -21,7 +21,7 @@ type hardeningOptions struct {
 
 func addHardeningFlags(fs *pflag.FlagSet, h *hardeningOptions) {
 	fs.StringVar(&h.user, "user", "", "run every generation as `NAME|UID` (with its groups); hotswap binds first and keeps its own")
-	fs.StringVar(&h.group, "group", "", "run every generation with primary group `NAME|GID` (default: the --user's)")
+	fs.StringVar(&h.group, "group", "", "with --user, run every generation with primary group `NAME|GID` (default: the --user's)")
 	fs.BoolVar(&h.subreaper, "subreaper", false, "reap every orphaned descendant (PR_SET_CHILD_SUBREAPER); always so as pid 1")
 }
 

@@ -56,7 +56,7 @@ func run(args []string) int {
 	sup, err := supervisor.New(cfg)
 	if err != nil {
 		up.Finish()
-		return fail(exitUsage, "%v", err)
+		return fail(supervisor.ExitCode(err, exitUsage), "%v", err)
 	}
 	if !up.HasParent() {
 		if err := announce(); err != nil {
@@ -106,7 +106,7 @@ func serve(sup *supervisor.Supervisor, up *upgrade.Upgrader, o *options, log hcl
 		select {
 		case err := <-runErr:
 			if err != nil {
-				return fail(exitFailure, "%v; nothing is serving", err)
+				return fail(supervisor.ExitCode(err, exitFailure), "%v; nothing is serving", err)
 			}
 			if up.Away() {
 				return exitOK

@@ -225,8 +225,8 @@ func (c *Config) validate() error {
 	if len(c.Command) == 0 || c.Command[0] == "" {
 		return errors.New("no command to run")
 	}
-	if _, err := exec.LookPath(c.Command[0]); err != nil {
-		return fmt.Errorf("command %s: %w", c.Command[0], unwrapExec(err))
+	if err := checkCommand(c.Command[0]); err != nil {
+		return err
 	}
 	if len(c.Listeners) == 0 {
 		return errors.New("no --listen address")
@@ -242,6 +242,9 @@ func (c *Config) validate() error {
 		}
 		if seen[l.Name] {
 			return fmt.Errorf("listener %s: name %q used twice", l, l.Name)
+		}
+		if l.Name == healthgate.HealthName && c.Ready.UsesPort() {
+			return fmt.Errorf("listener %s: the name %q is the {port} socket's when --ready uses {port}", l, l.Name)
 		}
 		seen[l.Name] = true
 	}

@@ -68,6 +68,10 @@ func ParseCredential(userName, group string) (*syscall.Credential, error) {
 	if userName == "" && group == "" {
 		return nil, nil
 	}
+	if userName == "" {
+		// setgid alone leaves the generation uid 0 with every capability.
+		return nil, fmt.Errorf("--group %s without --user: the generation would still run as uid %d with every capability (add --user NAME|UID; --group then replaces its primary group)", group, os.Geteuid())
+	}
 	if os.Geteuid() != 0 {
 		return nil, fmt.Errorf("--user and --group: hotswap runs as uid %d and cannot switch users (run it as root)", os.Geteuid())
 	}
