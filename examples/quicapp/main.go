@@ -93,12 +93,17 @@ func run(version, addr string, notify, noCID, reusePort bool, grace time.Duratio
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
+	t0 := time.Now()
 	err = srv.Shutdown(ctx) // GOAWAY, then close once the requests are answered
 	ln.Close()
-	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+	if errors.Is(err, context.DeadlineExceeded) {
+		log.Printf("stopped: connections still open after %v were closed", grace)
+		return nil
+	}
+	if err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
-	log.Printf("stopped")
+	log.Printf("stopped: every connection closed after %v", time.Since(t0).Round(time.Millisecond))
 	return nil
 }
 
