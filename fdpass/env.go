@@ -19,8 +19,12 @@ const (
 	Generation = "HOTSWAP_GENERATION"
 	// QUICCID is the connection-ID layout a QUIC server must use on its
 	// UDP listeners for its connections to survive a reload: see [CIDLayout].
-	QUICCID    = "HOTSWAP_QUIC_CID"
-	hotswapPfx = "HOTSWAP_"
+	QUICCID = "HOTSWAP_QUIC_CID"
+	// ProbeSource is given to an exec: readiness check, not to a
+	// generation: the address (IP:PORT) a probe of a UDP listener in
+	// reuseport mode must send from to reach the generation being gated.
+	ProbeSource = "HOTSWAP_PROBE_SOURCE"
+	hotswapPfx  = "HOTSWAP_"
 )
 
 // FirstFD is the descriptor number of the first inherited listener

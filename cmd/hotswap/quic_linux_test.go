@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -243,6 +244,42 @@ func TestQUICRestartAfterCrash(t *testing.T) {
 	}
 	if n := udpSockets(t, port); n != 1 {
 		t.Errorf("%d UDP sockets on port %s after the restart, want 1 (the crashed generation's, taken over)", n, port)
+	}
+	hs.Signal(syscall.SIGTERM)
+	hs.Wait(30 * time.Second)
+}
+
+// TestQUICExecProbeReachesNewGeneration: an exec: readiness check that
+// sends from $HOTSWAP_PROBE_SOURCE to the public UDP port reaches the
+// generation being gated, not the one serving: quicapp --probe fails
+// unless generation {gen} answers, so each reload succeeds only if its
+// probes reach the new generation while clients stay on the old one.
+func TestQUICExecProbeReachesNewGeneration(t *testing.T) {
+	hotswap := proctest.Build(t, hotswapPkg)
+	quicapp := proctest.Build(t, quicappPkg)
+	dir := t.TempDir()
+	addrFile, script := filepath.Join(dir, "addr"), filepath.Join(dir, "probe")
+	body := fmt.Sprintf("#!/bin/sh\nexec %s --probe \"https://$(cat %s)/\" --want-gen \"$1\"\n", quicapp, addrFile)
+	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	check := "exec:" + script + " {gen}"
+	hs := proctest.Start(t, hotswap, "--log-format", "json", "-l", "quic=udp4://127.0.0.1:0",
+		"--ready", check, "--ready-timeout", "15s", "--drain-conn-wait", "200ms", "--", quicapp, "--version", "v{gen}")
+	addr := hs.WaitEvent(10*time.Second, "listening", nil).Str("address")
+	if err := os.WriteFile(addrFile, []byte(addr), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	hs.WaitEvent(20*time.Second, "generation ready", proctest.Gen(1))
+	load := quicload.Start(t.Context(), quicload.Config{Addr: addr, Long: 5, New: 1, Duration: time.Minute})
+	for n := 2; n <= 4; n++ {
+		if e := hs.ReloadOutcome(n, 30*time.Second, func() { hs.Signal(syscall.SIGHUP) }); e.Msg() != "reload succeeded" {
+			t.Fatalf("reload to generation %d: %v", n, e)
+		}
+	}
+	res := load.Stop()
+	if res.Failed > 0 {
+		t.Errorf("load during the gated reloads: %s", res)
 	}
 	hs.Signal(syscall.SIGTERM)
 	hs.Wait(30 * time.Second)

@@ -20,13 +20,16 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"math/big"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -43,9 +46,18 @@ func main() {
 	noCID := flag.Bool("no-cid", false, "ignore HOTSWAP_QUIC_CID and issue random connection IDs, as a server unaware of hotswap does (for measurements)")
 	reusePort := flag.Bool("reuseport", false, "bind --addr with SO_REUSEPORT itself: the naive restart without hotswap (for measurements)")
 	grace := flag.Duration("grace", 5*time.Second, "on SIGTERM, wait at most this long for requests in flight")
+	probeURL := flag.String("probe", "", "probe mode: GET `URL` over HTTP/3 from $HOTSWAP_PROBE_SOURCE (if set), print the answer, exit 0 on 200")
+	wantGen := flag.String("want-gen", "", "probe mode: also fail unless generation `N` answered")
 	flag.Parse()
-	log.SetPrefix("quicapp " + *version + ": ")
 	log.SetFlags(0)
+	if *probeURL != "" {
+		log.SetPrefix("quicapp probe: ")
+		if err := probe(*probeURL, *wantGen); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
+	log.SetPrefix("quicapp " + *version + ": ")
 	if err := run(*version, *addr, *notify, *noCID, *reusePort, *grace); err != nil {
 		log.Fatal(err)
 	}
@@ -152,4 +164,57 @@ func selfSigned() (tls.Certificate, error) {
 		return tls.Certificate{}, err
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
+}
+
+// probe is a readiness check for hotswap's exec: gate: one HTTP/3 GET from
+// the probe source hotswap steers to the generation being gated.
+func probe(url, wantGen string) error {
+	local := &net.UDPAddr{}
+	if src := os.Getenv(fdpass.ProbeSource); src != "" {
+		ap, err := netip.ParseAddrPort(src)
+		if err != nil {
+			return fmt.Errorf("%s=%q: %w", fdpass.ProbeSource, src, err)
+		}
+		local = net.UDPAddrFromAddrPort(ap)
+	}
+	conn, err := net.ListenUDP("udp", local)
+	if err != nil {
+		return err
+	}
+	qt := &quic.Transport{Conn: conn}
+	defer qt.Close()
+	tr := &http3.Transport{
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, // the example's self-signed certificate
+		Dial: func(ctx context.Context, addr string, tc *tls.Config, qc *quic.Config) (*quic.Conn, error) {
+			ua, err := net.ResolveUDPAddr("udp", addr)
+			if err != nil {
+				return nil, err
+			}
+			return qt.DialEarly(ctx, ua, tc, qc)
+		},
+	}
+	defer tr.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	fmt.Print(string(body))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: status %d", url, resp.StatusCode)
+	}
+	if f := strings.Fields(string(body)); wantGen != "" && (len(f) < 4 || f[3] != wantGen) {
+		return fmt.Errorf("GET %s: answered %q, want generation %s", url, strings.TrimSpace(string(body)), wantGen)
+	}
+	return nil
 }

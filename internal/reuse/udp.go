@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"slices"
 	"strconv"
@@ -39,6 +40,8 @@ type UDPGroup struct {
 	port    int
 	order   []*UDPMember // kernel index order, spares included
 	current *UDPMember
+	probe   *UDPMember // receives the datagrams from probeAP
+	probeAP netip.AddrPort
 	closed  bool
 }
 
@@ -168,19 +171,30 @@ func (g *UDPGroup) bindLocked() (*UDPMember, error) {
 }
 
 // Steer makes m the current member: it receives every datagram that no
-// other member's slot claims.
-func (g *UDPGroup) Steer(m *UDPMember) error {
+// other member's slot claims. With probe set, the datagrams from src (a
+// readiness probe) go to probe instead.
+func (g *UDPGroup) Steer(m, probe *UDPMember, src netip.AddrPort) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.closed {
 		return ErrClosed
 	}
-	if m == nil || m.g != g || m.f == nil {
-		return fmt.Errorf("steer %s: %w", g.address, ErrNotMember)
+	for _, x := range []*UDPMember{m, probe} {
+		if x != nil && (x.g != g || x.f == nil) {
+			return fmt.Errorf("steer %s: %w", g.address, ErrNotMember)
+		}
 	}
-	g.current = m
+	if m != nil {
+		g.current = m
+	}
+	g.probe, g.probeAP = probe, src
 	return g.attachLocked()
 }
+
+// ProbeSource is the address readiness probes of the group's port come
+// from: the group's own address, or the loopback address of its family
+// when it binds the wildcard. [UDPGroup.Steer] pairs it with a port.
+func (g *UDPGroup) ProbeSource() (netip.Addr, error) { return probeSource(g.network, g.address) }
 
 // Remove takes m out of the group once its server has exited: datagrams
 // with its slot go to the current member from now on, and its slot is
@@ -201,6 +215,9 @@ func (g *UDPGroup) Remove(m *UDPMember) error {
 	}
 	if g.current == m {
 		g.current = nil
+	}
+	if g.probe == m {
+		g.probe = nil
 	}
 	m.slot = -1
 	if err := g.attachLocked(); err != nil {
@@ -332,7 +349,8 @@ func (g *UDPGroup) slotLocked(slot int) *UDPMember {
 // it through a member the supervisor holds.
 func (g *UDPGroup) attachLocked() error {
 	var via *UDPMember
-	p := cidProgram{key: binary.BigEndian.Uint32(append([]byte{0}, g.key[:]...)), cidLen: CIDLen, slots: map[byte]int{}}
+	p := cidProgram{key: binary.BigEndian.Uint32(append([]byte{0}, g.key[:]...)), cidLen: CIDLen, slots: map[byte]int{},
+		probe: slices.Index(g.order, g.probe), probeSrc: g.probeAP}
 	for i, m := range g.order {
 		if m.f == nil {
 			continue

@@ -1,9 +1,11 @@
 package reuse
 
 import (
+	"net/netip"
 	"slices"
 
 	"golang.org/x/net/bpf"
+	"golang.org/x/sys/unix"
 )
 
 // A SO_ATTACH_REUSEPORT_CBPF program of a UDP group sees the UDP payload
@@ -19,6 +21,9 @@ type cidProgram struct {
 	slots   map[byte]int // slot to index
 	key     uint32       // the 3-byte key, in the low 24 bits
 	cidLen  int          // of every server-issued connection ID
+	// probe, when not negative, receives the datagrams from probeSrc.
+	probe    int
+	probeSrc netip.AddrPort
 }
 
 // compile assembles p. QUIC (RFC 9000 §17): a short header has the first
@@ -29,6 +34,10 @@ type cidProgram struct {
 func (p cidProgram) compile() ([]bpf.RawInstruction, error) {
 	var a asm
 	cur := "current"
+	if p.probe >= 0 {
+		a.probeRule(p.probeSrc, unix.IPPROTO_UDP, p.probe)
+	}
+	a.label("rule")
 	need := func(n int) {
 		a.emit(bpf.LoadExtension{Num: bpf.ExtLen})
 		a.jump(bpf.JumpLessThan, uint32(n), cur, "")

@@ -148,6 +148,13 @@ func udpWho(t *testing.T, socks []*net.UDPConn, addr string, msg []byte) int {
 		t.Fatal(err)
 	}
 	defer c.Close()
+	return udpRead(t, socks, c, msg)
+}
+
+// udpRead sends msg on c and returns the index in socks of the member that
+// received it, or -1.
+func udpRead(t *testing.T, socks []*net.UDPConn, c net.Conn, msg []byte) int {
+	t.Helper()
 	if _, err := c.Write(msg); err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package reuse
 import (
 	"encoding/hex"
 	"net"
+	"net/netip"
 	"strings"
 	"testing"
 )
@@ -53,7 +54,7 @@ func TestUDPGroupSteersByCID(t *testing.T) {
 	if _, err := g.Add(2); err == nil {
 		t.Fatal("Add with slot 2 in use succeeded")
 	}
-	if err := g.Steer(b); err != nil {
+	if err := g.Steer(b, nil, netip.AddrPort{}); err != nil {
 		t.Fatal(err)
 	}
 	ca, cb := udpServer(t, a), udpServer(t, b)
@@ -82,6 +83,29 @@ func TestUDPGroupSteersByCID(t *testing.T) {
 		}
 	}
 
+	// A readiness probe from the probe source reaches a, not current b.
+	probeConn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := probeConn.LocalAddr().(*net.UDPAddr).AddrPort()
+	probeConn.Close() // the probe binds it, as dig -b does
+	if err := g.Steer(nil, a, src); err != nil {
+		t.Fatal(err)
+	}
+	if got := udpWhoFrom(t, socks, g.Addr(), src, []byte("probe")); got != 0 {
+		t.Errorf("probe from %s reached %s, want a", src, name(socks, got))
+	}
+	if got := udpWho(t, socks, g.Addr(), []byte("x")); got != 1 {
+		t.Errorf("with a probe steered to a, a client reached %s, want b", name(socks, got))
+	}
+	if err := g.Steer(b, nil, netip.AddrPort{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := udpWhoFrom(t, socks, g.Addr(), src, []byte("probe")); got != 1 {
+		t.Errorf("probe after the gate reached %s, want b", name(socks, got))
+	}
+
 	// a's server exits; the group binds a spare that takes a's index, so
 	// b keeps its index 1.
 	ca.Close()
@@ -102,7 +126,7 @@ func TestUDPGroupSteersByCID(t *testing.T) {
 	if g.Len() != 2 || g.order[0] != c {
 		t.Fatalf("Add after Remove did not take the spare: %d members", g.Len())
 	}
-	if err := g.Steer(c); err != nil {
+	if err := g.Steer(c, nil, netip.AddrPort{}); err != nil {
 		t.Fatal(err)
 	}
 	cc := udpServer(t, c)
@@ -165,7 +189,7 @@ func TestUDPGroupSpares(t *testing.T) {
 		}
 		ms, conns = append(ms, m), append(conns, udpServer(t, m))
 	}
-	if err := g.Steer(ms[2]); err != nil {
+	if err := g.Steer(ms[2], nil, netip.AddrPort{}); err != nil {
 		t.Fatal(err)
 	}
 	check := func(live ...int) {
@@ -202,4 +226,15 @@ func portOfUDP(g *UDPGroup) int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.port
+}
+
+// udpWhoFrom is udpWho from the source address src.
+func udpWhoFrom(t *testing.T, socks []*net.UDPConn, addr string, src netip.AddrPort, msg []byte) int {
+	t.Helper()
+	c, err := net.DialUDP("udp4", net.UDPAddrFromAddrPort(src), net.UDPAddrFromAddrPort(netip.MustParseAddrPort(addr)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return udpRead(t, socks, c, msg)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"os/exec"
 	"syscall"
@@ -41,8 +42,10 @@ type gen struct {
 	// ones); the supervisor's copies are released before it is stopped.
 	members []*reuse.Member
 	watch   *outputWatch // its stderr, without --intercept (hint.go)
-	// udp is set when it has sockets of its own in UDP groups (quic.go).
-	udp bool
+	// udp is set when it has sockets of its own in UDP groups (quic.go);
+	// udpProbe is where its readiness probes over UDP come from.
+	udp      bool
+	udpProbe netip.AddrPort
 
 	// ctx is cancelled, with the reason, when the process exits.
 	ctx    context.Context

@@ -4,6 +4,8 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"os/exec"
 	"strings"
 	"time"
@@ -156,23 +158,64 @@ func (u *udpSteer) cid(slot int) string {
 }
 
 // after records that g has sockets of its own.
-func (u *udpSteer) after(g *gen) { g.udp = u.members[g.id] != nil }
+func (u *udpSteer) after(g *gen) {
+	g.udp = u.members[g.id] != nil
+	g.udpProbe, _ = u.probeSource(g.id)
+}
 
 // abort releases what before gave a generation that did not start.
 func (u *udpSteer) abort(id int) {
 	u.remove(id)
 }
 
-// steer makes generation id's sockets the current ones: every datagram
-// that no other generation's connection ID claims goes to it.
-func (u *udpSteer) steer(id int) error {
+// steer makes generation to's sockets the current ones (with to 0 the
+// current ones stay): every datagram that no other generation's
+// connection ID claims goes to them; with probe non-zero, the datagrams
+// from src go to probe's.
+func (u *udpSteer) steer(to, probe int, src netip.AddrPort) error {
 	var errs []error
-	for i, m := range u.members[id] {
-		if m != nil {
-			errs = append(errs, u.groups[i].Steer(m))
+	for i, g := range u.groups {
+		if g == nil {
+			continue
 		}
+		var cur, pr *reuse.UDPMember
+		if ms := u.members[to]; ms != nil {
+			cur = ms[i]
+		}
+		if ms := u.members[probe]; ms != nil {
+			pr = ms[i]
+		}
+		if pr == nil {
+			src = netip.AddrPort{}
+		}
+		errs = append(errs, g.Steer(cur, pr, src))
 	}
 	return errors.Join(errs...)
+}
+
+// probeSource picks the address generation id's readiness probes over UDP
+// come from: a free port of the first UDP group's probe address. It is
+// free when chosen; the probe binds it (HOTSWAP_PROBE_SOURCE).
+func (u *udpSteer) probeSource(id int) (netip.AddrPort, bool) {
+	if u.members[id] == nil {
+		return netip.AddrPort{}, false
+	}
+	for _, g := range u.groups {
+		if g == nil {
+			continue
+		}
+		ip, err := g.ProbeSource()
+		if err != nil {
+			return netip.AddrPort{}, false
+		}
+		c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, 0)))
+		if err != nil {
+			return netip.AddrPort{}, false
+		}
+		defer c.Close()
+		return netip.AddrPortFrom(ip, c.LocalAddr().(*net.UDPAddr).AddrPort().Port()), true
+	}
+	return netip.AddrPort{}, false
 }
 
 // exited frees generation id's sockets and slot once its process is gone,
@@ -210,4 +253,18 @@ func (s *Supervisor) udpDrainWait(g *gen) time.Duration {
 	case <-t.C:
 	}
 	return time.Since(start)
+}
+
+// udpSteer steers the UDP groups as steer does the TCP ones; a nil to
+// keeps the current generation.
+func (s *Supervisor) udpSteer(to, probe *gen) error {
+	var toID, probeID int
+	var src netip.AddrPort
+	if to != nil {
+		toID = to.id
+	}
+	if probe != nil {
+		probeID, src = probe.id, probe.udpProbe
+	}
+	return s.udp.steer(toID, probeID, src)
 }

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/hotswap-dev/hotswap/fdpass"
 	"github.com/hotswap-dev/hotswap/internal/healthgate"
 	"golang.org/x/sys/unix"
 )
@@ -105,6 +106,9 @@ func (s *Supervisor) waitReady(ctx context.Context, g *gen) error {
 		// steered to g's own socket: it tests exactly g. (healthgate sets
 		// SO_REUSEADDR on a fixed source port itself.)
 		opts.LocalAddr = net.TCPAddrFromAddrPort(src)
+	}
+	if g.udpProbe.IsValid() {
+		opts.Env = append(opts.Env, fdpass.ProbeSource+"="+g.udpProbe.String())
 	}
 	return healthgate.Wait(ctx, c, healthgate.Target{PID: g.pid, Notify: g.ready.notify, Options: opts})
 }

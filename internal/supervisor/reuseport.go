@@ -174,8 +174,8 @@ func (s *Supervisor) sync() {
 // generation leaves that role to the group's default (the oldest member).
 func (s *Supervisor) steer(to, other *gen, pct int, probe *gen) error {
 	var errs []error
-	if s.udp != nil && to != nil {
-		errs = append(errs, s.udp.steer(to.id))
+	if s.udp != nil {
+		errs = append(errs, s.udpSteer(to, probe))
 	}
 	for i, l := range s.listeners {
 		if !l.reuseport() {
