@@ -4,28 +4,34 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 )
 
-// Notify sends state (such as "READY=1") to the supervisor as one
-// sd_notify(3) datagram on $NOTIFY_SOCKET, which hotswap sets for --ready
-// notify. Go's net package maps a leading '@' to the abstract namespace.
-func Notify(state string) error {
-	path := os.Getenv(NotifySocket)
-	if path == "" {
-		return fmt.Errorf("notify %s: %s not set", state, NotifySocket)
-	}
-	return NotifyTo(path, state)
-}
+// Notify sends state, newline-separated KEY=VALUE assignments such as
+// "READY=1" or "STATUS=loading\nEXTEND_TIMEOUT_USEC=5000000", to the socket
+// named by $NOTIFY_SOCKET ([NotifySocket]), as sd_notify(3) does. It does nothing and
+// returns nil when the variable is unset or empty. A path starting with
+// "@" is an abstract address. A Go server run by hotswap with --ready
+// notify calls Notify("READY=1") once it serves; hotswap itself uses it to
+// tell its own service manager READY=1, RELOADING=1 and STOPPING=1.
+func Notify(state string) error { return NotifyTo(os.Getenv(NotifySocket), state) }
 
-// NotifyTo sends state to the notify socket at path.
-func NotifyTo(path, state string) error {
-	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: path, Net: "unixgram"})
+// NotifyTo sends state to the notify socket at addr, a path or an @abstract
+// name; it does nothing when addr is empty.
+func NotifyTo(addr, state string) error {
+	if addr == "" {
+		return nil
+	}
+	if !strings.HasPrefix(addr, "/") && !strings.HasPrefix(addr, "@") {
+		return fmt.Errorf("fdpass: notify %s: unsupported address (want a path or @abstract)", addr)
+	}
+	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: addr, Net: "unixgram"})
 	if err != nil {
-		return fmt.Errorf("notify %s: %w", state, err)
+		return fmt.Errorf("fdpass: notify %s: %w", addr, err)
 	}
 	defer c.Close()
 	if _, err := c.Write([]byte(state)); err != nil {
-		return fmt.Errorf("notify %s: %w", state, err)
+		return fmt.Errorf("fdpass: notify %s: %w", addr, err)
 	}
 	return nil
 }

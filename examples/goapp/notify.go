@@ -15,22 +15,19 @@ func (a *app) ready() {
 }
 
 // notify sends one sd_notify(3) datagram to $NOTIFY_SOCKET when --notify
-// is set. Go's net package maps a leading '@' to the abstract namespace.
+// is set.
 func (a *app) notify(state string) {
 	if !a.cfg.notify {
 		return
 	}
-	path := os.Getenv(fdpass.NotifySocket)
-	if path == "" {
+	if os.Getenv(fdpass.NotifySocket) == "" {
 		a.logf("notify %s: %s not set", state, fdpass.NotifySocket)
 		return
 	}
-	if err := sdNotify(path, state); err != nil {
+	if err := fdpass.Notify(state); err != nil {
 		a.logf("notify %s: %v", state, err)
 	}
 }
-
-func sdNotify(path, state string) error { return fdpass.NotifyTo(path, state) }
 
 // spawnGrandchild starts goapp in its sleep mode and does not wait for it,
 // so it outlives goapp and must be reaped by whoever inherits it.

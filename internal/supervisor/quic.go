@@ -242,17 +242,17 @@ func (u *udpSteer) remove(id int) {
 
 func (u *udpSteer) has(id int) bool { return u != nil && u.members[id] != nil }
 
-// udpDrainWait keeps g's datagrams steered to it for at most DrainConnWait
-// after the cutover, or until it exits, before its stop signal.
-func (s *Supervisor) udpDrainWait(g *gen) time.Duration {
-	start := time.Now()
-	t := time.NewTimer(min(s.cfg.DrainConnWait, s.cfg.DrainTimeout))
+// udpDrainWait keeps g's datagrams steered to it until DrainConnWait after
+// the cutover (which a TCP drain may have used up), or until it exits,
+// before its stop signal.
+func (s *Supervisor) udpDrainWait(g *gen, cutover time.Time) time.Duration {
+	t := time.NewTimer(time.Until(cutover.Add(min(s.cfg.DrainConnWait, s.cfg.DrainTimeout))))
 	defer t.Stop()
 	select {
 	case <-g.exited:
 	case <-t.C:
 	}
-	return time.Since(start)
+	return time.Since(cutover)
 }
 
 // udpSteer steers the UDP groups as steer does the TCP ones; a nil to
