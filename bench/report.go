@@ -251,4 +251,11 @@ const method2doc = `## How each method restarts
 - **hotswap shared**: ` + "`hotswap --ready notify -l http=tcp://127.0.0.1:0 -- goapp --notify`" + `, SIGHUP per restart; every generation accepts from the one socket hotswap owns.
 - **hotswap reuseport**: the same with ` + "`--mode reuseport`" + `: a steered SO_REUSEPORT sibling per generation, drained before it is closed.
 - **hotswap reuseport, goapp --plain-shutdown**: the same, with goapp draining through ` + "`http.Server.Shutdown`" + ` alone instead of ` + "`fdpass.ServeHTTP`" + `: what an unmodified Go server does (it closes idle keep-alive connections at once).
+
+QUIC rows (examples/quicapp, an HTTP/3 server on quic-go that sends GOAWAY and closes its connections on SIGTERM):
+
+- **naive SO_REUSEPORT restart (no hotswap)**: the new quicapp binds its own SO_REUSEPORT UDP socket on the port, then the old one gets SIGTERM. The kernel hashes datagrams over the sockets, so packets of existing connections reach a process that does not know them.
+- **hotswap shared (one UDP socket)**: both generations read one socket until the old one stops: each takes the other's packets.
+- **hotswap reuseport, server ignores HOTSWAP_QUIC_CID**: ` + "`quicapp --no-cid`" + `: a socket per generation, but the connection IDs carry no slot, so from the cutover on every packet reaches the new generation.
+- **hotswap reuseport, CID steering**: quicapp issues the connection IDs of ` + "`HOTSWAP_QUIC_CID`" + ` (fdpass/quiccid); the old generation keeps its connections' packets until it has exited.
 `
