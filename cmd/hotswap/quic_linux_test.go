@@ -284,3 +284,25 @@ func TestQUICExecProbeReachesNewGeneration(t *testing.T) {
 	hs.Signal(syscall.SIGTERM)
 	hs.Wait(30 * time.Second)
 }
+
+// TestQUICSelfUpgradeRefused: a self-upgrade with a UDP listener in
+// reuseport mode is refused, saying why, and the generation keeps serving.
+func TestQUICSelfUpgradeRefused(t *testing.T) {
+	hotswap := proctest.Build(t, hotswapPkg)
+	quicapp := proctest.Build(t, quicappPkg)
+	hs := proctest.Start(t, hotswap, "--log-format", "json", "-l", "quic=udp4://127.0.0.1:0", "--ready", "notify",
+		"--", quicapp, "--version", "v{gen}", "--notify")
+	addr := hs.WaitEvent(10*time.Second, "listening", nil).Str("address")
+	hs.WaitEvent(10*time.Second, "generation ready", proctest.Gen(1))
+	hs.Signal(upgradeSignal)
+	e := hs.WaitEvent(10*time.Second, "self-upgrade failed, still serving", nil)
+	if !strings.Contains(e.Str("error"), "UDP listeners in reuseport mode") {
+		t.Errorf("got %q, want the UDP listeners named", e.Str("error"))
+	}
+	res := quicload.Start(t.Context(), quicload.Config{Addr: addr, New: 1, Duration: 500 * time.Millisecond}).Wait()
+	if res.Failed > 0 || res.OK == 0 {
+		t.Errorf("after the refused upgrade: %s", res)
+	}
+	hs.Signal(syscall.SIGTERM)
+	hs.Wait(30 * time.Second)
+}
