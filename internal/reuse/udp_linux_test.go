@@ -238,3 +238,60 @@ func udpWhoFrom(t *testing.T, socks []*net.UDPConn, addr string, src netip.AddrP
 	defer c.Close()
 	return udpRead(t, socks, c, msg)
 }
+
+// TestUDPGroupIPv6 steers by connection ID and by probe source in a udp6
+// group, where the probe rule reads the IPv6 header.
+func TestUDPGroupIPv6(t *testing.T) {
+	g, err := NewUDPGroup("udp6", "[::1]:0", [3]byte{4, 5, 6})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	a, err := g.Add(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := g.Add(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := pc.LocalAddr().(*net.UDPAddr).AddrPort()
+	pc.Close()
+	if err := g.Steer(b, a, src); err != nil {
+		t.Fatal(err)
+	}
+	socks := []*net.UDPConn{udpServer(t, a), udpServer(t, b)}
+	defer socks[0].Close()
+	defer socks[1].Close()
+	send := func(from netip.AddrPort, msg []byte) int {
+		t.Helper()
+		var local *net.UDPAddr
+		if from.IsValid() {
+			local = net.UDPAddrFromAddrPort(from)
+		}
+		c, err := net.DialUDP("udp6", local, net.UDPAddrFromAddrPort(netip.MustParseAddrPort(g.Addr())))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		return udpRead(t, socks, c, msg)
+	}
+	for _, tc := range []struct {
+		name string
+		from netip.AddrPort
+		msg  []byte
+		want int
+	}{
+		{"short header, slot 1", netip.AddrPort{}, shortHeader(cidOf(t, g, 1)), 0},
+		{"long header, random DCID", netip.AddrPort{}, longHeader([]byte{9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9}), 1},
+		{"probe", src, []byte("probe"), 0},
+	} {
+		if got := send(tc.from, tc.msg); got != tc.want {
+			t.Errorf("%s: reached %s, want %s", tc.name, name(socks, got), name(socks, tc.want))
+		}
+	}
+}
