@@ -7,6 +7,13 @@
 // requests in flight, closes its connections and exits.
 //
 //	hotswap --listen quic=udp://127.0.0.1:8443 --ready notify -- quicapp --version v1 --notify
+//
+// quicapp --probe URL is an HTTP/3 readiness check for hotswap's exec:
+// gate: it sends from $HOTSWAP_PROBE_SOURCE, which hotswap steers to the
+// generation being gated, and with --want-gen N fails unless generation N
+// answered:
+//
+//	hotswap --listen quic=udp://127.0.0.1:8443 --ready 'exec:quicapp --probe https://127.0.0.1:8443/ --want-gen {gen}' -- quicapp --version v1
 package main
 
 import (
