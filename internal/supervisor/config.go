@@ -205,7 +205,7 @@ type Config struct {
 	Credential *syscall.Credential
 
 	// Subreaper makes hotswap reap every orphaned descendant
-	// (PR_SET_CHILD_SUBREAPER; always so as pid 1), see reaper.go.
+	// (PR_SET_CHILD_SUBREAPER; always so as pid 1), see reaper_linux.go.
 	Subreaper bool
 	// Listen creates the socket of a listener; default reuse.Listen. A
 	// self-upgrading hotswap passes sockets inherited from its parent here.
