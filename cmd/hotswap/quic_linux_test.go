@@ -1,8 +1,10 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -231,13 +233,27 @@ func udpSockets(t *testing.T, port string) int {
 func TestQUICRestartAfterCrash(t *testing.T) {
 	hotswap := proctest.Build(t, hotswapPkg)
 	quicapp := proctest.Build(t, quicappPkg)
+	pidfile := filepath.Join(t.TempDir(), "hotswap.pid")
 	hs := proctest.Start(t, hotswap, "--log-format", "json", "-l", "quic=udp4://127.0.0.1:0", "--ready", "notify",
-		"--", quicapp, "--version", "v{gen}", "--notify")
+		"--pidfile", pidfile, "--", quicapp, "--version", "v{gen}", "--notify")
 	addr := hs.WaitEvent(10*time.Second, "listening", nil).Str("address")
 	pid := hs.WaitEvent(10*time.Second, "generation ready", proctest.Gen(1)).Int("pid")
 	_, port, _ := strings.Cut(addr, ":")
 	if n := udpSockets(t, port); n != 1 {
 		t.Fatalf("%d UDP sockets on port %s with one generation, want 1", n, port)
+	}
+	out, err := exec.Command(hotswap, "status", "--json", "--pidfile", pidfile).Output()
+	if err != nil {
+		t.Fatalf("hotswap status: %v", err)
+	}
+	var st struct {
+		Generations []struct {
+			Gen     int    `json:"gen"`
+			QUICCID string `json:"quic_cid"`
+		} `json:"generations"`
+	}
+	if err := json.Unmarshal(out, &st); err != nil || len(st.Generations) != 1 || !strings.HasPrefix(st.Generations[0].QUICCID, "01") || !strings.HasSuffix(st.Generations[0].QUICCID, "/12") {
+		t.Errorf("status --json: generations %+v (%v), want generation 1 with quic_cid 01xxxxxx/12", st.Generations, err)
 	}
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
