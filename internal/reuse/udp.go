@@ -199,6 +199,8 @@ func (g *UDPGroup) ProbeSource() (netip.Addr, error) { return probeSource(g.netw
 // Remove takes m out of the group once its server has exited: datagrams
 // with its slot go to the current member from now on, and its slot is
 // free. The indices of the other members do not change (see [UDPGroup]).
+// The group's only socket is kept as a spare, so that the address stays
+// bound; the next Add hands it out.
 // If another process still holds m's socket, it stays in the group,
 // receiving nothing; [UDPGroup.Len] counts it.
 func (g *UDPGroup) Remove(m *UDPMember) error {
@@ -222,6 +224,9 @@ func (g *UDPGroup) Remove(m *UDPMember) error {
 	m.slot = -1
 	if err := g.attachLocked(); err != nil {
 		return fmt.Errorf("remove udp member %s: %w", g.address, err)
+	}
+	if len(g.order) == 1 {
+		return nil // the group's only socket stays, as a spare: the address stays bound
 	}
 	if last := g.order[len(g.order)-1]; last != m && !g.spare(last) {
 		// The kernel moves the last socket into the freed index: let that

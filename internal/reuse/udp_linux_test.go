@@ -220,6 +220,17 @@ func TestUDPGroupSpares(t *testing.T) {
 			check(1, 2)
 		}
 	}
+	// The last socket stays, as a spare for the next generation.
+	last := g.order[0]
+	if err := g.Remove(last); err != nil {
+		t.Fatal(err)
+	}
+	if g.Len() != 1 || last.File() == nil {
+		t.Fatalf("removing the group's only socket: %d sockets left, its file %v", g.Len(), last.File())
+	}
+	if m, err := g.Add(9); err != nil || m != last {
+		t.Fatalf("Add after removing the only socket: %v %v, want the kept spare", m, err)
+	}
 }
 
 func portOfUDP(g *UDPGroup) int {
