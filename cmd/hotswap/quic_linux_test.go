@@ -333,3 +333,44 @@ func TestQUICSelfUpgradeRefused(t *testing.T) {
 	hs.Signal(syscall.SIGTERM)
 	hs.Wait(30 * time.Second)
 }
+
+// TestQUICCanary: a canary held beside the current generation gets no new
+// QUIC connection at weight 50 (UDP has no split), all of them at 100.
+func TestQUICCanary(t *testing.T) {
+	hotswap := proctest.Build(t, hotswapPkg)
+	quicapp := proctest.Build(t, quicappPkg)
+	pidfile := filepath.Join(t.TempDir(), "hotswap.pid")
+	hs := proctest.Start(t, hotswap, "--log-format", "json", "-l", "quic=udp4://127.0.0.1:0", "--ready", "notify",
+		"--pidfile", pidfile, "--", quicapp, "--version", "v{gen}", "--notify")
+	addr := hs.WaitEvent(10*time.Second, "listening", nil).Str("address")
+	hs.WaitEvent(10*time.Second, "generation ready", proctest.Gen(1))
+	ctl := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command(hotswap, append(args, "--pidfile", pidfile)...).CombinedOutput(); err != nil {
+			t.Fatalf("hotswap %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	gens := func() map[int]int {
+		t.Helper()
+		res := quicload.Start(t.Context(), quicload.Config{Addr: addr, New: 2, Duration: 500 * time.Millisecond}).Wait()
+		if res.Failed > 0 || res.OK == 0 {
+			t.Fatalf("new connections: %s", res)
+		}
+		out := map[int]int{}
+		for _, s := range res.Samples {
+			out[s.Gen]++
+		}
+		return out
+	}
+	ctl("reload", "--hold")
+	ctl("weight", "50")
+	if g := gens(); len(g) != 1 || g[1] == 0 {
+		t.Errorf("canary at weight 50: new connections answered by %v, want generation 1 only", g)
+	}
+	ctl("weight", "100")
+	if g := gens(); len(g) != 1 || g[2] == 0 {
+		t.Errorf("canary at weight 100: new connections answered by %v, want generation 2 only", g)
+	}
+	hs.Signal(syscall.SIGTERM)
+	hs.Wait(30 * time.Second)
+}

@@ -256,8 +256,14 @@ func (s *Supervisor) udpDrainWait(g *gen, cutover time.Time) time.Duration {
 }
 
 // udpSteer steers the UDP groups as steer does the TCP ones; a nil to
-// keeps the current generation.
-func (s *Supervisor) udpSteer(to, probe *gen) error {
+// keeps the current generation. There is no weighted split for UDP: a
+// client's first flight may span several datagrams, which must reach one
+// generation, so new connections go to other (the serving generation
+// beside a canary) until to has all of them (pct 100).
+func (s *Supervisor) udpSteer(to, other *gen, pct int, probe *gen) error {
+	if other != nil && pct < 100 {
+		to = other
+	}
 	var toID, probeID int
 	var src netip.AddrPort
 	if to != nil {

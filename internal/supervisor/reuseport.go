@@ -178,7 +178,7 @@ func (s *Supervisor) sync() {
 func (s *Supervisor) steer(to, other *gen, pct int, probe *gen) error {
 	var errs []error
 	if s.udp != nil {
-		errs = append(errs, s.udpSteer(to, probe))
+		errs = append(errs, s.udpSteer(to, other, pct, probe))
 	}
 	for i, l := range s.listeners {
 		if !l.reuseport() {
