@@ -231,13 +231,8 @@ func udpSockets(t *testing.T, port string) int {
 // restart takes over its UDP socket and slot; new connections are served
 // by it, and the group holds no socket of the dead one.
 func TestQUICRestartAfterCrash(t *testing.T) {
-	hotswap := proctest.Build(t, hotswapPkg)
-	quicapp := proctest.Build(t, quicappPkg)
-	pidfile := filepath.Join(t.TempDir(), "hotswap.pid")
-	hs := proctest.Start(t, hotswap, "--log-format", "json", "-l", "quic=udp4://127.0.0.1:0", "--ready", "notify",
-		"--pidfile", pidfile, "--", quicapp, "--version", "v{gen}", "--notify")
-	addr := hs.WaitEvent(10*time.Second, "listening", nil).Str("address")
-	pid := hs.WaitEvent(10*time.Second, "generation ready", proctest.Gen(1)).Int("pid")
+	q := startQUIC(t)
+	hs, hotswap, pidfile, addr, pid := q.hs, q.hotswap, q.pidfile, q.addr, q.pid1
 	_, port, _ := strings.Cut(addr, ":")
 	if n := udpSockets(t, port); n != 1 {
 		t.Fatalf("%d UDP sockets on port %s with one generation, want 1", n, port)
@@ -272,8 +267,7 @@ func TestQUICRestartAfterCrash(t *testing.T) {
 	if n := udpSockets(t, port); n != 1 {
 		t.Errorf("%d UDP sockets on port %s after the restart, want 1 (the crashed generation's, taken over)", n, port)
 	}
-	hs.Signal(syscall.SIGTERM)
-	hs.Wait(30 * time.Second)
+	q.stop()
 }
 
 // TestQUICExecProbeReachesNewGeneration: an exec: readiness check that
@@ -315,12 +309,8 @@ func TestQUICExecProbeReachesNewGeneration(t *testing.T) {
 // TestQUICSelfUpgradeRefused: a self-upgrade with a UDP listener in
 // reuseport mode is refused, saying why, and the generation keeps serving.
 func TestQUICSelfUpgradeRefused(t *testing.T) {
-	hotswap := proctest.Build(t, hotswapPkg)
-	quicapp := proctest.Build(t, quicappPkg)
-	hs := proctest.Start(t, hotswap, "--log-format", "json", "-l", "quic=udp4://127.0.0.1:0", "--ready", "notify",
-		"--", quicapp, "--version", "v{gen}", "--notify")
-	addr := hs.WaitEvent(10*time.Second, "listening", nil).Str("address")
-	hs.WaitEvent(10*time.Second, "generation ready", proctest.Gen(1))
+	q := startQUIC(t)
+	hs, addr := q.hs, q.addr
 	hs.Signal(upgradeSignal)
 	e := hs.WaitEvent(10*time.Second, "self-upgrade failed, still serving", nil)
 	if !strings.Contains(e.Str("error"), "UDP listeners in reuseport mode") {
@@ -330,20 +320,14 @@ func TestQUICSelfUpgradeRefused(t *testing.T) {
 	if res.Failed > 0 || res.OK == 0 {
 		t.Errorf("after the refused upgrade: %s", res)
 	}
-	hs.Signal(syscall.SIGTERM)
-	hs.Wait(30 * time.Second)
+	q.stop()
 }
 
 // TestQUICCanary: a canary held beside the current generation gets no new
 // QUIC connection at weight 50 (UDP has no split), all of them at 100.
 func TestQUICCanary(t *testing.T) {
-	hotswap := proctest.Build(t, hotswapPkg)
-	quicapp := proctest.Build(t, quicappPkg)
-	pidfile := filepath.Join(t.TempDir(), "hotswap.pid")
-	hs := proctest.Start(t, hotswap, "--log-format", "json", "-l", "quic=udp4://127.0.0.1:0", "--ready", "notify",
-		"--pidfile", pidfile, "--", quicapp, "--version", "v{gen}", "--notify")
-	addr := hs.WaitEvent(10*time.Second, "listening", nil).Str("address")
-	hs.WaitEvent(10*time.Second, "generation ready", proctest.Gen(1))
+	q := startQUIC(t)
+	hotswap, pidfile, addr := q.hotswap, q.pidfile, q.addr
 	ctl := func(args ...string) {
 		t.Helper()
 		if out, err := exec.Command(hotswap, append(args, "--pidfile", pidfile)...).CombinedOutput(); err != nil {
@@ -371,6 +355,29 @@ func TestQUICCanary(t *testing.T) {
 	if g := gens(); len(g) != 1 || g[2] == 0 {
 		t.Errorf("canary at weight 100: new connections answered by %v, want generation 2 only", g)
 	}
-	hs.Signal(syscall.SIGTERM)
-	hs.Wait(30 * time.Second)
+	q.stop()
+}
+
+// quicHotswap is hotswap serving quicapp (--ready notify) on a UDP port of
+// 127.0.0.1, with a pidfile for the client commands.
+type quicHotswap struct {
+	hs               *proctest.Proc
+	hotswap, pidfile string
+	addr             string
+	pid1             int // generation 1's pid
+}
+
+func startQUIC(t *testing.T) quicHotswap {
+	t.Helper()
+	q := quicHotswap{hotswap: proctest.Build(t, hotswapPkg), pidfile: filepath.Join(t.TempDir(), "hotswap.pid")}
+	q.hs = proctest.Start(t, q.hotswap, "--log-format", "json", "-l", "quic=udp4://127.0.0.1:0", "--ready", "notify",
+		"--pidfile", q.pidfile, "--", proctest.Build(t, quicappPkg), "--version", "v{gen}", "--notify")
+	q.addr = q.hs.WaitEvent(10*time.Second, "listening", nil).Str("address")
+	q.pid1 = q.hs.WaitEvent(10*time.Second, "generation ready", proctest.Gen(1)).Int("pid")
+	return q
+}
+
+func (q quicHotswap) stop() {
+	q.hs.Signal(syscall.SIGTERM)
+	q.hs.Wait(30 * time.Second)
 }
