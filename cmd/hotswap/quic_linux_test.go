@@ -15,6 +15,7 @@ import (
 
 	"github.com/hotswap-dev/hotswap/internal/proctest"
 	"github.com/hotswap-dev/hotswap/internal/quicload"
+	"github.com/hotswap-dev/hotswap/internal/supervisor"
 )
 
 const quicappPkg = "github.com/hotswap-dev/hotswap/examples/quicapp"
@@ -29,10 +30,11 @@ func quicScale() (long, reloads int) {
 	return 50, 10
 }
 
-// quicConnWait is --drain-conn-wait of the QUIC tests: how long an old
-// generation keeps its connections after the cutover before its stop
-// signal.
-const quicConnWait = time.Second
+// quicConnWait is --drain-conn-wait of the QUIC tests, hotswap's default:
+// how long an old generation keeps its connections after the cutover
+// before its stop signal. Handshakes in flight at the cutover must end
+// within it.
+const quicConnWait = supervisor.DefaultDrainConnWait
 
 // quicRun is one QUIC load across reloads.
 type quicRun struct {
