@@ -59,7 +59,7 @@ func (r quicRun) run(t *testing.T) quicOutcome {
 	hotswap := proctest.Build(t, hotswapPkg)
 	quicapp := proctest.Build(t, quicappPkg)
 	args := append([]string{"--log-format", "json", "-l", "quic=udp4://127.0.0.1:0", "--ready", "notify",
-		"--drain-conn-wait", quicConnWait.String(), "--drain-timeout", "10s", "--max-draining", "8"}, r.hsFlags...)
+		"--drain-conn-wait", quicConnWait.String(), "--drain-timeout", "10s", "--max-draining", "32"}, r.hsFlags...)
 	args = append(args, "--", quicapp, "--version", "v{gen}", "--notify", "--grace", "5s")
 	hs := proctest.Start(t, hotswap, append(args, r.appFlags...)...)
 	addr := hs.WaitEvent(10*time.Second, "listening", nil).Str("address")
@@ -67,8 +67,12 @@ func (r quicRun) run(t *testing.T) quicOutcome {
 	_, port, _ := strings.Cut(addr, ":")
 
 	out := quicOutcome{cutover: map[int]time.Time{}}
-	load := quicload.Start(t.Context(), quicload.Config{Addr: addr, Long: r.long, New: 2, Duration: 3 * time.Minute})
-	time.Sleep(time.Second) // every long-lived connection is up
+	load := quicload.Start(t.Context(), quicload.Config{Addr: addr, Long: r.long, RampUp: 2 * time.Second, New: 2, Duration: 3 * time.Minute})
+	for deadline := time.Now().Add(30 * time.Second); load.Up() < r.long; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d of %d long-lived connections answered within 30s", load.Up(), r.long)
+		}
+	}
 	for n := 2; n <= r.reloads+1; n++ {
 		e := hs.ReloadOutcome(n, 30*time.Second, func() { hs.Signal(syscall.SIGHUP) })
 		if e.Msg() != "reload succeeded" {
@@ -111,6 +115,7 @@ func TestQUICReloadsKeepConnections(t *testing.T) {
 	t.Logf("CID steering, %d long-lived connections, %d reloads: %s", long, reloads, res)
 	if res.Failed > 0 {
 		t.Errorf("%d requests failed: %v", res.Failed, res.Errors)
+		logFailures(t, out)
 	}
 	if res.OK < long*reloads {
 		t.Errorf("only %d requests answered", res.OK)
@@ -382,4 +387,26 @@ func startQUIC(t *testing.T) quicHotswap {
 func (q quicHotswap) stop() {
 	q.hs.Signal(syscall.SIGTERM)
 	q.hs.Wait(30 * time.Second)
+}
+
+// logFailures logs the first failed requests with the last stop signal
+// before each, to tell a reload's effect from a starved machine.
+func logFailures(t *testing.T, out quicOutcome) {
+	t.Helper()
+	n := 0
+	for _, s := range out.res.Samples {
+		if s.Err == "" {
+			continue
+		}
+		if n++; n > 10 {
+			return
+		}
+		last, gen := time.Time{}, 0
+		for g, at := range out.stopped {
+			if at.Before(s.Start) && at.After(last) {
+				last, gen = at, g
+			}
+		}
+		t.Logf("failed: connection %d, %s after generation %d was told to stop, %s: %s", s.Client, s.Start.Sub(last).Round(time.Millisecond), gen, s.Dur.Round(time.Millisecond), s.Err)
+	}
 }

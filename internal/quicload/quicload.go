@@ -29,6 +29,7 @@ type Config struct {
 	Addr     string        // host:port (UDP)
 	Long     int           // long-lived connections
 	Interval time.Duration // between two requests of a long-lived connection; default 100ms
+	RampUp   time.Duration // the long-lived connections start spread over it; default Interval
 	New      int           // workers opening a new connection per request
 	NewPace  time.Duration // pause between two requests of a new-connection worker; default 20ms
 	Timeout  time.Duration // per request, handshake included; default 2s
@@ -68,6 +69,9 @@ func Start(ctx context.Context, cfg Config) *Run {
 	if cfg.Interval <= 0 {
 		cfg.Interval = 100 * time.Millisecond
 	}
+	if cfg.RampUp <= 0 {
+		cfg.RampUp = cfg.Interval
+	}
 	if cfg.NewPace <= 0 {
 		cfg.NewPace = 20 * time.Millisecond
 	}
@@ -86,6 +90,20 @@ func Start(ctx context.Context, cfg Config) *Run {
 		r.wg.Go(func() { r.fresh(ctx) })
 	}
 	return r
+}
+
+// Up returns how many long-lived connections have been answered at least
+// once.
+func (r *Run) Up() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	up := map[int]bool{}
+	for _, s := range r.res.Samples {
+		if s.Client >= 0 && s.Err == "" {
+			up[s.Client] = true
+		}
+	}
+	return len(up)
 }
 
 // Wait waits until the load has run for its Duration and returns the
@@ -119,8 +137,8 @@ func (r *Run) transport() *http3.Transport {
 func (r *Run) long(ctx context.Context, i int) {
 	tr := r.transport()
 	defer tr.Close()
-	// Spread the first requests over one interval.
-	if !sleep(ctx, time.Duration(i)*r.cfg.Interval/time.Duration(max(r.cfg.Long, 1))) {
+	// Spread the first requests (and handshakes) over the ramp-up.
+	if !sleep(ctx, time.Duration(i)*r.cfg.RampUp/time.Duration(max(r.cfg.Long, 1))) {
 		return
 	}
 	for {
