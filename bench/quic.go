@@ -66,8 +66,10 @@ func runQUIC(ctx context.Context, cfg config, t quicTarget) quicRun {
 		r.Err = err.Error()
 		return r
 	}
-	run := quicload.Start(ctx, quicload.Config{Addr: addr, Long: cfg.quicLong, New: 2, Duration: 5 * time.Minute})
-	time.Sleep(time.Second)
+	run := quicload.Start(ctx, quicload.Config{Addr: addr, Long: cfg.quicLong, RampUp: 2 * time.Second, New: 2, Duration: 5 * time.Minute})
+	for deadline := time.Now().Add(30 * time.Second); run.Up() < cfg.quicLong && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond) // every long-lived connection answered once
+	}
 	for n := 2; n <= cfg.quicReloads+1 && ctx.Err() == nil; n++ {
 		if err := t.restart(n); err != nil {
 			r.Err = err.Error()
