@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the tests and benchmarks drive for real: nginx, busybox,
 # python3, gunicorn (a server that speaks systemd socket activation),
-# iproute2 (ip) and util-linux (unshare, prlimit), and the servers of
+# iproute2 (ip), util-linux (unshare, prlimit), prometheus (promtool, which
+# checks the metrics), vim (an editor's save for --watch), certbot and pebble
+# (the ACME test server: a real certificate renewal), and the servers of
 # docs/servers.md (HAProxy, Puma, uWSGI with its Python 3 plugin, uvicorn,
 # Node.js), from Debian packages.
 # As root it installs what is missing; otherwise it says what is missing
@@ -15,6 +17,10 @@ command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v gunicorn >/dev/null 2>&1 || need+=(gunicorn)
 command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || need+=(iproute2)
 command -v unshare >/dev/null 2>&1 || need+=(util-linux)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v vim >/dev/null 2>&1 || need+=(vim)
+command -v certbot >/dev/null 2>&1 || need+=(certbot)
+command -v pebble >/dev/null 2>&1 || need+=(pebble)
 command -v prlimit >/dev/null 2>&1 || need+=(util-linux) # hotswap out of descriptors (security tests)
 # docs/servers.md recipes (examples/recipes).
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)

@@ -92,7 +92,7 @@ func (c *controlOptions) start(ctx context.Context, sup *supervisor.Supervisor, 
 		log.Info("control socket", "path", cfg.Path)
 	}
 	if c.metrics != "" {
-		f, _, err := up.Carry("metrics:"+c.metrics, func() (*os.File, error) { return listenMetrics(c.metrics) })
+		f, _, err := up.Carry("metrics:"+c.metrics, func() (*os.File, error) { return listenTCPFile("--metrics", c.metrics) })
 		if err != nil {
 			return nil, err
 		}
@@ -104,11 +104,13 @@ func (c *controlOptions) start(ctx context.Context, sup *supervisor.Supervisor, 
 	return p, nil
 }
 
-// listenMetrics binds the metrics address.
-func listenMetrics(addr string) (*os.File, error) {
+// listenTCPFile binds addr, the value of flag (--metrics, --stop-health),
+// and returns the listening socket as a file, which a self-upgrade carries
+// to the new hotswap.
+func listenTCPFile(flag, addr string) (*os.File, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("--metrics: %w", err)
+		return nil, fmt.Errorf("%s: %w", flag, err)
 	}
 	defer ln.Close()
 	return ln.(*net.TCPListener).File()

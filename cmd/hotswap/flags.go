@@ -26,7 +26,10 @@ Reload:  hotswap reload   (waits: exit 0 once the new generation serves, 1 when 
 Status:  hotswap status [--json]   (listeners, generations, reload counts)
 Stop:    hotswap stop, or kill -TERM $(cat PIDFILE)   (stop signal to every
          generation, then exit with the current generation's status; 128+N
-         for signal N)
+         for signal N). With --stop-when-idle DUR, SIGTERM first keeps serving
+         until no new connection has arrived for DUR.
+Watch:   --watch PATH reloads when PATH changes (certbot's live/ links, a
+         Kubernetes ConfigMap or Secret volume, an edited file, a new binary).
 Signals: hotswap signal SIG; SIGUSR1, SIGUSR2 and SIGWINCH sent to hotswap are
          forwarded to the current generation. kill -s RTMIN+2 upgrades hotswap
          itself: a new hotswap binary inherits the sockets and takes over.
@@ -78,6 +81,8 @@ type options struct {
 	command      []string
 
 	control   controlOptions
+	watch     watchOptions
+	stop      stopOptions
 	intercept interceptOptions
 	hardening hardeningOptions
 }
@@ -94,12 +99,14 @@ func newFlagSet(o *options) *pflag.FlagSet {
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", supervisor.DefaultDrainTimeout, "after the stop signal, wait this long, then SIGKILL")
 	fs.DurationVar(&o.connWait, "drain-conn-wait", supervisor.DefaultDrainConnWait, "reuseport mode: before the stop signal, wait at most this long for the old generation's busy connections (a request unanswered) to become idle")
 	fs.IntVar(&o.maxDraining, "max-draining", supervisor.DefaultMaxDraining, "at most `N` old generations draining at once; a reload beyond that fails at once (reuseport mode: a reload waits until the previous old generation has exited)")
-	fs.StringVar(&o.ready, "ready", supervisor.DefaultReady.String(), "readiness `SPEC`: DURATION (stayed up), notify (READY=1 over sd_notify), http://HOST:PORT/PATH or https:// (2xx), tcp://HOST:PORT (accepts), exec:COMMAND (exits 0); {gen}, {pid} and {port} are expanded ({port}: a socket hotswap binds on 127.0.0.1 and hands over as the fd named health)")
+	fs.StringVar(&o.ready, "ready", supervisor.DefaultReady, "readiness `SPEC`: DURATION (stayed up), notify (READY=1 over sd_notify), http://HOST:PORT/PATH or https:// (2xx), tcp://HOST:PORT (accepts), exec:COMMAND (exits 0); {gen}, {pid} and {port} are expanded ({port}: a socket hotswap binds on 127.0.0.1 and hands over as the fd named health)")
 	fs.DurationVar(&o.readyTimeout, "ready-timeout", supervisor.DefaultReadyTimeout, "a generation not ready after this long is stopped and rolled back")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: trace, debug, info, warn or error")
 	fs.StringVar(&o.outputPrefix, "output-prefix", "", "put `TEMPLATE` before every line a generation writes ({gen} is its number, e.g. '[gen {gen}] '); default: output passes through untouched")
 	o.control.addFlags(fs)
+	o.watch.addFlags(fs)
+	o.stop.addFlags(fs)
 	o.intercept.addFlags(fs)
 	addHardeningFlags(fs, &o.hardening)
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
@@ -157,6 +164,7 @@ func (o *options) config(log hclog.Logger) (supervisor.Config, error) {
 			return cfg, err
 		}
 		cfg.Listeners = append(cfg.Listeners, spec)
+		o.stop.networks = append(o.stop.networks, spec.Network)
 	}
 	mode, err := supervisor.ParseMode(o.mode)
 	if err != nil {
@@ -178,6 +186,12 @@ func (o *options) config(log hclog.Logger) (supervisor.Config, error) {
 	}
 	if err := o.hardening.apply(&cfg); err != nil {
 		return cfg, err
+	}
+	if err := o.stop.validate(); err != nil {
+		return cfg, err
+	}
+	if o.watch.debounce <= 0 {
+		return cfg, errors.New("--watch-debounce must be positive")
 	}
 	if o.drainTimeout <= 0 || o.readyTimeout <= 0 {
 		return cfg, errors.New("--drain-timeout and --ready-timeout must be positive")

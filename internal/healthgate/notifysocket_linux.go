@@ -21,7 +21,7 @@ const NotifySocketMode os.FileMode = 0o600
 
 // oobSize holds the sender's credentials and the largest SCM_RIGHTS a
 // sender may attach (FDSTORE=1); such descriptors are closed unread.
-var oobSize = unix.CmsgSpace(unix.SizeofUcred) + unix.CmsgSpace(253*4)
+func oobSize() int { return unix.CmsgSpace(unix.SizeofUcred) + unix.CmsgSpace(253*4) }
 
 // ListenNotify creates the sd_notify socket for one generation at path, a
 // file path that must not exist yet or an abstract address starting with
@@ -62,7 +62,7 @@ func setPassCred(conn *net.UnixConn) error {
 
 func (n *NotifySocket) readLoop() {
 	buf := make([]byte, MaxMessageSize+1)
-	oob := make([]byte, oobSize)
+	oob := make([]byte, oobSize())
 	for {
 		nr, noob, flags, _, err := n.conn.ReadMsgUnix(buf, oob)
 		if errors.Is(err, net.ErrClosed) {

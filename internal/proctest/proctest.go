@@ -183,3 +183,12 @@ func IsRoot() bool { return os.Geteuid() == 0 }
 type writerFunc func([]byte)
 
 func (f writerFunc) Write(b []byte) (int, error) { f(b); return len(b), nil }
+
+// Command returns the path of the program name from the Debian package
+// pkg, found in PATH; RequireCI decides what its absence means.
+func Command(t testing.TB, name, pkg string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	RequireCI(t, err == nil, name+" (Debian package "+pkg+"; scripts/deps.sh installs it)")
+	return path
+}

@@ -268,7 +268,7 @@ func (c *Config) validate() error {
 	setDefault(&c.BackoffMax, DefaultBackoffMax)
 	setDefault(&c.BackoffReset, DefaultBackoffReset)
 	if c.Ready.Kind() == 0 {
-		c.Ready = DefaultReady
+		c.Ready = mustParse(DefaultReady)
 	}
 	if c.Env == nil {
 		c.Env = os.Environ()

@@ -37,8 +37,8 @@ func ParseMode(s string) (Mode, error) {
 
 // DefaultDrainGrace is how long an old reuseport generation keeps accepting
 // after the cutover before its queue may count as drained: handshakes that
-// were in flight on its socket still land there (shared/KERNEL.md
-// pitfall 11).
+// were in flight on its socket still land there (docs/kernel.md,
+// "Steer, drain, then close").
 const DefaultDrainGrace = 50 * time.Millisecond
 
 // listener is one socket address the supervisor owns: a shared socket, or
@@ -149,7 +149,7 @@ func (s *Supervisor) members(id int) (files []*os.File, ms []*reuse.Member, retE
 }
 
 // release closes the supervisor's copies of a generation's members: the
-// child's own close is then the last one (shared/KERNEL.md pitfall 12).
+// child's own close is then the last one (docs/kernel.md, "Close order").
 func (s *Supervisor) release(ms []*reuse.Member) {
 	for i, m := range ms {
 		if m != nil {
@@ -234,8 +234,8 @@ func sameAddr(a, b string) bool {
 // Drain polling: no event says that a connection has been answered or a
 // handshake has landed, so the drain looks with back-off.
 const (
-	drainPollMin = time.Millisecond      // first look: the new steering is in force on every CPU
-	drainPollMax = 4 * time.Millisecond  // the longest wait between looks: one clock tick at HZ=250
+	drainPollMin = time.Millisecond     // first look: the new steering is in force on every CPU
+	drainPollMax = 4 * time.Millisecond // the longest wait between looks: one clock tick at HZ=250
 )
 
 // drainWait waits until g may be stopped without losing a client, or until
