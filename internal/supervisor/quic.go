@@ -240,8 +240,6 @@ func (u *udpSteer) remove(id int) {
 	delete(u.slots, id)
 }
 
-func (u *udpSteer) has(id int) bool { return u != nil && u.members[id] != nil }
-
 // udpDrainWait keeps g's datagrams steered to it until DrainConnWait after
 // the cutover (which a TCP drain may have used up), or until it exits,
 // before its stop signal.
