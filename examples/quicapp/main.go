@@ -3,8 +3,10 @@
 // --addr without hotswap) and issues the connection IDs of
 // HOTSWAP_QUIC_CID through fdpass/quiccid, so its connections survive
 // reloads: each keeps reaching the generation that accepted it until that
-// generation closes it. On SIGTERM it sends HTTP/3 GOAWAY, answers the
-// requests in flight, closes its connections and exits.
+// generation closes it. On SIGTERM it sends HTTP/3 GOAWAY (to an eighth of
+// its connections every 100 ms, so that their clients do not all reconnect
+// at once), answers the requests in flight, closes its connections and
+// exits.
 //
 //	hotswap --listen quic=udp://127.0.0.1:8443 --ready notify -- quicapp --version v1 --notify
 //
@@ -37,6 +39,8 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -86,17 +90,46 @@ func run(version, addr string, notify, noCID, reusePort bool, grace time.Duratio
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "quicapp %s gen %s pid %s\n", version, gen, pid)
 	})
-	srv := &http3.Server{
-		Handler:    mux,
-		TLSConfig:  http3.ConfigureTLSConfig(&tls.Config{Certificates: []tls.Certificate{cert}}),
-		QUICConfig: &quic.Config{MaxIdleTimeout: 30 * time.Second, MaxIncomingStreams: 1000},
-	}
-	ln, err := tr.ListenEarly(srv.TLSConfig, srv.QUICConfig)
+	tlsConf := http3.ConfigureTLSConfig(&tls.Config{Certificates: []tls.Certificate{cert}})
+	quicConf := &quic.Config{MaxIdleTimeout: 30 * time.Second, MaxIncomingStreams: 1000}
+	ln, err := tr.ListenEarly(tlsConf, quicConf)
 	if err != nil {
 		return fmt.Errorf("listen quic: %w", err)
 	}
+	// The connections are spread over several http3.Servers, shut down one
+	// after the other: each GOAWAY moves only a share of the clients to
+	// the next generation at once, so their new handshakes do not all
+	// arrive together (quic-go refuses handshakes beyond an accept queue of
+	// 32 that the new generation has not taken yet).
+	srvs := make([]*http3.Server, shutdownWaves)
+	for i := range srvs {
+		srvs[i] = &http3.Server{Handler: mux, TLSConfig: tlsConf, QUICConfig: quicConf}
+	}
+	var open atomic.Int32 // servers not shut down yet
+	open.Store(int32(len(srvs)))
 	served := make(chan error, 1)
-	go func() { served <- srv.ServeListener(ln) }()
+	go func() {
+		for n := 0; ; n++ {
+			c, err := ln.Accept(context.Background())
+			if err != nil {
+				served <- err
+				return
+			}
+			// Late connections go to the servers still open, the last
+			// one at the end; one that has just been shut down hands
+			// its connection to the last.
+			o := int(open.Load())
+			k := len(srvs) - o + n%o
+			go func() {
+				if err := srvs[k].ServeQUICConn(c); errors.Is(err, http.ErrServerClosed) && k != len(srvs)-1 {
+					err = srvs[len(srvs)-1].ServeQUICConn(c)
+				}
+				if errors.Is(err, http.ErrServerClosed) {
+					c.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeNoError), "")
+				}
+			}()
+		}
+	}()
 	log.Printf("serving HTTP/3 on %s (gen %s, pid %s)", tr.Conn.LocalAddr(), gen, pid)
 	if notify {
 		if err := fdpass.Notify("READY=1"); err != nil {
@@ -113,8 +146,20 @@ func run(version, addr string, notify, noCID, reusePort bool, grace time.Duratio
 	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
 	t0 := time.Now()
-	err = srv.Shutdown(ctx) // GOAWAY, then close once the requests are answered
+	var wg sync.WaitGroup
+	errs := make([]error, len(srvs))
+	for i, srv := range srvs {
+		if i > 0 {
+			time.Sleep(waveGap)
+		}
+		if i < len(srvs)-1 {
+			open.Add(-1)
+		}
+		wg.Go(func() { errs[i] = srv.Shutdown(ctx) }) // GOAWAY, then close once the requests are answered
+	}
+	wg.Wait()
 	ln.Close()
+	err = errors.Join(errs...)
 	if errors.Is(err, context.DeadlineExceeded) {
 		log.Printf("stopped: connections still open after %v were closed", grace)
 		return nil
@@ -125,6 +170,12 @@ func run(version, addr string, notify, noCID, reusePort bool, grace time.Duratio
 	log.Printf("stopped: every connection closed after %v", time.Since(t0).Round(time.Millisecond))
 	return nil
 }
+
+// shutdownWaves and waveGap spread the GOAWAYs of a stop over 0.7 s.
+const (
+	shutdownWaves = 8
+	waveGap       = 100 * time.Millisecond
+)
 
 // transport is the quic.Transport on the listener hotswap handed over,
 // with the connection IDs of HOTSWAP_QUIC_CID unless noCID.
