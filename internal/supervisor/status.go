@@ -74,6 +74,15 @@ type GenerationStatus struct {
 	// QUICCID is its HOTSWAP_QUIC_CID, with UDP listeners in reuseport
 	// mode: the first byte of PREFIX is its slot.
 	QUICCID string `json:"quic_cid,omitempty"`
+	// Container is set when the command is `podman run`.
+	Container *ContainerStatus `json:"container,omitempty"`
+}
+
+// ContainerStatus is the container of a `podman run` generation.
+type ContainerStatus struct {
+	Image string `json:"image"`          // as on the command line, {file:} expanded
+	ID    string `json:"id,omitempty"`   // empty until podman has created it
+	Name  string `json:"name,omitempty"` // --name, if given
 }
 
 // ListenerQueue is the accept-queue length of one generation's socket.
@@ -146,6 +155,10 @@ func (s *Supervisor) status() Status {
 				q, _ := m.QueueLen()
 				gs.Queues = append(gs.Queues, ListenerQueue{Name: s.listeners[i].spec.Name, Queue: q})
 			}
+		}
+		if g.ctr != nil {
+			id, _ := g.ctr.known()
+			gs.Container = &ContainerStatus{Image: g.ctr.image, ID: id, Name: g.ctr.name}
 		}
 		if !g.readyAt.IsZero() {
 			gs.ReadyAfter = g.readyAt.Sub(g.started)
