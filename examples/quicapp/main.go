@@ -121,7 +121,8 @@ func run(version, addr string, notify, noCID, reusePort bool, grace time.Duratio
 			o := int(open.Load())
 			k := len(srvs) - o + n%o
 			go func() {
-				if err := srvs[k].ServeQUICConn(c); errors.Is(err, http.ErrServerClosed) && k != len(srvs)-1 {
+				err := srvs[k].ServeQUICConn(c)
+				if errors.Is(err, http.ErrServerClosed) && k != len(srvs)-1 {
 					err = srvs[len(srvs)-1].ServeQUICConn(c)
 				}
 				if errors.Is(err, http.ErrServerClosed) {
