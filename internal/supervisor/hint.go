@@ -2,8 +2,8 @@ package supervisor
 
 import (
 	"bytes"
+	"context"
 	"fmt"
-	"github.com/hotswap-dev/hotswap/internal/reuse"
 	"io"
 	"os"
 	"os/exec"
@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/hotswap-dev/hotswap/internal/reuse"
 )
 
 // Hints: a failure that has a known fix says it, in the user's terms.
@@ -31,6 +33,18 @@ func (e *exitCause) suffix() string {
 		return ""
 	}
 	return ": " + e.hint
+}
+
+// firstNotReady is the error hotswap ends with when its first generation
+// g is not ready, gateErr being the gate's error (nil when g's exit is
+// seen first). An exit reads the same whichever of the exit and the gate's
+// result the run loop sees first: the gate reports an exit as soon as g's
+// context is cancelled, before g.exited is closed.
+func firstNotReady(g *gen, gateErr error) error {
+	if g.ctx.Err() != nil {
+		return &earlyExit{gen: g.id, pid: g.pid, cause: context.Cause(g.ctx)}
+	}
+	return fmt.Errorf("generation %d (pid %d) %w", g.id, g.pid, gateErr)
 }
 
 // earlyExit is a first generation that exited before it was ready.
