@@ -4,7 +4,7 @@ BIN     := bin
 ADDR    ?= 127.0.0.1:8080
 PIDFILE ?= $(CURDIR)/$(BIN)/hotswap-demo.pid
 
-.PHONY: all build demo test deps vet race bench soak clean
+.PHONY: all build demo test test-containers deps vet race bench soak recipes clean
 
 all: build
 
@@ -34,6 +34,11 @@ vet:
 test: deps vet
 	$(GO) test -count=1 -timeout 15m ./...
 
+# test-containers: only the container tests (about 2.5 minutes here; make
+# test runs them too, with the same 20 image swaps v1 -> v21 under load).
+test-containers: deps
+	HOTSWAP_CONTAINER_SWAPS=20 $(GO) test -count=1 -v -timeout 20m -run '^TestContainer' ./cmd/hotswap
+
 race: deps
 	$(GO) test -race -count=1 -timeout 20m ./...
 
@@ -41,6 +46,11 @@ race: deps
 # and writes docs/benchmarks.md (a few minutes; nginx from Debian).
 bench: deps
 	$(GO) run ./bench
+
+# recipes: only the server recipes of docs/servers.md (HAProxy, Puma,
+# uWSGI, uvicorn, Node, Go; about two minutes). make test runs them too.
+recipes: deps
+	$(GO) test -count=1 -v -timeout 10m ./examples/recipes
 
 # soak: 10,000 reloads in reuseport mode (about half an hour), printing
 # hotswap's CPU per reload, reload time, RSS, fds, threads and goroutines

@@ -17,7 +17,7 @@ func TestBenchmarkTiny(t *testing.T) {
 		restarts: 2, conc: 4, gap: 50 * time.Millisecond, handover: 2,
 		rounds: 1, pathDur: 200 * time.Millisecond, reloads: 3, idle: 200 * time.Millisecond,
 		wide: 5, wideN: 3,
-		noNginx: true,
+		noNginx: true, noPodman: true,
 	}
 	rep, err := benchmark(t.Context(), cfg, os.Stderr)
 	if err != nil {

@@ -43,6 +43,7 @@ type config struct {
 	wideN    int           // reloads of the many-listener row
 	soak     int           // reloads of -soak (make soak); 0: the benchmark
 	noNginx  bool
+	noPodman bool
 	hotswap  string // a hotswap binary to use instead of building one
 }
 
@@ -71,6 +72,7 @@ func run(args []string) int {
 	fs.IntVar(&cfg.soak, "soak", 0, "instead of the benchmark: this many reloads in reuseport mode, printing hotswap's figures over the first and the last 100")
 	fs.StringVar(&cfg.hotswap, "hotswap", "", "use this hotswap binary instead of building ./cmd/hotswap")
 	fs.BoolVar(&cfg.noNginx, "no-nginx", false, "skip nginx even when it is installed")
+	fs.BoolVar(&cfg.noPodman, "no-podman", false, "skip the container rows (podman)")
 	fs.StringVar(&serveAddr, "serve", "", "internal: serve as the SO_REUSEPORT test server on this address")
 	fs.StringVar(&serveVersion, "serve-version", "v1", "internal: the version serve mode reports")
 	fs.BoolVar(&inner, "netns-inner", false, "internal: the run inside the private network namespace")
@@ -127,6 +129,10 @@ func run(args []string) int {
 type bins struct {
 	dir, hotswap, goapp, nginx string
 	reuseportMode              bool // hotswap has --mode reuseport
+	// podman makes and runs the containers of the container rows; nil
+	// when they are skipped, with why in podmanErr.
+	podman    *podmanBench
+	podmanErr string
 }
 
 func build(cfg config) (_ *bins, retErr error) {
@@ -173,6 +179,14 @@ func benchmark(ctx context.Context, cfg config, log *os.File) (*report, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(b.dir)
+	b.podmanErr = "skipped (-no-podman)"
+	if !cfg.noPodman {
+		if b.podman, err = newPodmanBench(cfg, b); err != nil {
+			b.podmanErr = err.Error()
+		} else {
+			defer b.podman.close()
+		}
+	}
 	rep := &report{Date: start, Cfg: cfg, Machine: readMachine(cfg, b)}
 	logf := func(format string, args ...any) {
 		fmt.Fprintf(log, "bench %6.1fs: "+format+"\n", append([]any{time.Since(start).Seconds()}, args...)...)
@@ -207,6 +221,13 @@ func benchmark(ctx context.Context, cfg config, log *os.File) (*report, error) {
 			logf("data path %-30s keep-alive=%-5v %.0f req/s, p99 %v, failed %d %v", p.Name, p.KeepAlive, medianF(p.RPS), median(p.P99), p.Failed, p.Errors)
 		}
 		logf("data path done %s", rep.PathErr)
+		if rep.CPath, err = measureContainerPath(ctx, cfg, b); err != nil {
+			rep.CPathErr = err.Error()
+		}
+		for _, p := range rep.CPath {
+			logf("data path %-30s keep-alive=%-5v %.0f req/s, p99 %v, failed %d %v", p.Name, p.KeepAlive, medianF(p.RPS), median(p.P99), p.Failed, p.Errors)
+		}
+		logf("container data path done %s", rep.CPathErr)
 	}
 	if cfg.reloads > 0 {
 		type run struct {

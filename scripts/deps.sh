@@ -5,7 +5,8 @@
 # checks the metrics), vim (an editor's save for --watch), certbot and pebble
 # (the ACME test server: a real certificate renewal), and the servers of
 # docs/servers.md (HAProxy, Puma, uWSGI with its Python 3 plugin, uvicorn,
-# Node.js), from Debian packages.
+# Node.js), and podman with the runc runtime (the container tests and
+# benchmarks), from Debian packages.
 # As root it installs what is missing; otherwise it says what is missing
 # (under CI=true the tests that need it then fail, they never skip).
 set -euo pipefail
@@ -29,6 +30,8 @@ command -v uwsgi >/dev/null 2>&1 || need+=(uwsgi)
 [ -e /usr/lib/uwsgi/plugins/python3_plugin.so ] || need+=(uwsgi-plugin-python3)
 [ -d /usr/lib/python3/dist-packages/uvicorn ] || need+=(python3-uvicorn)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v podman >/dev/null 2>&1 || need+=(podman)
+[ -x /usr/sbin/runc ] || need+=(runc)
 for pkg in ${HOTSWAP_EXTRA_PACKAGES:-}; do
 	dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done

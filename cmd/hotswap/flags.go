@@ -92,7 +92,7 @@ func newFlagSet(o *options) *pflag.FlagSet {
 	fs.BoolVar(&o.skipDrain, "unsafe-skip-drain", false, "reuseport mode without the drain: the naive SO_REUSEPORT restart, for measurements only")
 	_ = fs.MarkHidden("unsafe-skip-drain")
 	fs.StringVar(&o.pidfile, "pidfile", "", "write hotswap's pid to `PATH` (atomically; removed on exit); PATH.lock is held for hotswap's life, so a second hotswap on it refuses")
-	fs.StringVar(&o.stopSignal, "stop-signal", "TERM", "`SIG` that stops an old generation (TERM, SIGQUIT, 3, ...); nginx wants QUIT")
+	fs.StringVar(&o.stopSignal, "stop-signal", "TERM", "`SIG` that stops an old generation (TERM, SIGQUIT, 3, ...); nginx wants QUIT, uWSGI INT, HAProxy USR1 (docs/servers.md)")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", supervisor.DefaultDrainTimeout, "after the stop signal, wait this long, then SIGKILL")
 	fs.DurationVar(&o.connWait, "drain-conn-wait", supervisor.DefaultDrainConnWait, "reuseport mode: before the stop signal, wait at most this long for the old generation's busy connections (a request unanswered) to become idle")
 	fs.IntVar(&o.maxDraining, "max-draining", supervisor.DefaultMaxDraining, "at most `N` old generations draining at once; a reload beyond that fails at once (reuseport mode: a reload waits until the previous old generation has exited)")
@@ -154,6 +154,7 @@ func (o *options) config(log hclog.Logger) (supervisor.Config, error) {
 		ReadyTimeout:  o.readyTimeout,
 		Logger:        log,
 		OutputPrefix:  o.outputPrefix,
+		TeeStderr:     true, // main runs supervisor.RunTee
 	}
 	for _, l := range o.listen {
 		spec, err := supervisor.ParseListen(l)
@@ -175,7 +176,7 @@ func (o *options) config(log hclog.Logger) (supervisor.Config, error) {
 	}
 	cfg.StopSignal = sig
 	if cfg.Ready, err = healthgate.Parse(o.ready); err != nil {
-		return cfg, fmt.Errorf("--ready: %w", err)
+		return cfg, fmt.Errorf("--ready %w", err)
 	}
 	o.control.apply(&cfg)
 	if err := o.intercept.apply(&cfg); err != nil {

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hotswap-dev/hotswap/internal/control"
 	"github.com/hotswap-dev/hotswap/internal/proctest"
 	"golang.org/x/sys/unix"
 )
@@ -896,6 +897,9 @@ func TestNestedTableflipChild(t *testing.T) {
 	newPid := waitNewPid(t, pidfile, oldPid)
 	if code := p.Wait(30 * time.Second); code != 0 {
 		t.Errorf("old outer hotswap exited %d after the upgrade, want 0", code)
+	}
+	if _, err := os.Lstat(control.DefaultPath(oldPid)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the old hotswap's own control socket %s after the upgrade: %v, want removed", control.DefaultPath(oldPid), err)
 	}
 	ready := p.Events("generation ready")
 	if len(ready) != 2 {

@@ -41,6 +41,12 @@ type gen struct {
 	// ones); the supervisor's copies are released before it is stopped.
 	members []*reuse.Member
 	watch   *outputWatch // its stderr, without --intercept (hint.go)
+	// files are the {file:PATH} values it was started with; a crash
+	// restart of it starts the same ones (argfile.go).
+	files argFiles
+	argv  []string // the command it runs, placeholders expanded
+	// ctr is set when the command is `podman run` (podman.go).
+	ctr *container
 
 	// ctx is cancelled, with the reason, when the process exits.
 	ctx    context.Context
@@ -51,11 +57,18 @@ type gen struct {
 }
 
 // startGen starts generation id through the exec shim with every listener.
-func (s *Supervisor) startGen(id int) (_ *gen, retErr error) {
+// values are the {file:PATH} values to use; nil reads the files.
+func (s *Supervisor) startGen(id int, values argFiles) (_ *gen, retErr error) {
 	if _, err := exec.LookPath(s.cfg.Command[0]); err != nil {
 		return nil, fmt.Errorf("start generation %d: command %s: %w", id, s.cfg.Command[0], unwrapExec(err))
 	}
-	ready, argv, env, err := s.prepareReady(id)
+	if values == nil {
+		var err error
+		if values, err = readArgFiles(s.cfg.Command); err != nil {
+			return nil, fmt.Errorf("start generation %d: %w", id, err)
+		}
+	}
+	ready, argv, env, err := s.prepareReady(id, values)
 	if err != nil {
 		return nil, err
 	}
@@ -74,6 +87,9 @@ func (s *Supervisor) startGen(id int) (_ *gen, retErr error) {
 		}
 	}()
 	files, names := ready.handOut(files, s.names)
+	if s.podman != nil {
+		argv = s.podman.args(id, argv)
+	}
 	path, args, ok := s.shellShim(argv)
 	if !ok {
 		path, args = s.cfg.Executable, fdpass.ShimArgs(argv)
@@ -119,6 +135,8 @@ func (s *Supervisor) startGen(id int) (_ *gen, retErr error) {
 		log:     s.log.With("gen", id, "pid", cmd.Process.Pid),
 		ready:   ready,
 		members: members,
+		files:   values,
+		argv:    argv,
 		exited:  make(chan struct{}),
 	}
 	if ready.notify != nil {
@@ -188,6 +206,15 @@ func (s *Supervisor) wait(g *gen) {
 		}
 	}
 	g.ps = g.cmd.ProcessState
+	if g.ctr != nil {
+		killed, lingered := g.ctr.cleanup()
+		if killed {
+			g.log.Warn("podman exited before its container; killed the container", "image", g.ctr.image)
+		}
+		if lingered {
+			g.log.Warn("conmon still runs; its copy of the listeners stays in the reuseport group until it exits", "image", g.ctr.image, "waited", containerExitWait)
+		}
+	}
 	if errors.Is(err, exec.ErrWaitDelay) {
 		err = nil // exited; a descendant still holds its output pipe
 	}
@@ -230,6 +257,14 @@ func (s *Supervisor) stop(g *gen, drain bool) {
 	case <-t.C:
 	}
 	g.log.Warn("generation did not stop in time, killing it", "drain_timeout", s.cfg.DrainTimeout, "hint", stopHint(g, sig))
+	if g.ctr != nil && g.ctr.kill() {
+		// podman removes a --rm container once it is dead, then exits.
+		select {
+		case <-g.exited:
+			return
+		case <-time.After(containerExitWait):
+		}
+	}
 	// The group first, for workers the process may have left behind; the
 	// process itself in case it changed its group.
 	_ = syscall.Kill(-g.pid, syscall.SIGKILL)

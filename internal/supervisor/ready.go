@@ -48,7 +48,7 @@ func (r readiness) port() int {
 // bound here and handed to the generation after its listeners, named
 // healthgate.HealthName; the supervisor's copy stays open until the
 // generation exits, so nobody else can bind the port meanwhile.
-func (s *Supervisor) prepareReady(id int) (_ readiness, _, _ []string, retErr error) {
+func (s *Supervisor) prepareReady(id int, files argFiles) (_ readiness, _, _ []string, retErr error) {
 	var r readiness
 	var env []string
 	defer func() {
@@ -71,7 +71,7 @@ func (s *Supervisor) prepareReady(id int) (_ readiness, _, _ []string, retErr er
 		r.notify = ns
 		env = append(env, fdpass.NotifySocket+"="+ns.Path())
 	}
-	argv := healthgate.ExpandArgs(s.cfg.Command, healthgate.Vars{Gen: id, Port: r.port()})
+	argv := healthgate.ExpandArgs(files.expand(s.cfg.Command), healthgate.Vars{Gen: id, Port: r.port()})
 	return r, argv, env, nil
 }
 

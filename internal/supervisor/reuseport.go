@@ -288,7 +288,7 @@ func (d *drainer) done(elapsed time.Duration, conns bool) (done bool, graceLeft 
 		return false, 0
 	}
 	if d.conns == nil {
-		set, err := reuse.Snapshot(d.g.pid, d.ports, d.listeners())
+		set, err := d.g.snapshot(d.ports, d.listeners())
 		if err != nil {
 			return false, 0 // g exited (g.exited ends the wait), or a look failed
 		}

@@ -71,6 +71,15 @@ type GenerationStatus struct {
 	ReadyAfter time.Duration `json:"ready_after_ns,omitempty"`
 	// Queues are the accept queues of its own reuseport sockets.
 	Queues []ListenerQueue `json:"queues,omitempty"`
+	// Container is set when the command is `podman run`.
+	Container *ContainerStatus `json:"container,omitempty"`
+}
+
+// ContainerStatus is the container of a `podman run` generation.
+type ContainerStatus struct {
+	Image string `json:"image"`          // as on the command line, {file:} expanded
+	ID    string `json:"id,omitempty"`   // empty until podman has created it
+	Name  string `json:"name,omitempty"` // --name, if given
 }
 
 // ListenerQueue is the accept-queue length of one generation's socket.
@@ -143,6 +152,10 @@ func (s *Supervisor) status() Status {
 				q, _ := m.QueueLen()
 				gs.Queues = append(gs.Queues, ListenerQueue{Name: s.listeners[i].spec.Name, Queue: q})
 			}
+		}
+		if g.ctr != nil {
+			id, _ := g.ctr.known()
+			gs.Container = &ContainerStatus{Image: g.ctr.image, ID: id, Name: g.ctr.name}
 		}
 		if !g.readyAt.IsZero() {
 			gs.ReadyAfter = g.readyAt.Sub(g.started)

@@ -27,6 +27,8 @@ type Supervisor struct {
 	log   hclog.Logger
 	names []string // listener names, in fd order
 	hooks []startHook
+	// podman is set when the command is `podman run` (podman.go).
+	podman *podmanHook
 	// listeners are the sockets, in fd order; never closed while Run runs.
 	listeners []*listener
 
@@ -56,6 +58,9 @@ type Supervisor struct {
 	restart   *time.Timer
 	restartAt time.Time
 	lastExit  *os.ProcessState // of the last current generation to exit
+	// crashedFiles are the {file:PATH} values of the last current
+	// generation to exit, for its crash restart.
+	crashedFiles argFiles
 	// orphans are listening reuseport members without a generation, per
 	// listener: the first ones, then those of a crashed current
 	// generation; the next generation started takes them.
@@ -118,6 +123,7 @@ func New(cfg Config) (*Supervisor, error) {
 	if !cfg.Intercept {
 		s.hooks = append(s.hooks, newBindWatchHook(s))
 	}
+	s.warnStopSignal()
 	if cfg.Intercept {
 		h, err := newInterceptHook(s)
 		if err != nil {
@@ -134,6 +140,13 @@ func New(cfg Config) (*Supervisor, error) {
 	}
 	if cfg.Credential != nil {
 		s.hooks = append(s.hooks, newCredentialHook(cfg.Credential))
+	}
+	if p, ok, _ := parsePodmanRun(cfg.Command); ok {
+		s.podman = newPodmanHook(s, p)
+		s.hooks = append(s.hooks, s.podman)
+		if !p.isTrue("rm") {
+			s.log.Warn("podman run without --rm: every generation that stops leaves its container behind")
+		}
 	}
 	for _, kv := range cfg.Env {
 		if v, ok := strings.CutPrefix(kv, fdpass.NotifySocket+"="); ok {
@@ -187,7 +200,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 }
 
 func (s *Supervisor) startFirst() error {
-	g, err := s.startGen(s.next())
+	g, err := s.startGen(s.next(), nil)
 	if err != nil {
 		return err
 	}
@@ -323,7 +336,7 @@ func (s *Supervisor) beginReload() {
 		return
 	}
 	s.notifyUp(reloadingState())
-	g, err := s.startGen(s.next())
+	g, err := s.startGen(s.next(), nil)
 	if err != nil {
 		s.finishReload(s.reloadError(s.nextID, 0, err))
 		return
@@ -398,6 +411,11 @@ func (s *Supervisor) gate(g *gen) {
 func gateError(g *gen, err error) error {
 	if g.ctx.Err() != nil {
 		return context.Cause(g.ctx)
+	}
+	if g.watch != nil {
+		if h := g.watch.protocolHint(); h != "" {
+			return fmt.Errorf("%w: %s", err, h)
+		}
 	}
 	return err
 }
@@ -541,11 +559,16 @@ func (s *Supervisor) onExit(g *gen) error {
 	}
 	s.lastExit = g.ps
 	s.current = nil
+	s.crashedFiles = g.files
 	if !s.everReady {
 		return firstNotReady(g, nil)
 	}
 	if prev != StateDraining {
-		g.log.Warn("generation exited on its own", "status", describeExit(g.ps))
+		if h := causeHint(g); h != "" {
+			g.log.Warn("generation exited on its own", "status", describeExit(g.ps), "hint", h)
+		} else {
+			g.log.Warn("generation exited on its own", "status", describeExit(g.ps))
+		}
 	}
 	if s.pending == nil {
 		s.scheduleRestart(up)
@@ -571,7 +594,7 @@ func (s *Supervisor) onRestart() {
 	if s.current != nil || s.pending != nil {
 		return
 	}
-	g, err := s.startGen(s.next())
+	g, err := s.startGen(s.next(), s.crashedFiles)
 	if err != nil {
 		s.log.Error("restart failed", "error", err)
 		s.scheduleRestart(0)
