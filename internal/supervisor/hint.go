@@ -139,7 +139,7 @@ type outputWatch struct {
 	done  chan struct{} // closed when every writer has closed the pipe
 	signs atomic.Uint32 // the signs seen
 	held  []string      // the addresses hotswap holds, for the hint
-	fds   int           // how many listeners the generation inherits, from fd 3
+	fds   int           // how many sockets the generation inherits, from fd 3
 }
 
 func (h *bindWatchHook) before(id int, cmd *exec.Cmd) error {
@@ -155,10 +155,11 @@ func (h *bindWatchHook) before(id int, cmd *exec.Cmd) error {
 	}
 	// The {port} socket follows the listeners (readiness.handOut): a
 	// server that binds 127.0.0.1:{port} itself instead of serving it
-	// fails the same way.
+	// fails the same way, and it is one more inherited fd.
 	if n := len(h.s.listeners); h.s.cfg.Ready.UsesPort() && len(cmd.ExtraFiles) > n {
 		if a, err := reuse.Addr(cmd.ExtraFiles[n]); err == nil {
 			ow.held = append(ow.held, a.String())
+			ow.fds++
 		}
 	}
 	dst := cmd.Stderr
