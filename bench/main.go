@@ -45,6 +45,8 @@ type config struct {
 	noNginx  bool
 	noPodman bool
 	hotswap  string // a hotswap binary to use instead of building one
+	// QUIC rows (quic.go): long-lived HTTP/3 connections, reloads.
+	quicLong, quicReloads int
 }
 
 func main() {
@@ -67,6 +69,8 @@ func run(args []string) int {
 	fs.DurationVar(&cfg.pathDur, "path-duration", 1500*time.Millisecond, "data-path load per round and path")
 	fs.IntVar(&cfg.reloads, "reloads", 100, "reloads for the resource figures")
 	fs.DurationVar(&cfg.idle, "idle", 5*time.Second, "idle time for the resource figures")
+	fs.IntVar(&cfg.quicLong, "quic-long", 100, "long-lived HTTP/3 connections of the QUIC rows")
+	fs.IntVar(&cfg.quicReloads, "quic-reloads", 10, "reloads per QUIC method (0 skips the QUIC rows)")
 	fs.IntVar(&cfg.wide, "listeners", 1000, "listeners of the many-listener row (0: none)")
 	fs.IntVar(&cfg.wideN, "listener-reloads", 20, "reloads of the many-listener row")
 	fs.IntVar(&cfg.soak, "soak", 0, "instead of the benchmark: this many reloads in reuseport mode, printing hotswap's figures over the first and the last 100")
@@ -128,6 +132,7 @@ func run(args []string) int {
 // bins are the programs under test.
 type bins struct {
 	dir, hotswap, goapp, nginx string
+	quicapp                    string
 	reuseportMode              bool // hotswap has --mode reuseport
 	// podman makes and runs the containers of the container rows; nil
 	// when they are skipped, with why in podmanErr.
@@ -148,8 +153,8 @@ func build(cfg config) (_ *bins, retErr error) {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		return nil, err
 	}
-	b := &bins{dir: dir, hotswap: filepath.Join(dir, "hotswap"), goapp: filepath.Join(dir, "goapp")}
-	pkgs := map[string]string{"./cmd/hotswap": b.hotswap, "./examples/goapp": b.goapp}
+	b := &bins{dir: dir, hotswap: filepath.Join(dir, "hotswap"), goapp: filepath.Join(dir, "goapp"), quicapp: filepath.Join(dir, "quicapp")}
+	pkgs := map[string]string{"./cmd/hotswap": b.hotswap, "./examples/goapp": b.goapp, "./examples/quicapp": b.quicapp}
 	if cfg.hotswap != "" {
 		if b.hotswap, err = filepath.Abs(cfg.hotswap); err != nil {
 			return nil, err
@@ -202,6 +207,9 @@ func benchmark(ctx context.Context, cfg config, log *os.File) (*report, error) {
 			logf("%-45s %-20s %s", m.name, l, r.summary())
 		}
 	}
+	if cfg.quicReloads > 0 {
+		rep.QUIC = measureQUIC(ctx, cfg, b, logf)
+	}
 	if cfg.handover > 0 {
 		modes := []string{"shared"}
 		if b.reuseportMode {
@@ -239,7 +247,7 @@ func benchmark(ctx context.Context, cfg config, log *os.File) (*report, error) {
 			runs = append(runs, run{"reuseport", 1, cfg.reloads})
 		}
 		if cfg.wide > 1 && cfg.wideN > 0 {
-			for _, r := range runs { // range reads runs once: the appended ones are not visited
+			for _, r := range runs { // range reads runs once: the appended runs are not visited
 				runs = append(runs, run{r.mode, cfg.wide, cfg.wideN})
 			}
 		}

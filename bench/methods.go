@@ -98,22 +98,28 @@ func methodsFor(cfg config, b *bins) []method {
 	return out
 }
 
-func (r restartRun) perRestart() float64 {
-	if r.Restarts == 0 {
+func (r restartRun) perRestart() float64 { return per(r.Failed, r.Restarts) }
+
+func (r restartRun) kinds() string { return kindsOf(r.Errors) }
+
+// per is failed per n, 0 for n 0.
+func per(failed, n int) float64 {
+	if n == 0 {
 		return 0
 	}
-	return float64(r.Failed) / float64(r.Restarts)
+	return float64(failed) / float64(n)
 }
 
-func (r restartRun) kinds() string {
-	keys := make([]string, 0, len(r.Errors))
-	for k := range r.Errors {
+// kindsOf lists failure kinds, the most frequent first, or "-".
+func kindsOf(errs map[string]int) string {
+	keys := make([]string, 0, len(errs))
+	for k := range errs {
 		keys = append(keys, k)
 	}
-	sort.Slice(keys, func(i, j int) bool { return r.Errors[keys[i]] > r.Errors[keys[j]] })
+	sort.Slice(keys, func(i, j int) bool { return errs[keys[i]] > errs[keys[j]] })
 	var b []string
 	for _, k := range keys {
-		b = append(b, fmt.Sprintf("%s %d", k, r.Errors[k]))
+		b = append(b, fmt.Sprintf("%s %d", k, errs[k]))
 	}
 	if len(b) == 0 {
 		return "-"

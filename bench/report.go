@@ -15,6 +15,7 @@ type report struct {
 	Cfg      config
 	Machine  machine
 	Runs     []restartRun
+	QUIC     []quicRun
 	Handover []handoverStats
 	Path     []*pathResult
 	PathErr  string
@@ -65,6 +66,7 @@ func (r *report) markdown(doc bool) string {
 			w("![%s](%s)\n\n", strings.TrimSuffix(p, ".png"), p)
 		}
 	}
+	r.quicTable(w)
 	r.handoverTable(w)
 	r.pathTable(w, "Data path", r.Path, r.PathErr,
 		"Under hotswap the child accepts from the socket itself, so the path should match goapp alone; nginx proxies to the same goapp (upstream keep-alive).")
@@ -261,4 +263,11 @@ const method2doc = `## How each method restarts
 - **hotswap reuseport, goapp --plain-shutdown**: the same, with goapp draining through ` + "`http.Server.Shutdown`" + ` alone instead of ` + "`fdpass.ServeHTTP`" + `: what an unmodified Go server does (it closes idle keep-alive connections at once).
 - **naive podman stop, then podman run**: today's single-host container deploy without a proxy: ` + "`podman stop`" + ` (SIGTERM through podman's signal proxy; goapp drains what it accepted), then ` + "`podman run --network host`" + ` of the new version binding the same port. The port is closed while the new container starts. 10 restarts.
 - **hotswap podman**: ` + "`hotswap --ready notify -l http=tcp://127.0.0.1:0 -- podman run --rm --network host IMAGE --version {file:PATH} --notify`" + `: each generation a new container that accepts from hotswap's reuseport socket ([containers.md](containers.md)). 10 restarts.
+
+QUIC rows (examples/quicapp, an HTTP/3 server on quic-go that sends GOAWAY and closes its connections on SIGTERM):
+
+- **naive SO_REUSEPORT restart (no hotswap)**: the new quicapp binds its own SO_REUSEPORT UDP socket on the port, then the old one gets SIGTERM. The kernel hashes datagrams over the sockets, so packets of existing connections reach a process that does not know them.
+- **hotswap shared (one UDP socket)**: both generations read one socket until the old one stops: each takes the other's packets.
+- **hotswap reuseport, server ignores HOTSWAP_QUIC_CID**: ` + "`quicapp --no-cid`" + `: a socket per generation, but the connection IDs carry no slot, so from the cutover on every packet reaches the new generation.
+- **hotswap reuseport, CID steering**: quicapp issues the connection IDs of ` + "`HOTSWAP_QUIC_CID`" + ` (fdpass/quiccid); the old generation keeps its connections' packets until it has exited.
 `

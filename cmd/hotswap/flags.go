@@ -38,7 +38,7 @@ Each generation gets the listeners as fds 3, 4, ... in --listen order, with
 LISTEN_FDS, LISTEN_FDNAMES, LISTEN_PID (systemd), NGINX="3;4;" (nginx),
 EINHORN_FD_COUNT/EINHORN_FD_n (einhorn) and HOTSWAP_GENERATION.
 
-Socket modes (--mode; reuseport is the default for TCP listeners):
+Socket modes (--mode; reuseport is the default for TCP and UDP listeners):
   shared     Every generation accepts from the same socket, so the kernel never
              refuses or resets a queued connection. A new generation takes
              clients as soon as it calls accept(), before it is ready: the
@@ -48,14 +48,17 @@ Socket modes (--mode; reuseport is the default for TCP listeners):
              port may be answered by the old generation and proves nothing:
              use notify, {port} (a socket per generation, handed over as fd "health", also expanded in
              the command's arguments), or exec.
-  reuseport  TCP only (UDP and unix listeners stay shared). Each generation gets
+  reuseport  TCP and UDP (unix listeners stay shared). Each generation gets
              its own SO_REUSEPORT socket, steered by a BPF program: no client
              reaches it before it is ready (an http:// or tcp:// probe of the
              public port reaches exactly the new generation), and the old one
              keeps accepting until its queue is empty and every connection
              it holds is idle (everything it received has been answered),
              then gets its stop signal. Servers with no graceful shutdown
-             lose nothing.
+             lose nothing. UDP: datagrams go to the current generation,
+             except QUIC packets whose connection ID carries an older
+             generation's prefix (HOTSWAP_QUIC_CID), which keep reaching it
+             until it has exited.
 
 Flags:
 `
@@ -88,7 +91,7 @@ func newFlagSet(o *options) *pflag.FlagSet {
 	fs := pflag.NewFlagSet("hotswap", pflag.ContinueOnError)
 	fs.SortFlags = false
 	fs.StringArrayVarP(&o.listen, "listen", "l", nil, "`[NAME=]URL` to listen on: tcp://HOST:PORT, tcp4://, tcp6://[::1]:PORT, udp://, udp4://, udp6://, unix:///PATH[?mode=0660&owner=U&group=G] (repeatable)")
-	fs.StringVar(&o.mode, "mode", string(supervisor.ModeReusePort), "socket `MODE` for TCP listeners: reuseport or shared (see above); UDP and unix listeners are always shared")
+	fs.StringVar(&o.mode, "mode", string(supervisor.ModeReusePort), "socket `MODE` for TCP and UDP listeners: reuseport or shared (see above); unix listeners are always shared")
 	fs.BoolVar(&o.skipDrain, "unsafe-skip-drain", false, "reuseport mode without the drain: the naive SO_REUSEPORT restart, for measurements only")
 	_ = fs.MarkHidden("unsafe-skip-drain")
 	fs.StringVar(&o.pidfile, "pidfile", "", "write hotswap's pid to `PATH` (atomically; removed on exit); PATH.lock is held for hotswap's life, so a second hotswap on it refuses")

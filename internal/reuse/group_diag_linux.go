@@ -2,11 +2,7 @@ package reuse
 
 import (
 	"encoding/binary"
-	"errors"
-	"fmt"
-	"os"
 
-	"github.com/hotswap-dev/hotswap/internal/sys"
 	"golang.org/x/sys/unix"
 )
 
@@ -26,90 +22,17 @@ type diagEntry struct {
 
 // diagDump lists the TCP sockets of family (AF_INET or AF_INET6) in the
 // caller's network namespace whose state is in the states bitmask, with
-// NETLINK_SOCK_DIAG.
+// one NETLINK_SOCK_DIAG dump (the exchange Snapshot uses).
 func diagDump(family uint8, states uint32) ([]diagEntry, error) {
-	fd, err := sys.RetryInt(func() (int, error) {
-		return unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
-	})
-	if err != nil {
-		return nil, os.NewSyscallError("socket NETLINK_SOCK_DIAG", err)
-	}
-	f := os.NewFile(uintptr(fd), "sock_diag")
-	defer f.Close()
 	var out []diagEntry
-	err = sys.Control(f, func(fd int) error {
-		if err := sys.Retry(func() error {
-			return unix.Sendto(fd, diagRequest(family, states), 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK})
-		}); err != nil {
-			return os.NewSyscallError("sendto sock_diag", err)
-		}
-		out, err = diagRecv(fd)
-		return err
+	req := diagRequestV2(family, unix.NLM_F_REQUEST|unix.NLM_F_DUMP, states, false, nil, nil)
+	err := diagExchange(req, func(c Conn) {
+		// c.id is the inet_diag_sockid: sport, dport, src[16], ...
+		e := diagEntry{sport: binary.BigEndian.Uint16(c.id), ino: uint32(c.Inode)}
+		copy(e.src[:], c.id[4:20])
+		out = append(out, e)
 	})
 	return out, err
-}
-
-func diagRequest(family uint8, states uint32) []byte {
-	const hdr, req = unix.SizeofNlMsghdr, 56 // sizeof(struct inet_diag_req_v2)
-	b := make([]byte, hdr+req)
-	ne := binary.NativeEndian
-	ne.PutUint32(b[0:], hdr+req)
-	ne.PutUint16(b[4:], unix.SOCK_DIAG_BY_FAMILY)
-	ne.PutUint16(b[6:], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
-	b[hdr] = family
-	b[hdr+1] = unix.IPPROTO_TCP
-	ne.PutUint32(b[hdr+4:], states)
-	return b
-}
-
-func diagRecv(fd int) ([]diagEntry, error) {
-	var out []diagEntry
-	buf := make([]byte, 64<<10)
-	for {
-		n, _, err := unix.Recvfrom(fd, buf, 0)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil {
-			return nil, os.NewSyscallError("recvfrom sock_diag", err)
-		}
-		done, err := diagParse(buf[:n], &out)
-		if err != nil || done {
-			return out, err
-		}
-	}
-}
-
-// diagParse appends the inet_diag_msg entries of one datagram to out and
-// reports whether the dump is complete.
-func diagParse(b []byte, out *[]diagEntry) (bool, error) {
-	ne := binary.NativeEndian
-	for len(b) >= unix.SizeofNlMsghdr {
-		l := int(ne.Uint32(b))
-		if l < unix.SizeofNlMsghdr || l > len(b) {
-			return false, fmt.Errorf("parse sock_diag: bad message length %d", l)
-		}
-		typ, msg := ne.Uint16(b[4:]), b[unix.SizeofNlMsghdr:l]
-		switch typ {
-		case unix.NLMSG_DONE:
-			return true, nil
-		case unix.NLMSG_ERROR:
-			if len(msg) >= 4 && int32(ne.Uint32(msg)) != 0 {
-				return false, os.NewSyscallError("sock_diag", unix.Errno(-int32(ne.Uint32(msg))))
-			}
-		case unix.SOCK_DIAG_BY_FAMILY:
-			if len(msg) >= 72 { // sizeof(struct inet_diag_msg)
-				e := diagEntry{
-					sport: binary.BigEndian.Uint16(msg[4:]),
-					ino:   ne.Uint32(msg[68:]),
-				}
-				copy(e.src[:], msg[8:24])
-				*out = append(*out, e)
-			}
-		}
-		b = b[(l+unix.NLMSG_ALIGNTO-1)&^(unix.NLMSG_ALIGNTO-1):]
-	}
-	return false, nil
 }
 
 // listeningInodes returns the inodes of the listening TCP sockets on port

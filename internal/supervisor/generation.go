@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"os/exec"
 	"syscall"
@@ -47,6 +48,10 @@ type gen struct {
 	argv  []string // the command it runs, placeholders expanded
 	// ctr is set when the command is `podman run` (podman.go).
 	ctr *container
+	// udp is set when it has sockets of its own in UDP groups (quic.go);
+	// udpProbe is where its readiness probes over UDP come from.
+	udp      bool
+	udpProbe netip.AddrPort
 
 	// ctx is cancelled, with the reason, when the process exits.
 	ctx    context.Context
@@ -237,9 +242,14 @@ func (s *Supervisor) wait(g *gen) {
 // signal and, after the drain timeout, SIGKILL to its whole process group.
 // It returns once g has been reaped.
 func (s *Supervisor) stop(g *gen, drain bool) {
+	cutover := time.Now()
 	if drain && g.members != nil && !s.cfg.SkipDrain {
 		d, ok := s.drainWait(g)
 		g.log.Info("drained", "after", d.Round(time.Millisecond), "complete", ok)
+	}
+	if drain && g.udp && !s.cfg.SkipDrain {
+		d := s.udpDrainWait(g, cutover)
+		g.log.Info("kept its quic connections", "for", d.Round(time.Millisecond))
 	}
 	s.release(g.members)
 	sig := s.cfg.StopSignal

@@ -107,6 +107,9 @@ func (s *Supervisor) waitReady(ctx context.Context, g *gen) error {
 		// SO_REUSEADDR on a fixed source port itself.)
 		opts.LocalAddr = net.TCPAddrFromAddrPort(src)
 	}
+	if g.udpProbe.IsValid() {
+		opts.Env = append(opts.Env, fdpass.ProbeSource+"="+g.udpProbe.String())
+	}
 	return healthgate.Wait(ctx, c, healthgate.Target{PID: g.pid, Notify: g.ready.notify, Options: opts})
 }
 

@@ -71,6 +71,9 @@ type GenerationStatus struct {
 	ReadyAfter time.Duration `json:"ready_after_ns,omitempty"`
 	// Queues are the accept queues of its own reuseport sockets.
 	Queues []ListenerQueue `json:"queues,omitempty"`
+	// QUICCID is its HOTSWAP_QUIC_CID, with UDP listeners in reuseport
+	// mode: the first byte of PREFIX is its slot.
+	QUICCID string `json:"quic_cid,omitempty"`
 	// Container is set when the command is `podman run`.
 	Container *ContainerStatus `json:"container,omitempty"`
 }
@@ -159,6 +162,11 @@ func (s *Supervisor) status() Status {
 		}
 		if !g.readyAt.IsZero() {
 			gs.ReadyAfter = g.readyAt.Sub(g.started)
+		}
+		if s.udp != nil {
+			if sl, ok := s.udp.slots[g.id]; ok {
+				gs.QUICCID = s.udp.cid(sl)
+			}
 		}
 		st.Generations = append(st.Generations, gs)
 	}

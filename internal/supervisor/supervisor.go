@@ -27,6 +27,7 @@ type Supervisor struct {
 	log   hclog.Logger
 	names []string // listener names, in fd order
 	hooks []startHook
+	udp   *udpSteer // UDP listeners in reuseport mode, or nil (quic.go)
 	// podman is set when the command is `podman run` (podman.go).
 	podman *podmanHook
 	// listeners are the sockets, in fd order; never closed while Run runs.
@@ -137,6 +138,10 @@ func New(cfg Config) (*Supervisor, error) {
 			return nil, err
 		}
 		s.hooks = append(s.hooks, h)
+	}
+	if u := newUDPSteer(cfg); u != nil {
+		s.udp = u
+		s.hooks = append(s.hooks, u)
 	}
 	if cfg.Credential != nil {
 		s.hooks = append(s.hooks, newCredentialHook(cfg.Credential))
@@ -455,7 +460,7 @@ func (s *Supervisor) onGate(r gateResult) error {
 	case s.current:
 		if r.err != nil {
 			if !s.everReady {
-				return fmt.Errorf("generation %d (pid %d) %w", g.id, g.pid, r.err)
+				return firstNotReady(g, r.err)
 			}
 			g.log.Error("restarted generation not ready, stopping it", "reason", r.err)
 			s.drain(g, false)
@@ -535,6 +540,9 @@ func (s *Supervisor) onExit(g *gen) error {
 		// Its sockets stay open and keep their queues for the restart.
 		s.orphans, g.members = g.members, nil
 	}
+	if s.udp != nil {
+		s.udp.exited(g.id, g == s.current && prev != StateDraining)
+	}
 	s.sync()
 	if s.waitDrain && !s.drainingSockets() {
 		s.waitDrain = false
@@ -561,7 +569,7 @@ func (s *Supervisor) onExit(g *gen) error {
 	s.current = nil
 	s.crashedFiles = g.files
 	if !s.everReady {
-		return &earlyExit{gen: g.id, pid: g.pid, cause: context.Cause(g.ctx)}
+		return firstNotReady(g, nil)
 	}
 	if prev != StateDraining {
 		if h := causeHint(g); h != "" {
@@ -686,6 +694,9 @@ func (s *Supervisor) listen() error {
 	}
 	if s.cfg.Mode == ModeReusePort {
 		s.logMigrateReq()
+	}
+	if s.udp != nil {
+		s.udp.setGroups(s.listeners)
 	}
 	return nil
 }
