@@ -247,7 +247,7 @@ func benchmark(ctx context.Context, cfg config, log *os.File) (*report, error) {
 			runs = append(runs, run{"reuseport", 1, cfg.reloads})
 		}
 		if cfg.wide > 1 && cfg.wideN > 0 {
-			for _, r := range runs[:len(runs)] {
+			for _, r := range runs { // range reads runs once: the appended runs are not visited
 				runs = append(runs, run{r.mode, cfg.wide, cfg.wideN})
 			}
 		}

@@ -73,8 +73,8 @@ func TestFlagErrorsInUserTerms(t *testing.T) {
 	}{
 		{[]string{"--ready", "htp://x"}, exitUsage, `hotswap: --ready "htp://x": unknown scheme "htp"`},
 		{[]string{"--user", "no-such-user-xyz"}, exitUsage, "hotswap: --user no-such-user-xyz: no such user"},
-		{[]string{"--pidfile", "/nonexistent/dir/hotswap.pid"}, exitFailure, "hotswap: --pidfile /nonexistent/dir/hotswap.pid: directory /nonexistent/dir: open: no such file or directory; this hotswap changed nothing"},
-		{[]string{"--control", "/nonexistent/dir/hotswap.sock"}, exitFailure, "hotswap: --control /nonexistent/dir/hotswap.sock: directory /nonexistent/dir: open: no such file or directory; this hotswap changed nothing"},
+		{[]string{"--pidfile", "/nonexistent/dir/hotswap.pid"}, exitFailure, "hotswap: --pidfile /nonexistent/dir/hotswap.pid: directory /nonexistent/dir: no such file or directory; this hotswap changed nothing"},
+		{[]string{"--control", "/nonexistent/dir/hotswap.sock"}, exitFailure, "hotswap: --control /nonexistent/dir/hotswap.sock: directory /nonexistent/dir: no such file or directory; this hotswap changed nothing"},
 		{[]string{"--control", "none", "--metrics", "127.0.0.1:99999"}, exitFailure, "hotswap: --metrics 127.0.0.1:99999: address 99999: invalid port; nothing is serving"},
 	} {
 		args := append(append([]string{"--log-level", "error"}, tc.args...), "-l", "tcp://127.0.0.1:0", "--", "sleep", "5")
