@@ -157,7 +157,7 @@ func TestTCP(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	err := waitFor(t, "tcp://"+addr, Options{Timeout: 200 * time.Millisecond, Interval: 20 * time.Millisecond})
+	err := waitFor(t, "tcp://"+addr, Options{Timeout: 2 * time.Second, Interval: 20 * time.Millisecond})
 	want := "dial tcp " + addr + ": connect: connection refused"
 	if !errors.Is(err, ErrNotReady) || !strings.Contains(err.Error(), want) {
 		t.Fatalf("got %v, want ErrNotReady wrapping %q", err, want)
