@@ -22,15 +22,23 @@ const (
 
 // diagEntry is the part of an inet_diag_msg the package uses.
 type diagEntry struct {
-	sport uint16
-	src   [16]byte // the local address; the first 4 bytes for AF_INET
-	ino   uint32
+	sport  uint16
+	src    [16]byte // the local address; the first 4 bytes for AF_INET
+	ino    uint32
+	uid    uint32
+	rqueue uint32 // for a listener, its accept-queue length
 }
 
 // diagDump lists the TCP sockets of family (AF_INET or AF_INET6) in the
 // caller's network namespace whose state is in the states bitmask, with
 // NETLINK_SOCK_DIAG.
 func diagDump(family uint8, states uint32) ([]diagEntry, error) {
+	return diagDumpPort(family, states, 0)
+}
+
+// diagDumpPort is diagDump of the sockets on local port port only (all
+// of them for port 0), filtered by the kernel.
+func diagDumpPort(family uint8, states uint32, port int) ([]diagEntry, error) {
 	fd, err := sys.RetryInt(func() (int, error) {
 		return unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
 	})
@@ -42,7 +50,7 @@ func diagDump(family uint8, states uint32) ([]diagEntry, error) {
 	var out []diagEntry
 	err = sys.Control(f, func(fd int) error {
 		if err := sys.Retry(func() error {
-			return unix.Sendto(fd, diagRequest(family, states), 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK})
+			return unix.Sendto(fd, diagRequest(family, states, port), 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK})
 		}); err != nil {
 			return os.NewSyscallError("sendto sock_diag", err)
 		}
@@ -52,16 +60,37 @@ func diagDump(family uint8, states uint32) ([]diagEntry, error) {
 	return out, err
 }
 
-func diagRequest(family uint8, states uint32) []byte {
+// diagRequest asks for a dump of family's TCP sockets in states; with a
+// port, it carries an INET_DIAG_REQ_BYTECODE attribute that keeps only
+// that source port (INET_DIAG_BC_S_EQ, Linux 4.16+), so the cost does not
+// grow with the host's other sockets.
+func diagRequest(family uint8, states uint32, port int) []byte {
 	const hdr, req = unix.SizeofNlMsghdr, 56 // sizeof(struct inet_diag_req_v2)
-	b := make([]byte, hdr+req)
+	const attr, bc = 4, 8                    // struct nlattr; two inet_diag_bc_op
+	const inetDiagReqBytecode, bcSEq = 1, 11
+	n := hdr + req
+	if port != 0 {
+		n += attr + bc
+	}
+	b := make([]byte, n)
 	ne := binary.NativeEndian
-	ne.PutUint32(b[0:], hdr+req)
+	ne.PutUint32(b[0:], uint32(n))
 	ne.PutUint16(b[4:], unix.SOCK_DIAG_BY_FAMILY)
 	ne.PutUint16(b[6:], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
 	b[hdr] = family
 	b[hdr+1] = unix.IPPROTO_TCP
 	ne.PutUint32(b[hdr+4:], states)
+	if port != 0 {
+		a := b[hdr+req:]
+		ne.PutUint16(a[0:], attr+bc)
+		ne.PutUint16(a[2:], inetDiagReqBytecode)
+		// {S_EQ, yes: the next op (the end: accept), no: past the end
+		// + 4 (reject)}, then {no: the port}.
+		op := a[attr:]
+		op[0], op[1] = bcSEq, bc
+		ne.PutUint16(op[2:], bc+4)
+		ne.PutUint16(op[6:], uint16(port))
+	}
 	return b
 }
 
@@ -103,8 +132,10 @@ func diagParse(b []byte, out *[]diagEntry) (bool, error) {
 		case unix.SOCK_DIAG_BY_FAMILY:
 			if len(msg) >= 72 { // sizeof(struct inet_diag_msg)
 				e := diagEntry{
-					sport: binary.BigEndian.Uint16(msg[4:]),
-					ino:   ne.Uint32(msg[68:]),
+					sport:  binary.BigEndian.Uint16(msg[4:]),
+					rqueue: ne.Uint32(msg[56:]),
+					uid:    ne.Uint32(msg[64:]),
+					ino:    ne.Uint32(msg[68:]),
 				}
 				copy(e.src[:], msg[8:24])
 				*out = append(*out, e)
@@ -120,7 +151,7 @@ func diagParse(b []byte, out *[]diagEntry) (bool, error) {
 func listeningInodes(network string, port int) (map[uint64]bool, error) {
 	live := map[uint64]bool{}
 	for _, fam := range diagFamilies(network) {
-		es, err := diagDump(fam, 1<<tcpListen)
+		es, err := diagDumpPort(fam, 1<<tcpListen, port)
 		if err != nil {
 			return nil, err
 		}

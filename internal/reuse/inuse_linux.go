@@ -28,7 +28,7 @@ func InUse(network, address string) (bool, error) {
 		return false, err
 	}
 	for _, fam := range diagFamilies(network) {
-		es, err := diagDump(fam, 1<<tcpListen)
+		es, err := diagDumpPort(fam, 1<<tcpListen, port)
 		if err != nil {
 			return false, err
 		}

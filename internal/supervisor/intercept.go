@@ -15,8 +15,8 @@ import (
 
 	"github.com/hotswap-dev/hotswap/fdpass"
 	"github.com/hotswap-dev/hotswap/internal/intercept"
-	"github.com/hotswap-dev/hotswap/internal/sys"
 	"github.com/hotswap-dev/hotswap/internal/reuse"
+	"github.com/hotswap-dev/hotswap/internal/sys"
 	"golang.org/x/sys/unix"
 )
 
