@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"sync"
 	"syscall"
 	"time"
 
@@ -40,6 +41,10 @@ type gen struct {
 	// members are its reuseport sockets, per listener (nil for shared
 	// ones); the supervisor's copies are released before it is stopped.
 	members []*reuse.Member
+	// leave runs once, on the first way out of the generation: the stop
+	// releasing its members, or its exit releasing them or handing them
+	// to the restart (leaveMembers).
+	leave sync.Once
 
 	// ctx is cancelled, with the reason, when the process exits.
 	ctx    context.Context
@@ -173,7 +178,7 @@ func (s *Supervisor) stop(g *gen, drain bool) {
 		d, ok := s.drainWait(g)
 		g.log.Info("drained", "after", d.Round(time.Millisecond), "complete", ok)
 	}
-	s.release(g.members)
+	s.leaveMembers(g, nil)
 	sig := s.cfg.StopSignal
 	g.log.Info("stopping generation", "signal", signalName(sig))
 	t0 := time.Now()

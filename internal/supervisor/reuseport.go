@@ -147,6 +147,23 @@ func (s *Supervisor) release(ms []*reuse.Member) {
 	}
 }
 
+// leaveMembers is the one way a generation's members leave it, whichever
+// way the generation goes (stopped, exited before its gate answered,
+// crashed, a canary that died): exactly once per generation, the first
+// caller's choice wins. With keep, keep takes the members, still
+// listening with their queues (a restart serves them); otherwise the
+// supervisor's copies are closed and the sockets leave their groups with
+// the process's last close.
+func (s *Supervisor) leaveMembers(g *gen, keep func([]*reuse.Member)) {
+	g.leave.Do(func() {
+		if keep != nil && g.members != nil {
+			keep(g.members)
+			return
+		}
+		s.release(g.members)
+	})
+}
+
 // sync updates every group's model after a generation holding members
 // has exited.
 func (s *Supervisor) sync() {

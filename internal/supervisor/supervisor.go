@@ -509,10 +509,16 @@ func (s *Supervisor) onExit(g *gen) error {
 	g.state = StateExited
 	up := time.Since(g.started)
 	g.log.Info("generation exited", "status", describeExit(g.ps), "up", up.Round(time.Millisecond))
-	if g == s.current && prev != StateDraining && g.members != nil {
+	if g == s.current && prev != StateDraining && s.canary == nil {
 		// Its sockets stay open and keep their queues for the restart.
-		s.orphans, g.members = g.members, nil
+		s.leaveMembers(g, func(ms []*reuse.Member) { s.orphans = ms })
+		g.members = nil
 	}
+	// Every other way out, including a generation whose gate had not
+	// answered yet and a stop that has not reached its release, closes
+	// the supervisor's copies now: a socket held only by hotswap would
+	// keep a queue nobody accepts from.
+	s.leaveMembers(g, nil)
 	s.sync()
 	if s.waitDrain && !s.drainingSockets() {
 		s.waitDrain = false
