@@ -59,6 +59,7 @@ type statusCollector struct {
 		Status(ctx context.Context) (supervisor.Status, error)
 	}
 	up, reloads, restarts, gens, queue, backlog *prometheus.Desc
+	repairs, foreign                            *prometheus.Desc
 }
 
 func newStatusCollector(sup *supervisor.Supervisor) *statusCollector {
@@ -70,11 +71,13 @@ func newStatusCollector(sup *supervisor.Supervisor) *statusCollector {
 		gens:     prometheus.NewDesc("hotswap_generations", "Live generations by state.", []string{"state"}, nil),
 		queue:    prometheus.NewDesc("hotswap_listener_queue_length", "Connections waiting in a listener's accept queue.", []string{"listener", "address"}, nil),
 		backlog:  prometheus.NewDesc("hotswap_listener_backlog", "A listener's accept queue capacity.", []string{"listener", "address"}, nil),
+		repairs:  prometheus.NewDesc("hotswap_steering_repairs_total", "Mismatches between a reuseport group's model and the kernel's sockets that hotswap found and repaired (a leaked socket, a member shut down behind its back); 0 unless something is wrong.", nil, nil),
+		foreign:  prometheus.NewDesc("hotswap_steering_foreign_sockets_total", "Sockets of other processes found listening in a reuseport group; never steered to.", nil, nil),
 	}
 }
 
 func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.up, c.reloads, c.restarts, c.gens, c.queue, c.backlog} {
+	for _, d := range []*prometheus.Desc{c.up, c.reloads, c.restarts, c.gens, c.queue, c.backlog, c.repairs, c.foreign} {
 		ch <- d
 	}
 }
@@ -91,6 +94,8 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.reloads, prometheus.CounterValue, float64(st.Reloads.OK), "ok")
 	ch <- prometheus.MustNewConstMetric(c.reloads, prometheus.CounterValue, float64(st.Reloads.Failed), "failed")
 	ch <- prometheus.MustNewConstMetric(c.restarts, prometheus.CounterValue, float64(st.Restarts))
+	ch <- prometheus.MustNewConstMetric(c.repairs, prometheus.CounterValue, float64(st.SteeringRepairs))
+	ch <- prometheus.MustNewConstMetric(c.foreign, prometheus.CounterValue, float64(st.ForeignSockets))
 	byState := map[supervisor.State]int{supervisor.StateStarting: 0, supervisor.StateReady: 0, supervisor.StateDraining: 0}
 	for _, g := range st.Generations {
 		byState[g.State]++

@@ -150,6 +150,7 @@ func StartCmd(t testing.TB, cmd *exec.Cmd) *Proc {
 		// pipe would otherwise log after completion.
 		r.SetReadDeadline(time.Now().Add(2 * time.Second))
 		reading.Wait()
+		p.failOnRepairs()
 	})
 	return p
 }

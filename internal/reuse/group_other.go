@@ -44,3 +44,6 @@ func (m *Member) Dup() (*os.File, error) { return nil, errGroupUnsupported }
 
 // InUse is not supported on this platform.
 func InUse(string, string) (bool, error) { return false, errGroupUnsupported }
+
+// Listeners is not supported on this platform.
+func Listeners(string, int) ([]Listener, error) { return nil, errGroupUnsupported }

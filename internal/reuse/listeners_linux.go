@@ -7,14 +7,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Listener is one listening TCP socket as sock_diag reports it.
-type Listener struct {
-	Addr  netip.AddrPort
-	Inode uint64
-	UID   uint32
-	Queue uint32 // idiag_rqueue: the current accept-queue length
-}
-
 // Listeners returns the listening TCP sockets on port in the caller's
 // network namespace, for the families of network: one sock_diag dump per
 // family, filtered by port in the kernel.

@@ -74,7 +74,9 @@ func (s *Supervisor) startGen(id int) (_ *gen, retErr error) {
 	}
 	defer func() {
 		if retErr != nil {
-			s.release(members)
+			s.dropMembers(members)
+		} else {
+			s.takeOrphans(members)
 		}
 	}()
 	env = append(env, fdpass.ShimEnv+"=1")

@@ -51,6 +51,12 @@ type Status struct {
 	NextRestart time.Time     `json:"next_restart,omitzero"`
 	Backoff     time.Duration `json:"restart_backoff_ns,omitempty"`
 	LastFailure string        `json:"last_failure,omitempty"`
+	// SteeringRepairs counts mismatches between a reuseport group's model
+	// and the kernel that hotswap found and repaired (a leaked socket, a
+	// member shut down behind its back); ForeignSockets counts sockets of
+	// other processes found in a group, never steered to.
+	SteeringRepairs int `json:"steering_repairs"`
+	ForeignSockets  int `json:"foreign_sockets"`
 }
 
 // ListenerStatus describes one socket the supervisor owns.
@@ -60,6 +66,10 @@ type ListenerStatus struct {
 	Mode    string `json:"mode"`
 	Queue   uint32 `json:"queue"`
 	Backlog uint32 `json:"backlog"`
+	// Spares counts the reuseport group's spare sockets: listening at
+	// the tail of the group, never steered to, each the next
+	// generation's (docs/architecture.md).
+	Spares int `json:"spares,omitempty"`
 }
 
 // GenerationStatus describes one generation that has not been reaped.
@@ -77,6 +87,7 @@ type GenerationStatus struct {
 type ListenerQueue struct {
 	Name  string `json:"name"`
 	Queue uint32 `json:"queue"`
+	Inode uint64 `json:"inode"` // the socket's, as sock_diag and /proc/PID/fd name it
 }
 
 // ReloadCounts counts reloads by outcome.
@@ -105,6 +116,9 @@ func (s *Supervisor) status() Status {
 		Reloads:     ReloadCounts{OK: s.stats.reloadsOK, Failed: s.stats.reloadsFailed},
 		Restarts:    s.stats.restarts,
 		LastFailure: s.lastFailed,
+
+		SteeringRepairs: s.stats.repairs,
+		ForeignSockets:  s.stats.foreign,
 	}
 	if s.current != nil {
 		st.Current = s.current.id
@@ -123,6 +137,7 @@ func (s *Supervisor) status() Status {
 		case l.reuseport():
 			// The generations' own sockets, each with backlog somaxconn.
 			ls.Backlog = uint32(reuse.Somaxconn())
+			ls.Spares = l.group.Spares()
 			for _, g := range s.live {
 				if m := member(g, i); m != nil {
 					q, _ := m.QueueLen()
@@ -141,7 +156,7 @@ func (s *Supervisor) status() Status {
 		for i, m := range g.members {
 			if m != nil {
 				q, _ := m.QueueLen()
-				gs.Queues = append(gs.Queues, ListenerQueue{Name: s.listeners[i].spec.Name, Queue: q})
+				gs.Queues = append(gs.Queues, ListenerQueue{Name: s.listeners[i].spec.Name, Queue: q, Inode: m.Inode()})
 			}
 		}
 		if !g.readyAt.IsZero() {

@@ -72,10 +72,17 @@ type Supervisor struct {
 	stats      counters
 	lastFailed string
 	reloadT0   time.Time // when the reload in progress began
+	// warnedStale are sockets of exited generations found with a queue
+	// (steering.go), reported once each.
+	warnedStale map[uint64]bool
+	// previous are the inodes of adopted sockets, which the previous
+	// hotswap's generation drains.
+	previous map[uint64]bool
 }
 
 type counters struct {
 	reloadsOK, reloadsFailed, restarts int
+	repairs, foreign                   int // steering.go
 }
 
 type reloadReq struct {
@@ -111,6 +118,9 @@ func New(cfg Config) (*Supervisor, error) {
 		boundc:  make(chan struct{}),
 		done:    make(chan struct{}),
 		live:    map[int]*gen{},
+
+		warnedStale: map[uint64]bool{},
+		previous:    map[uint64]bool{},
 	}
 	for _, l := range cfg.Listeners {
 		s.names = append(s.names, l.Name)
@@ -190,6 +200,7 @@ func (s *Supervisor) startFirst() error {
 	}
 	s.current = g
 	s.gate(g)
+	s.checkGroups("first generation started")
 	return nil
 }
 
@@ -200,17 +211,22 @@ func (s *Supervisor) loop(ctx context.Context) error {
 			restartC = s.restart.C
 		}
 		var err error
+		why := ""
 		select {
 		case <-ctx.Done():
 			s.log.Info("stopping", "cause", context.Cause(ctx))
 			return nil
 		case r := <-s.reloadc:
+			why = "reload"
 			s.onReload(r)
 		case g := <-s.exitc:
+			why = fmt.Sprintf("generation %d exited", g.id)
 			err = s.onExit(g)
 		case r := <-s.gatec:
+			why = fmt.Sprintf("gate of generation %d", r.g.id)
 			err = s.onGate(r)
 		case <-restartC:
+			why = "restart"
 			s.restart = nil
 			s.onRestart()
 		case r := <-s.sigc:
@@ -218,10 +234,14 @@ func (s *Supervisor) loop(ctx context.Context) error {
 		case c := <-s.statusc:
 			c <- s.status()
 		case r := <-s.callc:
+			why = "control request"
 			r.reply <- r.fn()
 		}
 		if err != nil {
 			return err
+		}
+		if why != "" {
+			s.checkGroups(why)
 		}
 	}
 }
@@ -509,9 +529,21 @@ func (s *Supervisor) onExit(g *gen) error {
 	g.state = StateExited
 	up := time.Since(g.started)
 	g.log.Info("generation exited", "status", describeExit(g.ps), "up", up.Round(time.Millisecond))
-	if g == s.current && prev != StateDraining && s.canary == nil {
-		// Its sockets stay open and keep their queues for the restart.
-		s.leaveMembers(g, func(ms []*reuse.Member) { s.orphans = ms })
+	if g == s.current && prev != StateDraining {
+		if s.canary == nil {
+			// Its sockets stay open and keep their queues for the restart.
+			s.leaveMembers(g, func(ms []*reuse.Member) { s.orphans = ms })
+		} else {
+			// The canary takes over below: what waits in the dead
+			// generation's queues is handed to it.
+			s.leaveMembers(g, func(ms []*reuse.Member) {
+				for i, m := range ms {
+					if m != nil {
+						s.handQueue(s.listeners[i], m)
+					}
+				}
+			})
+		}
 		g.members = nil
 	}
 	// Every other way out, including a generation whose gate had not
@@ -647,10 +679,7 @@ func (s *Supervisor) listen() error {
 					err = reuse.ErrInUse
 				}
 				if err == nil {
-					first, err = l.group.Add()
-				}
-				if err == nil {
-					err = l.group.Activate(first)
+					first, err = l.group.Take()
 				}
 			}
 			if err != nil {
