@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the tests and benchmarks drive for real: nginx, busybox,
 # python3, gunicorn (a server that speaks systemd socket activation),
-# iproute2 (ip) and util-linux (unshare), from Debian packages.
+# iproute2 (ip) and util-linux (unshare), and the servers of
+# docs/servers.md (HAProxy, Puma, uWSGI with its Python 3 plugin, uvicorn,
+# Node.js), from Debian packages.
 # As root it installs what is missing; otherwise it says what is missing
 # (under CI=true the tests that need it then fail, they never skip).
 set -euo pipefail
@@ -13,6 +15,13 @@ command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v gunicorn >/dev/null 2>&1 || need+=(gunicorn)
 command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || need+=(iproute2)
 command -v unshare >/dev/null 2>&1 || need+=(util-linux)
+# docs/servers.md recipes (examples/recipes).
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
+command -v puma >/dev/null 2>&1 || need+=(puma)
+command -v uwsgi >/dev/null 2>&1 || need+=(uwsgi)
+[ -e /usr/lib/uwsgi/plugins/python3_plugin.so ] || need+=(uwsgi-plugin-python3)
+[ -d /usr/lib/python3/dist-packages/uvicorn ] || need+=(python3-uvicorn)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
 for pkg in ${HOTSWAP_EXTRA_PACKAGES:-}; do
 	dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
@@ -25,7 +34,8 @@ fi
 echo "deps: installing ${need[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-# The package scripts must not start an nginx service on this machine.
+# The package scripts must not start a service (nginx, haproxy, uwsgi) on
+# this machine.
 if [ ! -e /usr/sbin/policy-rc.d ]; then
 	printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
 	chmod +x /usr/sbin/policy-rc.d

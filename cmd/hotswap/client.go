@@ -1,18 +1,17 @@
 package main
 
 import (
-	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/hotswap-dev/hotswap/internal/control"
 	"github.com/hotswap-dev/hotswap/internal/supervisor"
 	"github.com/spf13/pflag"
 )
@@ -25,9 +24,6 @@ const (
 
 // DefaultClientTimeout bounds a control subcommand's wait for its answer.
 const DefaultClientTimeout = 5 * time.Minute
-
-// maxResponse bounds an answer line (a status lists every generation).
-const maxResponse = 1 << 20
 
 const clientUsage = `Usage:
   hotswap reload [--control PATH | --pidfile PATH] [--timeout DUR]
@@ -51,7 +47,7 @@ Blue/green (--mode reuseport):
                             canary drains
 
 Without --control or --pidfile, the control socket of the only hotswap
-running as this user is used (` + defaultControlHelp + `).
+running as this user is used (` + control.DefaultPathHelp + `).
 
 Flags:
 `
@@ -69,8 +65,8 @@ func subcommand(args []string) (code int, ok bool) {
 		return 0, false
 	}
 	switch args[0] {
-	case supervisor.OpReload, supervisor.OpStatus, supervisor.OpStop, supervisor.OpSignal,
-		supervisor.OpWeight, supervisor.OpPromote, supervisor.OpRollback:
+	case control.OpReload, control.OpStatus, control.OpStop, control.OpSignal,
+		control.OpWeight, control.OpPromote, control.OpRollback:
 		return runClient(args[0], args[1:]), true
 	}
 	return 0, false
@@ -87,9 +83,9 @@ func runClient(op string, args []string) int {
 	fs.DurationVar(&o.timeout, "timeout", DefaultClientTimeout, "give up waiting for the answer after this long")
 	var hold bool
 	switch op {
-	case supervisor.OpStatus:
+	case control.OpStatus:
 		fs.BoolVar(&o.json, "json", false, "print the status as JSON")
-	case supervisor.OpReload:
+	case control.OpReload:
 		fs.BoolVar(&hold, "hold", false, "reuseport mode: keep the new generation as a canary beside the current one (weight 0)")
 	}
 	if err := fs.Parse(args); err != nil {
@@ -99,9 +95,9 @@ func runClient(op string, args []string) int {
 		}
 		return fail(exitUsage, "%s: %v", op, err)
 	}
-	req := supervisor.Request{V: supervisor.ControlVersion, Op: op, Hold: hold}
+	req := control.Request{V: control.Version, Op: op, Hold: hold}
 	rest := fs.Args()
-	if op == supervisor.OpWeight {
+	if op == control.OpWeight {
 		if len(rest) != 1 {
 			return fail(exitUsage, "weight: want one percentage (usage: hotswap weight PCT)")
 		}
@@ -111,7 +107,7 @@ func runClient(op string, args []string) int {
 		}
 		req.Percent, rest = &pct, nil
 	}
-	if op == supervisor.OpSignal {
+	if op == control.OpSignal {
 		if len(rest) != 1 {
 			return fail(exitUsage, "signal: want one signal (usage: hotswap signal SIG)")
 		}
@@ -126,7 +122,7 @@ func runClient(op string, args []string) int {
 	if o.timeout <= 0 {
 		return fail(exitUsage, "%s: --timeout must be positive", op)
 	}
-	path, err := resolveControl(o.control, o.pidfile)
+	path, err := control.Resolve(o.control, o.pidfile)
 	if err != nil {
 		return fail(exitUsage, "%s: %v", op, err)
 	}
@@ -134,16 +130,14 @@ func runClient(op string, args []string) int {
 }
 
 // do sends req, waits for the answer and reports it.
-func (o *clientOptions) do(path string, req supervisor.Request) int {
+func (o *clientOptions) do(path string, req control.Request) int {
 	op := req.Op
-	conn, err := net.DialTimeout("unix", path, 10*time.Second)
+	c, err := control.Dial(path, time.Now().Add(o.timeout))
 	if err != nil {
 		return fail(exitUnreachable, "%s: cannot reach hotswap: %v; nothing was changed", op, err)
 	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(o.timeout))
-	r := bufio.NewReader(io.LimitReader(conn, maxResponse))
-	resp, err := exchange(conn, r, req)
+	defer c.Close()
+	resp, err := c.Do(req)
 	if err != nil {
 		return fail(exitUnreachable, "%s: %s", op, unreachable(op, err, o.timeout))
 	}
@@ -151,52 +145,30 @@ func (o *clientOptions) do(path string, req supervisor.Request) int {
 		return reportFailure(op, resp)
 	}
 	switch op {
-	case supervisor.OpReload:
+	case control.OpReload:
 		if req.Hold {
 			fmt.Printf("hotswap: canary ready: generation %d (pid %d) at weight 0\n", resp.Gen, resp.PID)
 			break
 		}
 		fmt.Printf("hotswap: reload succeeded: serving generation %d (pid %d)\n", resp.Gen, resp.PID)
-	case supervisor.OpWeight:
+	case control.OpWeight:
 		fmt.Printf("hotswap: canary weight %d%%\n", *req.Percent)
-	case supervisor.OpPromote, supervisor.OpRollback:
+	case control.OpPromote, control.OpRollback:
 		fmt.Printf("hotswap: %s done\n", op)
-	case supervisor.OpStatus:
+	case control.OpStatus:
 		if code := printStatus(os.Stdout, resp.Status, o.json); code != exitOK || serving(resp.Status) {
 			return code
 		}
 		// A readiness probe can run this: no ready generation, not ready.
 		return exitFailure
-	case supervisor.OpStop:
+	case control.OpStop:
 		// The server closes the connection once every generation stopped.
-		if _, err := r.ReadString('\n'); !errors.Is(err, io.EOF) {
+		if err := c.WaitClosed(); err != nil {
 			return fail(exitUnreachable, "stop: %s", unreachable(op, err, o.timeout))
 		}
 		fmt.Println("hotswap: stopped")
 	}
 	return exitOK
-}
-
-func exchange(conn net.Conn, r *bufio.Reader, req supervisor.Request) (supervisor.Response, error) {
-	var resp supervisor.Response
-	b, err := supervisor.EncodeLine(req)
-	if err != nil {
-		return resp, err
-	}
-	_, werr := conn.Write(b)
-	// Even when the write failed, the server may have answered first:
-	// it refuses a peer of another uid before reading its request.
-	line, err := r.ReadBytes('\n')
-	if err != nil && werr != nil {
-		return resp, fmt.Errorf("send request: %w", werr)
-	}
-	if err != nil {
-		return resp, fmt.Errorf("read answer: %w", err)
-	}
-	if err := json.Unmarshal(line, &resp); err != nil {
-		return resp, fmt.Errorf("read answer: %w", err)
-	}
-	return resp, nil
 }
 
 // unreachable says what a lost answer means for op.
@@ -205,23 +177,23 @@ func unreachable(op string, err error, timeout time.Duration) string {
 		err = fmt.Errorf("no answer within %v", timeout)
 	}
 	switch op {
-	case supervisor.OpReload:
+	case control.OpReload:
 		return fmt.Sprintf("%v; the outcome is unknown: see hotswap status", err)
-	case supervisor.OpStop:
+	case control.OpStop:
 		return fmt.Sprintf("%v; hotswap may still be stopping", err)
 	}
 	return err.Error()
 }
 
-func reportFailure(op string, resp supervisor.Response) int {
+func reportFailure(op string, resp control.Response) int {
 	msg := resp.Error
 	if resp.StillServing != "" {
 		msg += "; " + resp.StillServing
 	}
 	switch op {
-	case supervisor.OpReload:
+	case control.OpReload:
 		return fail(exitFailure, "reload failed: %s", msg)
-	case supervisor.OpStop:
+	case control.OpStop:
 		return fail(exitFailure, "stop: %s; hotswap keeps serving", msg)
 	}
 	return fail(exitFailure, "%s: %s", op, msg)

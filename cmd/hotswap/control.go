@@ -9,9 +9,9 @@ import (
 	"net/http"
 	"os"
 	"sync"
-	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/hotswap-dev/hotswap/internal/control"
 	"github.com/hotswap-dev/hotswap/internal/supervisor"
 	"github.com/spf13/pflag"
 )
@@ -27,7 +27,7 @@ type controlOptions struct {
 }
 
 func (c *controlOptions) addFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&c.path, "control", "", "control socket `PATH` for hotswap reload, status, stop and signal (default "+defaultControlHelp+"; "+controlOff+" disables it)")
+	fs.StringVar(&c.path, "control", "", "control socket `PATH` for hotswap reload, status, stop and signal (default "+control.DefaultPathHelp+"; "+controlOff+" disables it)")
 	fs.StringVar(&c.metrics, "metrics", "", "serve Prometheus metrics at http://`ADDR`/metrics (HOST:PORT; off by default)")
 }
 
@@ -41,8 +41,8 @@ func (c *controlOptions) apply(cfg *supervisor.Config) {
 
 // controlPlane is the control socket and the metrics server of one run.
 type controlPlane struct {
-	ctl     *supervisor.Control // nil with --control none
-	metrics *http.Server        // nil without --metrics
+	ctl     *control.Server // nil with --control none
+	metrics *http.Server    // nil without --metrics
 	wg      sync.WaitGroup
 	once    sync.Once
 }
@@ -60,11 +60,11 @@ func (c *controlOptions) start(ctx context.Context, sup *supervisor.Supervisor, 
 		path := c.path
 		if path == "" {
 			var err error
-			if path, err = makeDefaultControlPath(os.Getpid()); err != nil {
+			if path, err = control.MakeDefaultPath(os.Getpid()); err != nil {
 				return nil, err
 			}
 		}
-		ctl, err := supervisor.ListenControl(supervisor.ControlConfig{Path: path, Target: sup, Stop: stop, Logger: log})
+		ctl, err := control.Listen(control.Config{Path: path, Target: sup, Stop: stop, Logger: log})
 		if err != nil {
 			return nil, err
 		}
@@ -85,11 +85,9 @@ func (p *controlPlane) serveMetrics(addr string, h http.Handler, log hclog.Logge
 		return fmt.Errorf("--metrics: %w", err)
 	}
 	log.Info("metrics listening", "address", ln.Addr().String())
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", h)
-	p.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	p.metrics = newMetricsServer(h, log)
 	p.wg.Go(func() {
-		if err := p.metrics.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		if err := p.metrics.Serve(newCapListener(ln, metricsMaxConns, log)); !errors.Is(err, http.ErrServerClosed) {
 			log.Error("serve metrics", "error", err)
 		}
 	})

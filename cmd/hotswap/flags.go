@@ -43,7 +43,7 @@ Socket modes (--mode; reuseport is the default for TCP listeners):
              stopped too early, and a server that does not drain by itself
              loses what it had accepted when it stops. A probe of the public
              port may be answered by the old generation and proves nothing:
-             use notify, {port} (a free port per generation, also expanded in
+             use notify, {port} (a socket per generation, handed over as fd "health", also expanded in
              the command's arguments), or exec.
   reuseport  TCP only (UDP and unix listeners stay shared). Each generation gets
              its own SO_REUSEPORT socket, steered by a BPF program: no client
@@ -90,7 +90,7 @@ func newFlagSet(o *options) *pflag.FlagSet {
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", supervisor.DefaultDrainTimeout, "after the stop signal, wait this long, then SIGKILL")
 	fs.DurationVar(&o.connWait, "drain-conn-wait", supervisor.DefaultDrainConnWait, "reuseport mode: before the stop signal, wait at most this long for the old generation's connections (keep-alive ones too) to close")
 	fs.IntVar(&o.maxDraining, "max-draining", supervisor.DefaultMaxDraining, "at most `N` old generations draining at once; a reload beyond that fails at once (reuseport mode: a reload waits until the previous old generation has exited)")
-	fs.StringVar(&o.ready, "ready", supervisor.DefaultReady.String(), "readiness `SPEC`: DURATION (stayed up), notify (READY=1 over sd_notify), http://HOST:PORT/PATH or https:// (2xx), tcp://HOST:PORT (accepts), exec:COMMAND (exits 0); {gen}, {pid} and {port} are expanded")
+	fs.StringVar(&o.ready, "ready", supervisor.DefaultReady.String(), "readiness `SPEC`: DURATION (stayed up), notify (READY=1 over sd_notify), http://HOST:PORT/PATH or https:// (2xx), tcp://HOST:PORT (accepts), exec:COMMAND (exits 0); {gen}, {pid} and {port} are expanded ({port}: a socket hotswap binds on 127.0.0.1 and hands over as the fd named health)")
 	fs.DurationVar(&o.readyTimeout, "ready-timeout", supervisor.DefaultReadyTimeout, "a generation not ready after this long is stopped and rolled back")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: trace, debug, info, warn or error")

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hotswap-dev/hotswap/fdpass"
 	"github.com/hotswap-dev/hotswap/internal/proctest"
 )
 
@@ -129,7 +130,8 @@ func TestInterceptFlags(t *testing.T) {
 }
 
 // TestInterceptNested: a child that is itself hotswap --intercept cannot
-// install its filter under ours; its shim says so and exits 126.
+// install its filter under ours; its shim says so and exits 126, and so
+// does each hotswap whose first generation could not be run.
 func TestInterceptNested(t *testing.T) {
 	requireIntercept(t)
 	hotswap := proctest.Build(t, hotswapPkg)
@@ -145,8 +147,8 @@ func TestInterceptNested(t *testing.T) {
 	if !strings.Contains(line, "cannot be nested") {
 		t.Errorf("got %q, want a line saying the filter cannot be nested; output:\n%s", line, strings.Join(hs.Lines(), "\n"))
 	}
-	if code != exitFailure {
-		t.Errorf("outer hotswap exited %d, want %d (its first generation failed)", code, exitFailure)
+	if code != fdpass.ExitCannotExec {
+		t.Errorf("outer hotswap exited %d, want %d (its first generation, the inner hotswap, exited so: its shim could not run sleep)", code, fdpass.ExitCannotExec)
 	}
 	found := false
 	for _, l := range hs.Lines() {

@@ -4,7 +4,6 @@ import (
 	"debug/elf"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -343,12 +342,4 @@ func procUID(t *testing.T, pid int) int {
 
 // icFreePort returns a port that was free a moment ago on 127.0.0.1; see
 // the comment at the top of this file for the one case it is used for.
-func icFreePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
+func icFreePort(t *testing.T) int { return proctest.FreePort(t) }

@@ -6,8 +6,11 @@ package main
 import (
 	"fmt"
 	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/hotswap-dev/hotswap/fdpass"
+	"github.com/hotswap-dev/hotswap/internal/upgrade"
 	"golang.org/x/sys/unix"
 )
 
@@ -21,12 +24,21 @@ const (
 
 var version = "dev"
 
+// upgradeSignal upgrades hotswap itself (see internal/upgrade).
+const upgradeSignal = upgrade.Signal
+
 func main() {
 	if fdpass.IsShim() {
 		code, err := fdpass.RunShim(shimPrepare)
 		fmt.Fprintf(os.Stderr, "hotswap: %v\n", err)
 		os.Exit(code)
 	}
+	// A write to a closed stdout or stderr pipe (`hotswap 2>&1 | logger`
+	// and the logger restarts) would end hotswap with SIGPIPE, leaving the
+	// generation unsupervised. Once SIGPIPE is notified, such a write fails
+	// with EPIPE instead, and the log line is lost, not the supervisor. A
+	// caught signal is reset by execve, so generations keep the default.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 	// A descriptor inherited without close-on-exec (from a shell, a
 	// service manager) would leak into every generation; only the
 	// listeners hotswap hands over may reach a child.

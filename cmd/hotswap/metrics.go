@@ -2,10 +2,14 @@ package main
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hotswap-dev/hotswap/internal/supervisor"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -120,4 +124,75 @@ func newMetricsHandler(sup *supervisor.Supervisor, obs *metricsObserver) http.Ha
 	reg.MustRegister(newStatusCollector(sup), obs.reloadDur, obs.drainDur,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+}
+
+// Limits of the metrics server: a network client of the metrics port can
+// hold at most metricsMaxConns of hotswap's descriptors, each for at most
+// the time it takes to send one request (metricsReadTimeout) or to sit idle
+// between two (metricsIdleTimeout).
+const (
+	metricsMaxConns     = 64
+	metricsReadTimeout  = 5 * time.Second  // headers and body of a request
+	metricsWriteTimeout = 15 * time.Second // a scrape waits statusTimeout at most
+	metricsIdleTimeout  = 30 * time.Second // keep-alive between scrapes
+)
+
+// newMetricsServer returns the metrics HTTP server with every timeout set.
+func newMetricsServer(h http.Handler, log hclog.Logger) *http.Server {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", h)
+	return &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: metricsReadTimeout,
+		ReadTimeout:       metricsReadTimeout,
+		WriteTimeout:      metricsWriteTimeout,
+		IdleTimeout:       metricsIdleTimeout,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          log.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
+	}
+}
+
+// capListener closes every connection accepted beyond max open ones at
+// once, so the kernel's accept queue never fills with clients waiting for
+// a slot and hotswap's descriptors stay bounded.
+type capListener struct {
+	net.Listener
+	slots   chan struct{}
+	refused atomic.Uint64
+	log     hclog.Logger
+}
+
+func newCapListener(ln net.Listener, max int, log hclog.Logger) *capListener {
+	return &capListener{Listener: ln, slots: make(chan struct{}, max), log: log}
+}
+
+func (l *capListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		select {
+		case l.slots <- struct{}{}:
+			return &slotConn{Conn: c, release: func() { <-l.slots }}, nil
+		default:
+		}
+		c.Close()
+		if n := l.refused.Add(1); n&(n-1) == 0 { // the 1st, 2nd, 4th, 8th, ...
+			l.log.Warn("metrics connection refused: too many open", "max", cap(l.slots), "refused", n)
+		}
+	}
+}
+
+// slotConn gives its slot back when closed, once.
+type slotConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *slotConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
 }

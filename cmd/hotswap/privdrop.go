@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"os/user"
-	"strconv"
 	"syscall"
 
 	"github.com/hotswap-dev/hotswap/internal/supervisor"
@@ -14,26 +12,22 @@ import (
 )
 
 // hardeningOptions are the flags of production hardening: privilege drop
-// (this file), pid 1 and subreaper (reaper in supervisor), self-upgrade and
-// unix socket ownership (upgrade*.go).
+// (this file) and pid 1 and subreaper (reaper in supervisor). Self-upgrade
+// is internal/upgrade; unix socket ownership is in --listen's URL.
 type hardeningOptions struct {
 	user, group string
 	subreaper   bool
-
-	fs      *pflag.FlagSet // read for --listen's unix options and --pidfile
-	sockets *socketSet     // the sockets hotswap created or inherited
 }
 
 func addHardeningFlags(fs *pflag.FlagSet, h *hardeningOptions) {
-	h.fs = fs
 	fs.StringVar(&h.user, "user", "", "run every generation as `NAME|UID` (with its groups); hotswap binds first and keeps its own")
-	fs.StringVar(&h.group, "group", "", "run every generation with primary group `NAME|GID` (default: the --user's)")
+	fs.StringVar(&h.group, "group", "", "with --user, run every generation with primary group `NAME|GID` (default: the --user's)")
 	fs.BoolVar(&h.subreaper, "subreaper", false, "reap every orphaned descendant (PR_SET_CHILD_SUBREAPER); always so as pid 1")
 }
 
 func (h *hardeningOptions) apply(cfg *supervisor.Config) error {
 	cfg.Subreaper = h.subreaper
-	cred, err := h.credential()
+	cred, err := supervisor.ParseCredential(h.user, h.group)
 	if err != nil {
 		return err
 	}
@@ -43,75 +37,7 @@ func (h *hardeningOptions) apply(cfg *supervisor.Config) error {
 		}
 		cfg.Credential = cred
 	}
-	return h.applySockets(cfg)
-}
-
-// credential resolves --user and --group; nil when neither is given.
-func (h *hardeningOptions) credential() (*syscall.Credential, error) {
-	if h.user == "" && h.group == "" {
-		return nil, nil
-	}
-	if os.Geteuid() != 0 {
-		return nil, fmt.Errorf("--user and --group: hotswap runs as uid %d and cannot switch users (run it as root)", os.Geteuid())
-	}
-	c := &syscall.Credential{Uid: uint32(os.Getuid()), Gid: uint32(os.Getgid())}
-	if h.user != "" {
-		u, err := lookupUser(h.user)
-		if err != nil {
-			return nil, fmt.Errorf("--user %s: %w", h.user, err)
-		}
-		c.Uid, c.Gid = atou32(u.Uid), atou32(u.Gid)
-		gids, err := u.GroupIds()
-		if err != nil {
-			return nil, fmt.Errorf("--user %s: supplementary groups: %w", h.user, err)
-		}
-		for _, g := range gids {
-			c.Groups = append(c.Groups, atou32(g))
-		}
-	}
-	if h.group != "" {
-		gid, err := lookupGroup(h.group)
-		if err != nil {
-			return nil, fmt.Errorf("--group %s: %w", h.group, err)
-		}
-		c.Gid = gid
-	}
-	if len(c.Groups) == 0 {
-		c.Groups = []uint32{c.Gid} // never keep root's supplementary groups
-	}
-	return c, nil
-}
-
-// lookupUser accepts a name or a numeric uid; a uid absent from the user
-// database runs with gid = uid and no supplementary group.
-func lookupUser(s string) (*user.User, error) {
-	u, err := user.Lookup(s)
-	if err == nil {
-		return u, nil
-	}
-	if _, nerr := strconv.ParseUint(s, 10, 32); nerr != nil {
-		return nil, err
-	}
-	if u, err := user.LookupId(s); err == nil {
-		return u, nil
-	}
-	return &user.User{Uid: s, Gid: s, Username: s}, nil
-}
-
-func lookupGroup(s string) (uint32, error) {
-	if g, err := user.LookupGroup(s); err == nil {
-		return atou32(g.Gid), nil
-	}
-	n, err := strconv.ParseUint(s, 10, 32)
-	if err != nil {
-		return 0, errors.New("no such group")
-	}
-	return uint32(n), nil
-}
-
-func atou32(s string) uint32 {
-	n, _ := strconv.ParseUint(s, 10, 32)
-	return uint32(n)
+	return nil
 }
 
 // checkShim runs hotswap's own binary (the exec shim of every generation)

@@ -8,11 +8,13 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hotswap-dev/hotswap/internal/supervisor"
+	"github.com/hotswap-dev/hotswap/internal/upgrade"
 )
 
 // run is the supervisor command: flags, then the supervisor until a stop
@@ -40,24 +42,35 @@ func run(args []string) int {
 	if err != nil {
 		return fail(exitUsage, "%v", err)
 	}
-	sup, err := supervisor.New(cfg)
-	if err != nil {
-		return fail(exitUsage, "%v", err)
-	}
 	// A hotswap started by a self-upgrade writes the pidfile once it
 	// serves; after an upgrade the file names the new hotswap and stays.
-	if o.pidfile != "" && !o.hardening.upgrading() {
-		if err := writePidfile(o.pidfile); err != nil {
+	announce := func() error { return nil }
+	if o.pidfile != "" {
+		announce = func() error { return writePidfile(o.pidfile) }
+	}
+	up, err := upgrade.New(upgrade.Options{ReadyTimeout: cfg.ReadyTimeout, Announce: announce, Logger: log})
+	if err != nil {
+		return fail(exitFailure, "%v", err)
+	}
+	cfg.Listen, cfg.Adopt = up.Listen, up.Adopt
+	sup, err := supervisor.New(cfg)
+	if err != nil {
+		up.Finish()
+		return fail(supervisor.ExitCode(err, exitUsage), "%v", err)
+	}
+	if !up.HasParent() {
+		if err := announce(); err != nil {
+			up.Finish()
 			return fail(exitFailure, "%v", err)
 		}
 	}
 	defer removePidfileIfOurs(o.pidfile)
-	return serve(sup, o, log)
+	return serve(sup, up, o, log)
 }
 
 // serve runs sup and maps signals onto it: SIGHUP reloads, SIGTERM, SIGINT
 // and SIGQUIT stop, SIGUSR1, SIGUSR2 and SIGWINCH are forwarded.
-func serve(sup *supervisor.Supervisor, o *options, log hclog.Logger) int {
+func serve(sup *supervisor.Supervisor, up *upgrade.Upgrader, o *options, log hclog.Logger) int {
 	sigc := make(chan os.Signal, 16)
 	signal.Notify(sigc, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT,
 		syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH)
@@ -83,19 +96,19 @@ func serve(sup *supervisor.Supervisor, o *options, log hclog.Logger) int {
 		return fail(exitFailure, "%v; nothing is serving", err)
 	}
 	defer ctl.Close()
-	if err := o.hardening.start(ctx, sup, log, stop); err != nil {
+	if err := up.Start(ctx, sup, stop); err != nil {
 		stop(err)
 		<-runErr
 		return fail(exitFailure, "%v; nothing is serving", err)
 	}
-	defer o.hardening.finish()
+	defer up.Finish()
 	for {
 		select {
 		case err := <-runErr:
 			if err != nil {
-				return fail(exitFailure, "%v; nothing is serving", err)
+				return fail(supervisor.ExitCode(err, exitFailure), "%v; nothing is serving", err)
 			}
-			if o.hardening.upgradedAway() {
+			if up.Away() {
 				return exitOK
 			}
 			return sup.ExitCode()
@@ -148,4 +161,16 @@ func writePidfile(path string) error {
 		return fmt.Errorf("write pidfile %s: %w", path, err)
 	}
 	return nil
+}
+
+// removePidfileIfOurs removes path if it still names this process: after a
+// self-upgrade it names the new hotswap and must stay.
+func removePidfileIfOurs(path string) {
+	if path == "" {
+		return
+	}
+	b, err := os.ReadFile(path)
+	if err == nil && strings.TrimSpace(string(b)) == strconv.Itoa(os.Getpid()) {
+		os.Remove(path)
+	}
 }

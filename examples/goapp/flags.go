@@ -37,7 +37,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.version, "version", "v1", "version to report in X-Version and the body")
 	fs.StringVar(&c.listen, "listen", "127.0.0.1:8080", "address to listen on when not started by hotswap")
 	fs.StringVar(&c.name, "name", "http", "name of the inherited listener (LISTEN_FDNAMES)")
-	fs.StringVar(&c.healthListen, "health-listen", "", "also serve /healthz on this address, bound by goapp itself")
+	fs.StringVar(&c.healthListen, "health-listen", "", "also serve /healthz on this address: on the inherited socket named health (hotswap's {port}) if there is one, else bound by goapp itself")
 	fs.IntVar(&c.healthStatus, "health-status", http.StatusOK, "status of /healthz")
 	fs.IntVar(&c.status, "status", http.StatusOK, "status of every other path")
 	fs.BoolVar(&c.notify, "notify", false, "send READY=1 to $NOTIFY_SOCKET once serving")

@@ -266,7 +266,7 @@ func (s *servers) healthNote() string {
 
 func (s *servers) start() error {
 	if addr := s.a.cfg.healthListen; addr != "" {
-		hln, err := net.Listen("tcp", addr)
+		hln, err := s.healthListener(addr)
 		if err != nil {
 			return err
 		}
@@ -275,6 +275,20 @@ func (s *servers) start() error {
 	}
 	s.go1(s.main, s.ln)
 	return nil
+}
+
+// healthListener is the socket hotswap bound for {port} (named "health")
+// when there is one, so the port in --health-listen 127.0.0.1:{port} is
+// served without binding it again; else goapp binds addr itself.
+func (s *servers) healthListener(addr string) (net.Listener, error) {
+	inherited, err := fdpass.Listeners()
+	if err != nil {
+		return nil, err
+	}
+	if ln, ok := inherited["health"]; ok {
+		return ln, nil
+	}
+	return net.Listen("tcp", addr)
 }
 
 func (s *servers) go1(srv *http.Server, ln net.Listener) {

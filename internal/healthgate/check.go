@@ -117,6 +117,9 @@ func parseURL(spec string) (Check, error) {
 			return Check{}, fmt.Errorf("invalid port %q", p)
 		}
 	}
+	if err := checkHealthPort(spec, u); err != nil {
+		return Check{}, err
+	}
 	switch u.Scheme {
 	case "http", "https":
 		if u.Host == "" {
@@ -166,7 +169,30 @@ func (c Check) String() string {
 func (c Check) NeedsNotify() bool { return c.kind == KindNotify }
 
 // UsesPort reports whether the spec mentions {port}, so that the supervisor
-// must pick a port with [FreePort] and pass it in [Vars].
+// must make a [HealthSocket] and pass its port in [Vars].
 func (c Check) UsesPort() bool {
 	return strings.Contains(c.target, "{port}") || strings.Contains(strings.Join(c.args, " "), "{port}")
+}
+
+// checkHealthPort accepts {port} as a probe's port only in an http or https
+// URL whose host is 127.0.0.1: {port} is a socket the supervisor binds and
+// listens on there ([HealthSocket]) before the generation starts, so a tcp
+// probe's connection would be accepted by the kernel whether or not the
+// generation serves, and another host (localhost may be ::1) is an address
+// anyone can bind.
+func checkHealthPort(spec string, u *url.URL) error {
+	rest := spec[strings.Index(spec, "://")+3:]
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		rest = rest[:i]
+	}
+	if !strings.Contains(rest, "{port}") {
+		return nil
+	}
+	switch {
+	case u.Scheme == "tcp":
+		return fmt.Errorf("tcp:// cannot probe {port}: the {port} socket is bound and listening by hotswap before the generation starts, so a connection proves nothing (use http://127.0.0.1:{port}/PATH or exec:)")
+	case u.Hostname() != "127.0.0.1":
+		return fmt.Errorf("{port} is a socket on 127.0.0.1, not on %s (write %s://127.0.0.1:{port}/...)", u.Hostname(), u.Scheme)
+	}
+	return nil
 }

@@ -19,7 +19,11 @@ func TestParse(t *testing.T) {
 		{spec: "https://localhost/healthz", kind: KindHTTP},
 		{spec: "http://127.0.0.1:{port}/ready?gen={gen}", kind: KindHTTP},
 		{spec: "tcp://127.0.0.1:9000", kind: KindTCP},
-		{spec: "tcp://[::1]:{port}", kind: KindTCP},
+		{spec: "tcp://[::1]:{gen}0", kind: KindTCP},
+		{spec: "tcp://127.0.0.1:{port}", wantErr: "tcp:// cannot probe {port}: the {port} socket is bound and listening by hotswap"},
+		{spec: "http://localhost:{port}/", wantErr: "{port} is a socket on 127.0.0.1, not on localhost"},
+		{spec: "https://[::1]:{port}/", wantErr: "{port} is a socket on 127.0.0.1, not on ::1"},
+		{spec: "http://127.0.0.1:80/x?port={port}", kind: KindHTTP},
 		{spec: "exec:/bin/check  --pid {pid}", kind: KindExec, want: "exec:/bin/check --pid {pid}"},
 		{spec: "exec:sh -c test -f /tmp/x && exit 0", kind: KindExec},
 		{spec: "exec:/bin/sh  -c  echo  a", kind: KindExec, want: "exec:/bin/sh -c echo  a"},
@@ -93,7 +97,7 @@ func TestExpand(t *testing.T) {
 	v := Vars{Gen: 4, PID: 8123, Port: 40001}
 	tests := []struct{ spec, want string }{
 		{"http://127.0.0.1:{port}/ready?gen={gen}&pid={pid}", "http://127.0.0.1:40001/ready?gen=4&pid=8123"},
-		{"tcp://127.0.0.1:{port}", "tcp://127.0.0.1:40001"},
+		{"http://127.0.0.1:{port}", "http://127.0.0.1:40001"},
 		{"exec:check {gen} {pid}:{port}", "exec:check 4 8123:40001"},
 		{"notify", "notify"},
 	}
@@ -110,7 +114,7 @@ func TestExpand(t *testing.T) {
 		}
 	}
 	// Unknown PID and port stay visible; Gen 0 is a real generation.
-	c, _ := Parse("tcp://127.0.0.1:{port}")
+	c, _ := Parse("http://127.0.0.1:{port}/")
 	if got := c.Expand(Vars{}).unexpandedIn(); got != "{port}" {
 		t.Errorf("unexpanded = %q, want {port}", got)
 	}
@@ -123,19 +127,9 @@ func TestExpand(t *testing.T) {
 }
 
 func TestWaitRejectsUnexpanded(t *testing.T) {
-	c, _ := Parse("tcp://127.0.0.1:{port}")
+	c, _ := Parse("http://127.0.0.1:{port}/")
 	err := Wait(t.Context(), c, Target{})
 	if err == nil || !strings.Contains(err.Error(), "placeholder {port} not expanded") {
 		t.Fatalf("got %v, want placeholder error", err)
-	}
-}
-
-func TestFreePort(t *testing.T) {
-	p, err := FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if p <= 0 || p > 65535 {
-		t.Fatalf("got port %d", p)
 	}
 }

@@ -1,6 +1,8 @@
 package healthgate
 
 import (
+	"context"
+	"fmt"
 	"net"
 )
 
@@ -17,4 +19,20 @@ func dialer(opts Options) *net.Dialer {
 		}
 	}
 	return d
+}
+
+// dial connects as dialer(opts) does, then runs opts.Verify.
+func dial(opts Options) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	d := dialer(opts)
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := d.DialContext(ctx, network, addr)
+		if err != nil || opts.Verify == nil {
+			return c, err
+		}
+		if err := opts.Verify(c); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("dial %s: %w", addr, err)
+		}
+		return c, nil
+	}
 }

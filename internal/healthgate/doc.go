@@ -16,9 +16,10 @@
 //	DURATION                the generation stayed up that long (500ms, 2s)
 //
 // Addresses and exec arguments may hold {gen}, {pid} and {port}. {port} is
-// a free loopback port the supervisor chooses per generation ([FreePort])
-// and also substitutes into the child's own arguments ([ExpandArgs]), so a
-// probe can reach an address that only the new generation serves:
+// the port of a [HealthSocket] the supervisor binds per generation and hands
+// to it (named [HealthName]); it also substitutes the port into the child's
+// own arguments ([ExpandArgs]), so a probe reaches an address that only the
+// new generation serves and nobody else can bind:
 //
 //	hotswap --ready 'http://127.0.0.1:{port}/healthz' -- ./server --admin 127.0.0.1:{port}
 //

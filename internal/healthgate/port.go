@@ -3,18 +3,60 @@ package healthgate
 import (
 	"fmt"
 	"net"
+	"net/netip"
+	"os"
 )
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago: it
-// binds port 0, reads the port the kernel chose and closes the socket.
-// Another process may take the port before the generation binds it; the
-// generation then fails to start, which the supervisor sees as an exit
-// before ready, not as a false ready.
-func FreePort() (int, error) {
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+// HealthName is the LISTEN_FDNAMES name of the {port} socket a generation
+// receives after its listeners.
+const HealthName = "health"
+
+// HealthSocket is the socket behind {port}: a TCP listener on 127.0.0.1 with
+// a port the kernel chose, bound and listening before the generation starts.
+// The supervisor hands it to the generation (named [HealthName]) and keeps
+// its own copy until the generation exits, so no other process can bind the
+// port in between: the kernel refuses any bind on the address of a listening
+// socket that has no SO_REUSEPORT, SO_REUSEADDR or not, and on the wildcard
+// address of its port. A probe of {port} is thus answered by the generation
+// or by nobody, whoever reads the port from the generation's argv.
+type HealthSocket struct {
+	f    *os.File
+	addr netip.AddrPort
+}
+
+// ListenHealth binds and listens on a new [HealthSocket].
+func ListenHealth() (*HealthSocket, error) {
+	ln, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
-		return 0, fmt.Errorf("healthgate: free port: %w", err)
+		return nil, fmt.Errorf("healthgate: health socket: %w", err)
 	}
 	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
+	f, err := ln.File() // a CLOEXEC duplicate; the listener's own fd closes
+	if err != nil {
+		return nil, fmt.Errorf("healthgate: health socket: %w", err)
+	}
+	return &HealthSocket{f: f, addr: ln.Addr().(*net.TCPAddr).AddrPort()}, nil
 }
+
+// File returns the socket, for the generation's ExtraFiles.
+func (h *HealthSocket) File() *os.File { return h.f }
+
+// Port returns the port substituted for {port}.
+func (h *HealthSocket) Port() int { return int(h.addr.Port()) }
+
+// Addr returns the socket's address, 127.0.0.1:{port}.
+func (h *HealthSocket) Addr() netip.AddrPort { return h.addr }
+
+// Verify is an [Options].Verify that accepts a probe connection only when it
+// reached this socket's address, the one address whose listener hotswap
+// owns: a name that resolved elsewhere (localhost to ::1) is refused.
+func (h *HealthSocket) Verify(c net.Conn) error {
+	ta, ok := c.RemoteAddr().(*net.TCPAddr)
+	if !ok || netip.AddrPortFrom(ta.AddrPort().Addr().Unmap(), ta.AddrPort().Port()) != h.addr {
+		return fmt.Errorf("answered on %v, not on the generation's health socket %v", c.RemoteAddr(), h.addr)
+	}
+	return nil
+}
+
+// Close closes the supervisor's copy.
+func (h *HealthSocket) Close() error { return h.f.Close() }

@@ -28,7 +28,7 @@ func newHTTPProbe(rawURL string, opts Options) httpProbe {
 	}
 	tr := &http.Transport{
 		Proxy:             nil,
-		DialContext:       dialer(opts).DialContext,
+		DialContext:       dial(opts),
 		TLSClientConfig:   tlsConf,
 		DisableKeepAlives: true,
 		ForceAttemptHTTP2: false,

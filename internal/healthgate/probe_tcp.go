@@ -12,7 +12,7 @@ type tcpProbe struct {
 }
 
 func (p tcpProbe) attempt(ctx context.Context) error {
-	c, err := dialer(p.opts).DialContext(ctx, "tcp", p.addr)
+	c, err := dial(p.opts)(ctx, "tcp", p.addr)
 	if err != nil {
 		return err
 	}

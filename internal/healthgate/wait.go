@@ -37,6 +37,10 @@ type Options struct {
 	// Control, if set, runs on every http and tcp probe socket before
 	// connect, as net.Dialer.Control.
 	Control func(network, address string, c syscall.RawConn) error
+	// Verify, if set, runs on every http and tcp probe connection once it
+	// is established; an error fails the attempt. [HealthSocket.Verify]
+	// checks that a {port} probe reached the generation's own socket.
+	Verify func(net.Conn) error
 	// TLSConfig is used by https probes. When nil, the probe completes a
 	// TLS handshake without verifying the certificate; see the package doc.
 	TLSConfig *tls.Config

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/hotswap-dev/hotswap/internal/cmsg"
 	"github.com/hotswap-dev/hotswap/internal/sys"
 	"golang.org/x/sys/unix"
 )
@@ -34,59 +35,22 @@ func receive(ctx context.Context, s int) (int, error) {
 	}
 	defer w.close()
 	buf := make([]byte, 1)
-	oob := make([]byte, unix.CmsgSpace(4*4))
 	for {
 		if _, err := w.readable(ctx, s); err != nil {
 			return -1, err
 		}
-		n, oobn, flags, _, err := unix.Recvmsg(s, buf, oob, unix.MSG_CMSG_CLOEXEC|unix.MSG_DONTWAIT)
+		n, fds, err := cmsg.Recv(s, buf, 4, unix.MSG_DONTWAIT)
 		switch {
-		case errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR):
+		case errors.Is(err, unix.EAGAIN):
 			continue
 		case err != nil:
-			return -1, os.NewSyscallError("recvmsg", err)
-		}
-		fds, perr := parseRights(oob[:oobn])
-		switch {
-		case perr != nil:
-		case flags&unix.MSG_CTRUNC != 0:
-			perr = errors.New("control message truncated")
+			return -1, err
 		case n == 0 && len(fds) == 0:
-			perr = io.ErrUnexpectedEOF
+			return -1, io.ErrUnexpectedEOF
 		case len(fds) != 1:
-			perr = fmt.Errorf("got %d fds, want 1", len(fds))
-		}
-		if perr != nil {
-			closeAll(fds)
-			return -1, perr
+			cmsg.Close(fds)
+			return -1, fmt.Errorf("got %d fds, want 1", len(fds))
 		}
 		return fds[0], nil
-	}
-}
-
-// parseRights returns every fd carried by SCM_RIGHTS messages in oob.
-func parseRights(oob []byte) ([]int, error) {
-	msgs, err := unix.ParseSocketControlMessage(oob)
-	if err != nil {
-		return nil, os.NewSyscallError("parse control message", err)
-	}
-	var fds []int
-	for _, m := range msgs {
-		if m.Header.Level != unix.SOL_SOCKET || m.Header.Type != unix.SCM_RIGHTS {
-			continue
-		}
-		got, err := unix.ParseUnixRights(&m)
-		if err != nil {
-			closeAll(fds)
-			return nil, os.NewSyscallError("parse rights", err)
-		}
-		fds = append(fds, got...)
-	}
-	return fds, nil
-}
-
-func closeAll(fds []int) {
-	for _, fd := range fds {
-		unix.Close(fd)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"unsafe"
 
+	"github.com/hotswap-dev/hotswap/internal/cmsg"
 	"github.com/hotswap-dev/hotswap/internal/sys"
 	"golang.org/x/sys/unix"
 )
@@ -32,11 +33,8 @@ func InstallAndSend(sock int) (retErr error) {
 		return err
 	}
 	defer unix.Close(nfd)
-	err = sys.Retry(func() error {
-		return unix.Sendmsg(sock, []byte{'N'}, unix.UnixRights(nfd), nil, 0)
-	})
-	if err != nil {
-		return fmt.Errorf("intercept: send notification fd: %w", os.NewSyscallError("sendmsg", err))
+	if err := cmsg.Send(sock, []byte{'N'}, nfd); err != nil {
+		return fmt.Errorf("intercept: send notification fd: %w", err)
 	}
 	return nil
 }

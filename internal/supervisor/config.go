@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/url"
 	"os"
@@ -34,11 +35,15 @@ const (
 	DefaultDrainConnWait = 2 * time.Second
 )
 
-// ListenSpec is one socket the supervisor owns, from --listen [NAME=]URL.
+// ListenSpec is one socket the supervisor owns, from --listen [NAME=]URL,
+// with every option the URL gives.
 type ListenSpec struct {
 	Name    string // handed to children in LISTEN_FDNAMES
 	Network string // tcp, tcp4, tcp6, udp, udp4, udp6 or unix
 	Address string // host:port, or an absolute path for unix
+	// Unix is the mode and owner of a unix socket file, from
+	// ?mode=0660&owner=U&group=G; applied before clients can connect.
+	Unix reuse.UnixOptions
 }
 
 func (l ListenSpec) String() string {
@@ -49,8 +54,10 @@ func (l ListenSpec) String() string {
 }
 
 // ParseListen parses "[NAME=]URL" where URL is tcp://HOST:PORT, tcp4://,
-// tcp6://[::1]:PORT, udp://, udp4://, udp6:// or unix:///abs/path. An
-// empty name is filled in by [Config] validation.
+// tcp6://[::1]:PORT, udp://, udp4://, udp6:// or
+// unix:///abs/path[?mode=0660&owner=U&group=G] (mode octal; owner and
+// group names or numbers). An empty name is filled in by [Config]
+// validation.
 func ParseListen(s string) (ListenSpec, error) {
 	name, rest, ok := strings.Cut(s, "=")
 	if !ok || strings.Contains(name, "://") {
@@ -79,6 +86,9 @@ func ParseListen(s string) (ListenSpec, error) {
 			return ListenSpec{}, fmt.Errorf("listen %q: want unix:///ABSOLUTE/PATH", s)
 		}
 		l.Address = u.Path
+		if l.Unix, err = parseUnixOptions(u.RawQuery); err != nil {
+			return ListenSpec{}, fmt.Errorf("listen %q: %w", s, err)
+		}
 	default:
 		return ListenSpec{}, fmt.Errorf("listen %q: unknown scheme %q (want tcp, tcp4, tcp6, udp, udp4, udp6 or unix)", s, u.Scheme)
 	}
@@ -86,6 +96,50 @@ func ParseListen(s string) (ListenSpec, error) {
 		return ListenSpec{}, fmt.Errorf("listen %q: %w", s, err)
 	}
 	return l, nil
+}
+
+// parseUnixOptions parses the query of a unix listener URL.
+func parseUnixOptions(query string) (reuse.UnixOptions, error) {
+	var o reuse.UnixOptions
+	if query == "" {
+		return o, nil
+	}
+	q, err := url.ParseQuery(query)
+	if err != nil {
+		return o, fmt.Errorf("options: %w", err)
+	}
+	owner := func() *reuse.Owner {
+		if o.Owner == nil {
+			o.Owner = &reuse.Owner{UID: -1, GID: -1}
+		}
+		return o.Owner
+	}
+	for k, v := range q {
+		val := v[len(v)-1]
+		switch k {
+		case "mode":
+			m, err := strconv.ParseUint(val, 8, 32)
+			if err != nil || m > 0o777 || m == 0 {
+				return o, fmt.Errorf("mode %q: want octal permissions such as 0660", val)
+			}
+			o.Mode = fs.FileMode(m)
+		case "owner":
+			u, err := lookupUser(val)
+			if err != nil {
+				return o, fmt.Errorf("owner %q: %w", val, err)
+			}
+			owner().UID = int(atou32(u.Uid))
+		case "group":
+			gid, err := lookupGroup(val)
+			if err != nil {
+				return o, fmt.Errorf("group %q: %w", val, err)
+			}
+			owner().GID = int(gid)
+		default:
+			return o, fmt.Errorf("unknown option %q (want mode, owner or group)", k)
+		}
+	}
+	return o, nil
 }
 
 func checkName(name string) error {
@@ -171,8 +225,8 @@ func (c *Config) validate() error {
 	if len(c.Command) == 0 || c.Command[0] == "" {
 		return errors.New("no command to run")
 	}
-	if _, err := exec.LookPath(c.Command[0]); err != nil {
-		return fmt.Errorf("command %s: %w", c.Command[0], unwrapExec(err))
+	if err := checkCommand(c.Command[0]); err != nil {
+		return err
 	}
 	if len(c.Listeners) == 0 {
 		return errors.New("no --listen address")
@@ -188,6 +242,9 @@ func (c *Config) validate() error {
 		}
 		if seen[l.Name] {
 			return fmt.Errorf("listener %s: name %q used twice", l, l.Name)
+		}
+		if l.Name == healthgate.HealthName && c.Ready.UsesPort() {
+			return fmt.Errorf("listener %s: the name %q is the {port} socket's when --ready uses {port}", l, l.Name)
 		}
 		seen[l.Name] = true
 	}

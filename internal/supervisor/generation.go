@@ -45,6 +45,7 @@ type gen struct {
 	// releasing its members, or its exit releasing them or handing them
 	// to the restart (leaveMembers).
 	leave sync.Once
+	watch *outputWatch // its stderr, without --intercept (hint.go)
 
 	// ctx is cancelled, with the reason, when the process exits.
 	ctx    context.Context
@@ -80,10 +81,11 @@ func (s *Supervisor) startGen(id int) (_ *gen, retErr error) {
 		}
 	}()
 	env = append(env, fdpass.ShimEnv+"=1")
+	files, names := ready.handOut(files, s.names)
 	cmd := &exec.Cmd{
 		Path:       s.cfg.Executable,
 		Args:       fdpass.ShimArgs(argv),
-		Env:        fdpass.ChildEnv(s.cfg.Env, s.names, id, env...),
+		Env:        fdpass.ChildEnv(s.cfg.Env, names, id, env...),
 		Stdin:      os.Stdin,
 		Stdout:     s.output(id, s.cfg.Stdout),
 		Stderr:     s.output(id, s.cfg.Stderr),
@@ -161,7 +163,7 @@ func (s *Supervisor) wait(g *gen) {
 	if g.ps == nil || (err != nil && !errors.As(err, &ee)) {
 		g.cancel(fmt.Errorf("wait: %w", err))
 	} else {
-		g.cancel(fmt.Errorf("exited with %s", describeExit(g.ps)))
+		g.cancel(exitedCause(g))
 	}
 	g.ready.close()
 	close(g.exited)
@@ -195,7 +197,7 @@ func (s *Supervisor) stop(g *gen, drain bool) {
 		return
 	case <-t.C:
 	}
-	g.log.Warn("generation did not stop in time, killing it", "drain_timeout", s.cfg.DrainTimeout)
+	g.log.Warn("generation did not stop in time, killing it", "drain_timeout", s.cfg.DrainTimeout, "hint", stopHint(g, sig))
 	// The group first, for workers the process may have left behind; the
 	// process itself in case it changed its group.
 	_ = syscall.Kill(-g.pid, syscall.SIGKILL)

@@ -1,10 +1,13 @@
 package supervisor
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -57,4 +60,77 @@ func notifyPath(env []string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// ParseCredential resolves --user and --group, each a name or a number;
+// nil when neither is given. Only root can switch users.
+func ParseCredential(userName, group string) (*syscall.Credential, error) {
+	if userName == "" && group == "" {
+		return nil, nil
+	}
+	if userName == "" {
+		// setgid alone leaves the generation uid 0 with every capability.
+		return nil, fmt.Errorf("--group %s without --user: the generation would still run as uid %d with every capability (add --user NAME|UID; --group then replaces its primary group)", group, os.Geteuid())
+	}
+	if os.Geteuid() != 0 {
+		return nil, fmt.Errorf("--user and --group: hotswap runs as uid %d and cannot switch users (run it as root)", os.Geteuid())
+	}
+	c := &syscall.Credential{Uid: uint32(os.Getuid()), Gid: uint32(os.Getgid())}
+	if userName != "" {
+		u, err := lookupUser(userName)
+		if err != nil {
+			return nil, fmt.Errorf("--user %s: %w", userName, err)
+		}
+		c.Uid, c.Gid = atou32(u.Uid), atou32(u.Gid)
+		gids, err := u.GroupIds()
+		if err != nil {
+			return nil, fmt.Errorf("--user %s: supplementary groups: %w", userName, err)
+		}
+		for _, g := range gids {
+			c.Groups = append(c.Groups, atou32(g))
+		}
+	}
+	if group != "" {
+		gid, err := lookupGroup(group)
+		if err != nil {
+			return nil, fmt.Errorf("--group %s: %w", group, err)
+		}
+		c.Gid = gid
+	}
+	if len(c.Groups) == 0 {
+		c.Groups = []uint32{c.Gid} // never keep root's supplementary groups
+	}
+	return c, nil
+}
+
+// lookupUser accepts a name or a numeric uid; a uid absent from the user
+// database runs with gid = uid and no supplementary group.
+func lookupUser(s string) (*user.User, error) {
+	u, err := user.Lookup(s)
+	if err == nil {
+		return u, nil
+	}
+	if _, nerr := strconv.ParseUint(s, 10, 32); nerr != nil {
+		return nil, err
+	}
+	if u, err := user.LookupId(s); err == nil {
+		return u, nil
+	}
+	return &user.User{Uid: s, Gid: s, Username: s}, nil
+}
+
+func lookupGroup(s string) (uint32, error) {
+	if g, err := user.LookupGroup(s); err == nil {
+		return atou32(g.Gid), nil
+	}
+	n, err := strconv.ParseUint(s, 10, 32)
+	if err != nil {
+		return 0, errors.New("no such group")
+	}
+	return uint32(n), nil
+}
+
+func atou32(s string) uint32 {
+	n, _ := strconv.ParseUint(s, 10, 32)
+	return uint32(n)
 }

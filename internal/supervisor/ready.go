@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -25,24 +27,40 @@ func mustParse(spec string) healthgate.Check {
 	return c
 }
 
-// readiness is what a generation needs for its gate: a free port for
-// {port}, and a notify socket for --ready notify.
+// readiness is what a generation needs for its gate: the {port} socket,
+// and a notify socket for --ready notify.
 type readiness struct {
-	port   int
+	health *healthgate.HealthSocket
 	notify *healthgate.NotifySocket
 }
 
+// port is the value of {port}, 0 without a health socket.
+func (r readiness) port() int {
+	if r.health == nil {
+		return 0
+	}
+	return r.health.Port()
+}
+
 // prepareReady makes what generation id's gate needs, before it starts,
-// and returns the child's argv and extra environment.
-func (s *Supervisor) prepareReady(id int) (readiness, []string, []string, error) {
+// and returns the child's argv and extra environment. The {port} socket is
+// bound here and handed to the generation after its listeners, named
+// healthgate.HealthName; the supervisor's copy stays open until the
+// generation exits, so nobody else can bind the port meanwhile.
+func (s *Supervisor) prepareReady(id int) (_ readiness, _, _ []string, retErr error) {
 	var r readiness
 	var env []string
-	if s.cfg.Ready.UsesPort() {
-		port, err := healthgate.FreePort()
-		if err != nil {
-			return r, nil, nil, fmt.Errorf("choose {port} for generation %d: %w", id, err)
+	defer func() {
+		if retErr != nil {
+			r.close()
 		}
-		r.port = port
+	}()
+	if s.cfg.Ready.UsesPort() {
+		h, err := healthgate.ListenHealth()
+		if err != nil {
+			return r, nil, nil, fmt.Errorf("bind {port} for generation %d: %w", id, err)
+		}
+		r.health = h
 	}
 	if s.cfg.Ready.NeedsNotify() {
 		ns, err := healthgate.ListenNotify(filepath.Join(s.runDir, "notify-"+strconv.Itoa(id)+".sock"))
@@ -52,21 +70,36 @@ func (s *Supervisor) prepareReady(id int) (readiness, []string, []string, error)
 		r.notify = ns
 		env = append(env, healthgate.NOTIFY_SOCKET+"="+ns.Path())
 	}
-	argv := healthgate.ExpandArgs(s.cfg.Command, healthgate.Vars{Gen: id, Port: r.port})
+	argv := healthgate.ExpandArgs(s.cfg.Command, healthgate.Vars{Gen: id, Port: r.port()})
 	return r, argv, env, nil
+}
+
+// handOut adds the health socket, if any, after the listeners: files and
+// names are what the generation receives.
+func (r readiness) handOut(files []*os.File, names []string) ([]*os.File, []string) {
+	if r.health == nil {
+		return files, names
+	}
+	return append(files, r.health.File()), append(slices.Clip(names), healthgate.HealthName)
 }
 
 func (r readiness) close() {
 	if r.notify != nil {
 		r.notify.Close()
 	}
+	if r.health != nil {
+		r.health.Close()
+	}
 }
 
 // waitReady runs g's readiness gate. ctx is cancelled with a cause when g
 // exits.
 func (s *Supervisor) waitReady(ctx context.Context, g *gen) error {
-	c := s.cfg.Ready.Expand(healthgate.Vars{Gen: g.id, PID: g.pid, Port: g.ready.port})
+	c := s.cfg.Ready.Expand(healthgate.Vars{Gen: g.id, PID: g.pid, Port: g.ready.port()})
 	opts := healthgate.Options{Timeout: s.cfg.ReadyTimeout}
+	if g.ready.health != nil {
+		opts.Verify = g.ready.health.Verify
+	}
 	if src, ok := s.probeFor(probeAddr(c)); ok && g.members != nil {
 		// A probe of the public port from the group's probe address is
 		// steered to g's own socket: it tests exactly g. (healthgate sets

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -50,6 +52,7 @@ const (
 type reaper struct {
 	s      *Supervisor
 	pgid   int       // hotswap's own process group
+	pidfds bool      // os/exec holds a pidfd for every child it started
 	set    bool      // PR_SET_CHILD_SUBREAPER done; run loop only
 	runs   sync.Once // starts the polling goroutine
 	reaped int       // orphans reaped; reaper goroutine only
@@ -60,7 +63,7 @@ type reaper struct {
 }
 
 func newReaper(s *Supervisor) (*reaper, error) {
-	return &reaper{s: s, pgid: syscall.Getpgrp(), live: map[int]*gen{}}, nil
+	return &reaper{s: s, pgid: syscall.Getpgrp(), pidfds: pidfdsWork(), live: map[int]*gen{}}, nil
 }
 
 func (r *reaper) before(id int, cmd *exec.Cmd) error {
@@ -137,8 +140,19 @@ func (r *reaper) sweep(seen map[int]time.Time) {
 	}
 }
 
-// orphan decides whether the zombie pid belongs to nobody else.
+// orphan decides whether the zombie pid belongs to nobody else. Where
+// os/exec holds a pidfd per child (Linux 5.4 and later), that decides
+// exactly: every process hotswap started and will wait for (a generation,
+// an exec: probe, a self-upgrade's new hotswap) has one from the moment of
+// its clone until it is reaped, and an orphan never has. An exec: probe
+// runs in a process group of its own, so without this the group rule below
+// took it for an orphan and stole its exit status (issue 15, item 14).
 func (r *reaper) orphan(pid int, seen map[int]time.Time) bool {
+	if r.pidfds {
+		if held, err := heldPidfds(); err == nil {
+			return !held[pid]
+		}
+	}
 	r.mu.Lock()
 	r.pruneLocked()
 	_, isGen := r.live[pid]
@@ -212,4 +226,42 @@ func describeWait(ws syscall.WaitStatus) string {
 		return "signal " + signalName(ws.Signal())
 	}
 	return fmt.Sprintf("status %d", ws.ExitStatus())
+}
+
+// pidfdsWork reports whether this kernel gives pidfds, which os/exec then
+// holds for every child it starts (it checks the same way).
+func pidfdsWork() bool {
+	fd, err := unix.PidfdOpen(os.Getpid(), 0)
+	if err != nil {
+		return false
+	}
+	unix.Close(fd)
+	return true
+}
+
+// heldPidfds returns the pids this process holds a pidfd for, from the
+// "Pid:" line of /proc/self/fdinfo of each anon_inode:[pidfd] descriptor.
+func heldPidfds() (map[int]bool, error) {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return nil, err
+	}
+	held := map[int]bool{}
+	for _, e := range ents {
+		if l, err := os.Readlink("/proc/self/fd/" + e.Name()); err != nil || l != "anon_inode:[pidfd]" {
+			continue
+		}
+		b, err := os.ReadFile("/proc/self/fdinfo/" + e.Name())
+		if err != nil {
+			continue // closed meanwhile
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "Pid:"); ok {
+				if pid, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && pid > 0 {
+					held[pid] = true
+				}
+			}
+		}
+	}
+	return held, nil
 }

@@ -125,6 +125,9 @@ func New(cfg Config) (*Supervisor, error) {
 	for _, l := range cfg.Listeners {
 		s.names = append(s.names, l.Name)
 	}
+	if !cfg.Intercept {
+		s.hooks = append(s.hooks, newBindWatchHook(s))
+	}
 	if cfg.Intercept {
 		h, err := newInterceptHook(s)
 		if err != nil {
@@ -576,7 +579,7 @@ func (s *Supervisor) onExit(g *gen) error {
 	s.lastExit = g.ps
 	s.current = nil
 	if !s.everReady {
-		return fmt.Errorf("generation %d (pid %d) %v before it was ready", g.id, g.pid, context.Cause(g.ctx))
+		return &earlyExit{gen: g.id, pid: g.pid, cause: context.Cause(g.ctx)}
 	}
 	if prev != StateDraining {
 		g.log.Warn("generation exited on its own", "status", describeExit(g.ps))
@@ -652,18 +655,14 @@ func (s *Supervisor) listen() error {
 		l, err := s.openListener(spec)
 		if err != nil {
 			s.closeListeners()
-			var oe *net.OpError
-			if errors.As(err, &oe) && oe.Err != nil {
-				err = oe.Err
-			}
-			return fmt.Errorf("listen %s: %w", spec, err)
+			return listenError(spec, err)
 		}
 		s.listeners = append(s.listeners, l)
 		var first *reuse.Member
 		adopted, err := s.adopt(l)
 		if err != nil {
 			s.closeListeners()
-			return fmt.Errorf("listen %s: %w", spec, err)
+			return listenError(spec, err)
 		}
 		s.adopted = append(s.adopted, adopted)
 		if l.reuseport() {
@@ -684,7 +683,7 @@ func (s *Supervisor) listen() error {
 			}
 			if err != nil {
 				s.closeListeners()
-				return fmt.Errorf("listen %s: %w", spec, err)
+				return listenError(spec, err)
 			}
 			_, p, _ := net.SplitHostPort(l.group.Addr())
 			l.port, _ = strconv.Atoi(p)

@@ -1,4 +1,4 @@
-package main
+package control
 
 import (
 	"errors"
@@ -11,12 +11,12 @@ import (
 	"syscall"
 )
 
-// defaultControlHelp describes the default control socket path in --help.
-const defaultControlHelp = "/run/hotswap/PID.sock as root, else $XDG_RUNTIME_DIR/hotswap/PID.sock or $TMPDIR/hotswap-UID/PID.sock"
+// DefaultPathHelp describes [DefaultPath] in --help.
+const DefaultPathHelp = "/run/hotswap/PID.sock as root, else $XDG_RUNTIME_DIR/hotswap/PID.sock or $TMPDIR/hotswap-UID/PID.sock"
 
-// controlDir is the directory of default control sockets: one socket per
+// Dir is the directory of default control sockets: one socket per
 // hotswap, named after its pid, so instances on one machine never collide.
-func controlDir() string {
+func Dir() string {
 	if os.Geteuid() == 0 {
 		return "/run/hotswap"
 	}
@@ -26,15 +26,16 @@ func controlDir() string {
 	return filepath.Join(os.TempDir(), fmt.Sprintf("hotswap-%d", os.Geteuid()))
 }
 
-func defaultControlPath(pid int) string {
-	return filepath.Join(controlDir(), strconv.Itoa(pid)+".sock")
+// DefaultPath is the control socket of the hotswap with pid, in [Dir].
+func DefaultPath(pid int) string {
+	return filepath.Join(Dir(), strconv.Itoa(pid)+".sock")
 }
 
-// makeDefaultControlPath creates the control directory, private to this
+// MakeDefaultPath creates the control directory, private to this
 // user, and returns the socket path for pid. A directory another user owns
 // or can write to is refused: in a shared $TMPDIR it could be a trap.
-func makeDefaultControlPath(pid int) (string, error) {
-	dir := controlDir()
+func MakeDefaultPath(pid int) (string, error) {
+	dir := Dir()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", fmt.Errorf("control directory %s: %w", dir, err)
 	}
@@ -51,13 +52,13 @@ func makeDefaultControlPath(pid int) (string, error) {
 	case fi.Mode().Perm()&0o022 != 0:
 		return "", fmt.Errorf("control directory %s: writable by others (mode %v)", dir, fi.Mode().Perm())
 	}
-	return defaultControlPath(pid), nil
+	return DefaultPath(pid), nil
 }
 
-// resolveControl finds the control socket: --control, else the default
-// socket of the pid in --pidfile, else the only live hotswap's default
-// socket.
-func resolveControl(control, pidfile string) (string, error) {
+// Resolve finds the control socket: control (--control), else the
+// default socket of the pid in pidfile (--pidfile), else the only live
+// hotswap's default socket.
+func Resolve(control, pidfile string) (string, error) {
 	switch {
 	case control != "" && pidfile != "":
 		return "", errors.New("--control and --pidfile exclude each other")
@@ -72,14 +73,14 @@ func resolveControl(control, pidfile string) (string, error) {
 		if err != nil || pid <= 0 {
 			return "", fmt.Errorf("pidfile %s: no pid in %q", pidfile, truncate(string(b), 20))
 		}
-		return defaultControlPath(pid), nil
+		return DefaultPath(pid), nil
 	}
-	pids := liveControlPids(controlDir())
+	pids := liveControlPids(Dir())
 	switch len(pids) {
 	case 0:
-		return "", fmt.Errorf("no hotswap control socket in %s: is hotswap running, as this user? (or pass --control PATH)", controlDir())
+		return "", fmt.Errorf("no hotswap control socket in %s: is hotswap running, as this user? (or pass --control PATH)", Dir())
 	case 1:
-		return defaultControlPath(pids[0]), nil
+		return DefaultPath(pids[0]), nil
 	}
 	return "", fmt.Errorf("%d hotswap instances run (pids %v): pass --control PATH or --pidfile PATH", len(pids), pids)
 }
@@ -100,13 +101,6 @@ func liveControlPids(dir string) []int {
 	}
 	sort.Ints(pids)
 	return pids
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "..."
 }
 
 // alive reports whether process pid exists (signal 0 checks without sending).

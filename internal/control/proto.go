@@ -1,18 +1,20 @@
-package supervisor
+package control
 
 import (
 	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+
+	"github.com/hotswap-dev/hotswap/internal/supervisor"
 )
 
-// ControlVersion is the version of the control protocol. A request names
+// Version is the version of the control protocol. A request names
 // the version it speaks in "v"; the server answers a version it does not
 // speak with an error and the version it does.
 //
 // The protocol is line-oriented JSON over a unix stream socket. Each request
-// is one object on one line, at most [MaxControlLine] bytes with its newline;
+// is one object on one line, at most [MaxLine] bytes with its newline;
 // each answer is one object on one line. A connection may carry several
 // requests, one at a time:
 //
@@ -32,19 +34,19 @@ import (
 //
 // Unknown fields are ignored, so a newer client can talk to this server as
 // long as it speaks version 1.
-const ControlVersion = 1
+const Version = 1
 
-// MaxControlLine bounds a request line, newline included.
-const MaxControlLine = 4096
+// MaxLine bounds a request line, newline included.
+const MaxLine = 4096
 
-// Control operations.
+// Operations.
 const (
 	OpReload = "reload" // start a new generation and answer its outcome
-	OpStatus = "status" // answer a [Status]
+	OpStatus = "status" // answer a [supervisor.Status]
 	OpSignal = "signal" // forward Signal to the current generation
 	OpStop   = "stop"   // stop every generation and exit
 
-	// Blue/green, reuseport mode (see [Supervisor.ReloadHold]).
+	// Blue/green, reuseport mode (see [supervisor.Supervisor.ReloadHold]).
 	OpWeight   = "weight"   // Percent of new connections to the canary
 	OpPromote  = "promote"  // the canary becomes current, the old one drains
 	OpRollback = "rollback" // everything back to current, the canary drains
@@ -71,33 +73,33 @@ type Response struct {
 	Gen int `json:"gen,omitempty"`
 	PID int `json:"pid,omitempty"`
 	// StillServing, Serving and ServingPID say what serves after a failed
-	// reload (see [ReloadError]).
-	StillServing string  `json:"still_serving,omitempty"`
-	Serving      int     `json:"serving,omitempty"`
-	ServingPID   int     `json:"serving_pid,omitempty"`
-	Status       *Status `json:"status,omitempty"`
+	// reload (see [supervisor.ReloadError]).
+	StillServing string             `json:"still_serving,omitempty"`
+	Serving      int                `json:"serving,omitempty"`
+	ServingPID   int                `json:"serving_pid,omitempty"`
+	Status       *supervisor.Status `json:"status,omitempty"`
 }
 
 // Errors of [DecodeRequest].
 var (
-	ErrLineTooLong = fmt.Errorf("supervisor: control request longer than %d bytes", MaxControlLine)
-	ErrBadVersion  = errors.New("supervisor: unsupported control protocol version")
-	ErrBadOp       = errors.New("supervisor: unknown control operation")
+	ErrLineTooLong = fmt.Errorf("control: request longer than %d bytes", MaxLine)
+	ErrBadVersion  = errors.New("control: unsupported protocol version")
+	ErrBadOp       = errors.New("control: unknown operation")
 )
 
 // DecodeRequest parses and checks one request line, with or without its
 // newline.
 func DecodeRequest(line []byte) (Request, error) {
 	var r Request
-	if len(line) > MaxControlLine {
+	if len(line) > MaxLine {
 		return r, ErrLineTooLong
 	}
 	line = bytes.TrimRight(line, "\r\n")
 	if err := json.Unmarshal(line, &r); err != nil {
 		return Request{}, fmt.Errorf("decode control request: %w", err)
 	}
-	if r.V != ControlVersion {
-		return Request{}, fmt.Errorf("%w %d (this hotswap speaks %d)", ErrBadVersion, r.V, ControlVersion)
+	if r.V != Version {
+		return Request{}, fmt.Errorf("%w %d (this hotswap speaks %d)", ErrBadVersion, r.V, Version)
 	}
 	if r.Signal != "" && r.Op != OpSignal {
 		return Request{}, fmt.Errorf("decode control request: %s takes no signal", r.Op)
@@ -115,7 +117,7 @@ func DecodeRequest(line []byte) (Request, error) {
 			return Request{}, fmt.Errorf("decode control request: percent %d: want 0 to 100", *r.Percent)
 		}
 	case OpSignal:
-		if _, err := ParseSignal(r.Signal); err != nil {
+		if _, err := supervisor.ParseSignal(r.Signal); err != nil {
 			return Request{}, fmt.Errorf("decode control request: %w", err)
 		}
 	default:

@@ -1,4 +1,4 @@
-package supervisor
+package control
 
 import (
 	"bufio"
@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hotswap-dev/hotswap/internal/supervisor"
 )
 
 // fakeTarget answers like a supervisor serving generation cur.
@@ -54,16 +56,16 @@ func (f *fakeTarget) Reload(ctx context.Context) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.fail {
-		return &ReloadError{Gen: f.cur + 1, PID: 999, Err: errors.New("exited with status 1"), Serving: f.cur, ServingPID: 100 + f.cur}
+		return &supervisor.ReloadError{Gen: f.cur + 1, PID: 999, Err: errors.New("exited with status 1"), Serving: f.cur, ServingPID: 100 + f.cur}
 	}
 	f.cur++
 	return nil
 }
 
-func (f *fakeTarget) Status(context.Context) (Status, error) {
+func (f *fakeTarget) Status(context.Context) (supervisor.Status, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return Status{Current: f.cur, Generations: []GenerationStatus{{ID: f.cur, PID: 100 + f.cur, State: StateReady}}}, nil
+	return supervisor.Status{Current: f.cur, Generations: []supervisor.GenerationStatus{{ID: f.cur, PID: 100 + f.cur, State: supervisor.StateReady}}}, nil
 }
 
 func (f *fakeTarget) Signal(_ context.Context, sig syscall.Signal) error {
@@ -73,12 +75,12 @@ func (f *fakeTarget) Signal(_ context.Context, sig syscall.Signal) error {
 	return nil
 }
 
-func listenTest(t *testing.T, cfg ControlConfig) *Control {
+func listenTest(t *testing.T, cfg Config) *Server {
 	t.Helper()
 	if cfg.Path == "" {
 		cfg.Path = filepath.Join(t.TempDir(), "ctl.sock")
 	}
-	c, err := ListenControl(cfg)
+	c, err := Listen(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +128,7 @@ func (c *client) read() Response {
 
 func TestControlRequests(t *testing.T) {
 	f := &fakeTarget{cur: 1}
-	c := listenTest(t, ControlConfig{Target: f})
+	c := listenTest(t, Config{Target: f})
 	fi, err := os.Stat(c.Path())
 	if err != nil {
 		t.Fatal(err)
@@ -174,12 +176,12 @@ func TestControlRequests(t *testing.T) {
 // well-behaved client from being served.
 func TestControlSurvivesGarbage(t *testing.T) {
 	f := &fakeTarget{cur: 1}
-	c := listenTest(t, ControlConfig{Target: f, IdleTimeout: 200 * time.Millisecond})
+	c := listenTest(t, Config{Target: f, IdleTimeout: 200 * time.Millisecond})
 	goroutines := runtime.NumGoroutine()
 
 	cl := dial(t, c.Path())
 	for _, g := range []string{"garbage\n", "\x00\xff\xfe\n", `{"v":1,"op":"reload"` + "\n", `{"v":7,"op":"reload"}` + "\n", "[]\n"} {
-		if r := cl.send(g); r.OK || r.Error == "" || r.V != ControlVersion {
+		if r := cl.send(g); r.OK || r.Error == "" || r.V != Version {
 			t.Errorf("%q: got %+v, want an error", g, r)
 		}
 	}
@@ -188,7 +190,7 @@ func TestControlSurvivesGarbage(t *testing.T) {
 	}
 
 	long := dial(t, c.Path())
-	long.conn.Write([]byte(strings.Repeat("x", 3*MaxControlLine)))
+	long.conn.Write([]byte(strings.Repeat("x", 3*MaxLine)))
 	if r := long.read(); r.OK || r.Error != ErrLineTooLong.Error() {
 		t.Errorf("oversized line: got %+v, want %v", r, ErrLineTooLong)
 	}
@@ -236,7 +238,7 @@ func waitGoroutines(t *testing.T, want int) {
 // and are then served.
 func TestControlMaxConns(t *testing.T) {
 	f := &fakeTarget{cur: 1, release: make(chan struct{})}
-	c := listenTest(t, ControlConfig{Target: f, MaxConns: 2})
+	c := listenTest(t, Config{Target: f, MaxConns: 2})
 	a, b := dial(t, c.Path()), dial(t, c.Path())
 	for _, cl := range []*client{a, b} {
 		io.WriteString(cl.conn, `{"v":1,"op":"reload"}`+"\n")
@@ -262,7 +264,7 @@ func TestControlMaxConns(t *testing.T) {
 
 func TestControlStopWaitsForClose(t *testing.T) {
 	stopped := make(chan error, 1)
-	c := listenTest(t, ControlConfig{Target: &fakeTarget{}, Stop: func(err error) { stopped <- err }})
+	c := listenTest(t, Config{Target: &fakeTarget{}, Stop: func(err error) { stopped <- err }})
 	cl := dial(t, c.Path())
 	if r := cl.send(`{"v":1,"op":"stop"}` + "\n"); !r.OK {
 		t.Fatalf("stop: %+v", r)
@@ -284,7 +286,7 @@ func TestControlStopWaitsForClose(t *testing.T) {
 	}
 }
 
-func TestListenControlPath(t *testing.T) {
+func TestListenPath(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "ctl.sock")
 	// A stale socket, as a SIGKILLed hotswap leaves behind, is replaced.
@@ -294,10 +296,10 @@ func TestListenControlPath(t *testing.T) {
 	}
 	stale.SetUnlinkOnClose(false)
 	stale.Close()
-	c := listenTest(t, ControlConfig{Path: path, Target: &fakeTarget{}})
+	c := listenTest(t, Config{Path: path, Target: &fakeTarget{}})
 	// A live one is not.
-	if _, err := ListenControl(ControlConfig{Path: path, Target: &fakeTarget{}}); !errors.Is(err, ErrControlInUse) {
-		t.Errorf("second ListenControl on a live socket: got %v, want ErrControlInUse", err)
+	if _, err := Listen(Config{Path: path, Target: &fakeTarget{}}); !errors.Is(err, ErrInUse) {
+		t.Errorf("second ListenControl on a live socket: got %v, want ErrInUse", err)
 	}
 	if r := dial(t, path).send(`{"v":1,"op":"status"}` + "\n"); !r.OK {
 		t.Errorf("status after a refused second listener: %+v", r)
@@ -305,7 +307,7 @@ func TestListenControlPath(t *testing.T) {
 	c.Close()
 	file := filepath.Join(dir, "file")
 	os.WriteFile(file, nil, 0o600)
-	if _, err := ListenControl(ControlConfig{Path: file, Target: &fakeTarget{}}); err == nil || !strings.Contains(err.Error(), "not a socket") {
+	if _, err := Listen(Config{Path: file, Target: &fakeTarget{}}); err == nil || !strings.Contains(err.Error(), "not a socket") {
 		t.Errorf("ListenControl on a regular file: got %v", err)
 	}
 	if ents, _ := os.ReadDir(dir); len(ents) != 1 {

@@ -1,4 +1,4 @@
-package supervisor
+package control
 
 import (
 	"bufio"
@@ -13,52 +13,53 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/hotswap-dev/hotswap/internal/reuse"
+	"github.com/hotswap-dev/hotswap/internal/supervisor"
 )
 
-// Defaults of [ControlConfig].
+// Defaults of [Config].
 const (
-	DefaultControlMaxConns    = 32
-	DefaultControlIdleTimeout = 30 * time.Second
+	DefaultMaxConns    = 32
+	DefaultIdleTimeout = 30 * time.Second
 )
 
-// ErrControlInUse is returned by [ListenControl] when another live process
-// serves the control socket path.
-var ErrControlInUse = errors.New("supervisor: control socket in use")
+// ErrInUse is returned by [Listen] when another live process serves the
+// control socket path.
+var ErrInUse = errors.New("control: control socket in use")
 
-// Controlled is what the control socket drives; [Supervisor] is one.
-type Controlled interface {
+// Target is what the control socket drives; [supervisor.Supervisor] is one.
+type Target interface {
 	Reload(ctx context.Context) error
 	ReloadHold(ctx context.Context) error
 	SetWeight(ctx context.Context, pct int) error
 	Promote(ctx context.Context) error
 	Rollback(ctx context.Context) error
-	Status(ctx context.Context) (Status, error)
+	Status(ctx context.Context) (supervisor.Status, error)
 	Signal(ctx context.Context, sig syscall.Signal) error
 }
 
-// ControlConfig configures a control socket.
-type ControlConfig struct {
-	Path   string     // the unix socket; made with mode 0600
-	Target Controlled // usually the *Supervisor
+// Config configures a control socket.
+type Config struct {
+	Path   string // the unix socket; made with mode 0600
+	Target Target // usually the *supervisor.Supervisor
 	// Stop asks hotswap to stop gracefully; nil refuses "stop" requests.
 	Stop   func(cause error)
 	Logger hclog.Logger
 	// MaxConns bounds the connections served at once; more wait in the
-	// accept queue until one closes. Default DefaultControlMaxConns.
+	// accept queue until one closes. Default DefaultMaxConns.
 	MaxConns int
 	// IdleTimeout closes a connection that sends no complete request for
-	// this long. Default DefaultControlIdleTimeout.
+	// this long. Default DefaultIdleTimeout.
 	IdleTimeout time.Duration
 }
 
-// Control serves the control protocol (see [ControlVersion]) on a unix
-// socket. Only peers with hotswap's own uid, or root, are served: each
+// Server serves the control protocol (see [Version]) on a unix socket. Only peers with hotswap's own uid, or root, are served: each
 // connection's credentials are read with SO_PEERCRED.
-type Control struct {
-	cfg    ControlConfig
+type Server struct {
+	cfg    Config
 	log    hclog.Logger
 	ln     *net.UnixListener
-	fi     os.FileInfo // of the socket file, to remove only our own
+	file   reuse.UnixFile // removed by Close if it is still ours
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -69,69 +70,39 @@ type Control struct {
 	conns map[*net.UnixConn]bool
 }
 
-// ListenControl binds the control socket and serves it until Close. A stale
-// socket file at the path (nobody accepts on it) is replaced; a live one is
-// [ErrControlInUse].
-func ListenControl(cfg ControlConfig) (*Control, error) {
+// Listen binds the control socket, mode 0600 from the start, and serves it
+// until Close. A stale socket file at the path (nobody accepts on it) is
+// replaced; a live one is [ErrInUse].
+func Listen(cfg Config) (*Server, error) {
 	if cfg.Path == "" || cfg.Target == nil {
 		return nil, errors.New("listen control: a path and a target are required")
 	}
 	if cfg.MaxConns <= 0 {
-		cfg.MaxConns = DefaultControlMaxConns
+		cfg.MaxConns = DefaultMaxConns
 	}
-	setDefault(&cfg.IdleTimeout, DefaultControlIdleTimeout)
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
 	}
-	ln, fi, err := listenControl(cfg.Path)
+	ln, file, err := listen(cfg.Path)
 	if err != nil {
 		return nil, err
 	}
-	c := &Control{cfg: cfg, log: cfg.Logger.Named("control"), ln: ln, fi: fi, conns: map[*net.UnixConn]bool{}}
+	c := &Server{cfg: cfg, log: cfg.Logger.Named("control"), ln: ln, file: file, conns: map[*net.UnixConn]bool{}}
 	c.slots = make(chan struct{}, cfg.MaxConns)
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.wg.Go(c.serve)
 	return c, nil
 }
 
-// listenControl binds path and makes it 0600. Until the chmod the socket
-// has the umask's mode, which the peer check covers. A stale socket file,
-// on which nobody accepts, is removed first.
-func listenControl(path string) (*net.UnixListener, os.FileInfo, error) {
-	if fi, err := os.Lstat(path); err == nil {
-		if fi.Mode().Type() != os.ModeSocket {
-			return nil, nil, fmt.Errorf("listen control %s: exists and is not a socket", path)
-		}
-		if conn, err := net.DialTimeout("unix", path, time.Second); err == nil {
-			conn.Close()
-			return nil, nil, fmt.Errorf("listen control %s: %w", path, ErrControlInUse)
-		}
-		os.Remove(path)
-	}
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	if err != nil {
-		return nil, nil, fmt.Errorf("listen control %s: %w", path, err)
-	}
-	ln.SetUnlinkOnClose(false) // Close removes the file only if it is still this one
-	err = os.Chmod(path, 0o600)
-	var fi os.FileInfo
-	if err == nil {
-		fi, err = os.Lstat(path)
-	}
-	if err != nil {
-		ln.Close()
-		os.Remove(path)
-		return nil, nil, fmt.Errorf("listen control %s: %w", path, err)
-	}
-	return ln, fi, nil
-}
-
 // Path returns the socket's path.
-func (c *Control) Path() string { return c.cfg.Path }
+func (c *Server) Path() string { return c.cfg.Path }
 
 // Close stops accepting, closes every connection, waits for their handlers
 // and removes the socket file if it is still this one. It is idempotent.
-func (c *Control) Close() error {
+func (c *Server) Close() error {
 	var err error
 	c.once.Do(func() {
 		c.cancel()
@@ -142,14 +113,12 @@ func (c *Control) Close() error {
 		}
 		c.mu.Unlock()
 		c.wg.Wait()
-		if fi, lerr := os.Lstat(c.cfg.Path); lerr == nil && os.SameFile(fi, c.fi) {
-			os.Remove(c.cfg.Path)
-		}
+		c.file.Remove()
 	})
 	return err
 }
 
-func (c *Control) serve() {
+func (c *Server) serve() {
 	for c.acquire() {
 		conn, err := c.ln.AcceptUnix()
 		if err != nil {
@@ -179,7 +148,7 @@ func (c *Control) serve() {
 // acquire waits for a connection slot, so at most MaxConns are served at
 // once; the others wait in the kernel's accept queue. It returns false
 // once Close began.
-func (c *Control) acquire() bool {
+func (c *Server) acquire() bool {
 	select {
 	case c.slots <- struct{}{}:
 		return true
@@ -188,9 +157,9 @@ func (c *Control) acquire() bool {
 	}
 }
 
-func (c *Control) release() { <-c.slots }
+func (c *Server) release() { <-c.slots }
 
-func (c *Control) untrack(conn *net.UnixConn) {
+func (c *Server) untrack(conn *net.UnixConn) {
 	c.mu.Lock()
 	delete(c.conns, conn)
 	c.mu.Unlock()
@@ -199,7 +168,7 @@ func (c *Control) untrack(conn *net.UnixConn) {
 }
 
 // handle serves one connection: a peer check, then one request per line.
-func (c *Control) handle(conn *net.UnixConn) {
+func (c *Server) handle(conn *net.UnixConn) {
 	cred, err := peerCred(conn)
 	if err != nil {
 		c.log.Warn("control connection refused", "error", err)
@@ -207,16 +176,16 @@ func (c *Control) handle(conn *net.UnixConn) {
 	}
 	if !allowedPeer(cred) {
 		c.log.Warn("control connection refused", "uid", cred.uid, "pid", cred.pid)
-		c.reply(conn, Response{V: ControlVersion, Error: fmt.Sprintf("permission denied: uid %d is neither %d nor root", cred.uid, os.Geteuid())})
+		c.reply(conn, Response{V: Version, Error: fmt.Sprintf("permission denied: uid %d is neither %d nor root", cred.uid, os.Geteuid())})
 		return
 	}
-	r := bufio.NewReaderSize(conn, MaxControlLine)
+	r := bufio.NewReaderSize(conn, MaxLine)
 	for {
 		conn.SetReadDeadline(time.Now().Add(c.cfg.IdleTimeout))
 		line, err := r.ReadSlice('\n')
 		if errors.Is(err, bufio.ErrBufferFull) {
 			c.log.Warn("control request too long", "pid", cred.pid)
-			c.reply(conn, Response{V: ControlVersion, Error: ErrLineTooLong.Error()})
+			c.reply(conn, Response{V: Version, Error: ErrLineTooLong.Error()})
 			return
 		}
 		if err != nil {
@@ -225,7 +194,7 @@ func (c *Control) handle(conn *net.UnixConn) {
 		req, err := DecodeRequest(line)
 		if err != nil {
 			c.log.Debug("bad control request", "pid", cred.pid, "error", err)
-			if !c.reply(conn, Response{V: ControlVersion, Error: err.Error()}) {
+			if !c.reply(conn, Response{V: Version, Error: err.Error()}) {
 				return
 			}
 			continue
@@ -242,10 +211,10 @@ func (c *Control) handle(conn *net.UnixConn) {
 }
 
 // reply writes resp as one line; false means the connection is unusable.
-func (c *Control) reply(conn *net.UnixConn, resp Response) bool {
+func (c *Server) reply(conn *net.UnixConn, resp Response) bool {
 	b, err := EncodeLine(resp)
 	if err != nil {
-		b, _ = EncodeLine(Response{V: ControlVersion, Error: err.Error()})
+		b, _ = EncodeLine(Response{V: Version, Error: err.Error()})
 	}
 	conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	_, err = conn.Write(b)
@@ -253,8 +222,8 @@ func (c *Control) reply(conn *net.UnixConn, resp Response) bool {
 }
 
 // do carries out one valid request.
-func (c *Control) do(req Request, cred peer) Response {
-	resp := Response{V: ControlVersion}
+func (c *Server) do(req Request, cred peer) Response {
+	resp := Response{V: Version}
 	var err error
 	switch req.Op {
 	case OpReload:
@@ -266,12 +235,12 @@ func (c *Control) do(req Request, cred peer) Response {
 	case OpRollback:
 		err = c.cfg.Target.Rollback(c.ctx)
 	case OpStatus:
-		var st Status
+		var st supervisor.Status
 		if st, err = c.cfg.Target.Status(c.ctx); err == nil {
 			resp.Status = &st
 		}
 	case OpSignal:
-		sig, _ := ParseSignal(req.Signal) // checked by DecodeRequest
+		sig, _ := supervisor.ParseSignal(req.Signal) // checked by DecodeRequest
 		err = c.cfg.Target.Signal(c.ctx, sig)
 	case OpStop:
 		if c.cfg.Stop == nil {
@@ -283,14 +252,14 @@ func (c *Control) do(req Request, cred peer) Response {
 	return finish(resp, err)
 }
 
-func (c *Control) reload(hold bool) Response {
-	resp := Response{V: ControlVersion}
+func (c *Server) reload(hold bool) Response {
+	resp := Response{V: Version}
 	reload := c.cfg.Target.Reload
 	if hold {
 		reload = c.cfg.Target.ReloadHold
 	}
 	err := reload(c.ctx)
-	var re *ReloadError
+	var re *supervisor.ReloadError
 	if errors.As(err, &re) {
 		resp.Error = re.Error()
 		resp.Gen, resp.PID = re.Gen, re.PID
@@ -319,7 +288,7 @@ func finish(resp Response, err error) Response {
 	switch {
 	case err == nil:
 		resp.OK = true
-	case errors.Is(err, ErrStopped), errors.Is(err, context.Canceled):
+	case errors.Is(err, supervisor.ErrStopped), errors.Is(err, context.Canceled):
 		resp.Error = "hotswap is stopping"
 	default:
 		resp.Error = err.Error()
@@ -335,4 +304,25 @@ func allowedPeer(cred peer) bool {
 	return cred.uid == 0 || cred.uid == os.Geteuid()
 }
 
-var _ io.Closer = (*Control)(nil)
+var _ io.Closer = (*Server)(nil)
+
+// listen binds path with mode 0600 and returns a listener that leaves the
+// file alone on close: the server removes it only if it is still its own.
+func listen(path string) (*net.UnixListener, reuse.UnixFile, error) {
+	f, file, err := reuse.ListenUnix(path, reuse.UnixOptions{Mode: 0o600})
+	switch {
+	case errors.Is(err, syscall.EADDRINUSE):
+		return nil, file, fmt.Errorf("listen control %s: %w", path, ErrInUse)
+	case err != nil:
+		return nil, file, fmt.Errorf("listen control: %w", err)
+	}
+	defer f.Close()
+	ln, err := net.FileListener(f)
+	if err != nil {
+		file.Remove()
+		return nil, file, fmt.Errorf("listen control %s: %w", path, err)
+	}
+	ul := ln.(*net.UnixListener)
+	ul.SetUnlinkOnClose(false)
+	return ul, file, nil
+}

@@ -1,9 +1,11 @@
-package supervisor
+package control
 
 import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/hotswap-dev/hotswap/internal/supervisor"
 )
 
 func TestDecodeRequest(t *testing.T) {
@@ -24,7 +26,7 @@ func TestDecodeRequest(t *testing.T) {
 		{"garbage", "\x00\xff garbage", Request{}, errDecode},
 		{"two objects", `{"v":1,"op":"reload"}{"v":1,"op":"stop"}`, Request{}, errDecode},
 		{"empty", "\n", Request{}, errDecode},
-		{"too long", `{"v":1,"op":"reload","x":"` + strings.Repeat("a", MaxControlLine) + `"}`, Request{}, ErrLineTooLong},
+		{"too long", `{"v":1,"op":"reload","x":"` + strings.Repeat("a", MaxLine) + `"}`, Request{}, ErrLineTooLong},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := DecodeRequest([]byte(tc.line))
@@ -43,11 +45,14 @@ func TestDecodeRequest(t *testing.T) {
 var errDecode = errors.New("any decode error")
 
 // FuzzDecodeRequest: no input panics, and whatever decodes is a request the
-// server can carry out (a known op, a signal that parses).
+// server can carry out (a known op, each with only the fields it takes: a signal that parses,
+// a percentage from 0 to 100).
 func FuzzDecodeRequest(f *testing.F) {
 	for _, s := range []string{
 		`{"v":1,"op":"reload"}`, `{"v":1,"op":"status"}`, `{"v":1,"op":"stop"}`,
 		`{"v":1,"op":"signal","signal":"SIGUSR2"}`, `{"v":1,"op":"signal","signal":"99"}`,
+		`{"v":1,"op":"reload","hold":true}`, `{"v":1,"op":"weight","percent":20}`, `{"v":1,"op":"weight","percent":-1}`,
+		`{"v":1,"op":"promote"}`, `{"v":1,"op":"rollback"}`, `{"v":1,"op":"rollback","percent":0}`,
 		`{"v":1e400,"op":"reload"}`, `{"v":"1"}`, `[1,2]`, `null`, `{"v":1,"op":"\ud800"}`,
 		"{", "\n\n", "\x00", `{"v":1,"op":"signal","signal":"` + strings.Repeat("A", 5000) + `"}`,
 	} {
@@ -61,13 +66,20 @@ func FuzzDecodeRequest(f *testing.F) {
 			}
 			return
 		}
-		if len(line) > MaxControlLine || r.V != ControlVersion {
+		if len(line) > MaxLine || r.V != Version {
 			t.Fatalf("accepted %q as %+v", line, r)
 		}
+		if r.Signal != "" && r.Op != OpSignal || r.Hold && r.Op != OpReload || (r.Percent != nil) != (r.Op == OpWeight) {
+			t.Fatalf("accepted %q with fields its op does not take: %+v", line, r)
+		}
 		switch r.Op {
-		case OpReload, OpStatus, OpStop:
+		case OpReload, OpStatus, OpStop, OpPromote, OpRollback:
+		case OpWeight:
+			if *r.Percent < 0 || *r.Percent > 100 {
+				t.Fatalf("accepted percent %d", *r.Percent)
+			}
 		case OpSignal:
-			if _, err := ParseSignal(r.Signal); err != nil {
+			if _, err := supervisor.ParseSignal(r.Signal); err != nil {
 				t.Fatalf("accepted signal %q: %v", r.Signal, err)
 			}
 		default:

@@ -1,0 +1,230 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hotswap-dev/hotswap/internal/proctest"
+)
+
+// The user's one line for each mistake, asserted whole: what failed, on
+// what, why, and the fix where hotswap knows it.
+
+// oneLine runs hotswap with args and returns its exit status and its only
+// line of output; it fails the test when there is not exactly one.
+func oneLine(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	cmd := exec.Command(proctest.Build(t, hotswapPkg), args...)
+	cmd.Dir = t.TempDir()
+	out, err := cmd.CombinedOutput()
+	lines := strings.Split(strings.TrimRight(string(out), "\n"), "\n")
+	if len(lines) != 1 {
+		t.Fatalf("hotswap %s: %d lines, want one:\n%s", strings.Join(args, " "), len(lines), out)
+	}
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return code, lines[0]
+}
+
+func TestListenErrorsInUserTerms(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	comm, _ := os.ReadFile("/proc/self/comm")
+	inUse := fmt.Sprintf("hotswap: listen tcp://%s: address already in use, by pid %d (%s); this hotswap started nothing",
+		busy.Addr(), os.Getpid(), strings.TrimSpace(string(comm)))
+	for _, mode := range []string{"reuseport", "shared"} {
+		t.Run(mode, func(t *testing.T) {
+			for _, tc := range []struct{ addr, want string }{
+				{busy.Addr().String(), inUse},
+				{"bad..host:8080", `hotswap: listen tcp://bad..host:8080: cannot resolve host "bad..host": no such host; this hotswap started nothing`},
+				{"192.0.2.1:8080", "hotswap: listen tcp://192.0.2.1:8080: 192.0.2.1 is not an address of this machine; this hotswap started nothing"},
+			} {
+				code, line := oneLine(t, "--mode", mode, "--control", "none", "-l", "tcp://"+tc.addr, "--", "true")
+				if code != exitFailure || line != tc.want {
+					t.Errorf("exit %d, %q\nwant exit %d, %q", code, line, exitFailure, tc.want)
+				}
+			}
+		})
+	}
+}
+
+// TestCommandErrorsExitAsDocumented: a command that cannot be run is one
+// line before anything starts, with a shell's status: 127 not found, 126
+// found but not runnable.
+func TestCommandErrorsExitAsDocumented(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	text := write("notes.txt", "hello\n", 0o755)
+	elfish := write("broken", "\x7fELF\x02\x01\x01", 0o755)
+	interp := write("script", "#!/no/such/interpreter\n", 0o755)
+	plain := write("plain", "#!/bin/sh\n", 0o644)
+	for _, tc := range []struct {
+		cmd  string
+		code int
+		want string
+	}{
+		{text, 126, "command " + text + ": not a program: neither an ELF executable nor a script starting with #!"},
+		{elfish, 126, "command " + elfish + ": not a program: a truncated or broken ELF file"},
+		{interp, 126, "command " + interp + ": its #! interpreter /no/such/interpreter: no such file or directory"},
+		{plain, 126, "command " + plain + ": permission denied"},
+		{dir, 126, "command " + dir + ": is a directory"},
+		{filepath.Join(dir, "missing"), 127, "command " + filepath.Join(dir, "missing") + ": no such file or directory"},
+		{"no-such-server-xyz", 127, "command no-such-server-xyz: not found in PATH"},
+	} {
+		code, line := oneLine(t, "-l", "tcp://127.0.0.1:0", "--", tc.cmd)
+		if code != tc.code || line != "hotswap: "+tc.want {
+			t.Errorf("exit %d, %q\nwant exit %d, %q", code, line, tc.code, "hotswap: "+tc.want)
+		}
+	}
+}
+
+// nodeBinary is Node.js from the machine image or Debian's nodejs.
+func nodeBinary(t *testing.T) string {
+	t.Helper()
+	bin, err := exec.LookPath("node")
+	proctest.RequireCI(t, err == nil, "node (Debian package nodejs)")
+	return bin
+}
+
+// nodeServer answers with X-Version: gen N. It listens on the inherited
+// socket (fd 3) in the generations listed in $INHERIT, else on
+// 127.0.0.1:$PORT itself, as a Node server written for a fixed port does.
+const nodeServer = `
+const gen = process.env.HOTSWAP_GENERATION;
+const s = require('http').createServer((q, r) => { r.setHeader('X-Version', 'gen ' + gen); r.end('ok\n'); });
+if ((process.env.INHERIT || '').split(',').includes(gen)) s.listen({fd: 3}); else s.listen(+process.env.PORT, '127.0.0.1');
+process.on('SIGTERM', () => s.close());
+`
+
+// TestHintBindHeldAddress: Node's listen(PORT) under hotswap without
+// --intercept finds the port taken by hotswap and exits; hotswap's line
+// says so and names the two fixes. At start-up and on a reload.
+func TestHintBindHeldAddress(t *testing.T) {
+	node := nodeBinary(t)
+	hotswap := proctest.Build(t, hotswapPkg)
+	t.Run("start", func(t *testing.T) {
+		port := icFreePort(t)
+		cmd := exec.Command(hotswap, "--log-format", "json", "--control", "none", "-l", fmt.Sprintf("tcp://127.0.0.1:%d", port), "--", node, "-e", nodeServer)
+		cmd.Env = append(os.Environ(), fmt.Sprintf("PORT=%d", port))
+		p := proctest.StartCmd(t, cmd)
+		if code := p.Wait(15 * time.Second); code != exitFailure {
+			t.Errorf("exit %d, want %d", code, exitFailure)
+		}
+		pid := p.WaitEvent(time.Second, "generation started", proctest.Gen(1)).Int("pid")
+		want := fmt.Sprintf("hotswap: generation 1 (pid %d) exited with status 1 before it was ready: it could not bind 127.0.0.1:%d, which hotswap holds; let it take the inherited socket (fd 3, LISTEN_FDS) or add --intercept; nothing is serving", pid, port)
+		if l := lastLine(p); l != want {
+			t.Errorf("got  %q\nwant %q", l, want)
+		}
+	})
+	t.Run("reload", func(t *testing.T) {
+		port := icFreePort(t)
+		addr := fmt.Sprintf("127.0.0.1:%d", port)
+		cmd := exec.Command(hotswap, "--log-format", "json", "--control", "none", "--ready", "http://"+addr+"/", "-l", "tcp://"+addr, "--", node, "-e", nodeServer)
+		cmd.Env = append(os.Environ(), fmt.Sprintf("PORT=%d", port), "INHERIT=1")
+		p := proctest.StartCmd(t, cmd)
+		first := p.WaitEvent(15*time.Second, "generation ready", proctest.Gen(1)).Int("pid")
+		if e := p.ReloadOutcome(2, 15*time.Second, func() { p.Signal(syscall.SIGHUP) }); e.Msg() != "reload failed" {
+			t.Fatalf("reload to generation 2: %v, want it to fail", e)
+		}
+		pid := p.WaitEvent(time.Second, "generation started", proctest.Gen(2)).Int("pid")
+		want := fmt.Sprintf("hotswap: reload failed: generation 2 (pid %d) exited with status 1: it could not bind %s, which hotswap holds; let it take the inherited socket (fd 3, LISTEN_FDS) or add --intercept; still serving generation 1 (pid %d)", pid, addr, first)
+		p.WaitLine("hotswap: reload failed:", 5*time.Second)
+		if l := lineWith(p, "hotswap: reload failed:"); l != want {
+			t.Errorf("got  %q\nwant %q", l, want)
+		}
+		if v := get(t, addr); v != "gen 1" {
+			t.Errorf("after the failed reload %s answered by %q, want gen 1", addr, v)
+		}
+	})
+}
+
+// TestHintStopSignal: a generation still running at the end of the drain
+// timeout is killed, and the warning says which signal would have stopped
+// it gracefully. uWSGI's SIGTERM means "reload yourself".
+func TestHintStopSignal(t *testing.T) {
+	hotswap := proctest.Build(t, hotswapPkg)
+	t.Run("unknown server", func(t *testing.T) {
+		p := proctest.Start(t, hotswap, "--log-format", "json", "--control", "none", "--ready", "100ms", "--drain-timeout", "500ms",
+			"-l", "tcp://127.0.0.1:0", "--", "sh", "-c", "trap '' TERM; while :; do sleep 0.05; done")
+		p.WaitEvent(10*time.Second, "generation ready", proctest.Gen(1))
+		p.ReloadOutcome(2, 10*time.Second, func() { p.Signal(syscall.SIGHUP) })
+		e := p.WaitEvent(10*time.Second, "generation did not stop in time, killing it", proctest.Gen(1))
+		if want := "it did not exit on SIGTERM: give --stop-signal the server's graceful stop signal, or a longer --drain-timeout"; e.Str("hint") != want {
+			t.Errorf("hint %q, want %q", e.Str("hint"), want)
+		}
+	})
+	t.Run("uwsgi", func(t *testing.T) {
+		uwsgi := uwsgiBinary(t)
+		addr := fmt.Sprintf("127.0.0.1:%d", icFreePort(t))
+		p := proctest.Start(t, hotswap, "--log-format", "json", "--control", "none", "--ready", "tcp://"+addr, "--drain-timeout", "2s",
+			"-l", "tcp://"+addr, "--", uwsgi, "--plugin", "python3", "--master", "--workers", "2", "--protocol", "http", "--socket", "fd://3",
+			"--wsgi-file", uwsgiApp(t))
+		p.WaitEvent(20*time.Second, "generation ready", proctest.Gen(1))
+		p.ReloadOutcome(2, 20*time.Second, func() { p.Signal(syscall.SIGHUP) })
+		e := p.WaitEvent(20*time.Second, "generation did not stop in time, killing it", proctest.Gen(1))
+		if want := "uWSGI stops on SIGINT (SIGTERM makes it reload itself): add --stop-signal INT"; e.Str("hint") != want {
+			t.Errorf("hint %q, want %q", e.Str("hint"), want)
+		}
+	})
+}
+
+func lastLine(p *proctest.Proc) string {
+	lines := p.Lines()
+	if len(lines) == 0 {
+		return ""
+	}
+	return lines[len(lines)-1]
+}
+
+func lineWith(p *proctest.Proc, prefix string) string {
+	for _, l := range p.Lines() {
+		if strings.HasPrefix(l, prefix) {
+			return l
+		}
+	}
+	return ""
+}
+
+func uwsgiBinary(t *testing.T) string {
+	t.Helper()
+	bin, err := exec.LookPath("uwsgi")
+	_, perr := os.Stat("/usr/lib/uwsgi/plugins/python3_plugin.so")
+	proctest.RequireCI(t, err == nil && perr == nil, "uwsgi with its python3 plugin (Debian packages uwsgi, uwsgi-plugin-python3)")
+	return bin
+}
+
+// uwsgiApp writes a WSGI application answering X-Version: gen N.
+func uwsgiApp(t *testing.T) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "app.py")
+	app := `import os
+gen = os.environ.get("HOTSWAP_GENERATION", "?")
+def application(env, start):
+    start("200 OK", [("X-Version", "gen " + gen), ("Content-Type", "text/plain")])
+    return [b"ok\n"]
+`
+	if err := os.WriteFile(p, []byte(app), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
