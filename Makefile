@@ -4,7 +4,7 @@ BIN     := bin
 ADDR    ?= 127.0.0.1:8080
 PIDFILE ?= $(CURDIR)/$(BIN)/hotswap-demo.pid
 
-.PHONY: all build demo test deps vet race bench soak clean
+.PHONY: all build demo test deps vet race bench soak chaos clean
 
 all: build
 
@@ -39,6 +39,19 @@ race: deps
 # and writes docs/benchmarks.md (a few minutes; nginx from Debian).
 bench: deps
 	$(GO) run ./bench
+
+# chaos: the randomized fault test over real processes (cmd/hotswap
+# chaos_linux_test.go), STEPS per socket mode at CLIENTS concurrent clients;
+# SEED=N STEPS=N replays a run exactly (the seed is printed first). Then
+# both steering scenarios (failed reloads, nginx in reuseport mode), 20
+# times each. make test runs a 75-step chaos run per mode.
+SEED    ?=
+STEPS   ?= 200
+CLIENTS ?= 16
+chaos: deps
+	HOTSWAP_CHAOS_SEED=$(SEED) HOTSWAP_CHAOS_STEPS=$(STEPS) HOTSWAP_CHAOS_CLIENTS=$(CLIENTS) \
+		$(GO) test -count=1 -v -timeout 60m -run '^TestChaos(Regressions)?$$' ./cmd/hotswap
+	$(GO) test -count=20 -timeout 60m -run '^(TestReusePortFailedReloadsLeakNothing|TestNginxReusePortReloads)$$' ./cmd/hotswap
 
 # soak: 1,000 reloads, printing hotswap's fds, threads and RSS.
 soak:

@@ -55,8 +55,11 @@ type Status struct {
 	// and the kernel that hotswap found and repaired (a leaked socket, a
 	// member shut down behind its back); ForeignSockets counts sockets of
 	// other processes found in a group, never steered to.
-	SteeringRepairs int `json:"steering_repairs"`
-	ForeignSockets  int `json:"foreign_sockets"`
+	// Reloading is set while a reload is in progress or queued (waiting
+	// for its gate, for an old generation to exit, or coalesced).
+	Reloading       bool `json:"reloading,omitempty"`
+	SteeringRepairs int  `json:"steering_repairs"`
+	ForeignSockets  int  `json:"foreign_sockets"`
 }
 
 // ListenerStatus describes one socket the supervisor owns.
@@ -117,6 +120,7 @@ func (s *Supervisor) status() Status {
 		Restarts:    s.stats.restarts,
 		LastFailure: s.lastFailed,
 
+		Reloading:       s.pending != nil || s.waitDrain || len(s.waiting)+len(s.queued) > 0,
 		SteeringRepairs: s.stats.repairs,
 		ForeignSockets:  s.stats.foreign,
 	}

@@ -81,7 +81,7 @@ func (s *Supervisor) checkGroup(i int, l *listener, why string) {
 	}
 	for _, ino := range a.Leaving {
 		q, _ := a.QueueOf(ino)
-		if q == 0 || s.leavingOfLive(i, ino) || s.previous[ino] || s.warnedStale[ino] {
+		if _, relaying := s.relaying.Load(ino); q == 0 || relaying || s.leavingOfLive(i, ino) || s.previous[ino] || s.warnedStale[ino] {
 			continue
 		}
 		problems = append(problems, fmt.Sprintf("inode %d has %d connections queued and is held by a process hotswap no longer runs", ino, q))
@@ -165,7 +165,9 @@ func (s *Supervisor) handQueue(l *listener, m *reuse.Member) {
 		l.group.Sync()
 		return
 	}
+	s.relaying.Store(m.Inode(), true)
 	s.wg.Go(func() {
+		defer s.relaying.Delete(m.Inode())
 		defer l.group.Sync()
 		defer ln.Close()
 		tl := ln.(*net.TCPListener)

@@ -78,6 +78,9 @@ type Supervisor struct {
 	// previous are the inodes of adopted sockets, which the previous
 	// hotswap's generation drains.
 	previous map[uint64]bool
+	// relaying are the inodes of sockets whose queue handQueue is
+	// relaying (steering.go), written off the loop.
+	relaying sync.Map
 }
 
 type counters struct {
