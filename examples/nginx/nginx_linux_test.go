@@ -60,6 +60,12 @@ func nginxBinary(t *testing.T) string {
 // "reuseport"); hotswap stops old generations with stopSignal.
 func startSite(t *testing.T, mode, stopSignal string) *site {
 	t.Helper()
+	return startSiteReady(t, mode, stopSignal, "http://127.0.0.1:{port}/ready")
+}
+
+// startSiteReady is startSite with the --ready value ready.
+func startSiteReady(t *testing.T, mode, stopSignal, ready string, hsFlags ...string) *site {
+	t.Helper()
 	nginx := nginxBinary(t)
 	hotswap := proctest.Build(t, hotswapPkg)
 	runSh, err := filepath.Abs("run.sh")
@@ -76,9 +82,10 @@ func startSite(t *testing.T, mode, stopSignal string) *site {
 	dir := t.TempDir()
 	s := &site{t: t, template: filepath.Join(dir, "nginx.conf"), base: base}
 	s.writeVersion("v1")
-	cmd := exec.Command(hotswap, "--log-format", "json", "-l", "tcp://127.0.0.1:0",
+	args := append([]string{"--log-format", "json", "-l", "tcp://127.0.0.1:0",
 		"--mode", mode, "--stop-signal", stopSignal, "--drain-timeout", "10s",
-		"--ready", "http://127.0.0.1:{port}/ready", "--", runSh, "{port}")
+		"--ready", ready}, hsFlags...)
+	cmd := exec.Command(hotswap, append(args, "--", runSh, "{port}")...)
 	cmd.Env = append(os.Environ(), "NGINX_TEMPLATE="+s.template,
 		"NGINX_PREFIX="+filepath.Join(dir, "run"), "NGINX_BIN="+nginx)
 	t.Cleanup(s.checkNoOrphans) // after StartCmd's cleanup has stopped hotswap

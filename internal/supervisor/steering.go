@@ -167,20 +167,22 @@ func (s *Supervisor) handQueue(l *listener, m *reuse.Member) {
 	}
 	s.relaying.Store(m.Inode(), true)
 	s.wg.Go(func() {
-		defer s.relaying.Delete(m.Inode())
-		defer l.group.Sync()
-		defer ln.Close()
 		tl := ln.(*net.TCPListener)
 		var relays sync.WaitGroup
-		defer relays.Wait()
 		for {
 			tl.SetDeadline(time.Now().Add(s.cfg.DrainGrace))
 			c, err := tl.Accept()
 			if err != nil {
-				return // nothing more arrived within the grace
+				break // nothing more arrived within the grace
 			}
 			relays.Go(func() { s.relay(c) })
 		}
+		// The socket leaves the group now; the relays (a keep-alive
+		// client's may last) do not hold it.
+		ln.Close()
+		l.group.Sync()
+		s.relaying.Delete(m.Inode())
+		relays.Wait()
 	})
 }
 
