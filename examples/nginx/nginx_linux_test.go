@@ -118,13 +118,18 @@ func (s *site) master(n int) int {
 // family returns the master and its workers, and remembers them.
 func (s *site) family(master int) []int {
 	s.t.Helper()
-	pids := []int{master}
-	matches, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", master))
-	for _, m := range matches {
-		b, _ := os.ReadFile(m)
-		for _, f := range strings.Fields(string(b)) {
-			if pid, err := strconv.Atoi(f); err == nil {
-				pids = append(pids, pid)
+	var pids []int
+	// The master forks its workers after it has read its configuration,
+	// and again after a worker died: wait for them.
+	for end := time.Now().Add(2 * time.Second); len(pids) < 2 && time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		pids = []int{master}
+		matches, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", master))
+		for _, m := range matches {
+			b, _ := os.ReadFile(m)
+			for _, f := range strings.Fields(string(b)) {
+				if pid, err := strconv.Atoi(f); err == nil {
+					pids = append(pids, pid)
+				}
 			}
 		}
 	}
