@@ -51,11 +51,14 @@ CLIENTS ?= 16
 chaos: deps
 	HOTSWAP_CHAOS_SEED=$(SEED) HOTSWAP_CHAOS_STEPS=$(STEPS) HOTSWAP_CHAOS_CLIENTS=$(CLIENTS) \
 		$(GO) test -count=1 -v -timeout 60m -run '^TestChaos(Regressions)?$$' ./cmd/hotswap
-	$(GO) test -count=20 -timeout 60m -run '^(TestReusePortFailedReloadsLeakNothing|TestNginxReusePortReloads)$$' ./cmd/hotswap
+	$(GO) test -count=20 -timeout 60m -run '^TestReusePortFailedReloadsLeakNothing$$' ./cmd/hotswap
+	$(GO) test -count=20 -timeout 60m -run '^TestNginxReusePortReloads$$' ./examples/nginx
 
-# soak: 1,000 reloads, printing hotswap's fds, threads and RSS.
-soak:
-	HOTSWAP_SOAK=1 $(GO) test -count=1 -v -timeout 30m -run '^TestSoak$$' ./cmd/hotswap
+# soak: 10,000 reloads in reuseport mode (about half an hour), printing
+# hotswap's CPU per reload, reload time, RSS, fds, threads and goroutines
+# over the first and the last 100: they should be flat.
+soak: deps
+	$(GO) run ./bench -soak 10000
 
 clean:
 	rm -rf $(BIN)

@@ -16,14 +16,15 @@ func TestBenchmarkTiny(t *testing.T) {
 		root: "..", out: out, methods: []string{"stop-start", "hotswap-shared"},
 		restarts: 2, conc: 4, gap: 50 * time.Millisecond, handover: 2,
 		rounds: 1, pathDur: 200 * time.Millisecond, reloads: 3, idle: 200 * time.Millisecond,
+		wide: 5, wideN: 3,
 		noNginx: true,
 	}
 	rep, err := benchmark(t.Context(), cfg, os.Stderr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := len(rep.Runs); got != 4 {
-		t.Fatalf("got %d runs, want 4 (2 methods, new conn and keep-alive)", got)
+	if got := len(rep.Runs); got != 5 {
+		t.Fatalf("got %d runs, want 5 (stop-start new conn and keep-alive, hotswap-shared also keep-alive without retries)", got)
 	}
 	for _, r := range rep.Runs {
 		t.Logf("%s keep-alive=%v: %s", r.Method, r.KeepAlive, r.summary())
@@ -34,8 +35,13 @@ func TestBenchmarkTiny(t *testing.T) {
 			t.Errorf("%s: %d failed requests, want 0: %v", r.Method, r.Failed, r.Errors)
 		}
 	}
-	if rep.PathErr != "" || rep.ResErr != "" || len(rep.Handover) == 0 || rep.Handover[0].Err != "" {
-		t.Errorf("data path %q, resources %q, handover %+v", rep.PathErr, rep.ResErr, rep.Handover)
+	if rep.PathErr != "" || len(rep.Handover) == 0 || rep.Handover[0].Err != "" {
+		t.Errorf("data path %q, handover %+v", rep.PathErr, rep.Handover)
+	}
+	for _, r := range rep.Res {
+		if r.Err != "" || len(r.PerReload) != 3 || r.GoroutinesBefore <= 0 {
+			t.Errorf("resources %s x%d: %d reloads measured, goroutines %d, error %q", r.Mode, r.Listeners, len(r.PerReload), r.GoroutinesBefore, r.Err)
+		}
 	}
 	if err := rep.write(out); err != nil {
 		t.Fatal(err)

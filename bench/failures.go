@@ -12,6 +12,7 @@ import (
 type restartRun struct {
 	Method    string
 	KeepAlive bool
+	NoRetry   bool // keep-alive clients that never retry (load.Config.NoRetry)
 	Restarts  int
 	OK        int
 	Failed    int
@@ -26,10 +27,29 @@ type restartRun struct {
 	samples []load.Sample
 }
 
+// loadKind is one of the loads every method is restarted under.
+type loadKind struct{ keepAlive, noRetry bool }
+
+var (
+	newConnLoad   = loadKind{}
+	keepAliveLoad = loadKind{keepAlive: true}
+	noRetryLoad   = loadKind{keepAlive: true, noRetry: true}
+)
+
+func (l loadKind) String() string {
+	switch {
+	case l.noRetry:
+		return "keep-alive, no retry"
+	case l.keepAlive:
+		return "keep-alive"
+	}
+	return "new conn"
+}
+
 // runRestarts restarts t cfg.restarts times under a closed-loop load of
 // cfg.conc workers and counts every failed request.
-func runRestarts(ctx context.Context, cfg config, name string, t target, keepAlive bool) restartRun {
-	r := restartRun{Method: name, KeepAlive: keepAlive, Errors: map[string]int{}}
+func runRestarts(ctx context.Context, cfg config, name string, t target, l loadKind) restartRun {
+	r := restartRun{Method: name, KeepAlive: l.keepAlive, NoRetry: l.noRetry, Errors: map[string]int{}}
 	defer t.close()
 	addr, err := t.start()
 	if err != nil {
@@ -41,7 +61,7 @@ func runRestarts(ctx context.Context, cfg config, name string, t target, keepAli
 		return r
 	}
 	bound := time.Duration(cfg.restarts)*5*time.Second + 30*time.Second
-	run := load.Start(ctx, load.Config{Addr: addr, Concurrency: cfg.conc, KeepAlive: keepAlive, Duration: bound, MaxRequests: 5_000_000})
+	run := load.Start(ctx, load.Config{Addr: addr, Concurrency: cfg.conc, KeepAlive: l.keepAlive, NoRetry: l.noRetry, Duration: bound, MaxRequests: 5_000_000})
 	time.Sleep(cfg.gap)
 	for n := 2; n <= cfg.restarts+1 && ctx.Err() == nil; n++ {
 		t0, err := t.restart(n)

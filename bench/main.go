@@ -39,6 +39,9 @@ type config struct {
 	pathDur  time.Duration // data-path load per round and path
 	reloads  int           // reloads for the resource figures
 	idle     time.Duration // idle time for the resource figures
+	wide     int           // listeners of the many-listener row
+	wideN    int           // reloads of the many-listener row
+	soak     int           // reloads of -soak (make soak); 0: the benchmark
 	noNginx  bool
 	hotswap  string // a hotswap binary to use instead of building one
 }
@@ -63,6 +66,9 @@ func run(args []string) int {
 	fs.DurationVar(&cfg.pathDur, "path-duration", 1500*time.Millisecond, "data-path load per round and path")
 	fs.IntVar(&cfg.reloads, "reloads", 100, "reloads for the resource figures")
 	fs.DurationVar(&cfg.idle, "idle", 5*time.Second, "idle time for the resource figures")
+	fs.IntVar(&cfg.wide, "listeners", 1000, "listeners of the many-listener row (0: none)")
+	fs.IntVar(&cfg.wideN, "listener-reloads", 20, "reloads of the many-listener row")
+	fs.IntVar(&cfg.soak, "soak", 0, "instead of the benchmark: this many reloads in reuseport mode, printing hotswap's figures over the first and the last 100")
 	fs.StringVar(&cfg.hotswap, "hotswap", "", "use this hotswap binary instead of building ./cmd/hotswap")
 	fs.BoolVar(&cfg.noNginx, "no-nginx", false, "skip nginx even when it is installed")
 	fs.StringVar(&serveAddr, "serve", "", "internal: serve as the SO_REUSEPORT test server on this address")
@@ -86,6 +92,13 @@ func run(args []string) int {
 	}
 	if inner {
 		if err := netnsInner(cfg, keepAlive); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+			return 1
+		}
+		return 0
+	}
+	if cfg.soak > 0 {
+		if err := soak(cfg); err != nil {
 			fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 			return 1
 		}
@@ -165,14 +178,14 @@ func benchmark(ctx context.Context, cfg config, log *os.File) (*report, error) {
 		fmt.Fprintf(log, "bench %6.1fs: "+format+"\n", append([]any{time.Since(start).Seconds()}, args...)...)
 	}
 	for _, m := range methodsFor(cfg, b) {
-		for _, ka := range []bool{false, true} {
+		for _, l := range m.loadKinds() {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
-			r := m.run(ctx, cfg, ka)
+			r := m.run(ctx, cfg, l)
 			r.Method = m.name
 			rep.Runs = append(rep.Runs, r)
-			logf("%-45s keep-alive=%-5v %s", m.name, ka, r.summary())
+			logf("%-45s %-20s %s", m.name, l, r.summary())
 		}
 	}
 	if cfg.handover > 0 {
@@ -196,10 +209,25 @@ func benchmark(ctx context.Context, cfg config, log *os.File) (*report, error) {
 		logf("data path done %s", rep.PathErr)
 	}
 	if cfg.reloads > 0 {
-		if rep.Res, err = measureResources(cfg, b); err != nil {
-			rep.ResErr = err.Error()
+		type run struct {
+			mode               string
+			listeners, reloads int
 		}
-		logf("resources done %s", rep.ResErr)
+		runs := []run{{"shared", 1, cfg.reloads}}
+		if b.reuseportMode {
+			runs = append(runs, run{"reuseport", 1, cfg.reloads})
+		}
+		if cfg.wide > 1 && cfg.wideN > 0 {
+			for _, r := range runs[:len(runs)] {
+				runs = append(runs, run{r.mode, cfg.wide, cfg.wideN})
+			}
+		}
+		for _, x := range runs {
+			r := measureResources(b, x.mode, x.listeners, x.reloads, cfg.idle)
+			rep.Res = append(rep.Res, r)
+			logf("resources %s x%d: CPU per reload median %v, RSS max %d KiB, fds %d/%d, threads %d/%d, goroutines %d/%d %s",
+				x.mode, x.listeners, median(r.PerReload), r.MaxRSSKB, r.FDsBefore, r.FDsAfter, r.ThreadsBefore, r.ThreadsAfter, r.GoroutinesBefore, r.GoroutinesAfter, r.Err)
+		}
 	}
 	rep.Elapsed = time.Since(start)
 	return rep, nil

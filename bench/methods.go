@@ -17,16 +17,24 @@ type method struct {
 	key, name, short string
 	target           func() target // nil: runs in a network namespace
 	skip             string        // why it cannot run here
+	loads            []loadKind    // default: new conn and keep-alive
 }
 
-func (m method) run(ctx context.Context, cfg config, keepAlive bool) restartRun {
+func (m method) run(ctx context.Context, cfg config, l loadKind) restartRun {
 	switch {
 	case m.skip != "":
-		return restartRun{Skipped: m.skip, KeepAlive: keepAlive}
+		return restartRun{Skipped: m.skip, KeepAlive: l.keepAlive, NoRetry: l.noRetry}
 	case m.target == nil:
-		return runInNetns(ctx, cfg, m.name, keepAlive)
+		return runInNetns(ctx, cfg, m.name, l.keepAlive)
 	}
-	return runRestarts(ctx, cfg, m.name, m.target(), keepAlive)
+	return runRestarts(ctx, cfg, m.name, m.target(), l)
+}
+
+func (m method) loadKinds() []loadKind {
+	if m.loads == nil {
+		return []loadKind{newConnLoad, keepAliveLoad}
+	}
+	return m.loads
 }
 
 func allMethods(cfg config, b *bins) []method {
@@ -37,24 +45,28 @@ func allMethods(cfg config, b *bins) []method {
 			target: func() target { return &reuseSibling{exe: cfg.exe} }},
 		{key: "reuseport-migrate", name: "SO_REUSEPORT sibling, tcp_migrate_req=1 (netns)", short: "reuseport+migrate"},
 		{key: "nginx-reload", name: "nginx -s reload", short: "nginx reload",
-			target: func() target { return &nginxReload{b: b} }},
+			target: func() target { return &nginxReload{b: b} }, loads: allLoads},
 		{key: "nginx-upgrade", name: "nginx USR2 + QUIT (binary upgrade)", short: "nginx USR2+QUIT",
-			target: func() target { return &nginxUpgrade{b: b} }},
+			target: func() target { return &nginxUpgrade{b: b} }, loads: allLoads},
 		{key: "hotswap-shared", name: "hotswap, shared mode", short: "hotswap shared",
-			target: func() target { return newHotswap(b, "shared") }},
+			target: func() target { return newHotswap(b, "shared") }, loads: allLoads},
 		{key: "hotswap-reuseport", name: "hotswap, reuseport mode", short: "hotswap reuseport",
-			target: func() target { return newHotswap(b, "reuseport") }},
+			target: func() target { return newHotswap(b, "reuseport") }, loads: allLoads},
+		{key: "hotswap-plain", name: "hotswap, reuseport mode, goapp --plain-shutdown", short: "hotswap, plain Shutdown",
+			target: func() target { return newHotswap(b, "reuseport", "--plain-shutdown") }, loads: []loadKind{noRetryLoad}},
 	}
 	for i := range ms {
 		switch {
 		case strings.HasPrefix(ms[i].key, "nginx") && b.nginx == "":
 			ms[i].skip = "nginx not installed"
-		case ms[i].key == "hotswap-reuseport" && !b.reuseportMode:
+		case strings.HasPrefix(ms[i].key, "hotswap-") && ms[i].key != "hotswap-shared" && !b.reuseportMode:
 			ms[i].skip = "not available in this build (no --mode flag)"
 		}
 	}
 	return ms
 }
+
+var allLoads = []loadKind{newConnLoad, keepAliveLoad, noRetryLoad}
 
 func methodKeys() []string {
 	var keys []string

@@ -78,6 +78,6 @@ func netnsInner(cfg config, keepAlive bool) error {
 	if b, err := os.ReadFile(migrateReq); err != nil || strings.TrimSpace(string(b)) != "1" {
 		return fmt.Errorf("tcp_migrate_req reads %q, %v: want 1", b, err)
 	}
-	r := runRestarts(context.Background(), cfg, "", &reuseSibling{exe: cfg.exe}, keepAlive)
+	r := runRestarts(context.Background(), cfg, "", &reuseSibling{exe: cfg.exe}, loadKind{keepAlive: keepAlive})
 	return json.NewEncoder(os.Stdout).Encode(r)
 }

@@ -19,46 +19,57 @@ var (
 	red    = color.RGBA{R: 0xd6, G: 0x27, B: 0x28, A: 0xff}
 )
 
-// plotFailures draws failed requests per restart by method, new-conn and
-// keep-alive side by side.
+// plotFailures draws failed requests per restart by method, one bar per
+// load (none where a method did not run under that load).
 func plotFailures(r *report, path string) error {
 	var names []string
-	var fresh, kept plotter.Values
-	for i := 0; i+1 < len(r.Runs); i += 2 {
-		a, b := r.Runs[i], r.Runs[i+1]
-		if a.Skipped != "" {
+	loads := []loadKind{newConnLoad, keepAliveLoad, noRetryLoad}
+	vals := make([]plotter.Values, len(loads))
+	row := map[string]int{}
+	for _, run := range r.Runs {
+		if run.Skipped != "" {
 			continue
 		}
-		names = append(names, shortName(a.Method))
-		fresh = append(fresh, a.perRestart())
-		kept = append(kept, b.perRestart())
+		i, ok := row[run.Method]
+		if !ok {
+			i = len(names)
+			row[run.Method] = i
+			names = append(names, shortName(run.Method))
+			for k := range vals {
+				vals[k] = append(vals[k], 0)
+			}
+		}
+		for k, l := range loads {
+			if l == (loadKind{run.KeepAlive, run.NoRetry}) {
+				vals[k][i] = run.perRestart()
+			}
+		}
 	}
 	if len(names) == 0 {
-		names, fresh, kept = []string{"(none)"}, plotter.Values{0}, plotter.Values{0}
+		names = []string{"(none)"}
+		for k := range vals {
+			vals[k] = plotter.Values{0}
+		}
 	}
 	p := plot.New()
 	p.Title.Text = "Failed requests per restart (same load, one run)"
 	p.X.Label.Text = "failed requests per restart"
-	w := vg.Points(9)
-	b1, err := plotter.NewBarChart(fresh, w)
-	if err != nil {
-		return err
+	w := vg.Points(7)
+	for k, c := range []color.Color{orange, blue, green} {
+		b, err := plotter.NewBarChart(vals[k], w)
+		if err != nil {
+			return err
+		}
+		b.Horizontal, b.Color, b.LineStyle.Width = true, c, 0
+		b.Offset = w * vg.Length(1-k)
+		p.Add(b)
+		p.Legend.Add(loads[k].String(), b)
 	}
-	b2, err := plotter.NewBarChart(kept, w)
-	if err != nil {
-		return err
-	}
-	b1.Horizontal, b2.Horizontal = true, true
-	b1.Color, b2.Color = orange, blue
-	b1.LineStyle.Width, b2.LineStyle.Width = 0, 0
-	b1.Offset, b2.Offset = w/2, -w/2
-	p.Add(b1, b2, plotter.NewGrid())
-	p.Legend.Add("new connection per request", b1)
-	p.Legend.Add("keep-alive", b2)
+	p.Add(plotter.NewGrid())
 	p.Legend.Top = true
 	p.NominalY(names...)
 	p.X.Min = 0
-	return p.Save(9*vg.Inch, vg.Length(1.2+0.45*float64(len(names)))*vg.Inch, path)
+	return p.Save(9*vg.Inch, vg.Length(1.2+0.6*float64(len(names)))*vg.Inch, path)
 }
 
 func shortName(method string) string {

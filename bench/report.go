@@ -18,8 +18,7 @@ type report struct {
 	Handover []handoverStats
 	Path     []*pathResult
 	PathErr  string
-	Res      resourceStats
-	ResErr   string
+	Res      []resourceStats
 	plots    []string // file names written next to benchmarks.md
 }
 
@@ -84,15 +83,13 @@ func (r *report) failureTable(w func(string, ...any)) {
 	c := r.Cfg
 	w("## Failed requests per restart\n\n")
 	w("%d restarts per method under a closed-loop load of %d concurrent clients on 127.0.0.1, %v after each restart; ", c.restarts, c.conc, c.gap)
-	w("\"new conn\" opens a connection per request (HTTP/1.0), \"keep-alive\" reuses one per client (HTTP/1.1, Go's client retries what it may). ")
-	w("Handover: restart asked for (signal, or new process started) to the first response of the new version seen by the new-conn load.\n\n")
+	w("\"new conn\" opens a connection per request (HTTP/1.0), \"keep-alive\" reuses one per client (HTTP/1.1, Go's client retries what it may), ")
+	w("\"keep-alive, no retry\" reuses one per client and never sends a request twice: any error counts, and only a response saying Connection: close makes it open a new connection. ")
+	w("Handover: restart asked for (signal, or new process started) to the first response of the new version seen by that load.\n\n")
 	w("| method | load | restarts | requests | failed | failed per restart | failure kinds | handover median | p90 |\n")
 	w("|---|---|---:|---:|---:|---:|---|---:|---:|\n")
 	for _, run := range r.Runs {
-		load := "new conn"
-		if run.KeepAlive {
-			load = "keep-alive"
-		}
+		load := loadKind{run.KeepAlive, run.NoRetry}.String()
 		switch {
 		case run.Skipped != "":
 			w("| %s | %s | %s | | | | | | |\n", run.Method, load, run.Skipped)
@@ -176,22 +173,70 @@ func (r *report) pathTable(w func(string, ...any)) {
 }
 
 func (r *report) resourceTable(w func(string, ...any)) {
-	if r.Cfg.reloads <= 0 {
+	if len(r.Res) == 0 {
 		return
 	}
 	w("## hotswap's own resources\n\n")
-	if r.ResErr != "" {
-		w("Broke off: %s\n\n", oneLine(r.ResErr))
-		return
+	w("The hotswap process itself (not its children), with `--metrics` on for the goroutine count: %d reloads to warm up, idle for %v, then reloads one at a time, each waiting for the old generation to exit. ", warmup, r.Cfg.idle)
+	w("CPU per reload is the sum over hotswap's threads of /proc/PID/task/TID/schedstat (nanoseconds) from the SIGHUP to the old generation's exit; RSS, fds and threads from /proc/PID/status and fd.\n\n")
+	w("| figure |")
+	for _, s := range r.Res {
+		w(" %s, %d listener%s, %d reloads |", s.Mode, s.Listeners, plural(s.Listeners), s.Reloads)
 	}
-	s := r.Res
-	w("The hotswap process itself (not its children), from /proc/PID/stat, status and fd: idle for %v, then %d reloads back to back.\n\n", s.IdleFor.Round(time.Millisecond), s.Reloads)
-	w("| figure | idle | during %d reloads |\n|---|---:|---:|\n", s.Reloads)
-	w("| CPU (utime+stime) | %v (%.2f %% of one CPU) | %v in %v (%.1f %% of one CPU, %.2f ms per reload) |\n",
-		s.IdleCPU, s.idlePct(), s.ReloadCPU, s.ReloadFor.Round(time.Millisecond), s.reloadPct(), s.ReloadCPU.Seconds()*1000/float64(s.Reloads))
-	w("| RSS | %d KiB | max %d KiB (VmHWM %d KiB) |\n", s.IdleRSSKB, s.MaxRSSKB, s.HWMKB)
-	w("| open fds | %d before | %d after |\n", s.FDsBefore, s.FDsAfter)
-	w("| threads | %d before | %d after |\n\n", s.ThreadsBefore, s.ThreadsAfter)
+	w("\n|---|")
+	for range r.Res {
+		w("---:|")
+	}
+	w("\n")
+	row := func(name string, f func(s resourceStats) string) {
+		w("| %s |", name)
+		for _, s := range r.Res {
+			if s.Err != "" {
+				w(" broke off: %s |", oneLine(s.Err))
+				continue
+			}
+			w(" %s |", f(s))
+		}
+		w("\n")
+	}
+	row("hotswap CPU per reload, median (p90)", func(s resourceStats) string {
+		return fmt.Sprintf("**%s** (%s)", ms(median(s.PerReload)), ms(quantile(s.PerReload, 0.9)))
+	})
+	row("hotswap CPU per reload, mean", func(s resourceStats) string {
+		return ms(s.ReloadCPU / time.Duration(max(1, len(s.PerReload))))
+	})
+	row("SIGHUP → reload succeeded, median", func(s resourceStats) string { return ms(median(s.Handover)) })
+	row("CPU while idle", func(s resourceStats) string {
+		return fmt.Sprintf("%v in %v (%.2f %%)", s.IdleCPU.Round(time.Microsecond), s.IdleFor.Round(time.Millisecond), s.idlePct())
+	})
+	row("RSS idle / max during the reloads / VmHWM", func(s resourceStats) string {
+		return fmt.Sprintf("%d / **%d** / %d KiB", s.IdleRSSKB, s.MaxRSSKB, s.HWMKB)
+	})
+	row("open fds before / after", func(s resourceStats) string { return fmt.Sprintf("%d / %d", s.FDsBefore, s.FDsAfter) })
+	row("threads before / after", func(s resourceStats) string { return fmt.Sprintf("%d / %d", s.ThreadsBefore, s.ThreadsAfter) })
+	row("goroutines before / after", func(s resourceStats) string { return fmt.Sprintf("%d / %d", s.GoroutinesBefore, s.GoroutinesAfter) })
+	w("\n")
+	var shared, reuse time.Duration
+	for _, s := range r.Res {
+		if s.Listeners == 1 && s.Err == "" {
+			switch s.Mode {
+			case "shared":
+				shared = median(s.PerReload)
+			case "reuseport":
+				reuse = median(s.PerReload)
+			}
+		}
+	}
+	if shared > 0 && reuse > 0 {
+		w("Reuseport / shared, hotswap CPU per reload (medians): %.2f.\n\n", reuse.Seconds()/shared.Seconds())
+	}
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
 }
 
 const method2doc = `## How each method restarts
@@ -203,4 +248,5 @@ const method2doc = `## How each method restarts
 - **nginx USR2 + QUIT**: nginx's binary upgrade: a new master inherits the sockets (` + "`NGINX`" + ` variable), then the old master gets QUIT once the new one has workers.
 - **hotswap shared**: ` + "`hotswap --ready notify -l http=tcp://127.0.0.1:0 -- goapp --notify`" + `, SIGHUP per restart; every generation accepts from the one socket hotswap owns.
 - **hotswap reuseport**: the same with ` + "`--mode reuseport`" + `: a steered SO_REUSEPORT sibling per generation, drained before it is closed.
+- **hotswap reuseport, goapp --plain-shutdown**: the same, with goapp draining through ` + "`http.Server.Shutdown`" + ` alone instead of ` + "`fdpass.ServeHTTP`" + `: what an unmodified Go server does (it closes idle keep-alive connections at once).
 `

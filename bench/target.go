@@ -126,13 +126,15 @@ const goappScript = `bin=$0 v=$1; shift; exec "$bin" --version "$(cat "$v")" "$@
 // hotswapTarget runs goapp under hotswap with --ready notify.
 type hotswapTarget struct {
 	b       *bins
-	mode    string // "" for hotswap's default (reuseport)
+	mode    string   // "" for hotswap's default (reuseport)
+	goapp   []string // more flags for goapp
+	extra   []string // more flags for hotswap
 	verFile string
 	p       *proc
 }
 
-func newHotswap(b *bins, mode string) *hotswapTarget {
-	return &hotswapTarget{b: b, mode: mode}
+func newHotswap(b *bins, mode string, goappFlags ...string) *hotswapTarget {
+	return &hotswapTarget{b: b, mode: mode, goapp: goappFlags}
 }
 
 func (t *hotswapTarget) start() (string, error) {
@@ -148,7 +150,9 @@ func (t *hotswapTarget) start() (string, error) {
 	if t.mode != "" {
 		args = append(args, "--mode", t.mode)
 	}
+	args = append(args, t.extra...)
 	args = append(args, "--", "sh", "-c", goappScript, t.b.goapp, t.verFile, "--notify")
+	args = append(args, t.goapp...)
 	if t.p, err = startProc(exec.Command(t.b.hotswap, args...)); err != nil {
 		return "", err
 	}

@@ -18,34 +18,28 @@ import (
 	"time"
 
 	"github.com/hotswap-dev/hotswap/fdpass"
+	"github.com/hotswap-dev/hotswap/internal/proctest"
 )
 
-const (
-	helperEnv   = "HOTSWAP_TEST_HELPER"
-	reportFDEnv = "HOTSWAP_TEST_REPORT_FD"
-)
+const reportFDEnv = "HOTSWAP_TEST_REPORT_FD"
 
-// helpers are the mains a test can run in a child: the test binary re-execs
-// itself with HOTSWAP_TEST_HELPER=<name>.
-var helpers = map[string]func() error{
-	"listeners": helperListeners,
+// helpers are the mains a test can run in a child.
+var helpers = proctest.Helpers{
+	"listeners": exitStatus(helperListeners),
 }
 
-func TestMain(m *testing.M) {
-	if name := os.Getenv(helperEnv); name != "" {
-		h, ok := helpers[name]
-		if !ok {
-			fmt.Fprintf(os.Stderr, "no helper %q\n", name)
-			os.Exit(2)
-		}
+// exitStatus turns a helper that returns an error into a main.
+func exitStatus(h func() error) func() int {
+	return func() int {
 		if err := h(); err != nil {
 			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
+			return 1
 		}
-		os.Exit(0)
+		return 0
 	}
-	os.Exit(m.Run())
 }
+
+func TestMain(m *testing.M) { proctest.HelperMain(m, helpers) }
 
 // childReport is what the "listeners" helper found.
 type childReport struct {
@@ -182,7 +176,7 @@ func runChild(t *testing.T, files []*os.File, pid string, env ...string) childRe
 	}
 	cmd := exec.Command("/bin/sh", "-c", setPID+` exec "$0" "$@"`, exe, "-test.run=^$")
 	cmd.ExtraFiles = append(slices.Clone(files), pw)
-	cmd.Env = append(os.Environ(), helperEnv+"=listeners", reportFDEnv+"="+strconv.Itoa(fdpass.FirstFD+len(files)))
+	cmd.Env = append(os.Environ(), proctest.UseHelper("listeners"), reportFDEnv+"="+strconv.Itoa(fdpass.FirstFD+len(files)))
 	cmd.Env = append(cmd.Env, env...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr

@@ -3,6 +3,7 @@
 package fdpass_test
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"io"
@@ -178,5 +179,65 @@ func TestDrainUnderLoad(t *testing.T) {
 				t.Errorf("got %d failed requests over %d replacements, want 0", failed, n)
 			}
 		})
+	}
+}
+
+// TestDrainKeepAlive: once the drain began, a keep-alive connection that
+// was idle is not closed under its client: its next request is answered,
+// with Connection: close, and then the connection closes. One that stays
+// silent is closed after IdleGrace, and the drain completes.
+func TestDrainKeepAlive(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- fdpass.ServeHTTP(ctx, &http.Server{Handler: okHandler}, ln, 10*time.Second) }()
+	dial := func() (net.Conn, *bufio.Reader) {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		return c, bufio.NewReader(c)
+	}
+	request := func(c net.Conn, br *bufio.Reader) *http.Response {
+		t.Helper()
+		if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("request: %v", err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	busy, busyR := dial()
+	silent, silentR := dial()
+	for _, pair := range []struct {
+		c  net.Conn
+		br *bufio.Reader
+	}{{busy, busyR}, {silent, silentR}} {
+		if resp := request(pair.c, pair.br); resp.Close {
+			t.Fatal("answered with Connection: close before the drain")
+		}
+	}
+	cancel()
+	time.Sleep(100 * time.Millisecond) // the drain has begun; both are idle
+	if resp := request(busy, busyR); resp.StatusCode != http.StatusOK || !resp.Close {
+		t.Errorf("request during the drain: status %d, close %v; want 200 with Connection: close", resp.StatusCode, resp.Close)
+	}
+	if _, err := busyR.ReadByte(); err != io.EOF {
+		t.Errorf("after the Connection: close answer: %v, want EOF", err)
+	}
+	if _, err := silentR.ReadByte(); err != io.EOF {
+		t.Errorf("silent connection: %v, want EOF after the grace", err)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("ServeHTTP: %v", err)
 	}
 }

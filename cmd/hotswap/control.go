@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -13,6 +12,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hotswap-dev/hotswap/internal/control"
 	"github.com/hotswap-dev/hotswap/internal/supervisor"
+	"github.com/hotswap-dev/hotswap/internal/upgrade"
 	"github.com/spf13/pflag"
 )
 
@@ -29,6 +29,15 @@ type controlOptions struct {
 func (c *controlOptions) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.path, "control", "", "control socket `PATH` for hotswap reload, status, stop and signal (default "+control.DefaultPathHelp+"; "+controlOff+" disables it)")
 	fs.StringVar(&c.metrics, "metrics", "", "serve Prometheus metrics at http://`ADDR`/metrics (HOST:PORT; off by default)")
+}
+
+// explicitPath is the --control PATH given, or "" (the default path
+// names this pid, and none is shared).
+func (c *controlOptions) explicitPath() string {
+	if c.path == controlOff {
+		return ""
+	}
+	return c.path
 }
 
 // apply sets the supervisor's observer when metrics are on.
@@ -48,8 +57,12 @@ type controlPlane struct {
 }
 
 // start serves the control plane for sup until Close; stop asks hotswap to
-// stop gracefully.
-func (c *controlOptions) start(ctx context.Context, sup *supervisor.Supervisor, log hclog.Logger, stop func(error)) (_ io.Closer, retErr error) {
+// stop gracefully. An explicit --control socket and the --metrics socket
+// pass to the new hotswap of a self-upgrade (up.Carry), which serves them
+// at once; the old one stops serving them when it has upgraded away
+// (handOff). The default control socket names this pid, and each hotswap
+// has its own.
+func (c *controlOptions) start(ctx context.Context, sup *supervisor.Supervisor, up *upgrade.Upgrader, log hclog.Logger, stop func(error)) (_ *controlPlane, retErr error) {
 	p := &controlPlane{}
 	defer func() {
 		if retErr != nil {
@@ -57,30 +70,61 @@ func (c *controlOptions) start(ctx context.Context, sup *supervisor.Supervisor, 
 		}
 	}()
 	if c.path != controlOff {
-		path := c.path
-		if path == "" {
+		cfg := control.Config{Path: c.path, Target: sup, Stop: stop, Logger: log}
+		if c.path == "" {
 			var err error
-			if path, err = control.MakeDefaultPath(os.Getpid()); err != nil {
+			if cfg.Path, err = control.MakeDefaultPath(os.Getpid()); err != nil {
 				return nil, err
 			}
+		} else {
+			f, _, err := up.Carry("control:"+c.path, func() (*os.File, error) { return control.Bind(c.path) })
+			if err != nil {
+				return nil, err
+			}
+			defer f.Close()
+			cfg.File = f
 		}
-		ctl, err := control.Listen(control.Config{Path: path, Target: sup, Stop: stop, Logger: log})
+		ctl, err := control.Listen(cfg)
 		if err != nil {
 			return nil, err
 		}
 		p.ctl = ctl
-		log.Info("control socket", "path", path)
+		log.Info("control socket", "path", cfg.Path)
 	}
 	if c.metrics != "" {
-		if err := p.serveMetrics(c.metrics, newMetricsHandler(sup, c.obs), log); err != nil {
+		f, _, err := up.Carry("metrics:"+c.metrics, func() (*os.File, error) { return listenMetrics(c.metrics) })
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		if err := p.serveMetrics(f, newMetricsHandler(sup, c.obs), log); err != nil {
 			return nil, err
 		}
 	}
 	return p, nil
 }
 
-func (p *controlPlane) serveMetrics(addr string, h http.Handler, log hclog.Logger) error {
+// listenMetrics binds the metrics address.
+func listenMetrics(addr string) (*os.File, error) {
 	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics: %w", err)
+	}
+	defer ln.Close()
+	return ln.(*net.TCPListener).File()
+}
+
+// handOff stops serving once a new hotswap serves the control and metrics
+// sockets: the socket file stays for it.
+func (p *controlPlane) handOff() {
+	if p.ctl != nil {
+		p.ctl.Keep()
+	}
+	p.Close()
+}
+
+func (p *controlPlane) serveMetrics(f *os.File, h http.Handler, log hclog.Logger) error {
+	ln, err := net.FileListener(f)
 	if err != nil {
 		return fmt.Errorf("--metrics: %w", err)
 	}

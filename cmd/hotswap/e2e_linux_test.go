@@ -22,14 +22,7 @@ const (
 )
 
 func TestMain(m *testing.M) {
-	for _, env := range []string{"HOTSWAP_TEST_HELPER", childHelperEnv} {
-		if h := os.Getenv(env); h != "" {
-			os.Exit(runHelper(h))
-		}
-	}
-	code := m.Run()
-	proctest.Cleanup()
-	os.Exit(code)
+	proctest.HelperMain(m, proctest.Helpers{"handoff": handoffHelper})
 }
 
 // app is hotswap running examples/goapp, whose version and extra flags

@@ -49,9 +49,10 @@ Socket modes (--mode; reuseport is the default for TCP listeners):
              its own SO_REUSEPORT socket, steered by a BPF program: no client
              reaches it before it is ready (an http:// or tcp:// probe of the
              public port reaches exactly the new generation), and the old one
-             keeps accepting until its queue is empty and it holds no
-             connection, then gets its stop signal. Servers with no graceful
-             shutdown lose nothing.
+             keeps accepting until its queue is empty and every connection
+             it holds is idle (everything it received has been answered),
+             then gets its stop signal. Servers with no graceful shutdown
+             lose nothing.
 
 Flags:
 `
@@ -86,10 +87,10 @@ func newFlagSet(o *options) *pflag.FlagSet {
 	fs.StringVar(&o.mode, "mode", string(supervisor.ModeReusePort), "socket `MODE` for TCP listeners: reuseport or shared (see above); UDP and unix listeners are always shared")
 	fs.BoolVar(&o.skipDrain, "unsafe-skip-drain", false, "reuseport mode without the drain: the naive SO_REUSEPORT restart, for measurements only")
 	_ = fs.MarkHidden("unsafe-skip-drain")
-	fs.StringVar(&o.pidfile, "pidfile", "", "write hotswap's pid to `PATH` (atomically; removed on exit)")
+	fs.StringVar(&o.pidfile, "pidfile", "", "write hotswap's pid to `PATH` (atomically; removed on exit); PATH.lock is held for hotswap's life, so a second hotswap on it refuses")
 	fs.StringVar(&o.stopSignal, "stop-signal", "TERM", "`SIG` that stops an old generation (TERM, SIGQUIT, 3, ...); nginx wants QUIT")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", supervisor.DefaultDrainTimeout, "after the stop signal, wait this long, then SIGKILL")
-	fs.DurationVar(&o.connWait, "drain-conn-wait", supervisor.DefaultDrainConnWait, "reuseport mode: before the stop signal, wait at most this long for the old generation's connections (keep-alive ones too) to close")
+	fs.DurationVar(&o.connWait, "drain-conn-wait", supervisor.DefaultDrainConnWait, "reuseport mode: before the stop signal, wait at most this long for the old generation's busy connections (a request unanswered) to become idle")
 	fs.DurationVar(&o.backoffMax, "restart-backoff-max", supervisor.DefaultBackoffMax, "a generation that dies on its own is restarted after a backoff that doubles from 100ms up to this, while clients wait in the queue")
 	fs.IntVar(&o.maxDraining, "max-draining", supervisor.DefaultMaxDraining, "at most `N` old generations draining at once; a reload beyond that fails at once (reuseport mode: a reload waits until the previous old generation has exited)")
 	fs.StringVar(&o.ready, "ready", supervisor.DefaultReady.String(), "readiness `SPEC`: DURATION (stayed up), notify (READY=1 over sd_notify), http://HOST:PORT/PATH or https:// (2xx), tcp://HOST:PORT (accepts), exec:COMMAND (exits 0); {gen}, {pid} and {port} are expanded ({port}: a socket hotswap binds on 127.0.0.1 and hands over as the fd named health)")

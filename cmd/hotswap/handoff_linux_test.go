@@ -108,7 +108,7 @@ func TestHandoffProtocols(t *testing.T) {
 
 	cmd := exec.Command(hotswap, "--log-format", "json", "--ready", "100ms",
 		"-l", "http=tcp://127.0.0.1:0", "-l", "admin=tcp4://127.0.0.1:0", "--", self, "-test.run=^$")
-	cmd.Env = append(os.Environ(), childHelperEnv+"=handoff", reportEnv+"="+fifo,
+	cmd.Env = append(os.Environ(), proctest.UseChildHelper("handoff"), reportEnv+"="+fifo,
 		"LISTEN_FDS=9", "LISTEN_PID=1", "LISTEN_FDNAMES=stale", "NOTIFY_SOCKET=/nonexistent",
 		"NGINX=9;", "EINHORN_FD_COUNT=9", "EINHORN_FD_0=9", "HOTSWAP_STALE=1")
 	cmd.ExtraFiles = []*os.File{stray1, stray2}

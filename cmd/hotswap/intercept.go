@@ -1,12 +1,8 @@
 package main
 
 import (
-	"errors"
 	"fmt"
-	"os"
-	"strconv"
 
-	"github.com/hotswap-dev/hotswap/fdpass"
 	"github.com/hotswap-dev/hotswap/internal/intercept"
 	"github.com/hotswap-dev/hotswap/internal/supervisor"
 	"github.com/spf13/pflag"
@@ -46,27 +42,5 @@ func (i *interceptOptions) apply(cfg *supervisor.Config) error {
 		}
 	}
 	cfg.Intercept = true
-	return nil
-}
-
-// shimPrepare runs in the exec shim on the thread that will exec the target:
-// with --intercept it installs the seccomp filter there and sends its
-// notification fd to the supervisor.
-func shimPrepare() error {
-	v, ok := os.LookupEnv(fdpass.InterceptFDEnv)
-	if !ok {
-		return nil
-	}
-	fd, err := strconv.Atoi(v)
-	if err != nil || fd < fdpass.FirstFD {
-		return fmt.Errorf("%s=%q is not a descriptor number", fdpass.InterceptFDEnv, v)
-	}
-	err = intercept.InstallAndSend(fd)
-	if errors.Is(err, intercept.ErrNested) {
-		return fmt.Errorf("intercept binds: the command already runs under a seccomp notification listener (hotswap --intercept or a sandbox above it), which cannot be nested: %w", err)
-	}
-	if err != nil {
-		return fmt.Errorf("intercept binds: %w", err)
-	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"syscall"
 
 	"github.com/hotswap-dev/hotswap/fdpass"
+	"github.com/hotswap-dev/hotswap/internal/intercept"
 	"github.com/hotswap-dev/hotswap/internal/upgrade"
 	"golang.org/x/sys/unix"
 )
@@ -29,7 +30,7 @@ const upgradeSignal = upgrade.Signal
 
 func main() {
 	if fdpass.IsShim() {
-		code, err := fdpass.RunShim(shimPrepare)
+		code, err := fdpass.RunShim(intercept.ShimPrepare)
 		fmt.Fprintf(os.Stderr, "hotswap: %v\n", err)
 		os.Exit(code)
 	}

@@ -6,9 +6,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 
@@ -42,35 +39,43 @@ func run(args []string) int {
 	if err != nil {
 		return fail(exitUsage, "%v", err)
 	}
-	// A hotswap started by a self-upgrade writes the pidfile once it
-	// serves; after an upgrade the file names the new hotswap and stays.
-	announce := func() error { return nil }
-	if o.pidfile != "" {
-		announce = func() error { return writePidfile(o.pidfile) }
+	// The pidfile names a hotswap that listens: written once every
+	// listener is bound, or, by a hotswap started by a self-upgrade, once
+	// its first generation serves; after an upgrade the file names the new
+	// hotswap and stays.
+	var locks *instanceLocks
+	announce := func() error {
+		locks.announce()
+		if o.pidfile == "" {
+			return nil
+		}
+		return writePidfile(o.pidfile)
 	}
 	up, err := upgrade.New(upgrade.Options{ReadyTimeout: cfg.ReadyTimeout, Announce: announce, Logger: log})
 	if err != nil {
 		return fail(exitFailure, "%v", err)
 	}
+	// Before anything is bound or written: a second hotswap on the same
+	// pidfile or control socket leaves the first one's alone.
+	locks, err = lockInstance(up, lockedPath{"--pidfile", o.pidfile}, lockedPath{"--control", o.control.explicitPath()})
+	if err != nil {
+		up.Finish()
+		return fail(exitFailure, "%v; this hotswap changed nothing", err)
+	}
+	defer locks.Close()
 	cfg.Listen, cfg.Adopt = up.Listen, up.Adopt
 	sup, err := supervisor.New(cfg)
 	if err != nil {
 		up.Finish()
 		return fail(supervisor.ExitCode(err, exitUsage), "%v", err)
 	}
-	if !up.HasParent() {
-		if err := announce(); err != nil {
-			up.Finish()
-			return fail(exitFailure, "%v", err)
-		}
-	}
 	defer removePidfileIfOurs(o.pidfile)
-	return serve(sup, up, o, log)
+	return serve(sup, up, o, log, announce)
 }
 
 // serve runs sup and maps signals onto it: SIGHUP reloads, SIGTERM, SIGINT
 // and SIGQUIT stop, SIGUSR1, SIGUSR2 and SIGWINCH are forwarded.
-func serve(sup *supervisor.Supervisor, up *upgrade.Upgrader, o *options, log hclog.Logger) int {
+func serve(sup *supervisor.Supervisor, up *upgrade.Upgrader, o *options, log hclog.Logger, announce func() error) int {
 	sigc := make(chan os.Signal, 16)
 	signal.Notify(sigc, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT,
 		syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH)
@@ -89,19 +94,38 @@ func serve(sup *supervisor.Supervisor, up *upgrade.Upgrader, o *options, log hcl
 	case err := <-runErr:
 		return fail(exitFailure, "%v; this hotswap started nothing", err)
 	}
-	ctl, err := o.control.start(ctx, sup, log, stop)
+	if !up.HasParent() {
+		if err := announce(); err != nil {
+			stop(err)
+			<-runErr
+			return fail(exitFailure, "%v; nothing is serving", err)
+		}
+	}
+	ctl, err := o.control.start(ctx, sup, up, log, stop)
 	if err != nil {
 		stop(err)
 		<-runErr
 		return fail(exitFailure, "%v; nothing is serving", err)
 	}
 	defer ctl.Close()
+	wg.Go(func() {
+		<-ctx.Done()
+		if up.Away() {
+			ctl.handOff() // while this hotswap drains, the new one answers
+		}
+	})
 	if err := up.Start(ctx, sup, stop); err != nil {
 		stop(err)
 		<-runErr
 		return fail(exitFailure, "%v; nothing is serving", err)
 	}
-	defer up.Finish()
+	// Finish waits for the upgrader's goroutines, which end with ctx: it
+	// is cancelled first, or a new hotswap whose generation failed would
+	// wait for its parent until the upgrade timeout killed it.
+	defer func() {
+		stop(nil)
+		up.Finish()
+	}()
 	for {
 		select {
 		case err := <-runErr:
@@ -136,41 +160,5 @@ func reloadOnSignal(ctx context.Context, sup *supervisor.Supervisor, log hclog.L
 		fmt.Fprintf(os.Stderr, "hotswap: reload failed: %v; %s\n", re, re.StillServing())
 	case !errors.Is(err, supervisor.ErrStopped) && !errors.Is(err, context.Canceled):
 		log.Error("reload", "error", err)
-	}
-}
-
-// writePidfile writes the pid to a temporary file beside path and renames
-// it into place, so a reader never sees a partial file.
-func writePidfile(path string) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".hotswap-pid-*")
-	if err != nil {
-		return fmt.Errorf("write pidfile %s: %w", path, err)
-	}
-	_, err = tmp.WriteString(strconv.Itoa(os.Getpid()) + "\n")
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp.Name(), 0o644)
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
-		return fmt.Errorf("write pidfile %s: %w", path, err)
-	}
-	return nil
-}
-
-// removePidfileIfOurs removes path if it still names this process: after a
-// self-upgrade it names the new hotswap and must stay.
-func removePidfileIfOurs(path string) {
-	if path == "" {
-		return
-	}
-	b, err := os.ReadFile(path)
-	if err == nil && strings.TrimSpace(string(b)) == strconv.Itoa(os.Getpid()) {
-		os.Remove(path)
 	}
 }

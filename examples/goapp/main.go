@@ -293,7 +293,22 @@ func (s *servers) healthListener(addr string) (net.Listener, error) {
 
 func (s *servers) go1(srv *http.Server, ln net.Listener) {
 	s.n++
-	go func() { s.done <- fdpass.ServeHTTP(s.ctx, srv, ln, s.a.cfg.drainTimeout) }()
+	if !s.a.cfg.plainShutdown {
+		go func() { s.done <- fdpass.ServeHTTP(s.ctx, srv, ln, s.a.cfg.drainTimeout) }()
+		return
+	}
+	// What most Go servers do: Shutdown closes idle keep-alive
+	// connections at once, racing with their clients' next requests.
+	go func() {
+		served := make(chan error, 1)
+		go func() { served <- srv.Serve(ln) }()
+		<-s.ctx.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), s.a.cfg.drainTimeout)
+		defer cancel()
+		err := srv.Shutdown(ctx)
+		<-served
+		s.done <- err
+	}()
 }
 
 // wait waits for every server after cancel.

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"errors"
+	"github.com/hotswap-dev/hotswap/internal/proctest"
 	"io"
 	"net/http"
 	"os"
@@ -15,28 +16,9 @@ import (
 	"time"
 )
 
-var goapp string // the binary under test, built once by TestMain
+const goappPkg = "github.com/hotswap-dev/hotswap/examples/goapp"
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "goapp-test")
-	if err != nil {
-		panic(err)
-	}
-	goapp = filepath.Join(dir, "goapp")
-	args := []string{"build", "-o", goapp}
-	if raceEnabled {
-		args = append(args, "-race")
-	}
-	out, err := exec.Command("go", append(args, ".")...).CombinedOutput()
-	if err != nil {
-		os.Stderr.Write(out)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { proctest.HelperMain(m, nil) }
 
 var servingRE = regexp.MustCompile(`serving https? on (\S+) \((\w+)\)(?:, /healthz on (\S+))?`)
 
@@ -50,7 +32,7 @@ type proc struct {
 // start runs goapp standalone on 127.0.0.1:0 and waits for its start line.
 func start(t *testing.T, args ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(goapp, append([]string{"--listen", "127.0.0.1:0"}, args...)...)
+	cmd := exec.Command(proctest.Build(t, goappPkg), append([]string{"--listen", "127.0.0.1:0"}, args...)...)
 	cmd.Env = append(os.Environ(), "HOTSWAP_GENERATION=7")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -145,7 +127,7 @@ func TestVersionAndStatus(t *testing.T) {
 }
 
 func TestExitAtStart(t *testing.T) {
-	cmd := exec.Command(goapp, "--exit-at-start", "7")
+	cmd := exec.Command(proctest.Build(t, goappPkg), "--exit-at-start", "7")
 	err := cmd.Run()
 	if code := cmd.ProcessState.ExitCode(); code != 7 {
 		t.Errorf("got exit %d (%v), want 7", code, err)
@@ -196,7 +178,7 @@ func TestBadTLSPair(t *testing.T) {
 	cert, key := filepath.Join(dir, "c.pem"), filepath.Join(dir, "k.pem")
 	os.WriteFile(cert, []byte("not a certificate"), 0o600)
 	os.WriteFile(key, []byte("not a key"), 0o600)
-	cmd := exec.Command(goapp, "--listen", "127.0.0.1:0", "--tls-cert", cert, "--tls-key", key)
+	cmd := exec.Command(proctest.Build(t, goappPkg), "--listen", "127.0.0.1:0", "--tls-cert", cert, "--tls-key", key)
 	out, _ := cmd.CombinedOutput()
 	if code := cmd.ProcessState.ExitCode(); code == 0 || strings.Count(string(out), "\n") != 1 {
 		t.Errorf("got exit %d and %q, want non-zero and one line", code, out)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"net"
 	"os"
 	"os/exec"
 
@@ -16,29 +15,18 @@ func (a *app) ready() {
 }
 
 // notify sends one sd_notify(3) datagram to $NOTIFY_SOCKET when --notify
-// is set. Go's net package maps a leading '@' to the abstract namespace.
+// is set.
 func (a *app) notify(state string) {
 	if !a.cfg.notify {
 		return
 	}
-	path := os.Getenv(fdpass.NotifySocket)
-	if path == "" {
+	if os.Getenv(fdpass.NotifySocket) == "" {
 		a.logf("notify %s: %s not set", state, fdpass.NotifySocket)
 		return
 	}
-	if err := sdNotify(path, state); err != nil {
+	if err := fdpass.Notify(state); err != nil {
 		a.logf("notify %s: %v", state, err)
 	}
-}
-
-func sdNotify(path, state string) error {
-	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: path, Net: "unixgram"})
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	_, err = c.Write([]byte(state))
-	return err
 }
 
 // spawnGrandchild starts goapp in its sleep mode and does not wait for it,

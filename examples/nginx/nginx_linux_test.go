@@ -20,11 +20,7 @@ import (
 
 const hotswapPkg = "github.com/hotswap-dev/hotswap/cmd/hotswap"
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	proctest.Cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { proctest.HelperMain(m, nil) }
 
 // versionLine is the line of nginx.conf that a deploy changes.
 const versionLine = `set $version "v1";`

@@ -29,11 +29,7 @@ const (
 	reloads      = 15
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	proctest.Cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { proctest.HelperMain(m, nil) }
 
 // recipe is one server's command line under hotswap. In argv and env,
 // {addr} is the public address, {port} its port, {dir} this directory,

@@ -17,11 +17,7 @@ import (
 
 const hotswapPkg = "github.com/hotswap-dev/hotswap/cmd/hotswap"
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	proctest.Cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { proctest.HelperMain(m, nil) }
 
 // gunicornBinary returns Debian's gunicorn, failing under CI=true when
 // missing.

@@ -64,6 +64,11 @@ func Resolve(control, pidfile string) (string, error) {
 		return "", errors.New("--control and --pidfile exclude each other")
 	case control != "":
 		return control, nil
+	}
+	if err := checkDir(Dir()); err != nil {
+		return "", err
+	}
+	switch {
 	case pidfile != "":
 		b, err := os.ReadFile(pidfile)
 		if err != nil {
@@ -112,4 +117,26 @@ func alive(pid int) bool {
 	defer p.Release()
 	err = p.Signal(syscall.Signal(0))
 	return err == nil || errors.Is(err, syscall.EPERM)
+}
+
+// checkDir refuses a control directory that someone else could have
+// planted a socket in: it must be this uid's and writable by nobody else.
+// In a shared $TMPDIR, another user can make $TMPDIR/hotswap-UID first and
+// serve a fake hotswap there (the server's uid is checked too, at Dial).
+// A directory that does not exist holds no socket, and is left to the
+// caller to report.
+func checkDir(dir string) error {
+	var st syscall.Stat_t
+	if err := syscall.Lstat(dir, &st); err != nil {
+		return nil
+	}
+	switch {
+	case st.Mode&syscall.S_IFMT != syscall.S_IFDIR:
+		return fmt.Errorf("control directory %s is not a directory: not looking for hotswap there (pass --control PATH)", dir)
+	case int(st.Uid) != os.Geteuid():
+		return fmt.Errorf("control directory %s is owned by uid %d, not %d: another user may have put a socket there; not looking for hotswap in it (pass --control PATH)", dir, st.Uid, os.Geteuid())
+	case st.Mode&0o022 != 0:
+		return fmt.Errorf("control directory %s is writable by others (mode %#o): another user may have put a socket there; not looking for hotswap in it (pass --control PATH)", dir, st.Mode&0o7777)
+	}
+	return nil
 }

@@ -29,6 +29,7 @@ import (
 //	-> {"v":1,"op":"reload","hold":true}        (reuseport: keep it as a canary at weight 0)
 //	-> {"v":1,"op":"weight","percent":20}       (that share of new connections to the canary)
 //	-> {"v":1,"op":"promote"}                   (or "rollback")
+//	-> {"v":1,"op":"status","deadline":1764628800000}  (Unix ms: not carried out after it)
 //	-> {"v":1,"op":"stop"}
 //	<- {"v":1,"ok":true}            (the connection closes once hotswap has stopped)
 //
@@ -61,6 +62,10 @@ type Request struct {
 	Hold bool `json:"hold,omitempty"`
 	// Percent, with OpWeight, is the canary's share, 0 to 100.
 	Percent *int `json:"percent,omitempty"`
+	// Deadline, if set, is when the client stops waiting, in Unix
+	// milliseconds: the server carries out nothing after it, and bounds
+	// the request's wait by it.
+	Deadline int64 `json:"deadline,omitempty"`
 }
 
 // Response is the answer to one request.

@@ -19,8 +19,21 @@ import (
 
 // Defaults of [Config].
 const (
-	DefaultMaxConns    = 32
-	DefaultIdleTimeout = 30 * time.Second
+	DefaultMaxConns = 32
+	// DefaultFirstRequestTimeout bounds the wait for a connection's first
+	// request: hotswap's own client sends it at once, so a client that
+	// connects and says nothing holds one of the MaxConns slots that long.
+	DefaultFirstRequestTimeout = 2 * time.Second
+	DefaultIdleTimeout         = 10 * time.Second
+)
+
+// Accept failures (EMFILE: hotswap is out of descriptors) are retried after
+// a pause that doubles up to acceptBackoffMax, and logged at most once per
+// acceptLogEvery, with how many there were.
+const (
+	acceptBackoffMin = 50 * time.Millisecond
+	acceptBackoffMax = time.Second
+	acceptLogEvery   = 10 * time.Second
 )
 
 // ErrInUse is returned by [Listen] when another live process serves the
@@ -48,9 +61,17 @@ type Config struct {
 	// MaxConns bounds the connections served at once; more wait in the
 	// accept queue until one closes. Default DefaultMaxConns.
 	MaxConns int
+	// FirstRequestTimeout closes a connection whose first request is not
+	// complete this long after it was accepted. Default
+	// DefaultFirstRequestTimeout.
+	FirstRequestTimeout time.Duration
 	// IdleTimeout closes a connection that sends no complete request for
-	// this long. Default DefaultIdleTimeout.
+	// this long after an answer. Default DefaultIdleTimeout.
 	IdleTimeout time.Duration
+	// File, if set, is the listening socket already at Path (from [Bind],
+	// possibly in the hotswap this one upgraded from): Listen serves it
+	// instead of binding, and the caller keeps its own copy.
+	File *os.File
 }
 
 // Server serves the control protocol (see [Version]) on a unix socket. Only peers with hotswap's own uid, or root, are served: each
@@ -68,6 +89,15 @@ type Server struct {
 
 	mu    sync.Mutex // guards the fields below
 	conns map[*net.UnixConn]bool
+	keep  bool // Close leaves the socket file: another hotswap serves it
+}
+
+// Keep makes Close leave the socket file in place: a new hotswap serves
+// it after a self-upgrade.
+func (c *Server) Keep() {
+	c.mu.Lock()
+	c.keep = true
+	c.mu.Unlock()
 }
 
 // Listen binds the control socket, mode 0600 from the start, and serves it
@@ -83,10 +113,13 @@ func Listen(cfg Config) (*Server, error) {
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = DefaultIdleTimeout
 	}
+	if cfg.FirstRequestTimeout <= 0 {
+		cfg.FirstRequestTimeout = DefaultFirstRequestTimeout
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
 	}
-	ln, file, err := listen(cfg.Path)
+	ln, file, err := listen(cfg.Path, cfg.File)
 	if err != nil {
 		return nil, err
 	}
@@ -113,12 +146,18 @@ func (c *Server) Close() error {
 		}
 		c.mu.Unlock()
 		c.wg.Wait()
-		c.file.Remove()
+		c.mu.Lock()
+		keep := c.keep
+		c.mu.Unlock()
+		if !keep {
+			c.file.Remove()
+		}
 	})
 	return err
 }
 
 func (c *Server) serve() {
+	var fails acceptFailures
 	for c.acquire() {
 		conn, err := c.ln.AcceptUnix()
 		if err != nil {
@@ -126,15 +165,16 @@ func (c *Server) serve() {
 			if c.ctx.Err() != nil {
 				return
 			}
-			// EMFILE and the like: wait a little rather than spin.
-			c.log.Warn("accept control connection", "error", err)
+			// EMFILE and the like: back off rather than spin, and say so
+			// without a line every pause.
 			select {
 			case <-c.ctx.Done():
 				return
-			case <-time.After(100 * time.Millisecond):
+			case <-time.After(fails.failed(c.log, err)):
 			}
 			continue
 		}
+		fails.reset()
 		c.mu.Lock()
 		c.conns[conn] = true
 		c.mu.Unlock()
@@ -180,8 +220,8 @@ func (c *Server) handle(conn *net.UnixConn) {
 		return
 	}
 	r := bufio.NewReaderSize(conn, MaxLine)
-	for {
-		conn.SetReadDeadline(time.Now().Add(c.cfg.IdleTimeout))
+	for wait := c.cfg.FirstRequestTimeout; ; wait = c.cfg.IdleTimeout {
+		conn.SetReadDeadline(time.Now().Add(wait))
 		line, err := r.ReadSlice('\n')
 		if errors.Is(err, bufio.ErrBufferFull) {
 			c.log.Warn("control request too long", "pid", cred.pid)
@@ -200,7 +240,7 @@ func (c *Server) handle(conn *net.UnixConn) {
 			continue
 		}
 		c.log.Info("control request", "op", req.Op, "peer_pid", cred.pid, "peer_uid", cred.uid)
-		if !c.reply(conn, c.do(req, cred)) {
+		if !c.reply(conn, c.doBy(req, cred)) {
 			return
 		}
 		if req.Op == OpStop {
@@ -221,27 +261,44 @@ func (c *Server) reply(conn *net.UnixConn, resp Response) bool {
 	return err == nil
 }
 
+// doBy carries out req within the client's deadline: a request whose
+// client has given up already (it waited in the accept queue behind busy
+// slots) is not carried out at all, and says so.
+func (c *Server) doBy(req Request, cred peer) Response {
+	if req.Deadline == 0 {
+		return c.do(c.ctx, req, cred)
+	}
+	deadline := time.UnixMilli(req.Deadline)
+	if late := time.Since(deadline); late >= 0 {
+		c.log.Warn("control request expired, not carried out", "op", req.Op, "peer_pid", cred.pid, "late", late.Round(time.Millisecond))
+		return Response{V: Version, Error: fmt.Sprintf("%s not carried out: the client's deadline passed %s before hotswap read it", req.Op, late.Round(time.Millisecond))}
+	}
+	ctx, cancel := context.WithDeadline(c.ctx, deadline)
+	defer cancel()
+	return c.do(ctx, req, cred)
+}
+
 // do carries out one valid request.
-func (c *Server) do(req Request, cred peer) Response {
+func (c *Server) do(ctx context.Context, req Request, cred peer) Response {
 	resp := Response{V: Version}
 	var err error
 	switch req.Op {
 	case OpReload:
-		return c.reload(req.Hold)
+		return c.reload(ctx, req.Hold)
 	case OpWeight:
-		err = c.cfg.Target.SetWeight(c.ctx, *req.Percent)
+		err = c.cfg.Target.SetWeight(ctx, *req.Percent)
 	case OpPromote:
-		err = c.cfg.Target.Promote(c.ctx)
+		err = c.cfg.Target.Promote(ctx)
 	case OpRollback:
-		err = c.cfg.Target.Rollback(c.ctx)
+		err = c.cfg.Target.Rollback(ctx)
 	case OpStatus:
 		var st supervisor.Status
-		if st, err = c.cfg.Target.Status(c.ctx); err == nil {
+		if st, err = c.cfg.Target.Status(ctx); err == nil {
 			resp.Status = &st
 		}
 	case OpSignal:
 		sig, _ := supervisor.ParseSignal(req.Signal) // checked by DecodeRequest
-		err = c.cfg.Target.Signal(c.ctx, sig)
+		err = c.cfg.Target.Signal(ctx, sig)
 	case OpStop:
 		if c.cfg.Stop == nil {
 			err = errors.New("stop is not enabled on this control socket")
@@ -252,13 +309,13 @@ func (c *Server) do(req Request, cred peer) Response {
 	return finish(resp, err)
 }
 
-func (c *Server) reload(hold bool) Response {
+func (c *Server) reload(ctx context.Context, hold bool) Response {
 	resp := Response{V: Version}
 	reload := c.cfg.Target.Reload
 	if hold {
 		reload = c.cfg.Target.ReloadHold
 	}
-	err := reload(c.ctx)
+	err := reload(ctx)
 	var re *supervisor.ReloadError
 	if errors.As(err, &re) {
 		resp.Error = re.Error()
@@ -269,7 +326,7 @@ func (c *Server) reload(hold bool) Response {
 	if err != nil {
 		return finish(resp, err)
 	}
-	st, err := c.cfg.Target.Status(c.ctx)
+	st, err := c.cfg.Target.Status(ctx)
 	if err == nil {
 		resp.Gen = st.Current
 		if hold {
@@ -296,6 +353,26 @@ func finish(resp Response, err error) Response {
 	return resp
 }
 
+// acceptFailures paces and logs the accept loop's failures in a row.
+type acceptFailures struct {
+	unlogged int
+	backoff  time.Duration
+	logged   time.Time
+}
+
+// failed records err and returns the pause before the next accept.
+func (a *acceptFailures) failed(log hclog.Logger, err error) time.Duration {
+	a.unlogged++
+	if time.Since(a.logged) >= acceptLogEvery {
+		log.Warn("accept control connection", "error", err, "failures", a.unlogged)
+		a.logged, a.unlogged = time.Now(), 0
+	}
+	a.backoff = min(max(2*a.backoff, acceptBackoffMin), acceptBackoffMax)
+	return a.backoff
+}
+
+func (a *acceptFailures) reset() { a.backoff = 0 }
+
 // peer is who connected, as the kernel recorded it.
 type peer struct{ pid, uid int }
 
@@ -306,23 +383,49 @@ func allowedPeer(cred peer) bool {
 
 var _ io.Closer = (*Server)(nil)
 
-// listen binds path with mode 0600 and returns a listener that leaves the
-// file alone on close: the server removes it only if it is still its own.
-func listen(path string) (*net.UnixListener, reuse.UnixFile, error) {
-	f, file, err := reuse.ListenUnix(path, reuse.UnixOptions{Mode: 0o600})
+// Bind makes the control socket at path, mode 0600 from the start, and
+// returns it listening, for [Config].File. A stale socket file there is
+// replaced; a live one is [ErrInUse].
+func Bind(path string) (*os.File, error) {
+	f, _, err := reuse.ListenUnix(path, reuse.UnixOptions{Mode: 0o600})
 	switch {
 	case errors.Is(err, syscall.EADDRINUSE):
-		return nil, file, fmt.Errorf("listen control %s: %w", path, ErrInUse)
+		return nil, fmt.Errorf("listen control: %v: %w", err, ErrInUse)
 	case err != nil:
-		return nil, file, fmt.Errorf("listen control: %w", err)
+		return nil, fmt.Errorf("listen control: %w", err)
 	}
-	defer f.Close()
-	ln, err := net.FileListener(f)
+	return f, nil
+}
+
+// listen returns a listener on f, or on a socket bound at path when f is
+// nil, that leaves the file alone on close: the server removes it only if
+// it is still the one it served.
+func listen(path string, f *os.File) (_ *net.UnixListener, file reuse.UnixFile, retErr error) {
+	if f == nil {
+		var err error
+		if f, err = Bind(path); err != nil {
+			return nil, file, err
+		}
+		defer f.Close()
+		defer func() {
+			if retErr != nil {
+				file.Remove()
+			}
+		}()
+	}
+	file, err := reuse.UnixFileAt(path)
 	if err != nil {
-		file.Remove()
 		return nil, file, fmt.Errorf("listen control %s: %w", path, err)
 	}
-	ul := ln.(*net.UnixListener)
+	ln, err := net.FileListener(f)
+	if err != nil {
+		return nil, file, fmt.Errorf("listen control %s: %w", path, err)
+	}
+	ul, ok := ln.(*net.UnixListener)
+	if !ok {
+		ln.Close()
+		return nil, file, fmt.Errorf("listen control %s: not a unix socket", path)
+	}
 	ul.SetUnlinkOnClose(false)
 	return ul, file, nil
 }

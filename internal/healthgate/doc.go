@@ -1,7 +1,7 @@
 // Package healthgate decides when a new generation is ready to take
 // traffic. It parses the --ready spec, runs the generation's sd_notify
-// socket, probes over HTTP, HTTPS, TCP or a command, and implements the
-// client side of sd_notify. It knows nothing about generations beyond a pid
+// socket and probes over HTTP, HTTPS, TCP or a command; the client side of
+// sd_notify is fdpass.Notify. It knows nothing about generations beyond a pid
 // and never logs: [Wait] returns an error that says why a generation is not
 // ready, and [NotifySocket] hands every datagram to a callback.
 //
@@ -68,7 +68,7 @@
 //
 // # Under systemd
 //
-// hotswap forwards its own state to its service manager with [Notify]:
+// hotswap forwards its own state to its service manager with fdpass.NotifyTo:
 //
 //	[Service]
 //	Type=notify

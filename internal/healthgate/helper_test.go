@@ -3,51 +3,24 @@ package healthgate
 import (
 	"bufio"
 	"context"
-	"flag"
 	"fmt"
+	"github.com/hotswap-dev/hotswap/fdpass"
+	"github.com/hotswap-dev/hotswap/internal/proctest"
 	"io"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
 
-// helperEnv names the helper main a re-executed test binary runs.
-const helperEnv = "HOTSWAP_TEST_HELPER"
-
 // helpers are the mains of helper subprocesses, by name.
-var helpers = map[string]func() int{
+var helpers = proctest.Helpers{
 	"notify": helperNotify,
 }
 
-var (
-	helpersMu   sync.Mutex
-	helpersUsed = map[string]bool{}
-)
-
-func TestMain(m *testing.M) {
-	if name := os.Getenv(helperEnv); name != "" {
-		main, ok := helpers[name]
-		if !ok {
-			fmt.Fprintf(os.Stderr, "unknown helper %q\n", name)
-			os.Exit(2)
-		}
-		os.Exit(main())
-	}
-	code := m.Run()
-	if code == 0 && flag.Lookup("test.run").Value.String() == "" && !testing.Short() {
-		for name := range helpers {
-			if !helpersUsed[name] {
-				fmt.Fprintf(os.Stderr, "helper %q is never used\n", name)
-				code = 1
-			}
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { proctest.HelperMain(m, helpers) }
 
 // Environment of the notify helper.
 const (
@@ -112,7 +85,7 @@ func sendAll(send string, gpid int) error {
 			time.Sleep(dur)
 			continue
 		}
-		if err := Notify(strings.ReplaceAll(d, "{child}", strconv.Itoa(gpid))); err != nil {
+		if err := fdpass.Notify(strings.ReplaceAll(d, "{child}", strconv.Itoa(gpid))); err != nil {
 			return err
 		}
 	}
@@ -133,11 +106,8 @@ func startHelperProc(name string, out io.Writer, env ...string) (_ *helperProc, 
 	if err != nil {
 		return nil, err
 	}
-	helpersMu.Lock()
-	helpersUsed[name] = true
-	helpersMu.Unlock()
 	cmd := exec.Command(exe, "-test.run=^$")
-	cmd.Env = append(os.Environ(), append([]string{helperEnv + "=" + name}, env...)...)
+	cmd.Env = append(append(os.Environ(), proctest.UseHelper(name)), env...)
 	cmd.Stdout, cmd.Stderr = out, out
 	r, w, err := os.Pipe()
 	if err != nil {

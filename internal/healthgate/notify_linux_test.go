@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/hotswap-dev/hotswap/fdpass"
 	"io"
 	"net"
 	"os"
@@ -100,8 +101,8 @@ func TestNotifyOtherProcessNotCredited(t *testing.T) {
 	h.waitSent(t)
 	// The test process plays the old generation, which may still hold a
 	// NOTIFY_SOCKET of its own and send READY=1 to the wrong socket.
-	t.Setenv(NOTIFY_SOCKET, ns.Path())
-	if err := Notify("READY=1"); err != nil {
+	t.Setenv(fdpass.NotifySocket, ns.Path())
+	if err := fdpass.Notify("READY=1"); err != nil {
 		t.Fatal(err)
 	}
 	err := Wait(t.Context(), notifyCheck, Target{PID: h.cmd.Process.Pid, Notify: ns, Options: Options{Timeout: 300 * time.Millisecond}})
@@ -228,8 +229,8 @@ func TestNotifySocketLifecycle(t *testing.T) {
 			if err := ns.Attach(os.Getpid() + 1); err == nil {
 				t.Error("Attach to a second pid succeeded")
 			}
-			t.Setenv(NOTIFY_SOCKET, ns.Path())
-			if err := Notify("READY=1\nSTATUS=up"); err != nil {
+			t.Setenv(fdpass.NotifySocket, ns.Path())
+			if err := fdpass.Notify("READY=1\nSTATUS=up"); err != nil {
 				t.Fatal(err)
 			}
 			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
@@ -252,7 +253,7 @@ func TestNotifySocketLifecycle(t *testing.T) {
 			if _, err := os.Stat(path); !abstract && !errors.Is(err, os.ErrNotExist) {
 				t.Errorf("socket file left behind: %v", err)
 			}
-			if err := Notify("READY=1"); err == nil {
+			if err := fdpass.Notify("READY=1"); err == nil {
 				t.Error("Notify to a closed socket succeeded")
 			}
 			if n := runtime.NumGoroutine(); n > goroutines {
@@ -266,12 +267,12 @@ func TestNotifySocketLifecycle(t *testing.T) {
 }
 
 func TestNotifyClientUnset(t *testing.T) {
-	t.Setenv(NOTIFY_SOCKET, "")
-	if err := Notify("READY=1"); err != nil {
+	t.Setenv(fdpass.NotifySocket, "")
+	if err := fdpass.Notify("READY=1"); err != nil {
 		t.Errorf("unset NOTIFY_SOCKET: %v", err)
 	}
-	t.Setenv(NOTIFY_SOCKET, "vsock:2:999")
-	if err := Notify("READY=1"); err == nil || !strings.Contains(err.Error(), "unsupported address") {
+	t.Setenv(fdpass.NotifySocket, "vsock:2:999")
+	if err := fdpass.Notify("READY=1"); err == nil || !strings.Contains(err.Error(), "unsupported address") {
 		t.Errorf("vsock address: got %v", err)
 	}
 }

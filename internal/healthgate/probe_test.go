@@ -90,7 +90,7 @@ func TestHTTPNotReady(t *testing.T) {
 
 func TestHTTPSVerifyOnRequest(t *testing.T) {
 	srv, _, _ := failingServer(t, 0, true)
-	err := waitFor(t, srv.URL+"/healthz", Options{Timeout: 200 * time.Millisecond, TLSConfig: &tls.Config{ServerName: "example.com"}})
+	err := waitFor(t, srv.URL+"/healthz", Options{Timeout: 2 * time.Second, TLSConfig: &tls.Config{ServerName: "example.com"}})
 	if !errors.Is(err, ErrNotReady) || !strings.Contains(err.Error(), "certificate") {
 		t.Fatalf("got %v, want a certificate failure", err)
 	}

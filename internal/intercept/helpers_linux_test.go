@@ -2,8 +2,8 @@ package intercept
 
 import (
 	"context"
-	"flag"
 	"fmt"
+	"github.com/hotswap-dev/hotswap/internal/proctest"
 	"io"
 	"net"
 	"net/http"
@@ -24,40 +24,21 @@ import (
 )
 
 // Test helpers run in a re-executed test binary, chosen by HOTSWAP_TEST_HELPER.
-var helpers = map[string]func() int{
+var helpers = proctest.Helpers{
 	"shim":       shimMain,
 	"nested":     nestedMain,
 	"supervisor": supervisorMain,
 }
 
-var (
-	usedMu  sync.Mutex
-	used    = map[string]bool{}
-	tmpRoot string // 0755 directory for files an unprivileged child must reach
-)
+// tmpRoot is a 0755 directory for files an unprivileged child must reach.
+var tmpRoot string
 
 func TestMain(m *testing.M) {
-	if name := os.Getenv("HOTSWAP_TEST_HELPER"); name != "" {
-		fn, ok := helpers[name]
-		if !ok {
-			fmt.Fprintf(os.Stderr, "unknown helper %q\n", name)
-			os.Exit(2)
+	proctest.HelperMain(m, helpers, func() {
+		if tmpRoot != "" {
+			os.RemoveAll(tmpRoot)
 		}
-		os.Exit(fn())
-	}
-	code := m.Run()
-	if tmpRoot != "" {
-		os.RemoveAll(tmpRoot)
-	}
-	if code == 0 && flag.Lookup("test.run").Value.String() == "" && !testing.Short() {
-		for name := range helpers {
-			if !used[name] {
-				fmt.Fprintf(os.Stderr, "helper %q is never used\n", name)
-				code = 1
-			}
-		}
-	}
-	os.Exit(code)
+	})
 }
 
 // shimMain is a miniature of the product's exec shim: the socketpair is
@@ -73,9 +54,9 @@ func shimMain() int {
 		fmt.Fprintln(os.Stderr, "shim:", err)
 		return 127
 	}
-	env := slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "HOTSWAP_TEST_HELPER=") })
+	env := slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, proctest.HelperEnv+"=") })
 	if next := os.Getenv("HOTSWAP_TEST_NEXT"); next != "" {
-		env = append(env, "HOTSWAP_TEST_HELPER="+next)
+		env = append(env, proctest.HelperEnv+"="+next)
 	}
 	err = unix.Exec(path, os.Args[1:], env)
 	fmt.Fprintln(os.Stderr, "shim: exec:", err)
@@ -165,9 +146,6 @@ type childOpts struct {
 // notification fd; with o.serve it also runs Serve on a table holding ln.
 func startChild(t *testing.T, o childOpts, ln *os.File, addr netip.AddrPort) (*child, *os.File) {
 	t.Helper()
-	usedMu.Lock()
-	used["shim"] = true
-	usedMu.Unlock()
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -179,7 +157,7 @@ func startChild(t *testing.T, o childOpts, ln *os.File, addr netip.AddrPort) (*c
 	cmd.Path = helperExe(t, o.cred != nil)
 	cmd.Args = append([]string{cmd.Path}, o.args...)
 	cmd.Dir = o.dir
-	cmd.Env = append(append(os.Environ(), "HOTSWAP_TEST_HELPER=shim"), o.env...)
+	cmd.Env = append(append(os.Environ(), proctest.UseHelper("shim")), o.env...)
 	cmd.ExtraFiles = append([]*os.File{theirs}, o.extra...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Credential: o.cred}
 	cmd.Stdout = logWriter(t)

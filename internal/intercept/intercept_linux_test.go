@@ -2,6 +2,7 @@ package intercept
 
 import (
 	"fmt"
+	"github.com/hotswap-dev/hotswap/internal/proctest"
 	"os"
 	"strings"
 	"syscall"
@@ -126,15 +127,13 @@ func nonblocking(t *testing.T, f *os.File) bool {
 
 // nestedErr is what the nested helper reports.
 func TestNestedListenerIsRefused(t *testing.T) {
-	usedMu.Lock()
-	used["nested"] = true
-	usedMu.Unlock()
 	exe, err := os.Executable()
 	must(t, err)
 	pr, pw, err := os.Pipe()
 	must(t, err)
 	defer pr.Close()
 	ln, addr := listenTCP(t)
+	proctest.UseHelper("nested") // the shim execs it, through HOTSWAP_TEST_NEXT
 	c, _ := startChild(t, childOpts{args: []string{exe}, extra: []*os.File{pw}, env: []string{"HOTSWAP_TEST_NEXT=nested"}, serve: true}, ln, addr)
 	pw.Close()
 	pr.SetReadDeadline(time.Now().Add(15 * time.Second))

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"github.com/hotswap-dev/hotswap/internal/proctest"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -38,7 +39,7 @@ func runSupervisor() error {
 	ours, theirs := os.NewFile(uintptr(fds[0]), "shim-sock"), os.NewFile(uintptr(fds[1]), "shim-sock-child")
 	exe, _ := os.Executable()
 	cmd := exec.Command(exe, python, "-m", "http.server", fmt.Sprint(addr.Port()), "--bind", "127.0.0.1")
-	cmd.Env = append(os.Environ(), "HOTSWAP_TEST_HELPER=shim")
+	cmd.Env = append(os.Environ(), proctest.UseHelper("shim"))
 	cmd.ExtraFiles = []*os.File{theirs}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	cmd.Stderr = os.Stderr
@@ -79,14 +80,11 @@ func runSupervisor() error {
 // uid 65534 with no capabilities.
 func TestUnprivilegedSupervisor(t *testing.T) {
 	requireTool(t, python)
-	usedMu.Lock()
-	used["supervisor"] = true
-	usedMu.Unlock()
 	pr, pw, err := os.Pipe()
 	must(t, err)
 	defer pr.Close()
 	cmd := exec.Command(helperExe(t, true))
-	cmd.Env = append(os.Environ(), "HOTSWAP_TEST_HELPER=supervisor")
+	cmd.Env = append(os.Environ(), proctest.UseHelper("supervisor"))
 	cmd.Dir = webDir(t, "unpriv-supervisor-ok")
 	cmd.ExtraFiles = []*os.File{pw}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}

@@ -7,6 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
+
+	"github.com/hotswap-dev/hotswap/fdpass"
 )
 
 var errUnsupported = fmt.Errorf("intercept: %w", errors.ErrUnsupported)
@@ -23,4 +26,27 @@ func Receive(ctx context.Context, sock *os.File) (*os.File, error) { return nil,
 // Serve is only implemented on Linux.
 func Serve(ctx context.Context, notify *os.File, pid int, t Table) (Stats, error) {
 	return Stats{}, errUnsupported
+}
+
+// Handshake is only implemented on Linux.
+type Handshake struct{}
+
+// NewHandshake is only implemented on Linux.
+func NewHandshake(*exec.Cmd, string) (*Handshake, error) { return nil, errUnsupported }
+
+// Started is only implemented on Linux.
+func (*Handshake) Started() {}
+
+// Receive is only implemented on Linux.
+func (*Handshake) Receive(context.Context) (*os.File, error) { return nil, errUnsupported }
+
+// Close is only implemented on Linux.
+func (*Handshake) Close() {}
+
+// ShimPrepare fails when interception was asked for: it needs Linux.
+func ShimPrepare() error {
+	if _, ok := os.LookupEnv(fdpass.InterceptFDEnv); ok {
+		return errUnsupported
+	}
+	return nil
 }

@@ -33,7 +33,14 @@ type Config struct {
 	MaxRequests int           // hard bound, default 2,000,000
 	Timeout     time.Duration // per request, default 2s
 	KeepAlive   bool          // reuse connections (HTTP/1.1) instead of one per request
-	TLS         *tls.Config   // HTTPS when set
+	// NoRetry, with KeepAlive, sends every request once on the worker's
+	// one connection, as a client that never retries: any error is a
+	// failure, and only a response saying Connection: close (or an error)
+	// makes the next request open a new connection. Go's http.Client
+	// instead resends an idempotent request whose reused connection was
+	// closed under it.
+	NoRetry bool
+	TLS     *tls.Config // HTTPS when set
 	// Pace, when set, is the pause between two requests of one worker.
 	Pace time.Duration
 }
@@ -164,16 +171,24 @@ func (r *Run) record(s Sample) {
 
 func (r *Run) worker(ctx context.Context) {
 	var client *http.Client
-	if r.cfg.KeepAlive {
+	var raw *rawConn
+	switch {
+	case r.cfg.KeepAlive && r.cfg.NoRetry:
+		raw = &rawConn{}
+		defer raw.close()
+	case r.cfg.KeepAlive:
 		client = r.keepAliveClient()
 		defer client.CloseIdleConnections()
 	}
 	for ctx.Err() == nil && r.take() {
 		start := time.Now()
 		var s Sample
-		if client != nil {
+		switch {
+		case raw != nil:
+			s = r.onConn(ctx, raw)
+		case client != nil:
 			s = r.viaClient(ctx, client)
-		} else {
+		default:
 			s = r.once(ctx)
 		}
 		if s.Err != "" && (ctx.Err() != nil || !time.Now().Before(r.end)) {
@@ -194,24 +209,11 @@ func (r *Run) worker(ctx context.Context) {
 // answer: the status must be 200 and the body as long as Content-Length.
 func (r *Run) once(ctx context.Context) Sample {
 	deadline := time.Now().Add(r.cfg.Timeout)
-	d := net.Dialer{Deadline: deadline}
-	c, err := d.DialContext(ctx, r.cfg.Network, r.cfg.Addr)
-	if err != nil {
-		return Sample{Err: "dial/" + kind(err)}
+	c, serial, fail := r.dial(ctx, deadline)
+	if c == nil {
+		return fail
 	}
 	defer c.Close()
-	c.SetDeadline(deadline)
-	var serial string
-	if r.cfg.TLS != nil {
-		tc := tls.Client(c, r.cfg.TLS)
-		if err := tc.HandshakeContext(ctx); err != nil {
-			return Sample{Err: "tls/" + kind(err)}
-		}
-		if certs := tc.ConnectionState().PeerCertificates; len(certs) > 0 {
-			serial = certs[0].SerialNumber.String()
-		}
-		c = tc
-	}
 	if _, err := io.WriteString(c, "GET "+r.cfg.Path+" HTTP/1.0\r\nHost: hotswap\r\n\r\n"); err != nil {
 		return Sample{Err: "write/" + kind(err)}
 	}
@@ -221,6 +223,74 @@ func (r *Run) once(ctx context.Context) Sample {
 	}
 	s := check(resp)
 	s.Serial = serial
+	return s
+}
+
+// dial opens a connection (TLS too, when configured) with deadline set;
+// on failure it returns a nil conn and the failed sample.
+func (r *Run) dial(ctx context.Context, deadline time.Time) (net.Conn, string, Sample) {
+	d := net.Dialer{Deadline: deadline}
+	c, err := d.DialContext(ctx, r.cfg.Network, r.cfg.Addr)
+	if err != nil {
+		return nil, "", Sample{Err: "dial/" + kind(err)}
+	}
+	c.SetDeadline(deadline)
+	var serial string
+	if r.cfg.TLS != nil {
+		tc := tls.Client(c, r.cfg.TLS)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			c.Close()
+			return nil, "", Sample{Err: "tls/" + kind(err)}
+		}
+		if certs := tc.ConnectionState().PeerCertificates; len(certs) > 0 {
+			serial = certs[0].SerialNumber.String()
+		}
+		c = tc
+	}
+	return c, serial, Sample{}
+}
+
+// rawConn is a NoRetry worker's keep-alive connection.
+type rawConn struct {
+	c      net.Conn
+	br     *bufio.Reader
+	serial string
+}
+
+func (rc *rawConn) close() {
+	if rc.c != nil {
+		rc.c.Close()
+		rc.c = nil
+	}
+}
+
+// onConn sends one HTTP/1.1 request on the worker's connection, opening
+// one first if it has none, and never sends it again: an error fails the
+// request and drops the connection.
+func (r *Run) onConn(ctx context.Context, rc *rawConn) Sample {
+	deadline := time.Now().Add(r.cfg.Timeout)
+	if rc.c == nil {
+		c, serial, fail := r.dial(ctx, deadline)
+		if c == nil {
+			return fail
+		}
+		rc.c, rc.br, rc.serial = c, bufio.NewReader(c), serial
+	}
+	rc.c.SetDeadline(deadline)
+	if _, err := io.WriteString(rc.c, "GET "+r.cfg.Path+" HTTP/1.1\r\nHost: hotswap\r\n\r\n"); err != nil {
+		rc.close()
+		return Sample{Err: "write/" + kind(err)}
+	}
+	resp, err := http.ReadResponse(rc.br, nil)
+	if err != nil {
+		rc.close()
+		return Sample{Err: "read/" + kind(err)}
+	}
+	s := check(resp)
+	s.Serial = rc.serial
+	if resp.Close || s.Err != "" {
+		rc.close()
+	}
 	return s
 }
 

@@ -8,7 +8,12 @@ import (
 	"testing"
 )
 
-const netnsEnv = "HOTSWAP_TEST_NETNS"
+// netnsEnv names the test re-run inside the namespace; netnsParentEnv
+// carries the outer namespace, which the inner run must not be in.
+const (
+	netnsEnv       = "HOTSWAP_TEST_NETNS"
+	netnsParentEnv = "HOTSWAP_TEST_NETNS_PARENT"
+)
 
 // InNetns runs the calling test in a private network namespace whose only
 // interface is lo, so it may set sysctls such as net.ipv4.tcp_migrate_req
@@ -26,6 +31,9 @@ const netnsEnv = "HOTSWAP_TEST_NETNS"
 func InNetns(t *testing.T) bool {
 	t.Helper()
 	if os.Getenv(netnsEnv) == t.Name() {
+		if self, err := os.Readlink("/proc/self/ns/net"); err != nil || self == os.Getenv(netnsParentEnv) {
+			t.Fatalf("not in a private network namespace: %s (outer %s): %v", self, os.Getenv(netnsParentEnv), err)
+		}
 		if out, err := exec.Command("ip", "link", "set", "lo", "up").CombinedOutput(); err != nil {
 			t.Fatalf("ip link set lo up: %v: %s", err, out)
 		}
@@ -33,6 +41,10 @@ func InNetns(t *testing.T) bool {
 	}
 	_, err := exec.LookPath("unshare")
 	RequireCI(t, IsRoot() && err == nil, "root and unshare(1) for a private network namespace")
+	outer, err := os.Readlink("/proc/self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -41,8 +53,8 @@ func InNetns(t *testing.T) bool {
 	if testing.Short() {
 		args = append(args, "-test.short")
 	}
-	cmd := exec.Command("unshare", args...)
-	cmd.Env = append(os.Environ(), netnsEnv+"="+t.Name())
+	cmd := exec.CommandContext(t.Context(), "unshare", args...)
+	cmd.Env = append(os.Environ(), netnsEnv+"="+t.Name(), netnsParentEnv+"="+outer)
 	out, err := cmd.CombinedOutput()
 	for _, line := range strings.Split(strings.TrimRight(string(out), "\n"), "\n") {
 		t.Log("netns: " + line)

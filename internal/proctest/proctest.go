@@ -3,8 +3,6 @@
 package proctest
 
 import (
-	"bufio"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -14,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hotswap-dev/hotswap/internal/proc"
 )
 
 var (
@@ -64,37 +64,14 @@ func Cleanup() {
 }
 
 // Event is one JSON log line of hotswap.
-type Event map[string]any
+type Event = proc.Event
 
-// Msg returns the message of the event.
-func (e Event) Msg() string { s, _ := e["@message"].(string); return s }
-
-// Int returns the integer field k, or -1.
-func (e Event) Int(k string) int {
-	if f, ok := e[k].(float64); ok {
-		return int(f)
-	}
-	return -1
-}
-
-// Str returns the field k as a string.
-func (e Event) Str(k string) string {
-	if v, ok := e[k]; ok {
-		return fmt.Sprint(v)
-	}
-	return ""
-}
-
-// Proc is a running hotswap (or any process logging hclog JSON to stderr).
+// Proc is a running hotswap (or any process logging hclog JSON to stderr),
+// on the process core of internal/proc.
 type Proc struct {
 	t    testing.TB
 	Cmd  *exec.Cmd
-	done chan struct{}
-
-	mu     sync.Mutex // guards the fields below
-	events []Event
-	lines  []string
-	cond   *sync.Cond
+	core *proc.Proc
 }
 
 // Start runs bin with args, parsing its stderr as JSON log lines (others
@@ -109,84 +86,38 @@ func Start(t testing.TB, bin string, args ...string) *Proc {
 // it sets the command's stdout and stderr.
 func StartCmd(t testing.TB, cmd *exec.Cmd) *Proc {
 	t.Helper()
-	p := &Proc{t: t, done: make(chan struct{}), Cmd: cmd}
-	p.cond = sync.NewCond(&p.mu)
-	p.Cmd.Stdout = writerFunc(func(b []byte) { t.Logf("stdout: %s", strings.TrimRight(string(b), "\n")) })
-	// A pipe of our own rather than StderrPipe: children that outlive
-	// the process may hold it open, and Wait must not depend on them.
-	r, w, err := os.Pipe()
+	cmd.Stdout = writerFunc(func(b []byte) { t.Logf("stdout: %s", strings.TrimRight(string(b), "\n")) })
+	core, err := proc.Start(cmd, proc.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.Cmd.Stderr = w
-	err = p.Cmd.Start()
-	w.Close()
-	if err != nil {
-		r.Close()
-		t.Fatal(err)
-	}
-	var reading sync.WaitGroup
-	reading.Go(func() { p.read(r) })
-	go func() {
-		p.Cmd.Wait()
-		p.mu.Lock()
-		close(p.done)
-		p.cond.Broadcast()
-		p.mu.Unlock()
-	}()
+	p := &Proc{t: t, Cmd: cmd, core: core}
 	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			p.Cmd.Process.Signal(syscall.SIGTERM) // a graceful stop ends its children too
-			select {
-			case <-p.done:
-			case <-time.After(15 * time.Second):
-				p.Cmd.Process.Kill()
-				<-p.done
-			}
-		}
-		// Stop logging to t before the test ends; a straggler holding the
-		// pipe would otherwise log after completion.
-		r.SetReadDeadline(time.Now().Add(2 * time.Second))
-		reading.Wait()
+		// A graceful stop ends its children too.
+		core.Stop(syscall.SIGTERM, 15*time.Second)
+		// Stop reading before the test ends; a straggler holding the
+		// pipe would otherwise be read after completion.
+		core.StopReading(2 * time.Second)
 		p.failOnRepairs()
 	})
 	return p
 }
 
-func (p *Proc) read(r *os.File) {
-	defer r.Close()
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		var e Event
-		p.mu.Lock()
-		p.lines = append(p.lines, line)
-		if json.Unmarshal([]byte(line), &e) == nil {
-			p.events = append(p.events, e)
-		}
-		p.cond.Broadcast()
-		p.mu.Unlock()
-	}
-}
-
 // Lines returns every stderr line so far.
 func (p *Proc) Lines() []string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return append([]string(nil), p.lines...)
+	var out []string
+	for _, l := range p.core.Lines() {
+		out = append(out, l.Text)
+	}
+	return out
 }
 
 // Events returns every event so far with message msg ("" for all).
 func (p *Proc) Events(msg string) []Event {
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	var out []Event
-	for _, e := range p.events {
-		if msg == "" || e.Msg() == msg {
-			out = append(out, e)
+	for _, l := range p.core.Lines() {
+		if l.Event != nil && (msg == "" || l.Event.Msg() == msg) {
+			out = append(out, l.Event)
 		}
 	}
 	return out
@@ -196,41 +127,11 @@ func (p *Proc) Events(msg string) []Event {
 // (nil accepts any) and returns it; it fails the test otherwise.
 func (p *Proc) WaitEvent(d time.Duration, msg string, match func(Event) bool) Event {
 	p.t.Helper()
-	e, ok := p.waitEvent(d, msg, match)
-	if !ok {
-		p.t.Fatalf("no %q event within %s; output:\n%s", msg, d, strings.Join(p.Lines(), "\n"))
+	l, err := p.core.WaitEvent(d, 0, msg, match)
+	if err != nil {
+		p.t.Fatalf("no %q event within %s (%v); output:\n%s", msg, d, err, strings.Join(p.Lines(), "\n"))
 	}
-	return e
-}
-
-func (p *Proc) waitEvent(d time.Duration, msg string, match func(Event) bool) (Event, bool) {
-	deadline := time.Now().Add(d)
-	timer := time.AfterFunc(d, func() { p.mu.Lock(); p.cond.Broadcast(); p.mu.Unlock() })
-	defer timer.Stop()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	seen := 0
-	for {
-		for ; seen < len(p.events); seen++ {
-			e := p.events[seen]
-			if e.Msg() == msg && (match == nil || match(e)) {
-				return e, true
-			}
-		}
-		if time.Now().After(deadline) || p.exited() {
-			return nil, false
-		}
-		p.cond.Wait()
-	}
-}
-
-func (p *Proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
+	return l.Event
 }
 
 // Gen matches an event of generation n.
@@ -239,7 +140,7 @@ func Gen(n int) func(Event) bool { return func(e Event) bool { return e.Int("gen
 // Signal sends sig to the process.
 func (p *Proc) Signal(sig syscall.Signal) {
 	p.t.Helper()
-	if err := p.Cmd.Process.Signal(sig); err != nil {
+	if err := p.core.Signal(sig); err != nil {
 		p.t.Fatalf("signal %v: %v", sig, err)
 	}
 }
@@ -248,16 +149,10 @@ func (p *Proc) Signal(sig syscall.Signal) {
 // (128+signal when killed by one).
 func (p *Proc) Wait(d time.Duration) int {
 	p.t.Helper()
-	select {
-	case <-p.done:
-	case <-time.After(d):
+	if !p.core.Wait(d) {
 		p.t.Fatalf("process %d still running after %s", p.Cmd.Process.Pid, d)
 	}
-	ws := p.Cmd.ProcessState.Sys().(syscall.WaitStatus)
-	if ws.Signaled() {
-		return 128 + int(ws.Signal())
-	}
-	return ws.ExitStatus()
+	return p.core.ExitCode()
 }
 
 // Alive reports whether pid exists and is not a zombie.

@@ -4,10 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
-	"strconv"
-	"strings"
 
 	"github.com/hotswap-dev/hotswap/internal/sys"
 	"golang.org/x/sys/unix"
@@ -172,84 +169,4 @@ func diagFamilies(network string) []uint8 {
 		return []uint8{unix.AF_INET6}
 	}
 	return []uint8{unix.AF_INET, unix.AF_INET6}
-}
-
-// OpenConns counts the TCP connections on local port port, in state
-// ESTABLISHED or CLOSE_WAIT, that the process pid and its descendants hold
-// open. A generation whose count is 0 and whose listener's queue is empty
-// has nothing left to lose when it is stopped.
-//
-// It reads /proc/<pid>/fd of every process in the tree (descendants from
-// /proc/<pid>/task/*/children) for socket inodes and matches them against
-// one sock_diag dump per address family, so it costs about one readlink
-// per descriptor plus two small netlink round trips. sock_diag answers for
-// the caller's network namespace, which must be the tree's. An error
-// wrapping [fs.ErrNotExist] means pid has exited.
-func OpenConns(pid int, port int) (int, error) {
-	inodes := map[uint64]bool{}
-	if err := socketInodes(pid, inodes, true); err != nil {
-		return 0, fmt.Errorf("open connections of pid %d: %w", pid, err)
-	}
-	if len(inodes) == 0 {
-		return 0, nil
-	}
-	n := 0
-	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
-		es, err := diagDump(fam, 1<<tcpEstablished|1<<tcpCloseWait)
-		if err != nil {
-			return 0, fmt.Errorf("open connections of pid %d: %w", pid, err)
-		}
-		for _, e := range es {
-			if int(e.sport) == port && inodes[uint64(e.ino)] {
-				n++
-			}
-		}
-	}
-	return n, nil
-}
-
-// socketInodes adds the socket inodes pid and its descendants hold to
-// inodes. Only a missing root is an error: descendants may exit meanwhile.
-func socketInodes(pid int, inodes map[uint64]bool, root bool) error {
-	dir := "/proc/" + strconv.Itoa(pid)
-	fds, err := os.ReadDir(dir + "/fd")
-	if err != nil {
-		if root || !errors.Is(err, fs.ErrNotExist) {
-			return err
-		}
-		return nil
-	}
-	for _, fd := range fds {
-		link, err := os.Readlink(dir + "/fd/" + fd.Name())
-		if err != nil || !strings.HasPrefix(link, "socket:[") {
-			continue
-		}
-		if ino, err := strconv.ParseUint(link[len("socket:["):len(link)-1], 10, 64); err == nil {
-			inodes[ino] = true
-		}
-	}
-	for _, child := range children(dir) {
-		if err := socketInodes(child, inodes, false); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// children lists the child pids of every thread of the process at dir.
-func children(dir string) []int {
-	tasks, _ := os.ReadDir(dir + "/task")
-	var out []int
-	for _, t := range tasks {
-		b, err := os.ReadFile(dir + "/task/" + t.Name() + "/children")
-		if err != nil {
-			continue
-		}
-		for _, s := range strings.Fields(string(b)) {
-			if p, err := strconv.Atoi(s); err == nil {
-				out = append(out, p)
-			}
-		}
-	}
-	return out
 }

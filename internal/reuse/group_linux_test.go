@@ -2,8 +2,6 @@ package reuse
 
 import (
 	"net"
-	"os"
-	"os/exec"
 	"strconv"
 	"sync"
 	"testing"
@@ -269,68 +267,4 @@ func portOf(g *Group) int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.port
-}
-
-func TestOpenConns(t *testing.T) {
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	port := ln.Addr().(*net.TCPAddr).Port
-	var clients, served []net.Conn
-	defer func() {
-		for _, c := range append(clients, served...) {
-			c.Close()
-		}
-	}()
-	for range 3 {
-		c, err := net.Dial("tcp4", ln.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		s, err := ln.Accept()
-		if err != nil {
-			t.Fatal(err)
-		}
-		clients, served = append(clients, c), append(served, s)
-	}
-	if n, err := OpenConns(os.Getpid(), port); err != nil || n != 3 {
-		t.Fatalf("got %d, %v, want 3", n, err)
-	}
-	// A child holding one connection counts in its parent's tree.
-	f, err := served[0].(*net.TCPConn).File()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("sleep", "30")
-	cmd.ExtraFiles = []*os.File{f}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	for _, s := range served {
-		s.Close()
-	}
-	served = nil
-	if n, err := OpenConns(cmd.Process.Pid, port); err != nil || n != 1 {
-		t.Errorf("child: got %d, %v, want 1", n, err)
-	}
-	if n, err := OpenConns(os.Getpid(), port); err != nil || n != 1 {
-		t.Errorf("tree: got %d, %v, want 1", n, err)
-	}
-	start := time.Now()
-	const calls = 200
-	for range calls {
-		OpenConns(os.Getpid(), port)
-	}
-	t.Logf("OpenConns: %v per call", time.Since(start)/calls)
-	cmd.Process.Kill()
-	cmd.Wait()
-	if n, err := OpenConns(os.Getpid(), port); err != nil || n != 0 {
-		t.Errorf("after child exit: got %d, %v, want 0", n, err)
-	}
-	if _, err := OpenConns(cmd.Process.Pid, port); err == nil {
-		t.Errorf("exited pid: got nil error")
-	}
 }

@@ -2,94 +2,25 @@ package reuse
 
 import (
 	"bufio"
+	"github.com/hotswap-dev/hotswap/internal/proctest"
 	"net"
 	"os"
-	"os/exec"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 )
 
-// netnsEnv carries the parent's network-namespace link into the re-executed
-// test, which refuses to run in that same namespace.
-const netnsEnv = "HOTSWAP_REUSE_NETNS"
-
 // inNetns runs the calling top-level test inside a new network namespace
-// with only lo up and tcp_migrate_req=0. In the parent it re-executes the
-// test binary under "unshare -n", relays its output and returns false; in
-// the child it returns true and the test body runs. Without root it skips,
-// unless CI=true, where it fails.
+// with only lo up (proctest.InNetns), and checks tcp_migrate_req=0 there.
 func inNetns(t *testing.T) bool {
 	t.Helper()
-	if parent := os.Getenv(netnsEnv); parent != "" {
-		netnsSetup(t, parent)
-		return true
-	}
-	if os.Geteuid() != 0 {
-		needComponent(t, "root (for a private network namespace)")
-	}
-	unshare, err := exec.LookPath("unshare")
-	if err != nil {
-		needComponent(t, "unshare(1)")
-	}
-	self, err := os.Readlink("/proc/self/ns/net")
-	if err != nil {
-		t.Fatal(err)
-	}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	args := []string{"-n", "--", exe, "-test.run=^" + t.Name() + "$", "-test.v", "-test.count=1"}
-	if testing.Short() {
-		args = append(args, "-test.short")
-	}
-	cmd := exec.CommandContext(t.Context(), unshare, args...)
-	cmd.Env = append(os.Environ(), netnsEnv+"="+self)
-	out, err := cmd.CombinedOutput()
-	for _, line := range strings.Split(strings.TrimRight(string(out), "\n"), "\n") {
-		t.Log("netns: " + line)
-	}
-	if err != nil {
-		t.Fatalf("test in network namespace: %v", err)
-	}
-	if !strings.Contains(string(out), "--- PASS: "+t.Name()) {
-		t.Fatalf("test in network namespace did not pass")
-	}
-	return false
-}
-
-func needComponent(t *testing.T, what string) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("needs %s (CI=true: not skipping)", what)
-	}
-	t.Skipf("needs %s", what)
-}
-
-var netnsOnce sync.Once
-
-// netnsSetup brings lo up in the private namespace, after checking that it
-// is not the parent's, and checks tcp_migrate_req=0.
-func netnsSetup(t *testing.T, parent string) {
-	t.Helper()
-	self, err := os.Readlink("/proc/self/ns/net")
-	if err != nil || self == parent {
-		t.Fatalf("not in a private network namespace: %s (parent %s): %v", self, parent, err)
-	}
-	var setupErr error
-	netnsOnce.Do(func() {
-		if out, err := exec.Command("ip", "link", "set", "lo", "up").CombinedOutput(); err != nil {
-			setupErr = &os.PathError{Op: "ip link set lo up", Path: string(out), Err: err}
-		}
-	})
-	if setupErr != nil {
-		t.Fatal(setupErr)
+	if !proctest.InNetns(t) {
+		return false
 	}
 	if m, err := MigrateReq(); err != nil || m != 0 {
 		t.Fatalf("got tcp_migrate_req %d (%v), want 0", m, err)
 	}
+	return true
 }
 
 // sink accepts on a dup of a member, as a child generation would, and

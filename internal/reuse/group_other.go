@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"time"
 
 	"golang.org/x/net/bpf"
 )
@@ -36,9 +37,6 @@ func acceptQueue(*os.File) (uint32, error) { return 0, errGroupUnsupported }
 // DialProbe connects to the group's port from [Group.ProbeAddr].
 func (g *Group) DialProbe(context.Context) (*net.TCPConn, error) { return nil, errGroupUnsupported }
 
-// OpenConns counts the TCP connections on port that pid's process tree holds.
-func OpenConns(pid int, port int) (int, error) { return 0, errGroupUnsupported }
-
 // Dup returns a CLOEXEC duplicate of the supervisor's copy of m.
 func (m *Member) Dup() (*os.File, error) { return nil, errGroupUnsupported }
 
@@ -47,3 +45,27 @@ func InUse(string, string) (bool, error) { return false, errGroupUnsupported }
 
 // Listeners is not supported on this platform.
 func Listeners(string, int) ([]Listener, error) { return nil, errGroupUnsupported }
+
+// Port is a local TCP port in the address family of its listener.
+type Port struct {
+	Family uint8
+	Port   int
+}
+
+// PortOf is not supported on this platform.
+func PortOf(string) (Port, error) { return Port{}, errGroupUnsupported }
+
+// ConnSet is not supported on this platform.
+type ConnSet struct{}
+
+// Snapshot is not supported on this platform.
+func Snapshot(int, []Port) (*ConnSet, error) { return nil, errGroupUnsupported }
+
+// MaxRTT is not supported on this platform.
+func (*ConnSet) MaxRTT() time.Duration { return 0 }
+
+// Refresh is not supported on this platform.
+func (*ConnSet) Refresh() error { return errGroupUnsupported }
+
+// Busy is not supported on this platform.
+func (*ConnSet) Busy() int { return 0 }

@@ -65,8 +65,11 @@ func inode(path string) (dev, ino uint64, err error) {
 }
 
 // RemoveStale removes a socket file nobody listens on, as a SIGKILLed
-// process leaves behind. A file that is not a socket is an error; so is a
-// socket someone accepts on, reported as syscall.EADDRINUSE.
+// process leaves behind, if this process's uid owns it. A file that is not
+// a socket is an error; so is a socket someone accepts on, reported as
+// syscall.EADDRINUSE. Only ECONNREFUSED means nobody listens: a full accept
+// queue (EAGAIN) or a socket this uid may not connect to (EACCES) belongs
+// to a live server and is left alone, as is another user's stale socket.
 func RemoveStale(path string) error {
 	fi, err := os.Lstat(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -79,12 +82,19 @@ func RemoveStale(path string) error {
 		return fmt.Errorf("%s exists and is not a socket", path)
 	}
 	c, err := net.DialTimeout("unix", path, time.Second)
-	if err == nil {
+	switch {
+	case err == nil:
 		c.Close()
 		return fmt.Errorf("%s: %w: another process listens on it", path, syscall.EADDRINUSE)
+	case errors.Is(err, syscall.EAGAIN):
+		return fmt.Errorf("%s: %w: another process listens on it (its accept queue is full); left alone", path, syscall.EADDRINUSE)
+	case !errors.Is(err, syscall.ECONNREFUSED):
+		var errno syscall.Errno
+		errors.As(err, &errno)
+		return fmt.Errorf("%s: %w: cannot tell whether another process listens on it (connect: %v); left alone", path, syscall.EADDRINUSE, errno)
 	}
-	if !errors.Is(err, syscall.ECONNREFUSED) {
-		return fmt.Errorf("%s: probe: %w", path, err)
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
+		return fmt.Errorf("%s: a stale socket of uid %d, not %d: hotswap removes only its own (remove it if nothing uses it)", path, st.Uid, os.Geteuid())
 	}
 	return os.Remove(path)
 }

@@ -3,6 +3,7 @@ package reuse
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 
 	"github.com/hotswap-dev/hotswap/internal/sys"
@@ -22,6 +23,20 @@ import (
 func ListenUnix(path string, o UnixOptions) (_ *os.File, _ UnixFile, retErr error) {
 	fail := func(err error) (*os.File, UnixFile, error) {
 		return nil, UnixFile{}, fmt.Errorf("listen unix %s: %w", path, err)
+	}
+	if os.Geteuid() == 0 {
+		// Root acts by descriptor here, but another user who may rename
+		// files in the directory could still put a socket of theirs at
+		// the path that clients trust.
+		d, err := sys.OpenDir(filepath.Dir(path))
+		if err != nil {
+			return fail(err)
+		}
+		err = d.OthersWrite()
+		d.Close()
+		if err != nil {
+			return fail(err)
+		}
 	}
 	if err := RemoveStale(path); err != nil {
 		return nil, UnixFile{}, err

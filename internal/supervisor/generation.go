@@ -80,11 +80,15 @@ func (s *Supervisor) startGen(id int) (_ *gen, retErr error) {
 			s.takeOrphans(members)
 		}
 	}()
-	env = append(env, fdpass.ShimEnv+"=1")
 	files, names := ready.handOut(files, s.names)
+	path, args, ok := s.shellShim(argv)
+	if !ok {
+		path, args = s.cfg.Executable, fdpass.ShimArgs(argv)
+		env = append(env, fdpass.ShimEnv+"=1")
+	}
 	cmd := &exec.Cmd{
-		Path:       s.cfg.Executable,
-		Args:       fdpass.ShimArgs(argv),
+		Path:       path,
+		Args:       args,
 		Env:        fdpass.ChildEnv(s.cfg.Env, names, id, env...),
 		Stdin:      os.Stdin,
 		Stdout:     s.output(id, s.cfg.Stdout),
@@ -136,6 +140,41 @@ func (s *Supervisor) startGen(id int) (_ *gen, retErr error) {
 	s.wg.Go(func() { s.wait(g) })
 	g.log.Info("generation started", "command", s.cfg.Command[0])
 	return g, nil
+}
+
+// shShim is the exec shim in POSIX sh: LISTEN_PID is the shell's own pid,
+// which the command keeps across exec.
+const shShim = `LISTEN_PID=$$; export LISTEN_PID; `
+
+// binSh is /bin/sh if it can be run, else "".
+var binSh = sync.OnceValue(func() string {
+	if fi, err := os.Stat("/bin/sh"); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+		return "/bin/sh"
+	}
+	return ""
+})
+
+// shellShim returns how to start argv with LISTEN_PID set to its own pid
+// without hotswap's own binary as the shim, whose second Go runtime start
+// costs milliseconds per reload: a command that is already `sh -c SCRIPT`
+// gets the assignment in front of its script (no extra exec at all);
+// another one runs under `/bin/sh -c`, which execs it in place. The Go
+// shim stays for --intercept and --user, whose preparation must run on the
+// thread that execs, and where there is no /bin/sh.
+func (s *Supervisor) shellShim(argv []string) (path string, args []string, ok bool) {
+	if s.cfg.Intercept || s.cfg.Credential != nil {
+		return "", nil, false
+	}
+	if len(argv) >= 3 && (argv[0] == "sh" || argv[0] == "/bin/sh") && argv[1] == "-c" {
+		if p, err := exec.LookPath(argv[0]); err == nil {
+			return p, append([]string{argv[0], "-c", shShim + argv[2]}, argv[3:]...), true
+		}
+	}
+	sh := binSh()
+	if sh == "" {
+		return "", nil, false
+	}
+	return sh, append([]string{"sh", "-c", shShim + `exec "$0" "$@"`}, argv...), true
 }
 
 // output is where generation id writes w's stream: w itself, or a

@@ -6,18 +6,14 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
-	"github.com/hotswap-dev/hotswap/fdpass"
 	"github.com/hotswap-dev/hotswap/internal/intercept"
 	"github.com/hotswap-dev/hotswap/internal/reuse"
-	"github.com/hotswap-dev/hotswap/internal/sys"
-	"golang.org/x/sys/unix"
 )
 
 // ReceiveTimeout bounds how long a generation's exec shim may take to send
@@ -39,13 +35,7 @@ const ReceiveTimeout = 10 * time.Second
 type interceptHook struct {
 	s *Supervisor
 	// Owned by the run loop (hooks run there).
-	starting map[int]*shimConn
-}
-
-// shimConn is the socketpair of one starting generation.
-type shimConn struct {
-	ours, theirs *os.File
-	index        int // of theirs in cmd.ExtraFiles
+	starting map[int]*intercept.Handshake
 }
 
 func newInterceptHook(s *Supervisor) (*interceptHook, error) {
@@ -57,7 +47,7 @@ func newInterceptHook(s *Supervisor) (*interceptHook, error) {
 			return nil, fmt.Errorf("intercept binds: listener %s: %w", l, err)
 		}
 	}
-	return &interceptHook{s: s, starting: map[int]*shimConn{}}, nil
+	return &interceptHook{s: s, starting: map[int]*intercept.Handshake{}}, nil
 }
 
 // interceptNetwork maps a listener's network to the one package intercept
@@ -71,32 +61,19 @@ func interceptNetwork(network string) (string, error) {
 }
 
 func (h *interceptHook) before(id int, cmd *exec.Cmd) error {
-	var fds [2]int
-	err := sys.Retry(func() error {
-		p, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
-		fds = p
-		return err
-	})
+	hs, err := intercept.NewHandshake(cmd, strconv.Itoa(id))
 	if err != nil {
-		return fmt.Errorf("intercept socketpair: %w", os.NewSyscallError("socketpair", err))
+		return err
 	}
-	c := &shimConn{
-		ours:   os.NewFile(uintptr(fds[0]), "intercept-"+strconv.Itoa(id)),
-		theirs: os.NewFile(uintptr(fds[1]), "intercept-shim-"+strconv.Itoa(id)),
-		index:  len(cmd.ExtraFiles),
-	}
-	cmd.ExtraFiles = append(cmd.ExtraFiles, c.theirs)
-	cmd.Env = append(cmd.Env, fdpass.InterceptFDEnv+"="+strconv.Itoa(fdpass.FirstFD+c.index))
 	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
-	h.starting[id] = c
+	h.starting[id] = hs
 	return nil
 }
 
 func (h *interceptHook) abort(id int) {
-	if c, ok := h.starting[id]; ok {
+	if hs, ok := h.starting[id]; ok {
 		delete(h.starting, id)
-		c.ours.Close()
-		c.theirs.Close()
+		hs.Close()
 	}
 }
 
@@ -104,32 +81,32 @@ func (h *interceptHook) abort(id int) {
 // ExtraFiles, which in reuseport mode are g's own siblings) and serves its
 // notifications until g exits.
 func (h *interceptHook) after(g *gen) {
-	c, ok := h.starting[g.id]
+	hs, ok := h.starting[g.id]
 	if !ok {
 		return
 	}
 	delete(h.starting, g.id)
-	c.theirs.Close() // the shim has its copy
+	hs.Started()
 	table, err := h.table(g)
 	if err != nil {
 		g.log.Error("intercept binds: build table, killing generation", "error", err)
-		c.ours.Close()
+		hs.Close()
 		_ = g.cmd.Process.Kill()
 		return
 	}
 	h.s.wg.Go(func() {
-		defer c.ours.Close()
-		h.serve(g, c.ours, table)
+		defer hs.Close()
+		h.serve(g, hs, table)
 	})
 }
 
 // serve receives g's notification fd and answers its binds until g exits.
 // A shim that never sends it (it failed and exits 126, or hangs) is killed,
 // so that the failure reaches the gate at once.
-func (h *interceptHook) serve(g *gen, sock *os.File, table intercept.Listeners) {
+func (h *interceptHook) serve(g *gen, hs *intercept.Handshake, table intercept.Listeners) {
 	errTimeout := fmt.Errorf("no notification fd from the exec shim within %s", ReceiveTimeout)
 	ctx, cancel := context.WithTimeoutCause(g.ctx, ReceiveTimeout, errTimeout)
-	notify, err := intercept.Receive(ctx, sock)
+	notify, err := hs.Receive(ctx)
 	if err != nil && errors.Is(context.Cause(ctx), errTimeout) {
 		err = fmt.Errorf("%w: %w", err, errTimeout)
 	}
@@ -197,10 +174,9 @@ func (h *interceptHook) table(g *gen) (intercept.Listeners, error) {
 			return nil, fmt.Errorf("address of listener %s: %v is not an IP address", l, a)
 		}
 		t = append(t, intercept.Listener{
-			Network:  network,
-			Addr:     ap,
-			File:     f,
-			OnListen: func(int) error { return h.s.childListened(g, i) },
+			Network: network,
+			Addr:    ap,
+			File:    f,
 		})
 	}
 	return t, nil
@@ -215,9 +191,3 @@ func addrPort(a net.Addr) (netip.AddrPort, bool) {
 	}
 	return netip.AddrPort{}, false
 }
-
-// childListened is called, from g's intercept goroutine, when g's process
-// calls listen() on listener i: in reuseport mode the supervisor then
-// starts listening on g's own sibling. In shared mode there is nothing to
-// do. An error is returned to the child's listen().
-func (s *Supervisor) childListened(g *gen, i int) error { return nil } // replaced by reuseport.go

@@ -104,7 +104,7 @@ func TestInterceptTableAddr(t *testing.T) {
 	}
 	want, _ := addrPort(a)
 	s := &Supervisor{cfg: Config{Listeners: []ListenSpec{{Name: "a", Network: "tcp", Address: "127.0.0.1:0"}}}}
-	h := &interceptHook{s: s, starting: map[int]*shimConn{}}
+	h := &interceptHook{s: s, starting: map[int]*intercept.Handshake{}}
 	table, err := h.table(&gen{id: 1, cmd: &exec.Cmd{ExtraFiles: []*os.File{ln}}})
 	if err != nil {
 		t.Fatal(err)

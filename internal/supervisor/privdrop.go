@@ -11,7 +11,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/hotswap-dev/hotswap/internal/healthgate"
+	"github.com/hotswap-dev/hotswap/fdpass"
 )
 
 // credentialHook runs every generation as another user: os/exec calls
@@ -55,7 +55,7 @@ func (h *credentialHook) shareNotify(path string) error {
 // abstract socket).
 func notifyPath(env []string) (string, bool) {
 	for i := len(env) - 1; i >= 0; i-- {
-		if v, ok := strings.CutPrefix(env[i], healthgate.NOTIFY_SOCKET+"="); ok {
+		if v, ok := strings.CutPrefix(env[i], fdpass.NotifySocket+"="); ok {
 			return v, strings.HasPrefix(v, "/")
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/hotswap-dev/hotswap/fdpass"
 	"github.com/hotswap-dev/hotswap/internal/healthgate"
 	"golang.org/x/sys/unix"
 )
@@ -68,7 +69,7 @@ func (s *Supervisor) prepareReady(id int) (_ readiness, _, _ []string, retErr er
 			return r, nil, nil, fmt.Errorf("notify socket for generation %d: %w", id, err)
 		}
 		r.notify = ns
-		env = append(env, healthgate.NOTIFY_SOCKET+"="+ns.Path())
+		env = append(env, fdpass.NotifySocket+"="+ns.Path())
 	}
 	argv := healthgate.ExpandArgs(s.cfg.Command, healthgate.Vars{Gen: id, Port: r.port()})
 	return r, argv, env, nil
@@ -131,7 +132,7 @@ func (s *Supervisor) notifyUp(state string) {
 	if s.upstream == "" {
 		return
 	}
-	if err := healthgate.NotifyTo(s.upstream, state); err != nil {
+	if err := fdpass.NotifyTo(s.upstream, state); err != nil {
 		s.log.Warn("notify service manager", "error", err)
 	}
 }

@@ -48,7 +48,10 @@ type listener struct {
 	mode   Mode
 	shared *os.File
 	group  *reuse.Group
-	port   int // the bound port, for OpenConns
+	port   int // the bound port
+	// diagPort is a reuseport group's port as sock_diag files its
+	// connections, for the drain.
+	diagPort reuse.Port
 }
 
 func (l *listener) reuseport() bool { return l.group != nil }
@@ -250,53 +253,113 @@ func sameAddr(a, b string) bool {
 	return ia.Unmap() == ib.Unmap() || ib.IsUnspecified()
 }
 
-// drainWait waits until g's reuseport sockets have an empty accept queue
-// and g's process tree holds no connection on their ports, twice in a row
-// after the grace period, or until g exits. The queue may take up to the
-// drain timeout; open connections only DrainConnWait, because an idle
-// keep-alive connection looks like one in progress and a client may hold
-// it for ever. It reports whether the drain completed.
+// Drain polling: no event says that a connection has been answered or a
+// handshake has landed, so the drain looks with back-off.
+const (
+	drainPollMin = time.Millisecond      // first look: the new steering is in force on every CPU
+	drainPollMax = 16 * time.Millisecond // the longest wait between looks
+)
+
+// drainWait waits until g may be stopped without losing a client, or until
+// g exits, and reports whether the drain completed. g may be stopped once:
+//
+//  1. the handshakes that reached g's sockets before the cutover have
+//     landed: a few round trips of g's own connections (the longest
+//     smoothed RTT among them, times 4, plus a millisecond), at most the
+//     drain grace, which is also the wait when g holds no connection;
+//  2. g's accept queues are empty;
+//  3. every connection g's process tree holds on their ports is idle
+//     ([reuse.Conn.Idle]: everything it received has been answered), for
+//     at most DrainConnWait.
+//
+// The tree's descriptors are read once (and again only if a queue refills);
+// then each look is one batch of exact sock_diag lookups of those
+// connections and one TCP_INFO per socket.
 func (s *Supervisor) drainWait(g *gen) (time.Duration, bool) {
 	start := time.Now()
 	deadline := start.Add(s.cfg.DrainTimeout)
 	connsDeadline := start.Add(min(s.cfg.DrainConnWait, s.cfg.DrainTimeout))
-	quiet := 0
-	for time.Now().Before(deadline) {
-		if s.drained(g, time.Now().Before(connsDeadline)) {
-			quiet++
-		} else {
-			quiet = 0
-		}
-		if quiet >= 2 && time.Since(start) >= s.cfg.DrainGrace {
-			return time.Since(start), true
-		}
+	d := drainer{s: s, g: g, ports: s.drainPorts(g), grace: s.cfg.DrainGrace}
+	wait := drainPollMin
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	for {
 		select {
 		case <-g.exited:
 			return time.Since(start), true
-		case <-time.After(2 * time.Millisecond):
+		case <-t.C:
 		}
+		now := time.Now()
+		if !now.Before(deadline) {
+			return now.Sub(start), false
+		}
+		if d.done(now.Sub(start), now.Before(connsDeadline)) {
+			return time.Since(start), true
+		}
+		wait = min(2*wait, drainPollMax)
+		t.Reset(min(wait, time.Until(deadline)))
 	}
-	return time.Since(start), false
 }
 
-// drained reports whether g's reuseport queues are empty and, with conns,
-// whether its process tree holds no connection on their ports.
-func (s *Supervisor) drained(g *gen, conns bool) bool {
-	for i, m := range g.members {
+// drainer is the state of one drainWait.
+type drainer struct {
+	s     *Supervisor
+	g     *gen
+	ports []reuse.Port
+	grace time.Duration  // how long handshakes may still land on g's queues
+	conns *reuse.ConnSet // g's connections, once its queues were empty
+}
+
+// done takes one look, after elapsed of the drain; with conns, g's
+// connections must be idle too.
+func (d *drainer) done(elapsed time.Duration, conns bool) bool {
+	if !d.queuesEmpty() {
+		d.conns = nil // accepted ones will join g's connections
+		return false
+	}
+	if d.conns == nil {
+		set, err := reuse.Snapshot(d.g.pid, d.ports)
+		if err != nil {
+			return false // g exited (g.exited ends the wait), or a look failed
+		}
+		d.conns = set
+		if rtt := set.MaxRTT(); rtt > 0 {
+			d.grace = min(d.grace, 4*rtt+time.Millisecond)
+		}
+	} else if conns {
+		if err := d.conns.Refresh(); err != nil {
+			return false
+		}
+	}
+	if elapsed < d.grace || (conns && d.conns.Busy() > 0) {
+		return false
+	}
+	return d.queuesEmpty()
+}
+
+// queuesEmpty reports whether every reuseport socket of g has an empty
+// accept queue.
+func (d *drainer) queuesEmpty() bool {
+	for _, m := range d.g.members {
 		if m == nil {
 			continue
 		}
 		if q, err := m.QueueLen(); err != nil || q > 0 {
 			return false
 		}
-		if !conns {
-			continue
-		}
-		if n, err := reuse.OpenConns(g.pid, s.listeners[i].port); err != nil || n > 0 {
-			return false
-		}
 	}
 	return true
+}
+
+// drainPorts are the ports of g's reuseport sockets.
+func (s *Supervisor) drainPorts(g *gen) []reuse.Port {
+	var out []reuse.Port
+	for i, m := range g.members {
+		if m != nil {
+			out = append(out, s.listeners[i].diagPort)
+		}
+	}
+	return out
 }
 
 // logMigrateReq records net.ipv4.tcp_migrate_req: 1 is a backstop for

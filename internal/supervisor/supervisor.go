@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	"github.com/hotswap-dev/hotswap/internal/healthgate"
+	"github.com/hotswap-dev/hotswap/fdpass"
 	"github.com/hotswap-dev/hotswap/internal/reuse"
 )
 
@@ -149,7 +149,7 @@ func New(cfg Config) (*Supervisor, error) {
 		s.hooks = append(s.hooks, newCredentialHook(cfg.Credential))
 	}
 	for _, kv := range cfg.Env {
-		if v, ok := strings.CutPrefix(kv, healthgate.NOTIFY_SOCKET+"="); ok {
+		if v, ok := strings.CutPrefix(kv, fdpass.NotifySocket+"="); ok {
 			s.upstream = v
 		}
 	}
@@ -690,6 +690,10 @@ func (s *Supervisor) listen() error {
 			}
 			_, p, _ := net.SplitHostPort(l.group.Addr())
 			l.port, _ = strconv.Atoi(p)
+			if l.diagPort, err = diagPort(first, adopted); err != nil {
+				s.closeListeners()
+				return fmt.Errorf("listen %s: %w", spec, err)
+			}
 		}
 		s.orphans = append(s.orphans, first)
 		s.log.Info("listening", "name", spec.Name, "address", l.addr(), "mode", string(l.mode))
@@ -698,6 +702,20 @@ func (s *Supervisor) listen() error {
 		s.logMigrateReq()
 	}
 	return nil
+}
+
+// diagPort is the port and address family of a reuseport group's first
+// member, or of the adopted one.
+func diagPort(first, adopted *reuse.Member) (reuse.Port, error) {
+	m := first
+	if m == nil {
+		m = adopted
+	}
+	a, err := reuse.Addr(m.File())
+	if err != nil {
+		return reuse.Port{}, err
+	}
+	return reuse.PortOf(a.String())
 }
 
 func (s *Supervisor) closeListeners() {

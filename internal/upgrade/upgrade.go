@@ -162,32 +162,48 @@ func reuseportKey(l supervisor.ListenSpec) string { return "reuseport:" + key(l)
 // previous hotswap if there is one, else a new one; either way registered
 // for the next upgrade.
 func (u *Upgrader) Listen(l supervisor.ListenSpec) (*os.File, error) {
-	k := key(l)
-	f, err := u.tf.File(k)
+	f, inherited, err := u.Carry(key(l), func() (*os.File, error) {
+		if l.Network != "unix" {
+			return reuse.Listen(l.Network, l.Address, reuse.Options{})
+		}
+		f, uf, err := reuse.ListenUnix(l.Address, l.Unix)
+		if err == nil {
+			u.remember(uf)
+		}
+		return f, err
+	})
 	if err != nil {
-		return nil, fmt.Errorf("inherit %s from the previous hotswap: %w", k, err)
+		return nil, err
 	}
-	switch {
-	case f == nil && l.Network == "unix":
-		var uf reuse.UnixFile
-		if f, uf, err = reuse.ListenUnix(l.Address, l.Unix); err != nil {
-			return nil, err
-		}
-		u.remember(uf)
-	case f == nil:
-		if f, err = reuse.Listen(l.Network, l.Address, reuse.Options{}); err != nil {
-			return nil, err
-		}
-	case l.Network == "unix":
+	if inherited && l.Network == "unix" {
 		if uf, err := reuse.UnixFileAt(l.Address); err == nil {
 			u.remember(uf)
 		}
 	}
+	return f, nil
+}
+
+// Carry returns the file the previous hotswap registered under k, or, in
+// a hotswap without one, what create makes; either way the file is
+// registered for the next upgrade, so it passes from hotswap to hotswap
+// for as long as they serve: listeners, and the lock a hotswap holds for
+// its life (the same open file description, so the lock goes with it).
+func (u *Upgrader) Carry(k string, create func() (*os.File, error)) (_ *os.File, inherited bool, _ error) {
+	f, err := u.tf.File(k)
+	if err != nil {
+		return nil, false, fmt.Errorf("inherit %s from the previous hotswap: %w", k, err)
+	}
+	inherited = f != nil
+	if f == nil {
+		if f, err = create(); err != nil {
+			return nil, false, err
+		}
+	}
 	if err := u.tf.AddFile(k, f); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("register %s for self-upgrade: %w", k, err)
+		return nil, false, fmt.Errorf("register %s for self-upgrade: %w", k, err)
 	}
-	return f, nil
+	return f, inherited, nil
 }
 
 // Adopt is supervisor.Config.Adopt: the member the previous hotswap handed
@@ -299,6 +315,9 @@ func (u *Upgrader) Upgrade(ctx context.Context) error {
 	case err := <-done:
 		return err
 	case <-ctx.Done():
+		if errors.Is(context.Cause(ctx), ErrUpgraded) {
+			return nil // it succeeded, and stopping this hotswap cancelled ctx
+		}
 		return ctx.Err()
 	}
 }

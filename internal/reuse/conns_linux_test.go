@@ -1,0 +1,182 @@
+package reuse
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// connPair is one connection seen from both ends.
+type connPair struct{ client, served net.Conn }
+
+func dialPairs(t *testing.T, ln net.Listener, n int) []connPair {
+	t.Helper()
+	var out []connPair
+	for range n {
+		c, err := net.Dial("tcp4", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close(); s.Close() })
+		out = append(out, connPair{c, s})
+	}
+	return out
+}
+
+func snapshot(t *testing.T, pid int, p Port) *ConnSet {
+	t.Helper()
+	set, err := Snapshot(pid, []Port{p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return set
+}
+
+// TestSnapshotIdle: a connection is idle only between requests: not before
+// its first request, not while a request is unread or unanswered, not
+// while a response is unsent; idle once answered. Refresh follows each by
+// its exact address and drops a closed one.
+func TestSnapshotIdle(t *testing.T) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	p, err := PortOf(ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pairs := dialPairs(t, ln, 3)
+	set := snapshot(t, os.Getpid(), p)
+	if len(set.Conns) != 3 || set.Busy() != 3 {
+		t.Fatalf("fresh: %d connections, %d busy; want 3, 3 (no request yet)", len(set.Conns), set.Busy())
+	}
+	// Pair 0 answers a request; pair 1 has one unread; pair 2 read one
+	// and has not answered.
+	exchange := func(pr connPair, answer bool) {
+		t.Helper()
+		if _, err := io.WriteString(pr.client, "ping\n"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bufio.NewReader(pr.served).ReadString('\n'); err != nil {
+			t.Fatal(err)
+		}
+		if answer {
+			io.WriteString(pr.served, "pong\n")
+			if _, err := bufio.NewReader(pr.client).ReadString('\n'); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	exchange(pairs[0], true)
+	io.WriteString(pairs[1].client, "ping\n")
+	exchange(pairs[2], false)
+	time.Sleep(20 * time.Millisecond) // the ACKs
+	if err := set.Refresh(); err != nil {
+		t.Fatal(err)
+	}
+	idle := map[uint64]bool{}
+	for _, c := range set.Conns {
+		idle[c.Inode] = c.Idle()
+	}
+	for i, want := range []bool{true, false, false} {
+		if got := idle[inodeOf(t, pairs[i].served)]; got != want {
+			t.Errorf("pair %d: idle %v, want %v", i, got, want)
+		}
+	}
+	pairs[0].served.Close()
+	if err := set.Refresh(); err != nil {
+		t.Fatal(err)
+	}
+	if len(set.Conns) != 2 || set.Busy() != 2 {
+		t.Errorf("after one closed: %d connections, %d busy; want 2, 2", len(set.Conns), set.Busy())
+	}
+
+	// A connection that a child of the tree's main thread holds counts,
+	// once, though both hold it for a while.
+	f, err := pairs[1].served.(*net.TCPConn).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("sh", "-c", "sleep 30 & echo started; exec 3<&-; wait")
+	cmd.ExtraFiles = []*os.File{f}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // sh and sleep, ended together
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); cmd.Wait() }()
+	bufio.NewReader(out).ReadString('\n')
+	if n := len(snapshot(t, cmd.Process.Pid, p).Conns); n != 1 {
+		t.Errorf("child's tree: %d connections, want 1", n)
+	}
+	f.Close()
+	pairs[1].served.Close()
+	pairs[2].served.Close()
+	if n := len(snapshot(t, cmd.Process.Pid, p).Conns); n != 1 {
+		t.Errorf("grandchild: %d connections, want 1", n)
+	}
+	if n := len(snapshot(t, os.Getpid(), p).Conns); n != 0 {
+		t.Errorf("closed here: %d connections, want 0", n)
+	}
+	// The fallback where pidfd_getfd is refused: one dump.
+	socks, err := treeSockets(cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dumped, err := dumpSnapshot(cmd.Process.Pid, socks, map[Port]bool{p: true})
+	closePidfds(socks)
+	if err != nil || len(dumped.Conns) != 1 || dumped.Conns[0].BytesRecvd == 0 {
+		t.Errorf("dump: %+v, %v; want 1 connection with its TCP_INFO", dumped, err)
+	}
+	// A port filter longer than the kernel's limit matches here instead.
+	many := []Port{p}
+	for i := range diagMaxPorts + 1 {
+		many = append(many, Port{p.Family, 1 + i})
+	}
+	if set, err := Snapshot(cmd.Process.Pid, many); err != nil || len(set.Conns) != 1 {
+		t.Errorf("%d ports: %v, %v; want 1 connection", len(many), set, err)
+	}
+	start := time.Now()
+	const calls = 200
+	for range calls {
+		set.Refresh()
+	}
+	t.Logf("Refresh of %d: %v per call", len(set.Conns), time.Since(start)/calls)
+	start = time.Now()
+	for range calls / 10 {
+		Snapshot(cmd.Process.Pid, []Port{p})
+	}
+	t.Logf("Snapshot: %v per call", time.Since(start)/(calls/10))
+	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	cmd.Wait()
+	if _, err := Snapshot(cmd.Process.Pid, []Port{p}); err == nil {
+		t.Errorf("exited pid: got nil error")
+	}
+}
+
+func inodeOf(t *testing.T, c net.Conn) uint64 {
+	t.Helper()
+	f, err := c.(*net.TCPConn).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Sys().(*syscall.Stat_t).Ino
+}
