@@ -41,10 +41,10 @@ bench: deps
 	$(GO) run ./bench
 
 # chaos: the randomized fault test over real processes (cmd/hotswap
-# chaos_linux_test.go), STEPS per socket mode at CLIENTS concurrent clients;
+# chaos_linux_test.go), STEPS in all (half per socket mode) at CLIENTS clients;
 # SEED=N STEPS=N replays a run exactly (the seed is printed first). Then
 # both steering scenarios (failed reloads, nginx in reuseport mode), 20
-# times each. make test runs a 75-step chaos run per mode.
+# times each. make test runs a 150-step chaos run.
 SEED    ?=
 STEPS   ?= 200
 CLIENTS ?= 16

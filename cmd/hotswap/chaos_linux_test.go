@@ -31,7 +31,7 @@ import (
 // reported apart.
 //
 //	HOTSWAP_CHAOS_SEED     the seed (default: from the clock; printed first)
-//	HOTSWAP_CHAOS_STEPS    steps per socket mode (default 75: make test)
+//	HOTSWAP_CHAOS_STEPS    steps in all, half per socket mode (default 150: make test)
 //	HOTSWAP_CHAOS_CLIENTS  concurrent clients (default 16; a quarter keep-alive)
 
 // chaosRegressions are seeds that failed once, replayed by every run.
@@ -81,12 +81,12 @@ func TestChaos(t *testing.T) {
 			t.Fatalf("HOTSWAP_CHAOS_SEED=%q: %v", s, err)
 		}
 	}
-	steps := envInt(t, "HOTSWAP_CHAOS_STEPS", 75)
+	steps := envInt(t, "HOTSWAP_CHAOS_STEPS", 150)
 	clients := envInt(t, "HOTSWAP_CHAOS_CLIENTS", 16)
-	fmt.Printf("chaos: seed %d, %d steps per mode, %d clients (replay: make chaos SEED=%d STEPS=%d)\n", seed, steps, clients, seed, steps)
-	t.Logf("chaos: seed %d, %d steps per mode, %d clients", seed, steps, clients)
+	fmt.Printf("chaos: seed %d, %d steps (half per socket mode), %d clients (replay: make chaos SEED=%d STEPS=%d)\n", seed, steps, clients, seed, steps)
+	t.Logf("chaos: seed %d, %d steps, %d clients", seed, steps, clients)
 	for _, mode := range []string{"reuseport", "shared"} {
-		t.Run(mode, func(t *testing.T) { runChaos(t, mode, seed, steps, clients) })
+		t.Run(mode, func(t *testing.T) { runChaos(t, mode, seed, (steps+1)/2, clients) })
 	}
 }
 
@@ -157,12 +157,12 @@ func runChaos(t *testing.T, mode string, seed uint64, steps, clients int) {
 		s.run(c)
 		if t.Failed() {
 			c.dumpLog()
-			t.Fatalf("seed %d, mode %s: failed at step %d (%s); replay: make chaos SEED=%d STEPS=%d", seed, mode, c.step, s.name, seed, steps)
+			t.Fatalf("seed %d, mode %s: failed at step %d (%s); replay: make chaos SEED=%d STEPS=%d", seed, mode, c.step, s.name, seed, 2*steps)
 		}
 		c.check()
 		if t.Failed() {
 			c.dumpLog()
-			t.Fatalf("seed %d, mode %s: the invariant broke after step %d (%s); replay: make chaos SEED=%d STEPS=%d", seed, mode, c.step, s.name, seed, steps)
+			t.Fatalf("seed %d, mode %s: the invariant broke after step %d (%s); replay: make chaos SEED=%d STEPS=%d", seed, mode, c.step, s.name, seed, 2*steps)
 		}
 	}
 	time.Sleep(200 * time.Millisecond)
