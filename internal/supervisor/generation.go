@@ -200,15 +200,9 @@ func (s *Supervisor) wait(g *gen) {
 	}
 	var ee *exec.ExitError
 	if g.ps == nil || (err != nil && !errors.As(err, &ee)) {
-		g.cancel(fmt.Errorf("wait: %w", err))
+		s.reaped(g, fmt.Errorf("wait: %w", err))
 	} else {
-		g.cancel(exitedCause(g))
-	}
-	g.ready.close()
-	close(g.exited)
-	select {
-	case s.exitc <- g:
-	case <-s.done: // stopAll waits on g.exited instead
+		s.reaped(g, exitedCause(g))
 	}
 }
 
@@ -257,6 +251,9 @@ func exitCode(ps *os.ProcessState) int {
 }
 
 func describeExit(ps *os.ProcessState) string {
+	if ps == nil {
+		return "unknown"
+	}
 	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
 		return "signal " + signalName(ws.Signal())
 	}

@@ -41,6 +41,8 @@ type Supervisor struct {
 	done    chan struct{} // closed when the run loop has returned
 	wg      sync.WaitGroup
 
+	procs procs // processes and gates (seam.go)
+
 	// Owned by the run loop.
 	nextID    int
 	current   *gen // the generation serving, or nil after a crash
@@ -125,6 +127,7 @@ func New(cfg Config) (*Supervisor, error) {
 		warnedStale: map[uint64]bool{},
 		previous:    map[uint64]bool{},
 	}
+	s.procs = osProcs{s}
 	for _, l := range cfg.Listeners {
 		s.names = append(s.names, l.Name)
 	}
@@ -200,7 +203,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 }
 
 func (s *Supervisor) startFirst() error {
-	g, err := s.startGen(s.next())
+	g, err := s.procs.start(s.next())
 	if err != nil {
 		return err
 	}
@@ -346,7 +349,7 @@ func (s *Supervisor) beginReload() {
 		return
 	}
 	s.notifyUp(reloadingState())
-	g, err := s.startGen(s.next())
+	g, err := s.procs.start(s.next())
 	if err != nil {
 		s.finishReload(s.reloadError(s.nextID, 0, err))
 		return
@@ -402,7 +405,7 @@ func (s *Supervisor) gate(g *gen) {
 		g.log.Error("steer probes to generation", "error", err)
 	}
 	s.wg.Go(func() {
-		err := s.waitReady(g.ctx, g)
+		err := s.procs.ready(g.ctx, g)
 		if err != nil {
 			err = gateError(g, err)
 		}
@@ -526,7 +529,7 @@ func (s *Supervisor) drain(g *gen, wait bool) {
 		return
 	}
 	g.state = StateDraining
-	s.wg.Go(func() { s.stop(g, wait) })
+	s.wg.Go(func() { s.procs.stop(g, wait) })
 }
 
 func (s *Supervisor) onExit(g *gen) error {
@@ -611,7 +614,7 @@ func (s *Supervisor) onRestart() {
 	if s.current != nil || s.pending != nil {
 		return
 	}
-	g, err := s.startGen(s.next())
+	g, err := s.procs.start(s.next())
 	if err != nil {
 		s.log.Error("restart failed", "error", err)
 		s.scheduleRestart(0)
@@ -627,7 +630,7 @@ func (s *Supervisor) onSignal(sig syscall.Signal) error {
 	if s.current == nil {
 		return errors.New("no generation is running")
 	}
-	if err := s.current.cmd.Process.Signal(sig); err != nil {
+	if err := s.procs.signal(s.current, sig); err != nil {
 		return fmt.Errorf("signal generation %d (pid %d): %w", s.current.id, s.current.pid, err)
 	}
 	return nil
@@ -644,7 +647,7 @@ func (s *Supervisor) stopAll() {
 			continue // already being stopped by its own goroutine
 		}
 		g.state = StateDraining
-		wg.Go(func() { s.stop(g, s.handedOff) })
+		wg.Go(func() { s.procs.stop(g, s.handedOff) })
 	}
 	wg.Wait()
 	for _, g := range s.live {
