@@ -193,6 +193,20 @@ func (l *loop) want(current int, states map[int]State) {
 	}
 }
 
+// oldStillStopping serves generation 1, reloads to generation 2 and
+// leaves generation 1 being stopped, not exited.
+func (l *loop) oldStillStopping() {
+	l.t.Helper()
+	l.ready(1)
+	l.f.gen(1).hold = make(chan struct{})
+	r := l.reload(false)
+	l.ready(2)
+	if err := mustOutcome(l.t, r); err != nil {
+		l.t.Fatalf("reload to generation 2: %v", err)
+	}
+	<-l.f.gen(1).stopped
+}
+
 func done(c <-chan error) (error, bool) {
 	select {
 	case err := <-c:
@@ -341,13 +355,8 @@ func TestLoopReloadCoalescing(t *testing.T) {
 func TestLoopWaitForDrain(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		l := newLoop(t, ModeReusePort, nil)
-		l.ready(1)
-		l.f.gen(1).hold = make(chan struct{})
+		l.oldStillStopping()
 		r := l.reload(false)
-		l.ready(2)
-		mustOutcome(t, r)
-		<-l.f.gen(1).stopped
-		r = l.reload(false)
 		if l.f.started() != 2 {
 			t.Fatalf("a reload started generation %d while generation 1 drains", l.f.started())
 		}
@@ -373,14 +382,8 @@ func TestLoopWaitForDrain(t *testing.T) {
 func TestLoopMaxDraining(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		l := newLoop(t, ModeShared, func(c *Config) { c.MaxDraining = 1 })
-		l.ready(1)
-		l.f.gen(1).hold = make(chan struct{})
-		r := l.reload(false)
-		l.ready(2)
-		mustOutcome(t, r)
-		<-l.f.gen(1).stopped
-		r = l.reload(false)
-		err := mustOutcome(t, r)
+		l.oldStillStopping()
+		err := mustOutcome(t, l.reload(false))
 		if err == nil || !strings.Contains(err.Error(), "still draining (--max-draining 1)") {
 			t.Errorf("reload beyond the cap: %v, want refused for --max-draining 1", err)
 		}
@@ -389,7 +392,7 @@ func TestLoopMaxDraining(t *testing.T) {
 		}
 		close(l.f.gen(1).hold)
 		synctest.Wait()
-		r = l.reload(false)
+		r := l.reload(false)
 		l.ready(3)
 		if err := mustOutcome(t, r); err != nil {
 			t.Errorf("reload once the old one exited: %v", err)
