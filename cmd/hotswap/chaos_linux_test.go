@@ -190,6 +190,7 @@ type chaos struct {
 	step    int
 	pidfile string
 	version int
+	kills   int // "current SIGKILLed" steps so far
 }
 
 func runChaos(t *testing.T, mode string, seed uint64, steps, clients int) chaosRow {
@@ -243,8 +244,12 @@ func runChaos(t *testing.T, mode string, seed uint64, steps, clients int) chaosR
 	fmt.Printf("chaos %s: seed %d steps %d clients %d: requests %d, failed %d (accepted by a dying server %d, other %d), timeouts %d, repairs %d, wall %s\n",
 		mode, seed, steps, clients, rf.OK+rf.Failed+rk.OK+rk.Failed, rf.Failed+rk.Failed, lostF+lostK, len(badF)+len(badK),
 		timeouts(rf)+timeouts(rk), st.SteeringRepairs, time.Since(t0).Round(time.Second))
-	for _, s := range append(badF, badK...) {
+	bad := append(badF, badK...)
+	for _, s := range bad {
 		t.Errorf("failed request: %s at %s after %s, not explained by a dying server", s.Err, s.Start.Format("15:04:05.000"), s.Dur.Round(time.Millisecond))
+	}
+	if len(bad) > 0 {
+		c.logAround(bad[0].Start, bad[0].Start.Add(bad[0].Dur))
 	}
 	if rf.OK < 100*steps/10 || rk.OK < 10 {
 		t.Errorf("the load did not run: %v; %v", rf, rk)
@@ -348,6 +353,22 @@ func (c *chaos) killCurrent() {
 		return
 	}
 	n := c.lastGen() + 1
+	// Every second time (no draw from the seed: replays stay exact), the
+	// kill comes while a reload's generation is gating: it takes over
+	// the dead one's clients instead of a restart.
+	if c.kills++; c.kills%2 == 0 {
+		e := c.a.hs.ReloadOutcome(n, 30*time.Second, func() {
+			c.a.write(fmt.Sprintf("s%d", c.step), "--start-delay 300ms")
+			c.a.hs.Signal(syscall.SIGHUP)
+			c.a.hs.WaitEvent(10*time.Second, "generation started", proctest.Gen(n))
+			syscall.Kill(pid, syscall.SIGKILL)
+		})
+		c.a.write(fmt.Sprintf("s%d", c.step), "")
+		if e.Msg() != "reload succeeded" {
+			c.t.Errorf("step %d: reload while the current generation was killed: %v", c.step, e)
+		}
+		return
+	}
 	syscall.Kill(pid, syscall.SIGKILL)
 	c.a.hs.WaitEvent(20*time.Second, "generation ready", proctest.Gen(n))
 }
@@ -529,4 +550,16 @@ func holders(ino uint64) []int {
 		}
 	}
 	return out
+}
+
+// logAround logs hotswap's events from 1s before from to 1s after to.
+func (c *chaos) logAround(from, to time.Time) {
+	var lines []string
+	for _, e := range c.a.hs.Events("") {
+		at, err := time.Parse(time.RFC3339Nano, e.Str("@timestamp"))
+		if err == nil && at.After(from.Add(-time.Second)) && at.Before(to.Add(time.Second)) && e.Msg() != "control request" {
+			lines = append(lines, fmt.Sprintf("%s %s gen=%d %v", at.Format("15:04:05.000"), e.Msg(), e.Int("gen"), e))
+		}
+	}
+	c.t.Logf("hotswap around the first unexplained failure:\n%s", strings.Join(lines, "\n"))
 }

@@ -144,6 +144,18 @@ func kernelView(a reuse.Audit) string {
 	return strings.Join(b, "; ")
 }
 
+// relayOrphans hands the queues of orphaned members (a crashed current
+// generation's, kept for a restart that a successful reload made
+// unnecessary) to the serving generation, and closes them.
+func (s *Supervisor) relayOrphans() {
+	for i, m := range s.orphans {
+		if m != nil {
+			s.orphans[i] = nil
+			s.handQueue(s.listeners[i], m)
+		}
+	}
+}
+
 // handQueue takes m out of its group without losing its queue: hotswap
 // keeps a listener on a duplicate, removes m (the program no longer names
 // it), accepts what is queued and what was in flight for DrainGrace, and

@@ -457,6 +457,9 @@ func (s *Supervisor) onGate(r gateResult) error {
 		if old != nil {
 			s.drain(old, true)
 		}
+		// The current generation crashed during this reload's gate: what
+		// waits on its sockets goes to the new one.
+		s.relayOrphans()
 		g.log.Info("reload succeeded", "after", g.readyAt.Sub(g.started))
 		s.finishReload(nil)
 	case s.current:
