@@ -197,7 +197,9 @@ func runChaos(t *testing.T, mode string, seed uint64, steps, clients int) chaosR
 	dir := t.TempDir()
 	c := &chaos{t: t, mode: mode, rng: rand.New(rand.NewPCG(seed, uint64(len(mode)))), pidfile: filepath.Join(dir, "hotswap.pid")}
 	c.a = startApp(t, []string{"--mode", mode, "--pidfile", c.pidfile,
-		"--ready", "http://127.0.0.1:{port}/healthz", "--ready-timeout", "1s",
+		// The gate's probes compete with the load for 2 shared cores:
+		// more time with more clients.
+		"--ready", "http://127.0.0.1:{port}/healthz", "--ready-timeout", (time.Second + time.Duration(clients)*time.Second/32).String(),
 		"--drain-timeout", "1s", "--drain-conn-wait", "300ms",
 		// Crash steps come often: a backoff doubling up to 30s would
 		// outgrow the clients' patience.
@@ -330,14 +332,19 @@ func (c *chaos) reload(flags string, wantOK bool) {
 	}
 }
 
-// crashAfterReady reloads to a version that crashes 500ms after it
+// crashAfterReady reloads to a version that crashes 1s after it
 // becomes ready; the restart runs a good version.
 func (c *chaos) crashAfterReady() {
 	n := c.lastGen() + 1
-	e := c.a.reload(n, fmt.Sprintf("s%d", c.step), "--crash-after 500ms")
+	e := c.a.reload(n, fmt.Sprintf("s%d", c.step), "--crash-after 1s")
 	c.a.write(fmt.Sprintf("s%d", c.step), "")
 	if e.Msg() != "reload succeeded" {
-		c.t.Errorf("step %d: reload to the crashing version: %v", c.step, e)
+		// On a loaded machine the gate may take longer than the crash:
+		// then it is a version that exits before it is ready, rolled
+		// back. Any other failure is not.
+		if !strings.Contains(e.Str("reason"), "exited with status 3") {
+			c.t.Errorf("step %d: reload to the crashing version: %v", c.step, e)
+		}
 		return
 	}
 	c.a.hs.WaitEvent(10*time.Second, "generation exited", proctest.Gen(n))
