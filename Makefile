@@ -25,8 +25,10 @@ demo: build
 deps:
 	./scripts/deps.sh
 
+# vet: go vet (also for darwin), go mod tidy -diff, staticcheck (installed
+# when missing) and a few seconds of every fuzz target; see scripts/vet.sh.
 vet:
-	$(GO) vet ./...
+	GO=$(GO) ./scripts/vet.sh
 
 # test installs what the tests drive (as root), then runs every test.
 test: deps vet

@@ -27,7 +27,7 @@ type proc struct{ p *core.Proc }
 // the benchmark dies first.
 func startProc(cmd *exec.Cmd) (*proc, error) {
 	if cmd.SysProcAttr == nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		cmd.SysProcAttr = dieWithParent()
 	}
 	p, err := core.Start(cmd, core.Options{Stdout: true})
 	if err != nil {

@@ -209,12 +209,12 @@ const (
 	kindOther                    // anything else: a connected socket, a pipe, a file
 )
 
-// classify is replaced on Linux by a getsockopt(SO_TYPE, SO_ACCEPTCONN)
-// check on the raw descriptor, before any *os.File owns it: net.FileListener
+// classify (child_linux.go) is a getsockopt(SO_TYPE, SO_ACCEPTCONN) check
+// on the raw descriptor, before any *os.File owns it: net.FileListener
 // alone cannot tell a unix datagram socket from a listening unix stream
 // socket, and a descriptor that is not a socket (LISTEN_FDS larger than what
 // was really passed) may be one the runtime uses, which must not be closed.
-var classify = func(fd int) (sockKind, error) { return kindUnknown, nil }
+// Elsewhere it says kindUnknown.
 
 // adoptOne converts one descriptor. net.FileListener and net.FilePacketConn
 // work on a close-on-exec duplicate, so the original is closed in every case

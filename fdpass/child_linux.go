@@ -9,12 +9,10 @@ import (
 	"github.com/hotswap-dev/hotswap/internal/sys"
 )
 
-func init() { classify = classifyLinux }
-
-// classifyLinux reads SO_TYPE and SO_ACCEPTCONN of an inherited descriptor.
+// classify reads SO_TYPE and SO_ACCEPTCONN of an inherited descriptor.
 // It works on the raw number because no *os.File may own the descriptor
 // before it is known to be one of ours (see classify).
-func classifyLinux(fd int) (sockKind, error) {
+func classify(fd int) (sockKind, error) {
 	sotype, err := getsockoptInt(fd, unix.SO_TYPE)
 	if errors.Is(err, unix.ENOTSOCK) || errors.Is(err, unix.EBADF) {
 		return kindOther, nil

@@ -18,6 +18,12 @@ const (
 	// Generation is hotswap's own: the number of the generation, from 1.
 	Generation = "HOTSWAP_GENERATION"
 	hotswapPfx = "HOTSWAP_"
+
+	// tableflipPfx starts cloudflare/tableflip's TABLEFLIP_HAS_PARENT_7DIU3,
+	// which a supervisor that upgraded itself with tableflip inherits: a
+	// child that uses tableflip too (a nested hotswap, many Go servers)
+	// would take its descriptors 3 and 4 for tableflip's pipes and fail.
+	tableflipPfx = "TABLEFLIP_"
 )
 
 // FirstFD is the descriptor number of the first inherited listener
@@ -26,7 +32,7 @@ const FirstFD = 3
 
 // ChildEnv returns base without any variable of the hand-off protocols that
 // hotswap itself inherited (LISTEN_*, NOTIFY_SOCKET, NGINX, EINHORN_*,
-// HOTSWAP_*), followed by the variables that hand names[i] over as fd
+// HOTSWAP_*, TABLEFLIP_*), followed by the variables that hand names[i] over as fd
 // FirstFD+i to generation gen, and then extra. LISTEN_PID is left to the
 // exec shim, which alone knows the child's pid. Names must not contain ':'.
 func ChildEnv(base, names []string, gen int, extra ...string) []string {
@@ -60,7 +66,7 @@ func inherited(kv string) bool {
 	case NotifySocket, Nginx:
 		return true
 	}
-	for _, p := range []string{"LISTEN_", "EINHORN_", hotswapPfx} {
+	for _, p := range []string{"LISTEN_", "EINHORN_", hotswapPfx, tableflipPfx} {
 		if strings.HasPrefix(name, p) {
 			return true
 		}

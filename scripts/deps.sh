@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests and benchmarks drive for real: nginx, busybox,
 # python3, gunicorn (a server that speaks systemd socket activation),
-# iproute2 (ip) and util-linux (unshare), and the servers of
+# iproute2 (ip) and util-linux (unshare, prlimit), and the servers of
 # docs/servers.md (HAProxy, Puma, uWSGI with its Python 3 plugin, uvicorn,
 # Node.js), from Debian packages.
 # As root it installs what is missing; otherwise it says what is missing
@@ -15,6 +15,7 @@ command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v gunicorn >/dev/null 2>&1 || need+=(gunicorn)
 command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || need+=(iproute2)
 command -v unshare >/dev/null 2>&1 || need+=(util-linux)
+command -v prlimit >/dev/null 2>&1 || need+=(util-linux) # hotswap out of descriptors (security tests)
 # docs/servers.md recipes (examples/recipes).
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 command -v puma >/dev/null 2>&1 || need+=(puma)

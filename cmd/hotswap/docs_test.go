@@ -3,7 +3,9 @@ package main
 import (
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 
 	"github.com/hotswap-dev/hotswap/internal/proctest"
@@ -40,5 +42,41 @@ func TestDocsCoverEveryFlag(t *testing.T) {
 	}
 	if seen < 20 {
 		t.Errorf("found only %d flags in the help texts: the pattern no longer matches them", seen)
+	}
+}
+
+// TestArchitectureListsEveryPackage keeps docs/architecture.md's package
+// list true to the tree: every product package (cmd/hotswap, fdpass and
+// internal/ but for the test tools) is listed, and nothing else is.
+func TestArchitectureListsEveryPackage(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/architecture.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	block := regexp.MustCompile("(?s)Packages \\(.*?```\n(.*?)```").FindSubmatch(doc)
+	if block == nil {
+		t.Fatal("docs/architecture.md has no package list")
+	}
+	listed := map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)^(\S+)`).FindAllSubmatch(block[1], -1) {
+		listed[string(m[1])] = true
+	}
+	tools := map[string]bool{"internal/proc": true, "internal/proctest": true, "internal/load": true}
+	tree := map[string]bool{"cmd/hotswap": true, "fdpass": true}
+	dirs, _ := filepath.Glob("../../internal/*")
+	for _, d := range dirs {
+		if p := strings.TrimPrefix(d, "../../"); !tools[p] {
+			tree[p] = true
+		}
+	}
+	for p := range tree {
+		if !listed[p] {
+			t.Errorf("package %s is missing from docs/architecture.md's list", p)
+		}
+	}
+	for p := range listed {
+		if !tree[p] {
+			t.Errorf("docs/architecture.md lists %s, which is not a product package", p)
+		}
 	}
 }

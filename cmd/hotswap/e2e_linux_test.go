@@ -16,11 +16,6 @@ import (
 	"github.com/hotswap-dev/hotswap/internal/proctest"
 )
 
-const (
-	hotswapPkg = "github.com/hotswap-dev/hotswap/cmd/hotswap"
-	goappPkg   = "github.com/hotswap-dev/hotswap/examples/goapp"
-)
-
 func TestMain(m *testing.M) {
 	proctest.HelperMain(m, proctest.Helpers{"handoff": handoffHelper})
 }

@@ -93,7 +93,7 @@ func newFlagSet(o *options) *pflag.FlagSet {
 	fs.DurationVar(&o.connWait, "drain-conn-wait", supervisor.DefaultDrainConnWait, "reuseport mode: before the stop signal, wait at most this long for the old generation's busy connections (a request unanswered) to become idle")
 	fs.DurationVar(&o.backoffMax, "restart-backoff-max", supervisor.DefaultBackoffMax, "a generation that dies on its own is restarted after a backoff that doubles from 100ms up to this, while clients wait in the queue")
 	fs.IntVar(&o.maxDraining, "max-draining", supervisor.DefaultMaxDraining, "at most `N` old generations draining at once; a reload beyond that fails at once (reuseport mode: a reload waits until the previous old generation has exited)")
-	fs.StringVar(&o.ready, "ready", supervisor.DefaultReady.String(), "readiness `SPEC`: DURATION (stayed up), notify (READY=1 over sd_notify), http://HOST:PORT/PATH or https:// (2xx), tcp://HOST:PORT (accepts), exec:COMMAND (exits 0); {gen}, {pid} and {port} are expanded ({port}: a socket hotswap binds on 127.0.0.1 and hands over as the fd named health)")
+	fs.StringVar(&o.ready, "ready", supervisor.DefaultReady, "readiness `SPEC`: DURATION (stayed up), notify (READY=1 over sd_notify), http://HOST:PORT/PATH or https:// (2xx), tcp://HOST:PORT (accepts), exec:COMMAND (exits 0); {gen}, {pid} and {port} are expanded ({port}: a socket hotswap binds on 127.0.0.1 and hands over as the fd named health)")
 	fs.DurationVar(&o.readyTimeout, "ready-timeout", supervisor.DefaultReadyTimeout, "a generation not ready after this long is stopped and rolled back")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: trace, debug, info, warn or error")

@@ -27,22 +27,7 @@ type handoffReport struct {
 	Socks map[int]string    `json:"socks"` // fd -> local address
 }
 
-const (
-	reportEnv = "TEST_REPORT_FIFO"
-	// childHelperEnv selects a helper in a child started by hotswap, which
-	// reserves the HOTSWAP_ prefix and does not pass HOTSWAP_TEST_HELPER on.
-	childHelperEnv = "TEST_CHILD_HELPER"
-)
-
-// runHelper runs the helper named h in a child process.
-func runHelper(h string) int {
-	switch h {
-	case "handoff":
-		return handoffHelper()
-	}
-	fmt.Fprintf(os.Stderr, "unknown helper %q\n", h)
-	return 2
-}
+const reportEnv = "TEST_REPORT_FIFO"
 
 // handoffHelper lists its descriptors before anything opens one, reports
 // them with the hand-off variables, then waits for SIGTERM.

@@ -83,7 +83,7 @@ func TestCommandErrorsExitAsDocumented(t *testing.T) {
 		code int
 		want string
 	}{
-		{text, 126, "command " + text + ": not a program: neither an ELF executable nor a script starting with #!"},
+		{text, 126, "command " + text + ": not a program: neither an ELF executable nor a script with a #! line"},
 		{elfish, 126, "command " + elfish + ": not a program: a truncated or broken ELF file"},
 		{interp, 126, "command " + interp + ": its #! interpreter /no/such/interpreter: no such file or directory"},
 		{plain, 126, "command " + plain + ": permission denied"},

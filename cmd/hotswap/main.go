@@ -12,7 +12,6 @@ import (
 	"github.com/hotswap-dev/hotswap/fdpass"
 	"github.com/hotswap-dev/hotswap/internal/intercept"
 	"github.com/hotswap-dev/hotswap/internal/upgrade"
-	"golang.org/x/sys/unix"
 )
 
 // Exit statuses of hotswap itself. When hotswap stops its child, it exits
@@ -43,7 +42,7 @@ func main() {
 	// A descriptor inherited without close-on-exec (from a shell, a
 	// service manager) would leak into every generation; only the
 	// listeners hotswap hands over may reach a child.
-	_ = unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
+	closeOnExecInherited()
 	os.Exit(run(os.Args[1:]))
 }
 

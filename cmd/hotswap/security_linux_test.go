@@ -32,6 +32,10 @@ func init() {
 		os.Exit(squatHelper(os.Args[len(os.Args)-1]))
 	case "fakectl":
 		os.Exit(fakeControlHelper(os.Args[len(os.Args)-1]))
+	case "notifysend":
+		_, err := net.Dial("unixgram", os.Args[len(os.Args)-1])
+		fmt.Println("connect:", err)
+		os.Exit(0)
 	case "swap":
 		n := len(os.Args)
 		os.Exit(swapHelper(os.Args[n-3], os.Args[n-2], os.Args[n-1]))
@@ -603,6 +607,7 @@ func TestUnixSocketSymlinkSwapper(t *testing.T) {
 // ECONNREFUSED is stale, and only for a socket of this uid: hotswap refuses
 // with one line and the live socket stays.
 func TestControlSocketNotStolen(t *testing.T) {
+	proctest.RequireCI(t, proctest.IsRoot(), "root (to run a hotswap as uid 65534)")
 	hotswap := proctest.Build(t, hotswapPkg)
 	sticky, _ := attackDir(t, os.ModeSticky|0o777)
 	sock, ino := liveSocket(t, sticky)
@@ -858,5 +863,74 @@ func TestControlAcceptEMFILE(t *testing.T) {
 	}
 	if code, _, _ := ctl(t, "status", "--control", sock, "--timeout", "10s"); code != 0 {
 		t.Errorf("status once the idle clients' deadline passed: exit %d, want 0", code)
+	}
+}
+
+// TestNestedTableflipChild (item 8): the generation is itself a hotswap
+// (which upgrades itself with tableflip, as many Go servers do). Before,
+// the outer hotswap's self-upgrade left TABLEFLIP_HAS_PARENT_7DIU3 in its
+// environment and so in every later generation: the inner hotswap took
+// its listener for tableflip's pipes and exited, and the upgrade failed.
+// Now the new outer hotswap's generation never sees the variable, starts,
+// and serves.
+func TestNestedTableflipChild(t *testing.T) {
+	hotswap := proctest.Build(t, hotswapPkg)
+	goapp := proctest.Build(t, goappPkg)
+	pidfile := filepath.Join(t.TempDir(), "outer.pid")
+	cmd := exec.Command(hotswap, "--log-format", "json", "--pidfile", pidfile, "--ready", "1s", "-l", "tcp://127.0.0.1:0",
+		"--", hotswap, "--control", "none", "--ready", "100ms", "-l", "http=tcp://127.0.0.1:0", "--", goapp)
+	cmd.WaitDelay = time.Second
+	p := proctest.StartCmd(t, cmd)
+	p.WaitEvent(15*time.Second, "generation ready", proctest.Gen(1))
+	oldPid := p.Cmd.Process.Pid
+	p.Signal(upgradeSignal)
+	newPid := waitNewPid(t, pidfile, oldPid)
+	if code := p.Wait(30 * time.Second); code != 0 {
+		t.Errorf("old outer hotswap exited %d after the upgrade, want 0", code)
+	}
+	ready := p.Events("generation ready")
+	if len(ready) != 2 {
+		t.Fatalf("%d generations ready, want the old and the new outer hotswap's first", len(ready))
+	}
+	inner := ready[1].Int("pid")
+	t.Logf("new outer hotswap %d serves through inner hotswap %d", newPid, inner)
+	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", inner))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(env, []byte("TABLEFLIP_")) {
+		t.Errorf("the new outer hotswap's generation (pid %d) has tableflip's variable", inner)
+	}
+}
+
+// TestNotifySocketPrivate (item 18): with --user and --ready notify, the
+// generation's notify socket was 0666 under a predictable name in a
+// searchable directory: any local user could send to it, and a spoofed
+// datagram became the "last ignored" message of a failed gate. Now it is
+// 0600, owned by the generation's uid: uid 65533 cannot even connect.
+func TestNotifySocketPrivate(t *testing.T) {
+	proctest.RequireCI(t, proctest.IsRoot(), "root (to switch users)")
+	dir := publicDir(t)
+	hs := copyExecutable(t, proctest.Build(t, hotswapPkg), dir)
+	app := copyExecutable(t, proctest.Build(t, goappPkg), dir)
+	p := proctest.Start(t, hs, "--log-format", "json", "--user", "nobody", "--ready", "notify",
+		"-l", "http=tcp://127.0.0.1:0", "--", app, "--notify")
+	pid := p.WaitEvent(10*time.Second, "generation ready", proctest.Gen(1)).Int("pid")
+	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`NOTIFY_SOCKET=([^\x00]+)`).FindSubmatch(env)
+	if m == nil {
+		t.Fatalf("no NOTIFY_SOCKET in generation pid %d's environment", pid)
+	}
+	sock := string(m[1])
+	var st unix.Stat_t
+	if err := unix.Lstat(sock, &st); err != nil || st.Mode&0o777 != 0o600 || st.Uid != 65534 {
+		t.Errorf("notify socket %s: %v, mode %#o, uid %d; want 0600 and uid 65534", sock, err, st.Mode&0o777, st.Uid)
+	}
+	out, err := asUser(t, &syscall.Credential{Uid: 65533, Gid: 65533}, "notifysend", sock).Output()
+	if err != nil || !strings.Contains(string(out), "permission denied") {
+		t.Errorf("uid 65533 sending to the generation's notify socket: %q %v, want permission denied", out, err)
 	}
 }

@@ -22,18 +22,19 @@ const (
 	KindDelay                  // DURATION: the generation stayed up that long
 )
 
-var kindNames = map[Kind]string{
-	KindNotify: "notify",
-	KindHTTP:   "http",
-	KindTCP:    "tcp",
-	KindExec:   "exec",
-	KindDelay:  "delay",
-}
-
 // String returns the kind's name.
 func (k Kind) String() string {
-	if s, ok := kindNames[k]; ok {
-		return s
+	switch k {
+	case KindNotify:
+		return "notify"
+	case KindHTTP:
+		return "http"
+	case KindTCP:
+		return "tcp"
+	case KindExec:
+		return "exec"
+	case KindDelay:
+		return "delay"
 	}
 	return fmt.Sprintf("Kind(%d)", int(k))
 }
@@ -108,7 +109,7 @@ func isShell(name string) bool {
 
 func parseURL(spec string) (Check, error) {
 	// Validate with every placeholder filled in, so that "{port}" parses.
-	u, err := url.Parse(expand(spec, sampleVars))
+	u, err := url.Parse(expand(spec, sampleVars()))
 	if err != nil {
 		return Check{}, err
 	}

@@ -2,7 +2,6 @@ package healthgate
 
 import (
 	"fmt"
-	"regexp"
 	"strconv"
 	"strings"
 )
@@ -18,17 +17,37 @@ type Vars struct {
 }
 
 // sampleVars fills every placeholder, to validate a spec at parse time.
-var sampleVars = Vars{Gen: 1, PID: 1, Port: 1}
+func sampleVars() Vars { return Vars{Gen: 1, PID: 1, Port: 1} }
 
-// placeholderRE matches anything that looks like a placeholder, so that a
-// typo such as {prot} is an error rather than a literal.
-var placeholderRE = regexp.MustCompile(`\{[a-z_]+\}`)
+// placeholders returns everything in s that looks like a placeholder,
+// {[a-z_]+}, so that a typo such as {prot} is an error rather than a
+// literal.
+func placeholders(s string) []string {
+	var out []string
+	for {
+		i := strings.IndexByte(s, '{')
+		if i < 0 {
+			return out
+		}
+		s = s[i:]
+		j := 1
+		for j < len(s) && (s[j] >= 'a' && s[j] <= 'z' || s[j] == '_') {
+			j++
+		}
+		if j > 1 && j < len(s) && s[j] == '}' {
+			out = append(out, s[:j+1])
+			s = s[j+1:]
+			continue
+		}
+		s = s[1:]
+	}
+}
 
-var knownPlaceholders = map[string]bool{"{gen}": true, "{pid}": true, "{port}": true}
+func knownPlaceholder(p string) bool { return p == "{gen}" || p == "{pid}" || p == "{port}" }
 
 func checkPlaceholders(s string) error {
-	for _, p := range placeholderRE.FindAllString(s, -1) {
-		if !knownPlaceholders[p] {
+	for _, p := range placeholders(s) {
+		if !knownPlaceholder(p) {
 			return fmt.Errorf("unknown placeholder %s (want {gen}, {pid} or {port})", p)
 		}
 	}
@@ -37,8 +56,8 @@ func checkPlaceholders(s string) error {
 
 // unexpanded returns the first placeholder left in s, or "".
 func unexpanded(s string) string {
-	for _, p := range placeholderRE.FindAllString(s, -1) {
-		if knownPlaceholders[p] {
+	for _, p := range placeholders(s) {
+		if knownPlaceholder(p) {
 			return p
 		}
 	}

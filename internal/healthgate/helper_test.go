@@ -202,7 +202,7 @@ func mustParse(spec string) Check {
 
 // waitCancelled runs Wait and cancels its ctx with cause after 50ms. It
 // returns Wait's error and how long after the cancel Wait returned.
-func waitCancelled(t *testing.T, c Check, tgt Target, cause error) (error, time.Duration) {
+func waitCancelled(t *testing.T, c Check, tgt Target, cause error) (time.Duration, error) {
 	t.Helper()
 	ctx, cancel := context.WithCancelCause(t.Context())
 	defer cancel(nil)
@@ -215,9 +215,9 @@ func waitCancelled(t *testing.T, c Check, tgt Target, cause error) (error, time.
 	err := Wait(ctx, c, tgt)
 	select {
 	case at := <-cancelled:
-		return err, time.Since(at)
+		return time.Since(at), err
 	default:
 		t.Fatalf("Wait returned before the cancel: %v", err)
-		return nil, 0
+		return 0, nil
 	}
 }

@@ -31,10 +31,10 @@ type Message struct {
 	MainPID   int    // MAINPID=n, 0 if absent
 	Errno     int    // ERRNO=n, 0 if absent
 
-	ExtendTimeout time.Duration // EXTEND_TIMEOUT_USEC=n, 0 if absent
-	Watchdog      bool          // WATCHDOG=1
-	WatchdogUSec  time.Duration // WATCHDOG_USEC=n, 0 if absent
-	MonotonicUSec uint64        // MONOTONIC_USEC=n (sent with RELOADING=1)
+	ExtendTimeout    time.Duration // EXTEND_TIMEOUT_USEC=n, 0 if absent
+	Watchdog         bool          // WATCHDOG=1
+	WatchdogInterval time.Duration // WATCHDOG_USEC=n, 0 if absent
+	MonotonicUSec    uint64        // MONOTONIC_USEC=n (sent with RELOADING=1)
 
 	// Err is set by NotifySocket on a datagram that was not applied: it
 	// was malformed, or its sender is not credited to the generation.
@@ -123,7 +123,7 @@ func (m *Message) set(key, value string) error {
 	case "EXTEND_TIMEOUT_USEC":
 		m.ExtendTimeout, err = parseUSec(value)
 	case "WATCHDOG_USEC":
-		m.WatchdogUSec, err = parseUSec(value)
+		m.WatchdogInterval, err = parseUSec(value)
 	case "MONOTONIC_USEC":
 		m.MonotonicUSec, err = strconv.ParseUint(value, 10, 64)
 	}

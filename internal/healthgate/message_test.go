@@ -23,7 +23,7 @@ func TestParseMessage(t *testing.T) {
 		{name: "reloading", in: "RELOADING=1\nMONOTONIC_USEC=123", want: Message{Reloading: true, MonotonicUSec: 123}},
 		{name: "stopping", in: "STOPPING=1", want: Message{Stopping: true}},
 		{name: "extend", in: "EXTEND_TIMEOUT_USEC=5000000", want: Message{ExtendTimeout: 5 * time.Second}},
-		{name: "watchdog", in: "WATCHDOG=1\nWATCHDOG_USEC=250000", want: Message{Watchdog: true, WatchdogUSec: 250 * time.Millisecond}},
+		{name: "watchdog", in: "WATCHDOG=1\nWATCHDOG_USEC=250000", want: Message{Watchdog: true, WatchdogInterval: 250 * time.Millisecond}},
 		{name: "errno", in: "ERRNO=2", want: Message{Errno: 2}},
 		{name: "unknown keys ignored", in: "FDSTORE=1\nX_CUSTOM=ok\nREADY=1", want: Message{Ready: true}},
 		{name: "empty", in: "", wantErr: "empty"},
@@ -82,7 +82,7 @@ func FuzzParseMessage(f *testing.F) {
 		if len(b) == 0 || len(b) > MaxMessageSize || !utf8.Valid(b) || strings.ContainsRune(string(b), 0) {
 			t.Fatalf("accepted an invalid datagram %q", b)
 		}
-		if m.MainPID < 0 || m.Errno < 0 || m.ExtendTimeout < 0 || m.WatchdogUSec < 0 {
+		if m.MainPID < 0 || m.Errno < 0 || m.ExtendTimeout < 0 || m.WatchdogInterval < 0 {
 			t.Fatalf("negative field in %+v from %q", m, b)
 		}
 		for _, line := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {

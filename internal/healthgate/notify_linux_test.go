@@ -202,7 +202,7 @@ func TestNotifyCancelIsPrompt(t *testing.T) {
 	ns := listenNotify(t)
 	h := startHelper(t, "notify", "NOTIFY_SOCKET="+ns.Path())
 	exited := errors.New("generation 2 exited before ready: exit status 1")
-	err, late := waitCancelled(t, notifyCheck, Target{PID: h.cmd.Process.Pid, Notify: ns}, exited)
+	late, err := waitCancelled(t, notifyCheck, Target{PID: h.cmd.Process.Pid, Notify: ns}, exited)
 	if !errors.Is(err, ErrNotReady) || !errors.Is(err, exited) || !strings.Contains(err.Error(), "no READY=1 from pid") {
 		t.Fatalf("got %v, want ErrNotReady wrapping the cause", err)
 	}

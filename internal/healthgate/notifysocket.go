@@ -45,9 +45,9 @@ type State struct {
 	Status    string // the last STATUS=
 	Errno     int    // the last ERRNO=
 
-	ExtendUntil  time.Time     // the latest deadline asked for with EXTEND_TIMEOUT_USEC=
-	WatchdogAt   time.Time     // when WATCHDOG=1 last arrived
-	WatchdogUSec time.Duration // from WATCHDOG_USEC=
+	ExtendUntil      time.Time     // the latest deadline asked for with EXTEND_TIMEOUT_USEC=
+	WatchdogAt       time.Time     // when WATCHDOG=1 last arrived
+	WatchdogInterval time.Duration // from WATCHDOG_USEC=
 
 	Ignored     int   // datagrams not applied: malformed or uncredited
 	LastIgnored error // why the last of them was not applied
@@ -223,8 +223,8 @@ func (n *NotifySocket) timersLocked(m Message, now time.Time) {
 	if m.Watchdog {
 		s.WatchdogAt = now
 	}
-	if m.WatchdogUSec > 0 {
-		s.WatchdogUSec = m.WatchdogUSec
+	if m.WatchdogInterval > 0 {
+		s.WatchdogInterval = m.WatchdogInterval
 	}
 }
 

@@ -11,17 +11,17 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// NotifySocketMode is the file mode of a NotifySocket's socket file. A
-// sender needs write permission to connect, and the generation may run as
-// another user than hotswap, so the file is writable by all. That is safe
-// because a datagram is credited only to the pid the kernel vouches for in
-// SCM_CREDENTIALS; restrict who can reach the socket with the mode of its
-// directory.
-const NotifySocketMode os.FileMode = 0o666
+// NotifySocketMode is the file mode of a NotifySocket's socket file, from
+// the umask at bind(2): a sender needs write permission, so only its owner
+// can send. A generation of another uid is given its own socket (the
+// supervisor's privilege drop), never everyone: a datagram is credited only
+// to the pid the kernel vouches for, but one from another local user would
+// still become the "last ignored" message a failed gate reports.
+const NotifySocketMode os.FileMode = 0o600
 
 // oobSize holds the sender's credentials and the largest SCM_RIGHTS a
 // sender may attach (FDSTORE=1); such descriptors are closed unread.
-var oobSize = unix.CmsgSpace(unix.SizeofUcred) + unix.CmsgSpace(253*4)
+func oobSize() int { return unix.CmsgSpace(unix.SizeofUcred) + unix.CmsgSpace(253*4) }
 
 // ListenNotify creates the sd_notify socket for one generation at path, a
 // file path that must not exist yet or an abstract address starting with
@@ -30,7 +30,11 @@ var oobSize = unix.CmsgSpace(unix.SizeofUcred) + unix.CmsgSpace(253*4)
 // carries its sender's pid. The caller must Attach the generation's pid
 // once it is known and Close the socket when the generation is gone.
 func ListenNotify(path string) (_ *NotifySocket, retErr error) {
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	var conn *net.UnixConn
+	err := sys.WithUmask(NotifySocketMode, func() (err error) {
+		conn, err = net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("healthgate: listen notify %s: %w", path, err)
 	}
@@ -43,11 +47,6 @@ func ListenNotify(path string) (_ *NotifySocket, retErr error) {
 	}()
 	if err := setPassCred(conn); err != nil {
 		return nil, fmt.Errorf("healthgate: listen notify %s: %w", path, err)
-	}
-	if !abstract {
-		if err := os.Chmod(path, NotifySocketMode); err != nil {
-			return nil, fmt.Errorf("healthgate: listen notify %s: %w", path, err)
-		}
 	}
 	n.wg.Go(n.readLoop)
 	return n, nil
@@ -63,7 +62,7 @@ func setPassCred(conn *net.UnixConn) error {
 
 func (n *NotifySocket) readLoop() {
 	buf := make([]byte, MaxMessageSize+1)
-	oob := make([]byte, oobSize)
+	oob := make([]byte, oobSize())
 	for {
 		nr, noob, flags, _, err := n.conn.ReadMsgUnix(buf, oob)
 		if errors.Is(err, net.ErrClosed) {

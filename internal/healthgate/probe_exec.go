@@ -42,7 +42,7 @@ func probeEnv(env []string) []string {
 	for _, kv := range env {
 		key, _, _ := strings.Cut(kv, "=")
 		switch key {
-		case "NOTIFY_SOCKET", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES":
+		case "NOTIFY_SOCKET", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "TABLEFLIP_HAS_PARENT_7DIU3":
 			continue
 		}
 		out = append(out, kv)

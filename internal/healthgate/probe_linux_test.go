@@ -71,7 +71,7 @@ func TestLocalAddrPort(t *testing.T) {
 func TestExecCancelKillsGroup(t *testing.T) {
 	pidFile := filepath.Join(t.TempDir(), "pid")
 	c := mustParse("exec:sh -c sleep 30 & echo $! > " + pidFile + "; wait")
-	err, late := waitCancelled(t, c, Target{}, errors.New("superseded"))
+	late, err := waitCancelled(t, c, Target{}, errors.New("superseded"))
 	if !errors.Is(err, ErrNotReady) {
 		t.Fatalf("got %v", err)
 	}

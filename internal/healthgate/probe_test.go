@@ -111,7 +111,7 @@ func TestHTTPCancelIsPrompt(t *testing.T) {
 	defer srv.Close()
 	defer close(hang)
 	cause := errors.New("generation exited")
-	err, late := waitCancelled(t, mustParse(srv.URL), Target{}, cause)
+	late, err := waitCancelled(t, mustParse(srv.URL), Target{}, cause)
 	if !errors.Is(err, ErrNotReady) || !errors.Is(err, cause) {
 		t.Fatalf("got %v", err)
 	}
@@ -220,7 +220,7 @@ func TestDelay(t *testing.T) {
 		t.Errorf("ready after %v, want >= 150ms", d)
 	}
 	cause := errors.New("generation exited")
-	err, late := waitCancelled(t, mustParse("10s"), Target{}, cause)
+	late, err := waitCancelled(t, mustParse("10s"), Target{}, cause)
 	if !errors.Is(err, ErrNotReady) || !errors.Is(err, cause) || !strings.Contains(err.Error(), "of 10s") {
 		t.Fatalf("got %v", err)
 	}

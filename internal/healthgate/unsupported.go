@@ -10,7 +10,7 @@ import (
 )
 
 // NotifySocketMode is the file mode of a NotifySocket's socket file.
-const NotifySocketMode = 0o666
+const NotifySocketMode = 0o600
 
 // ListenNotify needs SCM_CREDENTIALS and is not supported on this system.
 func ListenNotify(path string) (*NotifySocket, error) {

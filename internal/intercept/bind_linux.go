@@ -25,28 +25,28 @@ func (s *server) bind(n *notif) reply {
 	fd := int(int32(n.data.args[0]))
 	raw, err := readMem(tid, uintptr(n.data.args[1]), int(uint32(n.data.args[2])))
 	if err != nil {
-		return replyContinue // the kernel reports the bad address itself
+		return replyContinue() // the kernel reports the bad address itself
 	}
 	// The target's memory is only trusted once the notification is known to
 	// be still pending: otherwise tid may already belong to another process.
 	if !s.valid(n.id) {
-		return replyNone
+		return replyNone()
 	}
 	family, addr, ok := parseSockaddr(raw)
 	if !ok || addr.Port() == 0 {
-		return replyContinue
+		return replyContinue()
 	}
 	tgid, err := s.tgid(tid)
 	if err != nil {
-		return replyContinue
+		return replyContinue()
 	}
 	cs, err := inspect(tgid, fd)
 	if err != nil || cs.family != family || cs.network == "" {
-		return replyContinue // not a TCP/UDP socket of this family: not ours to swap
+		return replyContinue() // not a TCP/UDP socket of this family: not ours to swap
 	}
 	f, ok := s.t.Lookup(cs.network, addr)
 	if !ok {
-		return replyContinue
+		return replyContinue()
 	}
 	r := s.install(n.id, f, fd, cs)
 	if r.send && r.errno == 0 {
@@ -77,7 +77,7 @@ func (s *server) install(id uint64, f *os.File, fd int, cs childSocket) reply {
 	})
 	switch {
 	case errors.Is(err, unix.ENOENT):
-		return replyNone
+		return replyNone()
 	case err != nil:
 		s.st.fail(fmt.Errorf("install socket at fd %d of pid %d: %w", fd, s.pid, err))
 		var errno unix.Errno
@@ -86,7 +86,7 @@ func (s *server) install(id uint64, f *os.File, fd int, cs childSocket) reply {
 		}
 		return replyErr(unix.EIO)
 	}
-	return replyZero
+	return replyZero()
 }
 
 func (s *server) remember(f *os.File) {

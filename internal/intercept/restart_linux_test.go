@@ -70,7 +70,7 @@ func TestRestartSharedSocket(t *testing.T) {
 		t.Errorf("%d answers from A after it exited", lateA)
 	}
 	// A shared socket loses only what the old child had accepted and not
-	// answered when it was killed (SECCOMP.md: busybox 3-5 per 10 restarts).
+	// answered when it was killed (docs/kernel.md: busybox 3-5 per 10 restarts).
 	if len(failures) > 3 {
 		t.Errorf("failed requests over one restart: got %d, want at most 3", len(failures))
 	}

@@ -59,11 +59,11 @@ type reply struct {
 	errno unix.Errno
 }
 
-var (
-	replyContinue = reply{send: true, cont: true}
-	replyZero     = reply{send: true}
-	replyNone     = reply{}
-)
+// The replies without a value: let the call run, make it return 0, or
+// send nothing.
+func replyContinue() reply { return reply{send: true, cont: true} }
+func replyZero() reply     { return reply{send: true} }
+func replyNone() reply     { return reply{} }
 
 func replyErr(errno unix.Errno) reply { return reply{send: true, errno: errno} }
 
@@ -109,7 +109,7 @@ func (s *server) answer(n *notif) {
 	var r reply
 	switch {
 	case n.data.arch != auditArch:
-		r = replyContinue
+		r = replyContinue()
 	case n.data.nr == unix.SYS_BIND:
 		s.st.Binds++
 		r = s.bind(n)
@@ -118,7 +118,7 @@ func (s *server) answer(n *notif) {
 	case n.data.nr == unix.SYS_SHUTDOWN:
 		r = s.onOurs(n, s.shutdown)
 	default:
-		r = replyContinue
+		r = replyContinue()
 	}
 	s.send(n.id, r)
 }
@@ -158,7 +158,7 @@ func (s *server) onOurs(n *notif, fn func(n *notif, f *os.File) reply) reply {
 			return fn(n, f)
 		}
 	}
-	return replyContinue
+	return replyContinue()
 }
 
 // listen answers listen() on a supervisor socket without running it: the
@@ -168,7 +168,7 @@ func (s *server) listen(n *notif, f *os.File) reply {
 	s.st.Listens++
 	err := s.t.Listen(f, int(int32(n.data.args[1])))
 	if err == nil {
-		return replyZero
+		return replyZero()
 	}
 	s.st.fail(fmt.Errorf("listen hook for pid %d: %w", n.pid, err))
 	var errno unix.Errno
@@ -183,7 +183,7 @@ func (s *server) listen(n *notif, f *os.File) reply {
 // for the supervisor and every generation.
 func (s *server) shutdown(*notif, *os.File) reply {
 	s.st.Shutdowns++
-	return replyZero
+	return replyZero()
 }
 
 // dupFile returns a close-on-exec duplicate of f's descriptor.

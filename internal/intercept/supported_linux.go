@@ -8,10 +8,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// minKernel is the oldest kernel with everything Serve uses:
+// minMajor.minMinor is the oldest kernel with everything Serve uses:
 // SECCOMP_IOCTL_NOTIF_ADDFD (5.9), which came after POLLHUP on the listener
 // (5.8), pidfd_getfd (5.6) and SECCOMP_USER_NOTIF_FLAG_CONTINUE (5.5).
-var minKernel = [2]int{5, 9}
+const minMajor, minMinor = 5, 9
 
 // Supported reports whether this machine can intercept binds: nil, or an
 // error saying what is missing.
@@ -28,8 +28,8 @@ func Supported() error {
 	if _, err := fmt.Sscanf(rel, "%d.%d", &major, &minor); err != nil {
 		return fmt.Errorf("intercept: parse kernel release %q: %w", rel, err)
 	}
-	if major < minKernel[0] || major == minKernel[0] && minor < minKernel[1] {
-		return fmt.Errorf("intercept: seccomp ADDFD needs Linux %d.%d or later (running %d.%d)", minKernel[0], minKernel[1], major, minor)
+	if major < minMajor || major == minMajor && minor < minMinor {
+		return fmt.Errorf("intercept: seccomp ADDFD needs Linux %d.%d or later (running %d.%d)", minMajor, minMinor, major, minor)
 	}
 	sz, err := kernelSizes()
 	if err != nil {

@@ -111,7 +111,10 @@ type ConnSet struct {
 // falls back to one sock_diag dump filtered on the ports. sock_diag
 // answers for the caller's network namespace, which must be the tree's.
 // An error wrapping [fs.ErrNotExist] means pid has exited.
-func Snapshot(pid int, ports []Port) (*ConnSet, error) {
+//
+// skip names socket inodes known not to be connections (the generation's
+// listeners), which are then not duplicated.
+func Snapshot(pid int, ports []Port, skip map[uint64]bool) (*ConnSet, error) {
 	want := map[Port]bool{}
 	for _, p := range ports {
 		want[p] = true
@@ -126,7 +129,7 @@ func Snapshot(pid int, ports []Port) (*ConnSet, error) {
 	for _, ps := range socks {
 		var fresh []procSocket
 		for _, s := range ps.socks {
-			if !seen[s.ino] {
+			if !seen[s.ino] && !skip[s.ino] {
 				seen[s.ino] = true
 				fresh = append(fresh, s)
 			}

@@ -34,7 +34,7 @@ func dialPairs(t *testing.T, ln net.Listener, n int) []connPair {
 
 func snapshot(t *testing.T, pid int, p Port) *ConnSet {
 	t.Helper()
-	set, err := Snapshot(pid, []Port{p})
+	set, err := Snapshot(pid, []Port{p}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +146,7 @@ func TestSnapshotIdle(t *testing.T) {
 	for i := range diagMaxPorts + 1 {
 		many = append(many, Port{p.Family, 1 + i})
 	}
-	if set, err := Snapshot(cmd.Process.Pid, many); err != nil || len(set.Conns) != 1 {
+	if set, err := Snapshot(cmd.Process.Pid, many, nil); err != nil || len(set.Conns) != 1 {
 		t.Errorf("%d ports: %v, %v; want 1 connection", len(many), set, err)
 	}
 	start := time.Now()
@@ -157,12 +157,12 @@ func TestSnapshotIdle(t *testing.T) {
 	t.Logf("Refresh of %d: %v per call", len(set.Conns), time.Since(start)/calls)
 	start = time.Now()
 	for range calls / 10 {
-		Snapshot(cmd.Process.Pid, []Port{p})
+		Snapshot(cmd.Process.Pid, []Port{p}, nil)
 	}
 	t.Logf("Snapshot: %v per call", time.Since(start)/(calls/10))
 	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 	cmd.Wait()
-	if _, err := Snapshot(cmd.Process.Pid, []Port{p}); err == nil {
+	if _, err := Snapshot(cmd.Process.Pid, []Port{p}, nil); err == nil {
 		t.Errorf("exited pid: got nil error")
 	}
 }

@@ -5,7 +5,7 @@
 // Sockets are created with raw syscalls and returned as *os.File that Go's
 // poller never registers, so handing one to os/exec (which calls Fd) cannot
 // flip the shared open file description to blocking under a running child
-// (shared/KERNEL.md, pitfall 1). Every descriptor is CLOEXEC at birth.
+// (docs/kernel.md, "O_NONBLOCK"). Every descriptor is CLOEXEC at birth.
 //
 // The package never logs; it returns errors and figures.
 package reuse

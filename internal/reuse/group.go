@@ -26,7 +26,7 @@ var (
 // The kernel numbers the members of a group by the order of listen(), and
 // when a member leaves it moves the last member into the freed slot; an
 // index the program returns that is out of range falls back to the hash
-// over all members (shared/KERNEL.md §3). Group keeps an exact model of
+// over all members (docs/kernel.md, "Steering indices"). Group keeps an exact model of
 // that order and re-attaches the program after every membership change,
 // always through a listening member, so the program names only indices of
 // current members: a member appended by [Group.Activate] receives nothing
@@ -350,7 +350,7 @@ func (g *Group) Thaw() error {
 // first. If a child still holds m, the socket stays in the group, at its
 // index and receiving nothing, until the child closes it: close the
 // supervisor's copy before the child's final close, so that the child's
-// close is the last (shared/KERNEL.md pitfall 12), then call [Group.Sync]
+// close is the last (docs/kernel.md, "Close order"), then call [Group.Sync]
 // once the child has exited.
 func (g *Group) Remove(m *Member) error {
 	g.mu.Lock()
@@ -682,9 +682,6 @@ func (g *Group) Spares() int {
 	}
 	return n
 }
-
-// Inode is the member's socket inode, as sock_diag and /proc/*/fd name it.
-func (m *Member) Inode() uint64 { return m.ino }
 
 // attachLocked compiles the policy for the current order and attaches it
 // through a listening member the supervisor holds.

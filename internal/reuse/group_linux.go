@@ -51,7 +51,7 @@ func bindSibling(network, address string) (f *os.File, ino uint64, port int, ret
 }
 
 // attachProgram attaches raw as the group's SO_ATTACH_REUSEPORT_CBPF
-// program through f, which must be listening (KERNEL.md pitfall 10).
+// program through f, which must be listening (docs/kernel.md, "Steering indices").
 func attachProgram(f *os.File, raw []bpf.RawInstruction) error {
 	filter := make([]unix.SockFilter, len(raw))
 	for i, r := range raw {
@@ -193,7 +193,7 @@ func inspectListener(f *os.File) (ino uint64, port int, err error) {
 }
 
 // Dup returns a CLOEXEC duplicate of the supervisor's copy of m, made
-// without Fd() so the socket's flags stay as they are (KERNEL.md pitfall 1),
+// without Fd() so the socket's flags stay as they are (docs/kernel.md, "O_NONBLOCK"),
 // to hand the member to another process.
 func (m *Member) Dup() (*os.File, error) {
 	m.g.mu.Lock()

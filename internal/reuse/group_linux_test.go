@@ -102,7 +102,7 @@ func wantOrder(t *testing.T, g *Group, sinks map[*Member]*sink, want string) {
 }
 
 // removeAndClose removes m from the group, then does the child's final
-// close, then syncs: the order a supervisor follows (KERNEL.md pitfall 12).
+// close, then syncs: the order a supervisor follows (docs/kernel.md, "Close order").
 func removeAndClose(t *testing.T, g *Group, m *Member, s *sink) {
 	t.Helper()
 	if err := g.Remove(m); err != nil {

@@ -46,6 +46,31 @@ func InUse(string, string) (bool, error) { return false, errGroupUnsupported }
 // Listeners is not supported on this platform.
 func Listeners(string, int) ([]Listener, error) { return nil, errGroupUnsupported }
 
+// Listen is not supported on this platform.
+func Listen(network, address string, opts Options) (*os.File, error) {
+	return nil, &net.OpError{Op: "listen", Net: network, Err: errGroupUnsupported}
+}
+
+// ListenFile is not supported on this platform.
+func ListenFile(*os.File, int) error { return errGroupUnsupported }
+
+// Bind is not supported on this platform.
+func Bind(network, address string, opts Options) (*os.File, error) {
+	return nil, &net.OpError{Op: "bind", Net: network, Err: errGroupUnsupported}
+}
+
+// Addr is not supported on this platform.
+func Addr(*os.File) (net.Addr, error) { return nil, errGroupUnsupported }
+
+// QueueLen is not supported on this platform.
+func QueueLen(*os.File) (queued, backlog uint32, err error) { return 0, 0, errGroupUnsupported }
+
+// Somaxconn is the listen() backlog cap Linux uses by default.
+func Somaxconn() int { return 4096 }
+
+// MigrateReq is not supported on this platform.
+func MigrateReq() (int, error) { return 0, errGroupUnsupported }
+
 // Port is a local TCP port in the address family of its listener.
 type Port struct {
 	Family uint8
@@ -59,7 +84,7 @@ func PortOf(string) (Port, error) { return Port{}, errGroupUnsupported }
 type ConnSet struct{}
 
 // Snapshot is not supported on this platform.
-func Snapshot(int, []Port) (*ConnSet, error) { return nil, errGroupUnsupported }
+func Snapshot(int, []Port, map[uint64]bool) (*ConnSet, error) { return nil, errGroupUnsupported }
 
 // MaxRTT is not supported on this platform.
 func (*ConnSet) MaxRTT() time.Duration { return 0 }

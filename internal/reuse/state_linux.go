@@ -5,7 +5,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 
 	"github.com/hotswap-dev/hotswap/internal/sys"
 	"golang.org/x/sys/unix"
@@ -53,7 +52,7 @@ func addrOf(f *os.File) net.Addr {
 
 // QueueLen returns the current accept-queue length of a TCP listener and
 // its effective backlog, from TCP_INFO (tcpi_unacked and tcpi_sacked on a
-// LISTEN socket, shared/KERNEL.md §4).
+// LISTEN socket, docs/kernel.md).
 func QueueLen(f *os.File) (queued, backlog uint32, err error) {
 	err = sys.Control(f, func(fd int) error {
 		ti, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
@@ -66,16 +65,15 @@ func QueueLen(f *os.File) (queued, backlog uint32, err error) {
 	return queued, backlog, err
 }
 
-var somaxconn = sync.OnceValue(func() int {
+// Somaxconn returns net.core.somaxconn of the caller's network namespace,
+// the largest backlog listen() grants; read each time, since it may change.
+func Somaxconn() int {
 	n, err := readSysctl("net/core/somaxconn")
 	if err != nil || n <= 0 {
 		return unix.SOMAXCONN
 	}
 	return n
-})
-
-// Somaxconn returns net.core.somaxconn, the largest backlog listen() grants.
-func Somaxconn() int { return somaxconn() }
+}
 
 // MigrateReq returns net.ipv4.tcp_migrate_req of the caller's network
 // namespace: 1 means the kernel moves queued connections of a closing

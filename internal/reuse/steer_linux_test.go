@@ -197,11 +197,11 @@ const (
 	stall        = 20 * time.Millisecond
 )
 
-// TestSteerDrainLosesNothing is KERNEL.md §4 with a Group: under a
-// closed-loop load, each replacement adds and activates a sibling, steers
-// to it, drains the old member until its queue is empty and its
-// generation holds no connection, removes the supervisor's copy, and lets
-// the old generation close last. The old generation stalls for 20 ms
+// TestSteerDrainLosesNothing is docs/kernel.md's "Steer, drain, then
+// close" with a Group: under a closed-loop load, each replacement adds and
+// activates a sibling, steers to it, drains the old member until its queue
+// is empty and its generation holds no connection, removes the
+// supervisor's copy, and lets the old generation close last. The old generation stalls for 20 ms
 // around the cutover, so its queue is never trivially empty.
 func TestSteerDrainLosesNothing(t *testing.T) {
 	if testing.Short() {

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 
 	"github.com/hotswap-dev/hotswap/internal/sys"
 	"golang.org/x/sys/unix"
@@ -42,7 +41,7 @@ func ListenUnix(path string, o UnixOptions) (_ *os.File, _ UnixFile, retErr erro
 		return nil, UnixFile{}, err
 	}
 	var f *os.File
-	err := withUmask(o.Mode, func() (err error) {
+	err := sys.WithUmask(o.Mode, func() (err error) {
 		f, err = Bind("unix", path, Options{})
 		return err
 	})
@@ -63,27 +62,6 @@ func ListenUnix(path string, o UnixOptions) (_ *os.File, _ UnixFile, retErr erro
 		return fail(err)
 	}
 	return f, uf, nil
-}
-
-// withUmask runs fn with umask 0777&^mode on a thread whose umask no other
-// thread shares; mode 0 runs fn with the process's umask.
-func withUmask(mode os.FileMode, fn func() error) error {
-	if mode == 0 {
-		return fn()
-	}
-	errc := make(chan error, 1)
-	go func() {
-		// Never unlocked: the thread, with its own umask, exits with
-		// this goroutine instead of running others.
-		runtime.LockOSThread()
-		if err := sys.Retry(func() error { return unix.Unshare(unix.CLONE_FS) }); err != nil {
-			errc <- os.NewSyscallError("unshare CLONE_FS", err)
-			return
-		}
-		unix.Umask(int(0o777 &^ mode.Perm()))
-		errc <- fn()
-	}()
-	return <-errc
 }
 
 // own opens the socket file just bound at path without following a

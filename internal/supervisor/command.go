@@ -95,7 +95,7 @@ func checkProgram(path string) error {
 	case binfmtMisc():
 		return nil // a format registered with the kernel may take it
 	}
-	return errors.New("not a program: neither an ELF executable nor a script starting with #!")
+	return errors.New("not a program: neither an ELF executable nor a script with a #! line")
 }
 
 // binfmtMisc reports whether the kernel has other executable formats

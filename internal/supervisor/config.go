@@ -205,7 +205,7 @@ type Config struct {
 	Credential *syscall.Credential
 
 	// Subreaper makes hotswap reap every orphaned descendant
-	// (PR_SET_CHILD_SUBREAPER; always so as pid 1), see reaper.go.
+	// (PR_SET_CHILD_SUBREAPER; always so as pid 1), see reaper_linux.go.
 	Subreaper bool
 	// Listen creates the socket of a listener; default reuse.Listen. A
 	// self-upgrading hotswap passes sockets inherited from its parent here.
@@ -268,7 +268,7 @@ func (c *Config) validate() error {
 	setDefault(&c.BackoffMax, DefaultBackoffMax)
 	setDefault(&c.BackoffReset, DefaultBackoffReset)
 	if c.Ready.Kind() == 0 {
-		c.Ready = DefaultReady
+		c.Ready = mustParse(DefaultReady)
 	}
 	if c.Env == nil {
 		c.Env = os.Environ()

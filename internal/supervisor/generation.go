@@ -147,12 +147,12 @@ func (s *Supervisor) startGen(id int) (_ *gen, retErr error) {
 const shShim = `LISTEN_PID=$$; export LISTEN_PID; `
 
 // binSh is /bin/sh if it can be run, else "".
-var binSh = sync.OnceValue(func() string {
+func binSh() string {
 	if fi, err := os.Stat("/bin/sh"); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
 		return "/bin/sh"
 	}
 	return ""
-})
+}
 
 // shellShim returns how to start argv with LISTEN_PID set to its own pid
 // without hotswap's own binary as the shim, whose second Go runtime start

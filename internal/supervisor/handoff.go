@@ -24,7 +24,7 @@ import (
 //     new member at index 1, is gated by probes steered to it while
 //     clients stay on the adopted member, and takes every client at the
 //     cutover. It then closes its copy of the adopted member, before the
-//     old generation's final close (shared/KERNEL.md pitfall 12).
+//     old generation's final close (docs/kernel.md, "Close order").
 //  3. Once the new hotswap serves, [Supervisor.CommitHandoff] makes the old
 //     hotswap drain its generation on stop, as a reload does, instead of
 //     stopping it at once. The old generation's exit takes its socket out

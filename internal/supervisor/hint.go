@@ -64,7 +64,7 @@ func exitedCause(g *gen) error {
 // inUseWords are how servers report EADDRINUSE: "Address already in use"
 // (glibc's strerror, Python, nginx, HAProxy, uWSGI, Go), "EADDRINUSE"
 // (Node, Ruby).
-var inUseWords = [][]byte{[]byte("address already in use"), []byte("eaddrinuse")}
+func inUseWords() [][]byte { return [][]byte{[]byte("address already in use"), []byte("eaddrinuse")} }
 
 // watchLimit bounds how much of a generation's stderr is searched: a
 // bind fails at start, not after megabytes of logs.
@@ -132,7 +132,7 @@ func (ow *outputWatch) copy(dst io.Writer, r *os.File) {
 			dst.Write(buf[:n])
 			if seen < watchLimit && !ow.inUse.Load() {
 				text := bytes.ToLower(append(tail, buf[:n]...))
-				for _, w := range inUseWords {
+				for _, w := range inUseWords() {
 					if bytes.Contains(text, w) {
 						ow.inUse.Store(true)
 					}
@@ -174,13 +174,18 @@ func (ow *outputWatch) bindHint(code int) string {
 // ignored the stop signal, or took it as something else (uWSGI reloads
 // itself on SIGTERM). For servers whose graceful signal is known, name it.
 
-// gracefulSignals maps a server's executable name to the signal that
-// stops it without dropping what it serves, and the hint that names it.
-var gracefulSignals = map[string]struct{ sig, hint string }{
-	"nginx":      {"SIGQUIT", "nginx stops gracefully on SIGQUIT: add --stop-signal QUIT"},
-	"uwsgi":      {"SIGINT", "uWSGI stops on SIGINT (SIGTERM makes it reload itself): add --stop-signal INT"},
-	"uwsgi-core": {"SIGINT", "uWSGI stops on SIGINT (SIGTERM makes it reload itself): add --stop-signal INT"},
-	"haproxy":    {"SIGUSR1", "HAProxy stops gracefully on SIGUSR1: add --stop-signal USR1"},
+// gracefulSignal returns, for a server's executable name, the signal that
+// stops it without dropping what it serves and the hint that names it.
+func gracefulSignal(exe string) (sig, hint string, ok bool) {
+	switch exe {
+	case "nginx":
+		return "SIGQUIT", "nginx stops gracefully on SIGQUIT: add --stop-signal QUIT", true
+	case "uwsgi", "uwsgi-core":
+		return "SIGINT", "uWSGI stops on SIGINT (SIGTERM makes it reload itself): add --stop-signal INT", true
+	case "haproxy":
+		return "SIGUSR1", "HAProxy stops gracefully on SIGUSR1: add --stop-signal USR1", true
+	}
+	return "", "", false
 }
 
 // stopHint says what to do about g, which did not stop within the drain
@@ -188,8 +193,8 @@ var gracefulSignals = map[string]struct{ sig, hint string }{
 // not sig, else a generic line.
 func stopHint(g *gen, sig syscall.Signal) string {
 	exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", g.pid))
-	if gs, ok := gracefulSignals[filepath.Base(exe)]; ok && gs.sig != signalName(sig) {
-		return gs.hint
+	if gsig, hint, ok := gracefulSignal(filepath.Base(exe)); ok && gsig != signalName(sig) {
+		return hint
 	}
 	return fmt.Sprintf("it did not exit on %s: give --stop-signal the server's graceful stop signal, or a longer --drain-timeout", signalName(sig))
 }

@@ -12,6 +12,8 @@ import (
 	"syscall"
 
 	"github.com/hotswap-dev/hotswap/fdpass"
+	"github.com/hotswap-dev/hotswap/internal/sys"
+	"golang.org/x/sys/unix"
 )
 
 // credentialHook runs every generation as another user: os/exec calls
@@ -43,12 +45,25 @@ func (h *credentialHook) before(id int, cmd *exec.Cmd) error {
 func (h *credentialHook) after(g *gen) {}
 func (h *credentialHook) abort(id int) {}
 
-// shareNotify lets the generation's uid connect to its notify socket.
+// shareNotify lets the generation's uid connect to its notify socket: the
+// run directory is opened without following a link and made searchable
+// through its descriptor, and the socket, 0600, is given to that uid by
+// name in that directory, which only hotswap can write.
 func (h *credentialHook) shareNotify(path string) error {
-	if err := os.Chmod(filepath.Dir(path), 0o711); err != nil {
-		return err
+	fd, err := sys.RetryInt(func() (int, error) {
+		return unix.Open(filepath.Dir(path), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	})
+	if err != nil {
+		return os.NewSyscallError("open", err)
 	}
-	return os.Chown(path, int(h.cred.Uid), int(h.cred.Gid))
+	defer unix.Close(fd)
+	if err := sys.Retry(func() error { return unix.Fchmod(fd, 0o711) }); err != nil {
+		return os.NewSyscallError("fchmod", err)
+	}
+	err = sys.Retry(func() error {
+		return unix.Fchownat(fd, filepath.Base(path), int(h.cred.Uid), int(h.cred.Gid), unix.AT_SYMLINK_NOFOLLOW)
+	})
+	return os.NewSyscallError("fchownat", err)
 }
 
 // notifyPath is NOTIFY_SOCKET in env when it names a file (not an

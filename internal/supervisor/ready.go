@@ -18,7 +18,7 @@ import (
 
 // DefaultReady is the readiness gate when none is configured: the
 // generation has stayed up for a second.
-var DefaultReady = mustParse("1s")
+const DefaultReady = "1s"
 
 func mustParse(spec string) healthgate.Check {
 	c, err := healthgate.Parse(spec)

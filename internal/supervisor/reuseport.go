@@ -37,8 +37,8 @@ func ParseMode(s string) (Mode, error) {
 
 // DefaultDrainGrace is how long an old reuseport generation keeps accepting
 // after the cutover before its queue may count as drained: handshakes that
-// were in flight on its socket still land there (shared/KERNEL.md
-// pitfall 11).
+// were in flight on its socket still land there (docs/kernel.md,
+// "Steer, drain, then close").
 const DefaultDrainGrace = 50 * time.Millisecond
 
 // listener is one socket address the supervisor owns: a shared socket, or
@@ -157,7 +157,7 @@ func (s *Supervisor) dropMembers(ms []*reuse.Member) {
 }
 
 // release closes the supervisor's copies of a generation's members: the
-// child's own close is then the last one (shared/KERNEL.md pitfall 12).
+// child's own close is then the last one (docs/kernel.md, "Close order").
 func (s *Supervisor) release(ms []*reuse.Member) {
 	for i, m := range ms {
 		if m != nil {
@@ -256,8 +256,8 @@ func sameAddr(a, b string) bool {
 // Drain polling: no event says that a connection has been answered or a
 // handshake has landed, so the drain looks with back-off.
 const (
-	drainPollMin = time.Millisecond      // first look: the new steering is in force on every CPU
-	drainPollMax = 16 * time.Millisecond // the longest wait between looks
+	drainPollMin = time.Millisecond     // first look: the new steering is in force on every CPU
+	drainPollMax = 4 * time.Millisecond // the longest wait between looks: one clock tick at HZ=250
 )
 
 // drainWait waits until g may be stopped without losing a client, or until
@@ -293,10 +293,14 @@ func (s *Supervisor) drainWait(g *gen) (time.Duration, bool) {
 		if !now.Before(deadline) {
 			return now.Sub(start), false
 		}
-		if d.done(now.Sub(start), now.Before(connsDeadline)) {
+		done, graceLeft := d.done(now.Sub(start), now.Before(connsDeadline))
+		if done {
 			return time.Since(start), true
 		}
 		wait = min(2*wait, drainPollMax)
+		if graceLeft > 0 {
+			wait = graceLeft // nothing else to wait for: look once more after it
+		}
 		t.Reset(min(wait, time.Until(deadline)))
 	}
 }
@@ -311,16 +315,17 @@ type drainer struct {
 }
 
 // done takes one look, after elapsed of the drain; with conns, g's
-// connections must be idle too.
-func (d *drainer) done(elapsed time.Duration, conns bool) bool {
+// connections must be idle too. When only the handshake grace is left,
+// graceLeft says how long.
+func (d *drainer) done(elapsed time.Duration, conns bool) (done bool, graceLeft time.Duration) {
 	if !d.queuesEmpty() {
 		d.conns = nil // accepted ones will join g's connections
-		return false
+		return false, 0
 	}
 	if d.conns == nil {
-		set, err := reuse.Snapshot(d.g.pid, d.ports)
+		set, err := reuse.Snapshot(d.g.pid, d.ports, d.listeners())
 		if err != nil {
-			return false // g exited (g.exited ends the wait), or a look failed
+			return false, 0 // g exited (g.exited ends the wait), or a look failed
 		}
 		d.conns = set
 		if rtt := set.MaxRTT(); rtt > 0 {
@@ -328,13 +333,27 @@ func (d *drainer) done(elapsed time.Duration, conns bool) bool {
 		}
 	} else if conns {
 		if err := d.conns.Refresh(); err != nil {
-			return false
+			return false, 0
 		}
 	}
-	if elapsed < d.grace || (conns && d.conns.Busy() > 0) {
-		return false
+	if conns && d.conns.Busy() > 0 {
+		return false, 0
 	}
-	return d.queuesEmpty()
+	if elapsed < d.grace {
+		return false, d.grace - elapsed
+	}
+	return d.queuesEmpty(), 0
+}
+
+// listeners are the inodes of g's reuseport sockets.
+func (d *drainer) listeners() map[uint64]bool {
+	out := map[uint64]bool{}
+	for _, m := range d.g.members {
+		if m != nil {
+			out[m.Inode()] = true
+		}
+	}
+	return out
 }
 
 // queuesEmpty reports whether every reuseport socket of g has an empty

@@ -417,14 +417,15 @@ func (s *Supervisor) gate(g *gen) {
 }
 
 // gateError says why g did not become ready: it exited, or the gate's
-// own error (the timeout with the last probe failure).
+// own error (the timeout with the last probe failure). g.ctx is cancelled
+// only by g's exit, before g.exited is closed: a gate whose probe was in
+// flight (a {port} request waits on the socket hotswap holds) returns in
+// between, and its error is the exit.
 func gateError(g *gen, err error) error {
-	select {
-	case <-g.exited:
+	if g.ctx.Err() != nil {
 		return context.Cause(g.ctx)
-	default:
-		return err
 	}
+	return err
 }
 
 func (s *Supervisor) onGate(r gateResult) error {

@@ -188,16 +188,30 @@ func (r *reaper) pruneLocked() {
 	}
 }
 
-// siginfoChild is the SIGCHLD view of siginfo_t on Linux: si_pid follows
-// signo, errno, code and padding.
+// siginfoChild is the SIGCHLD view of Linux's 128-byte siginfo_t: si_pid
+// is the first field of the union after signo, errno and code, and the
+// union is pointer-aligned, so it starts at byte 16 on 64-bit systems and
+// at byte 12 on 32-bit ones.
 type siginfoChild struct {
 	Signo, Errno, Code int32
-	_                  int32
+	_                  [siginfoPad]byte
 	Pid                int32
 	UID                uint32
 	Status             int32
-	_                  [100]byte
+	_                  [siginfoSize - 24 - siginfoPad]byte
 }
+
+const (
+	siginfoSize = 128
+	siginfoPad  = unsafe.Alignof(uintptr(0)) - 4 // 4 on 64-bit, 0 on 32-bit
+)
+
+// siginfoChild is exactly as large as unix.Siginfo, which waitid fills:
+// either difference below would be a negative constant otherwise.
+const (
+	_ = unsafe.Sizeof(unix.Siginfo{}) - unsafe.Sizeof(siginfoChild{})
+	_ = unsafe.Sizeof(siginfoChild{}) - unsafe.Sizeof(unix.Siginfo{})
+)
 
 // peekZombie names one exited child without reaping it.
 func peekZombie() (int, bool) {

@@ -5,14 +5,14 @@ package sys
 import (
 	"errors"
 
-	"golang.org/x/sys/unix"
+	"syscall"
 )
 
 // Retry calls fn until it returns something other than EINTR.
 func Retry(fn func() error) error {
 	for {
 		err := fn()
-		if !errors.Is(err, unix.EINTR) {
+		if !errors.Is(err, syscall.EINTR) {
 			return err
 		}
 	}
@@ -22,7 +22,7 @@ func Retry(fn func() error) error {
 func RetryInt(fn func() (int, error)) (int, error) {
 	for {
 		n, err := fn()
-		if !errors.Is(err, unix.EINTR) {
+		if !errors.Is(err, syscall.EINTR) {
 			return n, err
 		}
 	}
