@@ -189,7 +189,6 @@ type chaos struct {
 	rng     *rand.Rand
 	step    int
 	pidfile string
-	version int
 	kills   int // "current SIGKILLed" steps so far
 }
 
@@ -318,7 +317,6 @@ func (c *chaos) lastGen() int {
 // reload reloads to a new version with flags and checks the outcome.
 func (c *chaos) reload(flags string, wantOK bool) {
 	c.t.Helper()
-	c.version++
 	n := c.lastGen() + 1
 	e := c.a.reload(n, fmt.Sprintf("s%d", c.step), flags)
 	c.a.write(fmt.Sprintf("s%d", c.step), "") // what a restart or the next reload runs

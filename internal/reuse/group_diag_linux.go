@@ -26,15 +26,10 @@ type diagEntry struct {
 	rqueue uint32 // for a listener, its accept-queue length
 }
 
-// diagDump lists the TCP sockets of family (AF_INET or AF_INET6) in the
-// caller's network namespace whose state is in the states bitmask, with
-// NETLINK_SOCK_DIAG.
-func diagDump(family uint8, states uint32) ([]diagEntry, error) {
-	return diagDumpPort(family, states, 0)
-}
-
-// diagDumpPort is diagDump of the sockets on local port port only (all
-// of them for port 0), filtered by the kernel.
+// diagDumpPort lists the TCP sockets of family (AF_INET or AF_INET6) in
+// the caller's network namespace whose state is in the states bitmask,
+// on local port port only (all of them for port 0, filtered by the
+// kernel otherwise), with NETLINK_SOCK_DIAG.
 func diagDumpPort(family uint8, states uint32, port int) ([]diagEntry, error) {
 	fd, err := sys.RetryInt(func() (int, error) {
 		return unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
