@@ -273,9 +273,12 @@ func timeouts(r load.Result) int {
 	return n
 }
 
-// splitFailures counts the failures that a dying server explains (a
-// reset or EOF ending within 250ms of a death) and returns the others.
+// splitFailures counts the failures that a dying server explains and
+// returns the others: a reset or EOF of a request sent before a death was
+// logged and not over before it happened. The death itself comes at most
+// deathLag before hotswap logs the exit (reaping, a busy machine).
 func splitFailures(r load.Result, deaths []time.Time) (int, []load.Sample) {
+	const deathLag = 500 * time.Millisecond
 	lost := 0
 	var bad []load.Sample
 	for _, s := range r.Samples {
@@ -284,7 +287,10 @@ func splitFailures(r load.Result, deaths []time.Time) (int, []load.Sample) {
 		}
 		kind := s.Err[strings.IndexByte(s.Err, '/')+1:]
 		explained := kind == "ECONNRESET" || kind == "EOF" || kind == "EPIPE" || strings.Contains(kind, "connection reset") || strings.HasSuffix(kind, "EOF")
-		if explained && near(s.Start.Add(s.Dur), deaths, 250*time.Millisecond) {
+		inFlight := slices.ContainsFunc(deaths, func(d time.Time) bool {
+			return !s.Start.After(d) && !s.Start.Add(s.Dur).Before(d.Add(-deathLag))
+		})
+		if explained && inFlight {
 			lost++
 			continue
 		}
