@@ -4,13 +4,14 @@ BIN     := bin
 ADDR    ?= 127.0.0.1:8080
 PIDFILE ?= $(CURDIR)/$(BIN)/hotswap-demo.pid
 
-.PHONY: all build demo test deps vet race bench soak chaos clean
+.PHONY: all build demo test test-quic test-containers deps vet race bench soak recipes chaos clean
 
 all: build
 
 build:
 	$(GO) build -o $(BIN)/hotswap ./cmd/hotswap
 	$(GO) build -o $(BIN)/goapp ./examples/goapp
+	$(GO) build -o $(BIN)/quicapp ./examples/quicapp
 
 # demo runs hotswap with the example app on $(ADDR) in reuseport mode,
 # gated by the app's health check through the public port.
@@ -33,6 +34,17 @@ vet:
 # test installs what the tests drive (as root), then runs every test.
 test: deps vet
 	$(GO) test -count=1 -timeout 15m ./...
+
+# test-quic runs the QUIC reload tests at the issue's full scale: 200
+# long-lived HTTP/3 connections over 20 reloads (make test runs 50 over 10,
+# to fit the 2-core budget).
+test-quic: deps
+	HOTSWAP_QUIC_FULL=1 $(GO) test -count=1 -v -timeout 20m -run '^TestQUIC' ./cmd/hotswap
+
+# test-containers: only the container tests (about 2.5 minutes here; make
+# test runs them too, with the same 20 image swaps v1 -> v21 under load).
+test-containers: deps
+	HOTSWAP_CONTAINER_SWAPS=20 $(GO) test -count=1 -v -timeout 20m -run '^TestContainer' ./cmd/hotswap
 
 race: deps
 	$(GO) test -race -count=1 -timeout 20m ./...
@@ -57,6 +69,11 @@ chaos: deps
 		$(GO) test -count=1 -v -timeout 60m -run '^TestChaos(Regressions)?$$' ./cmd/hotswap
 	$(GO) test -count=20 -timeout 60m -run '^TestReusePortFailedReloadsLeakNothing$$' ./cmd/hotswap
 	$(GO) test -count=20 -timeout 60m -run '^TestNginxReusePortReloads$$' ./examples/nginx
+
+# recipes: only the server recipes of docs/servers.md (HAProxy, Puma,
+# uWSGI, uvicorn, Node, Go; about two minutes). make test runs them too.
+recipes: deps
+	$(GO) test -count=1 -v -timeout 10m ./examples/recipes
 
 # soak: 10,000 reloads in reuseport mode (about half an hour), printing
 # hotswap's CPU per reload, reload time, RSS, fds, threads and goroutines

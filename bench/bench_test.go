@@ -17,7 +17,7 @@ func TestBenchmarkTiny(t *testing.T) {
 		restarts: 2, conc: 4, gap: 50 * time.Millisecond, handover: 2,
 		rounds: 1, pathDur: 200 * time.Millisecond, reloads: 3, idle: 200 * time.Millisecond,
 		wide: 5, wideN: 3,
-		noNginx: true,
+		noNginx: true, noPodman: true, quicLong: 5, quicReloads: 2,
 	}
 	rep, err := benchmark(t.Context(), cfg, os.Stderr)
 	if err != nil {
@@ -35,6 +35,15 @@ func TestBenchmarkTiny(t *testing.T) {
 			t.Errorf("%s: %d failed requests, want 0: %v", r.Method, r.Failed, r.Errors)
 		}
 	}
+	if len(rep.QUIC) != 4 {
+		t.Errorf("got %d QUIC rows, want 4", len(rep.QUIC))
+	}
+	for _, q := range rep.QUIC {
+		t.Logf("quic %s: %d reloads, %d ok, %d failed %s", q.Method, q.Reloads, q.OK, q.Failed, q.kinds())
+		if q.Err != "" || q.Reloads != 2 {
+			t.Errorf("quic %s: %d reloads, error %q; want 2 and none", q.Method, q.Reloads, q.Err)
+		}
+	}
 	if rep.PathErr != "" || len(rep.Handover) == 0 || rep.Handover[0].Err != "" {
 		t.Errorf("data path %q, handover %+v", rep.PathErr, rep.Handover)
 	}
@@ -50,7 +59,7 @@ func TestBenchmarkTiny(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"| hotswap, shared mode | new conn | 2 |", failuresPNG, timelinePNG, "## Data path", "open fds"} {
+	for _, want := range []string{"| hotswap, shared mode | new conn | 2 |", failuresPNG, timelinePNG, "## Data path", "open fds", "## QUIC (HTTP/3) failures per reload"} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("benchmarks.md lacks %q:\n%s", want, md)
 		}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"syscall"
 	"time"
@@ -34,22 +35,24 @@ func measureDataPath(ctx context.Context, cfg config, b *bins) ([]*pathResult, e
 	if err != nil {
 		return nil, err
 	}
-	addrs := []struct{ name, addr string }{{"goapp directly", addr}, {"goapp under hotswap", hsAddr}}
+	addrs := []path{{"goapp directly", addr}, {"goapp under hotswap", hsAddr}}
 	if b.nginx != "" {
-		x, err := newNginx(b, false)
+		x, err := proxyTo(b, addr)
 		if err != nil {
 			return nil, err
 		}
-		x.upstream = addr
-		if err := x.start("v1"); err != nil {
-			return nil, err
-		}
 		defer x.stop(10 * time.Second)
-		if _, err := waitVersion(x.addr(), "v1", 10*time.Second); err != nil {
-			return nil, err
-		}
-		addrs = append(addrs, struct{ name, addr string }{"goapp behind nginx proxy_pass", x.addr()})
+		addrs = append(addrs, path{"goapp behind nginx proxy_pass", x.addr()})
 	}
+	return runPaths(ctx, cfg, addrs), nil
+}
+
+// path is one way of reaching goapp.
+type path struct{ name, addr string }
+
+// runPaths loads every path in rounds that alternate between them, with
+// new connections and with keep-alive.
+func runPaths(ctx context.Context, cfg config, addrs []path) []*pathResult {
 	var out []*pathResult
 	for _, ka := range []bool{false, true} {
 		for _, a := range addrs {
@@ -76,7 +79,55 @@ func measureDataPath(ctx context.Context, cfg config, b *bins) ([]*pathResult, e
 			}
 		}
 	}
-	return out, nil
+	return out
+}
+
+// measureContainerPath is measureDataPath for goapp in a podman container:
+// the container alone (goapp binds the port itself, --network host), under
+// hotswap (each generation `podman run`), and behind nginx's proxy_pass to
+// the container alone.
+func measureContainerPath(ctx context.Context, cfg config, b *bins) ([]*pathResult, error) {
+	if b.podman == nil {
+		return nil, errors.New(b.podmanErr)
+	}
+	direct, addr, err := b.podman.startDirect("v1", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	defer direct.stop(syscall.SIGTERM, 15*time.Second)
+	hs := b.podman.hotswap(b)
+	defer hs.close()
+	hsAddr, err := hs.start()
+	if err != nil {
+		return nil, err
+	}
+	addrs := []path{{"goapp container alone", addr}, {"goapp containers under hotswap", hsAddr}}
+	if b.nginx != "" {
+		x, err := proxyTo(b, addr)
+		if err != nil {
+			return nil, err
+		}
+		defer x.stop(10 * time.Second)
+		addrs = append(addrs, path{"goapp container behind nginx proxy_pass", x.addr()})
+	}
+	return runPaths(ctx, cfg, addrs), nil
+}
+
+// proxyTo starts nginx proxying to upstream.
+func proxyTo(b *bins, upstream string) (*nginx, error) {
+	x, err := newNginx(b, false)
+	if err != nil {
+		return nil, err
+	}
+	x.upstream = upstream
+	if err := x.start("v1"); err != nil {
+		return nil, err
+	}
+	if _, err := waitVersion(x.addr(), "v1", 10*time.Second); err != nil {
+		x.stop(10 * time.Second)
+		return nil, err
+	}
+	return x, nil
 }
 
 func p99(samples []load.Sample) time.Duration {

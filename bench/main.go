@@ -43,7 +43,10 @@ type config struct {
 	wideN    int           // reloads of the many-listener row
 	soak     int           // reloads of -soak (make soak); 0: the benchmark
 	noNginx  bool
+	noPodman bool
 	hotswap  string // a hotswap binary to use instead of building one
+	// QUIC rows (quic.go): long-lived HTTP/3 connections, reloads.
+	quicLong, quicReloads int
 }
 
 func main() {
@@ -66,11 +69,14 @@ func run(args []string) int {
 	fs.DurationVar(&cfg.pathDur, "path-duration", 1500*time.Millisecond, "data-path load per round and path")
 	fs.IntVar(&cfg.reloads, "reloads", 100, "reloads for the resource figures")
 	fs.DurationVar(&cfg.idle, "idle", 5*time.Second, "idle time for the resource figures")
+	fs.IntVar(&cfg.quicLong, "quic-long", 100, "long-lived HTTP/3 connections of the QUIC rows")
+	fs.IntVar(&cfg.quicReloads, "quic-reloads", 10, "reloads per QUIC method (0 skips the QUIC rows)")
 	fs.IntVar(&cfg.wide, "listeners", 1000, "listeners of the many-listener row (0: none)")
 	fs.IntVar(&cfg.wideN, "listener-reloads", 20, "reloads of the many-listener row")
 	fs.IntVar(&cfg.soak, "soak", 0, "instead of the benchmark: this many reloads in reuseport mode, printing hotswap's figures over the first and the last 100")
 	fs.StringVar(&cfg.hotswap, "hotswap", "", "use this hotswap binary instead of building ./cmd/hotswap")
 	fs.BoolVar(&cfg.noNginx, "no-nginx", false, "skip nginx even when it is installed")
+	fs.BoolVar(&cfg.noPodman, "no-podman", false, "skip the container rows (podman)")
 	fs.StringVar(&serveAddr, "serve", "", "internal: serve as the SO_REUSEPORT test server on this address")
 	fs.StringVar(&serveVersion, "serve-version", "v1", "internal: the version serve mode reports")
 	fs.BoolVar(&inner, "netns-inner", false, "internal: the run inside the private network namespace")
@@ -126,7 +132,12 @@ func run(args []string) int {
 // bins are the programs under test.
 type bins struct {
 	dir, hotswap, goapp, nginx string
+	quicapp                    string
 	reuseportMode              bool // hotswap has --mode reuseport
+	// podman makes and runs the containers of the container rows; nil
+	// when they are skipped, with why in podmanErr.
+	podman    *podmanBench
+	podmanErr string
 }
 
 func build(cfg config) (_ *bins, retErr error) {
@@ -142,8 +153,8 @@ func build(cfg config) (_ *bins, retErr error) {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		return nil, err
 	}
-	b := &bins{dir: dir, hotswap: filepath.Join(dir, "hotswap"), goapp: filepath.Join(dir, "goapp")}
-	pkgs := map[string]string{"./cmd/hotswap": b.hotswap, "./examples/goapp": b.goapp}
+	b := &bins{dir: dir, hotswap: filepath.Join(dir, "hotswap"), goapp: filepath.Join(dir, "goapp"), quicapp: filepath.Join(dir, "quicapp")}
+	pkgs := map[string]string{"./cmd/hotswap": b.hotswap, "./examples/goapp": b.goapp, "./examples/quicapp": b.quicapp}
 	if cfg.hotswap != "" {
 		if b.hotswap, err = filepath.Abs(cfg.hotswap); err != nil {
 			return nil, err
@@ -173,6 +184,14 @@ func benchmark(ctx context.Context, cfg config, log *os.File) (*report, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(b.dir)
+	b.podmanErr = "skipped (-no-podman)"
+	if !cfg.noPodman {
+		if b.podman, err = newPodmanBench(cfg, b); err != nil {
+			b.podmanErr = err.Error()
+		} else {
+			defer b.podman.close()
+		}
+	}
 	rep := &report{Date: start, Cfg: cfg, Machine: readMachine(cfg, b)}
 	logf := func(format string, args ...any) {
 		fmt.Fprintf(log, "bench %6.1fs: "+format+"\n", append([]any{time.Since(start).Seconds()}, args...)...)
@@ -187,6 +206,9 @@ func benchmark(ctx context.Context, cfg config, log *os.File) (*report, error) {
 			rep.Runs = append(rep.Runs, r)
 			logf("%-45s %-20s %s", m.name, l, r.summary())
 		}
+	}
+	if cfg.quicReloads > 0 {
+		rep.QUIC = measureQUIC(ctx, cfg, b, logf)
 	}
 	if cfg.handover > 0 {
 		modes := []string{"shared"}
@@ -207,6 +229,13 @@ func benchmark(ctx context.Context, cfg config, log *os.File) (*report, error) {
 			logf("data path %-30s keep-alive=%-5v %.0f req/s, p99 %v, failed %d %v", p.Name, p.KeepAlive, medianF(p.RPS), median(p.P99), p.Failed, p.Errors)
 		}
 		logf("data path done %s", rep.PathErr)
+		if rep.CPath, err = measureContainerPath(ctx, cfg, b); err != nil {
+			rep.CPathErr = err.Error()
+		}
+		for _, p := range rep.CPath {
+			logf("data path %-30s keep-alive=%-5v %.0f req/s, p99 %v, failed %d %v", p.Name, p.KeepAlive, medianF(p.RPS), median(p.P99), p.Failed, p.Errors)
+		}
+		logf("container data path done %s", rep.CPathErr)
 	}
 	if cfg.reloads > 0 {
 		type run struct {
@@ -218,7 +247,7 @@ func benchmark(ctx context.Context, cfg config, log *os.File) (*report, error) {
 			runs = append(runs, run{"reuseport", 1, cfg.reloads})
 		}
 		if cfg.wide > 1 && cfg.wideN > 0 {
-			for _, r := range runs[:len(runs)] {
+			for _, r := range runs { // range reads runs once: the appended runs are not visited
 				runs = append(runs, run{r.mode, cfg.wide, cfg.wideN})
 			}
 		}

@@ -18,9 +18,13 @@ type method struct {
 	target           func() target // nil: runs in a network namespace
 	skip             string        // why it cannot run here
 	loads            []loadKind    // default: new conn and keep-alive
+	maxRestarts      int           // caps cfg.restarts when set (slow restarts)
 }
 
 func (m method) run(ctx context.Context, cfg config, l loadKind) restartRun {
+	if m.maxRestarts > 0 {
+		cfg.restarts = min(cfg.restarts, m.maxRestarts)
+	}
 	switch {
 	case m.skip != "":
 		return restartRun{Skipped: m.skip, KeepAlive: l.keepAlive, NoRetry: l.noRetry}
@@ -54,6 +58,12 @@ func allMethods(cfg config, b *bins) []method {
 			target: func() target { return newHotswap(b, "reuseport") }, loads: allLoads},
 		{key: "hotswap-plain", name: "hotswap, reuseport mode, goapp --plain-shutdown", short: "hotswap, plain Shutdown",
 			target: func() target { return newHotswap(b, "reuseport", "--plain-shutdown") }, loads: []loadKind{noRetryLoad}},
+		// A container start takes 0.2-1.5s here and a reuseport reload
+		// waits for the old container to stop: 10 restarts.
+		{key: "podman-stop-run", name: "naive podman stop, then podman run (containers)", short: "podman stop, run",
+			target: func() target { return &naivePodman{pm: b.podman} }, maxRestarts: 10},
+		{key: "hotswap-podman", name: "hotswap, each generation a podman container", short: "hotswap podman",
+			target: func() target { return b.podman.hotswap(b) }, loads: allLoads, maxRestarts: 10},
 	}
 	for i := range ms {
 		switch {
@@ -61,6 +71,8 @@ func allMethods(cfg config, b *bins) []method {
 			ms[i].skip = "nginx not installed"
 		case strings.HasPrefix(ms[i].key, "hotswap-") && ms[i].key != "hotswap-shared" && !b.reuseportMode:
 			ms[i].skip = "not available in this build (no --mode flag)"
+		case strings.Contains(ms[i].key, "podman") && b.podman == nil:
+			ms[i].skip = "podman: " + b.podmanErr
 		}
 	}
 	return ms
@@ -86,22 +98,28 @@ func methodsFor(cfg config, b *bins) []method {
 	return out
 }
 
-func (r restartRun) perRestart() float64 {
-	if r.Restarts == 0 {
+func (r restartRun) perRestart() float64 { return per(r.Failed, r.Restarts) }
+
+func (r restartRun) kinds() string { return kindsOf(r.Errors) }
+
+// per is failed per n, 0 for n 0.
+func per(failed, n int) float64 {
+	if n == 0 {
 		return 0
 	}
-	return float64(r.Failed) / float64(r.Restarts)
+	return float64(failed) / float64(n)
 }
 
-func (r restartRun) kinds() string {
-	keys := make([]string, 0, len(r.Errors))
-	for k := range r.Errors {
+// kindsOf lists failure kinds, the most frequent first, or "-".
+func kindsOf(errs map[string]int) string {
+	keys := make([]string, 0, len(errs))
+	for k := range errs {
 		keys = append(keys, k)
 	}
-	sort.Slice(keys, func(i, j int) bool { return r.Errors[keys[i]] > r.Errors[keys[j]] })
+	sort.Slice(keys, func(i, j int) bool { return errs[keys[i]] > errs[keys[j]] })
 	var b []string
 	for _, k := range keys {
-		b = append(b, fmt.Sprintf("%s %d", k, r.Errors[k]))
+		b = append(b, fmt.Sprintf("%s %d", k, errs[k]))
 	}
 	if len(b) == 0 {
 		return "-"

@@ -15,9 +15,12 @@ type report struct {
 	Cfg      config
 	Machine  machine
 	Runs     []restartRun
+	QUIC     []quicRun
 	Handover []handoverStats
 	Path     []*pathResult
 	PathErr  string
+	CPath    []*pathResult // the data path of containers
+	CPathErr string
 	Res      []resourceStats
 	plots    []string // file names written next to benchmarks.md
 }
@@ -69,8 +72,12 @@ func (r *report) markdown(doc bool) string {
 			w("![%s](%s)\n\n", strings.TrimSuffix(p, ".png"), p)
 		}
 	}
+	r.quicTable(w)
 	r.handoverTable(w)
-	r.pathTable(w)
+	r.pathTable(w, "Data path", r.Path, r.PathErr,
+		"Under hotswap the child accepts from the socket itself, so the path should match goapp alone; nginx proxies to the same goapp (upstream keep-alive).")
+	r.pathTable(w, "Data path, containers", r.CPath, r.CPathErr,
+		"goapp in a podman container (runc, --network host): alone, binding the port itself; under hotswap, each generation a `podman run` container that accepts from hotswap's socket; and behind nginx proxy_pass to the container alone. See [containers.md](containers.md).")
 	r.resourceTable(w)
 	if doc {
 		w("%s", method2doc)
@@ -150,20 +157,25 @@ func (r *report) handoverTable(w func(string, ...any)) {
 	w("\n")
 }
 
-func (r *report) pathTable(w func(string, ...any)) {
-	w("## Data path\n\n")
-	if r.PathErr != "" {
-		w("Broke off: %s\n\n", oneLine(r.PathErr))
+// pathTable is one data-path table; the first row of each load is the
+// base of the ratios.
+func (r *report) pathTable(w func(string, ...any), title string, rows []*pathResult, broke, intro string) {
+	if len(rows) == 0 && broke == "" {
+		return
 	}
-	if len(r.Path) == 0 {
+	w("## %s\n\n", title)
+	if broke != "" {
+		w("Broke off: %s\n\n", oneLine(broke))
+	}
+	if len(rows) == 0 {
 		return
 	}
 	w("%d rounds of %v per path, alternating between the paths, %d concurrent clients; medians over rounds. ", r.Cfg.rounds, r.Cfg.pathDur, r.Cfg.conc)
-	w("Under hotswap the child accepts from the socket itself, so the path should match goapp alone; nginx proxies to the same goapp (upstream keep-alive).\n\n")
+	w("%s\n\n", intro)
 	w("| path | load | requests/s | ratio to direct | p99 latency | ratio to direct | failed |\n")
 	w("|---|---|---:|---:|---:|---:|---:|\n")
 	base := map[bool]*pathResult{}
-	for _, p := range r.Path {
+	for _, p := range rows {
 		if base[p.KeepAlive] == nil {
 			base[p.KeepAlive] = p
 		}
@@ -255,4 +267,13 @@ const method2doc = `## How each method restarts
 - **hotswap shared**: ` + "`hotswap --ready notify -l http=tcp://127.0.0.1:0 -- goapp --notify`" + `, SIGHUP per restart; every generation accepts from the one socket hotswap owns.
 - **hotswap reuseport**: the same with ` + "`--mode reuseport`" + `: a steered SO_REUSEPORT sibling per generation, drained before it is closed.
 - **hotswap reuseport, goapp --plain-shutdown**: the same, with goapp draining through ` + "`http.Server.Shutdown`" + ` alone instead of ` + "`fdpass.ServeHTTP`" + `: what an unmodified Go server does (it closes idle keep-alive connections at once).
+- **naive podman stop, then podman run**: today's single-host container deploy without a proxy: ` + "`podman stop`" + ` (SIGTERM through podman's signal proxy; goapp drains what it accepted), then ` + "`podman run --network host`" + ` of the new version binding the same port. The port is closed while the new container starts. 10 restarts.
+- **hotswap podman**: ` + "`hotswap --ready notify -l http=tcp://127.0.0.1:0 -- podman run --rm --network host IMAGE --version {file:PATH} --notify`" + `: each generation a new container that accepts from hotswap's reuseport socket ([containers.md](containers.md)). 10 restarts.
+
+QUIC rows (examples/quicapp, an HTTP/3 server on quic-go that sends GOAWAY and closes its connections on SIGTERM):
+
+- **naive SO_REUSEPORT restart (no hotswap)**: the new quicapp binds its own SO_REUSEPORT UDP socket on the port, then the old one gets SIGTERM. The kernel hashes datagrams over the sockets, so packets of existing connections reach a process that does not know them.
+- **hotswap shared (one UDP socket)**: both generations read one socket until the old one stops: each takes the other's packets.
+- **hotswap reuseport, server ignores HOTSWAP_QUIC_CID**: ` + "`quicapp --no-cid`" + `: a socket per generation, but the connection IDs carry no slot, so from the cutover on every packet reaches the new generation.
+- **hotswap reuseport, CID steering**: quicapp issues the connection IDs of ` + "`HOTSWAP_QUIC_CID`" + ` (fdpass/quiccid); the old generation keeps its connections' packets until it has exited.
 `

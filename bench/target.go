@@ -131,6 +131,9 @@ type hotswapTarget struct {
 	extra   []string // more flags for hotswap
 	verFile string
 	p       *proc
+	// command, if set, is the generations' command line for the version
+	// file (a container's); by default goapp through goappScript.
+	command func(verFile string) []string
 }
 
 func newHotswap(b *bins, mode string, goappFlags ...string) *hotswapTarget {
@@ -151,8 +154,11 @@ func (t *hotswapTarget) start() (string, error) {
 		args = append(args, "--mode", t.mode)
 	}
 	args = append(args, t.extra...)
-	args = append(args, "--", "sh", "-c", goappScript, t.b.goapp, t.verFile, "--notify")
-	args = append(args, t.goapp...)
+	cmd := append([]string{"sh", "-c", goappScript, t.b.goapp, t.verFile, "--notify"}, t.goapp...)
+	if t.command != nil {
+		cmd = t.command(t.verFile)
+	}
+	args = append(append(args, "--"), cmd...)
 	if t.p, err = startProc(exec.Command(t.b.hotswap, args...)); err != nil {
 		return "", err
 	}
@@ -161,7 +167,7 @@ func (t *hotswapTarget) start() (string, error) {
 		return "", fmt.Errorf("hotswap: %w", err)
 	}
 	addr, _ := l.ev["address"].(string)
-	if _, err := t.p.event(10*time.Second, 0, "generation ready", 1); err != nil {
+	if _, err := t.p.event(30*time.Second, 0, "generation ready", 1); err != nil {
 		return "", fmt.Errorf("hotswap: %w", err)
 	}
 	return addr, nil

@@ -17,7 +17,14 @@ const (
 
 	// Generation is hotswap's own: the number of the generation, from 1.
 	Generation = "HOTSWAP_GENERATION"
-	hotswapPfx = "HOTSWAP_"
+	// QUICCID is the connection-ID layout a QUIC server must use on its
+	// UDP listeners for its connections to survive a reload: see [CIDLayout].
+	QUICCID = "HOTSWAP_QUIC_CID"
+	// ProbeSource is given to an exec: readiness check, not to a
+	// generation: the address (IP:PORT) a probe of a UDP listener in
+	// reuseport mode must send from to reach the generation being gated.
+	ProbeSource = "HOTSWAP_PROBE_SOURCE"
+	hotswapPfx  = "HOTSWAP_"
 
 	// tableflipPfx starts cloudflare/tableflip's TABLEFLIP_HAS_PARENT_7DIU3,
 	// which a supervisor that upgraded itself with tableflip inherits: a

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Installs what the tests and benchmarks drive for real: nginx, busybox,
 # python3, gunicorn (a server that speaks systemd socket activation),
-# iproute2 (ip) and util-linux (unshare, prlimit), and the servers of
+# iproute2 (ip), util-linux (unshare, prlimit), prometheus (promtool, which
+# checks the metrics), vim (an editor's save for --watch), certbot and pebble
+# (the ACME test server: a real certificate renewal), and the servers of
 # docs/servers.md (HAProxy, Puma, uWSGI with its Python 3 plugin, uvicorn,
-# Node.js), from Debian packages.
+# Node.js), and podman with the runc runtime (the container tests and
+# benchmarks), from Debian packages.
 # As root it installs what is missing; otherwise it says what is missing
 # (under CI=true the tests that need it then fail, they never skip).
 set -euo pipefail
@@ -15,6 +18,10 @@ command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v gunicorn >/dev/null 2>&1 || need+=(gunicorn)
 command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || need+=(iproute2)
 command -v unshare >/dev/null 2>&1 || need+=(util-linux)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v vim >/dev/null 2>&1 || need+=(vim)
+command -v certbot >/dev/null 2>&1 || need+=(certbot)
+command -v pebble >/dev/null 2>&1 || need+=(pebble)
 command -v prlimit >/dev/null 2>&1 || need+=(util-linux) # hotswap out of descriptors (security tests)
 # docs/servers.md recipes (examples/recipes).
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
@@ -23,6 +30,8 @@ command -v uwsgi >/dev/null 2>&1 || need+=(uwsgi)
 [ -e /usr/lib/uwsgi/plugins/python3_plugin.so ] || need+=(uwsgi-plugin-python3)
 [ -d /usr/lib/python3/dist-packages/uvicorn ] || need+=(python3-uvicorn)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v podman >/dev/null 2>&1 || need+=(podman)
+[ -x /usr/sbin/runc ] || need+=(runc)
 for pkg in ${HOTSWAP_EXTRA_PACKAGES:-}; do
 	dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done

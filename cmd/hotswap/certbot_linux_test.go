@@ -1,20 +1,28 @@
 package main
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
 	"math/big"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -86,19 +94,6 @@ func replaceFile(t *testing.T, path string, b []byte) {
 	}
 }
 
-// runHook runs the documented hook with the test's socket, as certbot does
-// (through a shell, hotswap found in PATH).
-func runHook(t *testing.T, hook, sock string) (int, string, string) {
-	t.Helper()
-	bin := t.TempDir()
-	if err := os.Symlink(proctest.Build(t, hotswapPkg), filepath.Join(bin, "hotswap")); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("sh", "-c", strings.ReplaceAll(hook, docSocket, sock))
-	cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"))
-	return ctlCmd(t, cmd)
-}
-
 // serialOf opens a new TLS connection and returns the served serial.
 func serialOf(t *testing.T, addr string, conf *tls.Config) string {
 	t.Helper()
@@ -129,55 +124,237 @@ func newSerialAfter(t *testing.T, addr string, conf *tls.Config, want string, d 
 	return time.Since(start)
 }
 
-// TestCertbotDeployHook is the certificate-rotation story: under TLS load
-// with a new connection per request, replace the certificate and run the
-// deploy hook of docs/certbot.md: exit 0 and the new serial on new
-// connections. Then install a broken certificate and run it again: a
-// non-zero exit with the reason, the old generation still serving. No
-// request fails throughout.
-func TestCertbotDeployHook(t *testing.T) {
-	hook := deployHook(t)
+// acme is Debian's pebble, the ACME test server of Let's Encrypt, on
+// loopback, and the certbot that talks to it.
+type acme struct {
+	t          *testing.T
+	certbot    string
+	dir        string // certbot's --config-dir, --work-dir and --logs-dir are under it
+	url        string // the ACME directory
+	mgmt       string // pebble's management interface
+	httpPort   int    // where pebble validates http-01 challenges
+	trust      string // pebble's own TLS certificate, for certbot
+	env        []string
+	httpClient *http.Client
+}
+
+// startACME starts pebble with its own TLS certificate, on ports free a
+// moment ago (pebble cannot bind port 0 and say which it got); pebble validates
+// http-01 challenges for localhost on httpPort (its "httpPort" setting),
+// where certbot --standalone answers them.
+func startACME(t *testing.T) *acme {
+	t.Helper()
+	pebble := proctest.Command(t, "pebble", "pebble")
+	certbot := proctest.Command(t, "certbot", "certbot")
 	dir := t.TempDir()
-	sock := filepath.Join(dir, "hotswap.sock")
-	certFile, keyFile := filepath.Join(dir, "fullchain.pem"), filepath.Join(dir, "privkey.pem")
-	// The client trusts both certificates from the start: the renewed one
-	// is made now, and installed where the server reads it at renewal.
-	renewedCert, renewedKey := filepath.Join(dir, "renewed.pem"), filepath.Join(dir, "renewed-key.pem")
+	a := &acme{t: t, certbot: certbot, dir: dir, httpPort: icFreePort(t), trust: filepath.Join(dir, "pebble-cert.pem")}
+	key := filepath.Join(dir, "pebble-key.pem")
 	pool := x509.NewCertPool()
-	pool.AddCert(writeCert(t, certFile, keyFile, 1001))
-	pool.AddCert(writeCert(t, renewedCert, renewedKey, 1002))
-	a := startApp(t, []string{"--ready", "http://127.0.0.1:{port}/healthz", "--control", sock},
-		"--tls-cert", certFile, "--tls-key", keyFile, "--health-listen", "127.0.0.1:{port}")
-	conf := &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}
-	run := load.Start(t.Context(), load.Config{Addr: a.addr, Concurrency: 16, Duration: time.Minute, TLS: conf})
-	waitOK(t, run, 200)
-
-	for src, dst := range map[string]string{renewedCert: certFile, renewedKey: keyFile} {
-		b, err := os.ReadFile(src)
-		if err != nil {
-			t.Fatal(err)
+	pool.AddCert(writeCert(t, a.trust, key, 1))
+	a.httpClient = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	listen, mgmt := icFreePort(t), icFreePort(t)
+	a.url = fmt.Sprintf("https://127.0.0.1:%d/dir", listen)
+	a.mgmt = fmt.Sprintf("https://127.0.0.1:%d", mgmt)
+	conf, err := json.Marshal(map[string]any{"pebble": map[string]any{
+		"listenAddress":                  fmt.Sprintf("127.0.0.1:%d", listen),
+		"managementListenAddress":        fmt.Sprintf("127.0.0.1:%d", mgmt),
+		"certificate":                    a.trust,
+		"privateKey":                     key,
+		"httpPort":                       a.httpPort,
+		"tlsPort":                        icFreePort(t),
+		"ocspResponderURL":               "",
+		"externalAccountBindingRequired": false,
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	confFile := filepath.Join(dir, "pebble-config.json")
+	writeFile(t, confFile, string(conf))
+	cmd := exec.Command(pebble, "-config", confFile)
+	// No artificial sleeps before validation, and no valid nonce refused
+	// (certbot retries a refused one, but a test need not wait for it),
+	// and no authorization reused: every order, renewals included, has
+	// its http-01 challenge validated for real.
+	cmd.Env = append(os.Environ(), "PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0", "PEBBLE_AUTHZREUSE=0")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	proctest.StartCmd(t, cmd)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		resp, err := a.httpClient.Get(a.url)
+		if err == nil {
+			resp.Body.Close()
+			break
 		}
-		replaceFile(t, dst, b)
+		if time.Now().After(deadline) {
+			t.Fatalf("pebble: no ACME directory at %s after 30s: %v", a.url, err)
+		}
 	}
-	code, out, errOut := runHook(t, hook, sock)
-	done := time.Now()
-	if code != 0 || !reloadOK.MatchString(out) {
-		t.Fatalf("deploy hook after renewal: exit %d, %q %q; want 0", code, out, errOut)
+	a.env = append(os.Environ(), "REQUESTS_CA_BUNDLE="+a.trust)
+	return a
+}
+
+// run runs certbot with args and the directories under a.dir, with hotswap
+// in PATH for the hooks, and returns its exit status and output.
+func (a *acme) run(args ...string) (int, string) {
+	a.t.Helper()
+	bin := filepath.Join(a.dir, "bin")
+	if _, err := os.Stat(bin); err != nil {
+		if err := os.Mkdir(bin, 0o755); err != nil {
+			a.t.Fatal(err)
+		}
+		if err := os.Symlink(proctest.Build(a.t, hotswapPkg), filepath.Join(bin, "hotswap")); err != nil {
+			a.t.Fatal(err)
+		}
 	}
-	// In shared mode the old generation accepts from the shared queue
-	// until its stop signal lands, just after the hook returns.
-	lag := newSerialAfter(t, a.addr, conf, "1002", time.Second)
-	t.Logf("new connections get only serial 1002 from %v after the hook returned", lag)
+	args = append(args, "--config-dir", filepath.Join(a.dir, "etc"), "--work-dir", filepath.Join(a.dir, "work"),
+		"--logs-dir", filepath.Join(a.dir, "logs"), "--non-interactive")
+	ctx, cancel := context.WithTimeout(a.t.Context(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, a.certbot, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.Env = append(a.env, "PATH="+bin+":"+os.Getenv("PATH"))
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	code := 0
+	if err != nil {
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) {
+			a.t.Fatalf("certbot %v: %v", args, err)
+		}
+		code = ee.ExitCode()
+	}
+	a.t.Logf("certbot %s: exit %d after %v\n%s", strings.Join(args, " "), code, time.Since(start).Round(time.Millisecond), out)
+	return code, string(out)
+}
+
+// live returns the path of a file in certbot's live/localhost/.
+func (a *acme) live(name string) string {
+	return filepath.Join(a.dir, "etc", "live", "localhost", name)
+}
+
+// serial returns the serial of the certificate at live/localhost/cert.pem.
+func (a *acme) serial() string {
+	a.t.Helper()
+	b, err := os.ReadFile(a.live("cert.pem"))
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		a.t.Fatalf("%s: no PEM block", a.live("cert.pem"))
+	}
+	c, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	return c.SerialNumber.String()
+}
+
+// roots returns pebble's root certificates, which it makes at each start.
+func (a *acme) roots() *x509.CertPool {
+	a.t.Helper()
+	resp, err := a.httpClient.Get(a.mgmt + "/roots/0")
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		a.t.Fatalf("pebble /roots/0: no certificate in %q", b)
+	}
+	return pool
+}
+
+// TestCertbotPebble is certificate rotation for real: Debian's certbot
+// gets a certificate for localhost from pebble (an http-01 challenge that
+// pebble validates against certbot --standalone), the server under hotswap
+// serves it from certbot's live/ paths, and under TLS load (a new
+// connection per request) `certbot renew --force-renewal --deploy-hook`
+// with the hook line of docs/certbot.md renews it: the hook exits 0 and new
+// connections get the renewed serial. Then a renewal whose key is broken by
+// an earlier deploy hook (renewal-hooks/deploy/, which certbot runs before
+// --deploy-hook): the hook exits 1, certbot reports it, the old
+// certificate goes on being served. No request fails throughout.
+func TestCertbotPebble(t *testing.T) {
+	hook := deployHook(t)
+	acme := startACME(t)
+	port := strconv.Itoa(acme.httpPort)
+	if code, _ := acme.run("certonly", "--standalone", "--server", acme.url, "--agree-tos", "--register-unsafely-without-email",
+		"--http-01-port", port, "--http-01-address", "127.0.0.1", "-d", "localhost"); code != 0 {
+		t.Fatalf("certbot certonly: exit %d", code)
+	}
+	for i, mode := range []string{"reuseport", "shared"} {
+		t.Run(mode, func(t *testing.T) {
+			acme.t = t
+			if i > 0 {
+				// The last renewal left a broken key: renew once more,
+				// without hooks, for a lineage a server can start from.
+				if err := os.Remove(acme.breakKeyHook()); err != nil {
+					t.Fatal(err)
+				}
+				if code, _ := acme.run("renew", "--force-renewal", "--no-random-sleep-on-renew"); code != 0 {
+					t.Fatalf("certbot renew: exit %d", code)
+				}
+			}
+			renewUnderLoad(t, acme, mode, hook)
+		})
+	}
+}
+
+// breakKeyHook is the path of the deploy hook that breaks the new key.
+func (a *acme) breakKeyHook() string {
+	return filepath.Join(a.dir, "etc", "renewal-hooks", "deploy", "00-break-key")
+}
+
+// renewUnderLoad is TestCertbotPebble's story in one socket mode, from a
+// lineage certbot has just issued.
+func renewUnderLoad(t *testing.T, acme *acme, mode, hook string) {
+	issued := acme.serial()
+	sock := filepath.Join(t.TempDir(), "hotswap.sock")
+	hook = strings.ReplaceAll(hook, docSocket, sock)
+	a := startApp(t, []string{"--mode", mode, "--ready", "http://127.0.0.1:{port}/healthz", "--control", sock},
+		"--tls-cert", acme.live("fullchain.pem"), "--tls-key", acme.live("privkey.pem"), "--health-listen", "127.0.0.1:{port}")
+	conf := &tls.Config{RootCAs: acme.roots(), ServerName: "localhost"}
+	if got := serialOf(t, a.addr, conf); got != issued {
+		t.Fatalf("served serial %s, want %s from certbot's live/localhost/cert.pem", got, issued)
+	}
+	// Paced: certbot and pebble need CPU too on a small machine.
+	run := load.Start(t.Context(), load.Config{Addr: a.addr, Concurrency: 4, Pace: 2 * time.Millisecond, Duration: 5 * time.Minute, TLS: conf})
 	waitOK(t, run, 200)
 
-	replaceFile(t, certFile, []byte("-----BEGIN CERTIFICATE-----\nYnJva2Vu\n-----END CERTIFICATE-----\n"))
-	code, _, errOut = runHook(t, hook, sock)
-	want := regexp.MustCompile(`^hotswap: reload failed: generation 3 \(pid \d+\) exited with status 1; still serving generation 2 \(pid \d+\)\n$`)
-	if code == 0 || !want.MatchString(errOut) {
-		t.Errorf("deploy hook with a broken certificate: exit %d, %q; want non-zero and a line matching %s", code, errOut, want)
+	code, out := acme.run("renew", "--force-renewal", "--no-random-sleep-on-renew", "--deploy-hook", hook)
+	renewed := acme.serial()
+	if code != 0 || !strings.Contains(out, "hotswap: reload succeeded: serving generation 2") || strings.Contains(out, "reported error code") || renewed == issued {
+		t.Fatalf("certbot renew: exit %d, serial %s (was %s); want 0, the hook's reload succeeded and a new serial", code, renewed, issued)
 	}
-	if got := serialOf(t, a.addr, conf); got != "1002" {
-		t.Errorf("after the failed hook: serial %s, want 1002 from generation 2", got)
+	done := time.Now()
+	lag := newSerialAfter(t, a.addr, conf, renewed, time.Second)
+	t.Logf("%s mode: new connections get only the renewed serial %s from %v after certbot returned", mode, renewed, lag)
+	waitOK(t, run, 200)
+
+	if err := os.MkdirAll(filepath.Dir(acme.breakKeyHook()), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, acme.breakKeyHook(), "#!/bin/sh\nprintf 'not a key\\n' > \"$RENEWED_LINEAGE/privkey.pem\"\n")
+	if err := os.Chmod(acme.breakKeyHook(), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	code, out = acme.run("renew", "--force-renewal", "--no-random-sleep-on-renew", "--deploy-hook", hook)
+	broken := acme.serial()
+	// The reason is "exited with status 1", or, when the exit comes
+	// during a probe, "not ready after ... (exited with status 1): ...".
+	failed := regexp.MustCompile(`(?s)Hook 'deploy-hook' reported error code 1\s+Hook 'deploy-hook' ran with error output:\s+hotswap: reload failed: generation 3 \(pid \d+\) [^\n]*exited with status 1[^\n]*; still serving generation 2 `)
+	if !failed.MatchString(out) || broken == renewed {
+		t.Errorf("certbot renew with a broken key: exit %d; want its output to match %s, and a new serial", code, failed)
+	}
+	// certbot 2.1 reports the failed hook and still exits 0, saying all
+	// renewals succeeded: the renewal did; the reload did not.
+	t.Logf("certbot renew with a broken key exited %d", code)
+	if got := serialOf(t, a.addr, conf); got != renewed {
+		t.Errorf("after the failed hook: serial %s, want %s from generation 2", got, renewed)
 	}
 	waitOK(t, run, 200)
 	res := run.Stop()
@@ -191,19 +368,20 @@ func TestCertbotDeployHook(t *testing.T) {
 		serials[s.Serial]++
 		// The old generation has its stop signal by the time the hook
 		// returns; allow it a second to stop accepting.
-		if s.Serial == "1001" && s.Start.After(done.Add(500*time.Millisecond)) {
+		if s.Serial == issued && s.Start.After(done.Add(500*time.Millisecond)) {
 			lateOld++
 		}
 	}
-	t.Logf("load: %v; serials seen: %v", res, serials)
+	t.Logf("%s mode: load: %d requests, %d failed; serials: before %s, renewed %s, broken renewal %s (never served); served: %v",
+		mode, res.OK+res.Failed, res.Failed, issued, renewed, broken, serials)
 	if res.Failed != 0 {
 		t.Errorf("%d failed requests, want 0: %v", res.Failed, res.Errors)
 	}
-	if serials["1001"] == 0 || serials["1002"] == 0 || len(serials) != 2 {
-		t.Errorf("serials seen %v, want 1001 then 1002 only", serials)
+	if serials[issued] == 0 || serials[renewed] == 0 || len(serials) != 2 {
+		t.Errorf("serials served %v, want %s then %s only", serials, issued, renewed)
 	}
 	if lateOld != 0 {
-		t.Errorf("%d requests started 1s after the hook returned still got serial 1001", lateOld)
+		t.Errorf("%d requests started 1s after certbot returned still got serial %s", lateOld, issued)
 	}
 }
 

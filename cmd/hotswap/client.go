@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -245,7 +246,12 @@ func printStatus(w io.Writer, st *supervisor.Status, asJSON bool) int {
 	for _, l := range st.Listeners {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\n", l.Name, l.Address, l.Mode, l.Queue, l.Backlog)
 	}
-	fmt.Fprintln(tw, "\nGEN\tPID\tSTATE\tSTARTED\tREADY AFTER\tQUEUE")
+	containers := slices.ContainsFunc(st.Generations, func(g supervisor.GenerationStatus) bool { return g.Container != nil })
+	header := "\nGEN\tPID\tSTATE\tSTARTED\tREADY AFTER\tQUEUE"
+	if containers {
+		header += "\tIMAGE\tCONTAINER"
+	}
+	fmt.Fprintln(tw, header)
 	for _, g := range st.Generations {
 		ready := "-"
 		if g.ReadyAfter > 0 {
@@ -260,8 +266,31 @@ func printStatus(w io.Writer, st *supervisor.Status, asJSON bool) int {
 			}
 			queue += fmt.Sprintf("%s:%d", q.Name, q.Queue)
 		}
-		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\t%s\n", g.ID, g.PID, g.State, g.Started.Format(time.DateTime), ready, queue)
+		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\t%s", g.ID, g.PID, g.State, g.Started.Format(time.DateTime), ready, queue)
+		if containers {
+			fmt.Fprintf(tw, "\t%s", containerColumns(g.Container))
+		}
+		fmt.Fprintln(tw)
 	}
 	tw.Flush()
 	return exitOK
+}
+
+// containerColumns are the IMAGE and CONTAINER columns of a generation:
+// the image and the short container id (with its name, if any).
+func containerColumns(c *supervisor.ContainerStatus) string {
+	if c == nil {
+		return "-\t-"
+	}
+	id := c.ID
+	if len(id) > 12 {
+		id = id[:12]
+	}
+	if id == "" {
+		id = "-"
+	}
+	if c.Name != "" {
+		id += " (" + c.Name + ")"
+	}
+	return c.Image + "\t" + id
 }

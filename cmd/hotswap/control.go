@@ -51,6 +51,7 @@ func (c *controlOptions) apply(cfg *supervisor.Config) {
 // controlPlane is the control socket and the metrics server of one run.
 type controlPlane struct {
 	ctl     *control.Server // nil with --control none
+	carried bool            // ctl's socket passes from hotswap to hotswap (--control PATH)
 	metrics *http.Server    // nil without --metrics
 	wg      sync.WaitGroup
 	once    sync.Once
@@ -82,7 +83,7 @@ func (c *controlOptions) start(ctx context.Context, sup *supervisor.Supervisor, 
 				return nil, err
 			}
 			defer f.Close()
-			cfg.File = f
+			cfg.File, p.carried = f, true
 		}
 		ctl, err := control.Listen(cfg)
 		if err != nil {
@@ -92,7 +93,7 @@ func (c *controlOptions) start(ctx context.Context, sup *supervisor.Supervisor, 
 		log.Info("control socket", "path", cfg.Path)
 	}
 	if c.metrics != "" {
-		f, _, err := up.Carry("metrics:"+c.metrics, func() (*os.File, error) { return listenMetrics(c.metrics) })
+		f, _, err := up.Carry("metrics:"+c.metrics, func() (*os.File, error) { return listenTCPFile("--metrics", c.metrics) })
 		if err != nil {
 			return nil, err
 		}
@@ -104,20 +105,27 @@ func (c *controlOptions) start(ctx context.Context, sup *supervisor.Supervisor, 
 	return p, nil
 }
 
-// listenMetrics binds the metrics address.
-func listenMetrics(addr string) (*os.File, error) {
+// listenTCPFile binds addr, the value of flag (--metrics, --stop-health),
+// and returns the listening socket as a file, which a self-upgrade carries
+// to the new hotswap.
+func listenTCPFile(flag, addr string) (*os.File, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("--metrics: %w", err)
+		var oe *net.OpError
+		if errors.As(err, &oe) {
+			err = oe.Err // "listen tcp ADDR: ..." says what the flag says
+		}
+		return nil, fmt.Errorf("%s %s: %w", flag, addr, err)
 	}
 	defer ln.Close()
 	return ln.(*net.TCPListener).File()
 }
 
-// handOff stops serving once a new hotswap serves the control and metrics
-// sockets: the socket file stays for it.
+// handOff stops serving once another hotswap serves the control and
+// metrics sockets: a carried control socket's file stays for it (the
+// default one names this pid and is this hotswap's alone).
 func (p *controlPlane) handOff() {
-	if p.ctl != nil {
+	if p.ctl != nil && p.carried {
 		p.ctl.Keep()
 	}
 	p.Close()

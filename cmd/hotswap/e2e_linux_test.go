@@ -47,11 +47,18 @@ func startAppOn(t *testing.T, addr string, hsFlags []string, goappFlags ...strin
 // of the flags file (later versions bring their own with reload).
 func startAppFlags(t *testing.T, addr, flags string, hsFlags []string, goappFlags ...string) *app {
 	t.Helper()
-	hotswap := proctest.Build(t, hotswapPkg)
-	goapp := proctest.Build(t, goappPkg)
 	dir := t.TempDir()
 	a := &app{t: t, verFile: filepath.Join(dir, "version"), flags: filepath.Join(dir, "flags"), gen: 1}
 	a.write("v1", flags)
+	return a.start(addr, proctest.Build(t, goappPkg), hsFlags, goappFlags...)
+}
+
+// start runs hotswap on addr around the goapp binary at goapp, whose
+// version and flags each generation reads from a.verFile and a.flags.
+func (a *app) start(addr, goapp string, hsFlags []string, goappFlags ...string) *app {
+	t := a.t
+	t.Helper()
+	hotswap := proctest.Build(t, hotswapPkg)
 	script := `bin=$0 v=$1 f=$2; shift 2; exec "$bin" --version "$(cat "$v")" $(cat "$f") "$@"`
 	args := append([]string{"--log-format", "json", "-l", "http=tcp://" + addr}, hsFlags...)
 	args = append(args, "--", "sh", "-c", script, goapp, a.verFile, a.flags)

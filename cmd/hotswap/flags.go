@@ -26,7 +26,10 @@ Reload:  hotswap reload   (waits: exit 0 once the new generation serves, 1 when 
 Status:  hotswap status [--json]   (listeners, generations, reload counts)
 Stop:    hotswap stop, or kill -TERM $(cat PIDFILE)   (stop signal to every
          generation, then exit with the current generation's status; 128+N
-         for signal N)
+         for signal N). With --stop-when-idle DUR, SIGTERM first keeps serving
+         until no new connection has arrived for DUR.
+Watch:   --watch PATH reloads when PATH changes (certbot's live/ links, a
+         Kubernetes ConfigMap or Secret volume, an edited file, a new binary).
 Signals: hotswap signal SIG; SIGUSR1, SIGUSR2 and SIGWINCH sent to hotswap are
          forwarded to the current generation. kill -s RTMIN+2 upgrades hotswap
          itself: a new hotswap binary inherits the sockets and takes over.
@@ -35,7 +38,7 @@ Each generation gets the listeners as fds 3, 4, ... in --listen order, with
 LISTEN_FDS, LISTEN_FDNAMES, LISTEN_PID (systemd), NGINX="3;4;" (nginx),
 EINHORN_FD_COUNT/EINHORN_FD_n (einhorn) and HOTSWAP_GENERATION.
 
-Socket modes (--mode; reuseport is the default for TCP listeners):
+Socket modes (--mode; reuseport is the default for TCP and UDP listeners):
   shared     Every generation accepts from the same socket, so the kernel never
              refuses or resets a queued connection. A new generation takes
              clients as soon as it calls accept(), before it is ready: the
@@ -45,14 +48,17 @@ Socket modes (--mode; reuseport is the default for TCP listeners):
              port may be answered by the old generation and proves nothing:
              use notify, {port} (a socket per generation, handed over as fd "health", also expanded in
              the command's arguments), or exec.
-  reuseport  TCP only (UDP and unix listeners stay shared). Each generation gets
+  reuseport  TCP and UDP (unix listeners stay shared). Each generation gets
              its own SO_REUSEPORT socket, steered by a BPF program: no client
              reaches it before it is ready (an http:// or tcp:// probe of the
              public port reaches exactly the new generation), and the old one
              keeps accepting until its queue is empty and every connection
              it holds is idle (everything it received has been answered),
              then gets its stop signal. Servers with no graceful shutdown
-             lose nothing.
+             lose nothing. UDP: datagrams go to the current generation,
+             except QUIC packets whose connection ID carries an older
+             generation's prefix (HOTSWAP_QUIC_CID), which keep reaching it
+             until it has exited.
 
 Flags:
 `
@@ -76,6 +82,8 @@ type options struct {
 	command      []string
 
 	control   controlOptions
+	watch     watchOptions
+	stop      stopOptions
 	intercept interceptOptions
 	hardening hardeningOptions
 }
@@ -84,11 +92,11 @@ func newFlagSet(o *options) *pflag.FlagSet {
 	fs := pflag.NewFlagSet("hotswap", pflag.ContinueOnError)
 	fs.SortFlags = false
 	fs.StringArrayVarP(&o.listen, "listen", "l", nil, "`[NAME=]URL` to listen on: tcp://HOST:PORT, tcp4://, tcp6://[::1]:PORT, udp://, udp4://, udp6://, unix:///PATH[?mode=0660&owner=U&group=G] (repeatable)")
-	fs.StringVar(&o.mode, "mode", string(supervisor.ModeReusePort), "socket `MODE` for TCP listeners: reuseport or shared (see above); UDP and unix listeners are always shared")
+	fs.StringVar(&o.mode, "mode", string(supervisor.ModeReusePort), "socket `MODE` for TCP and UDP listeners: reuseport or shared (see above); unix listeners are always shared")
 	fs.BoolVar(&o.skipDrain, "unsafe-skip-drain", false, "reuseport mode without the drain: the naive SO_REUSEPORT restart, for measurements only")
 	_ = fs.MarkHidden("unsafe-skip-drain")
 	fs.StringVar(&o.pidfile, "pidfile", "", "write hotswap's pid to `PATH` (atomically; removed on exit); PATH.lock is held for hotswap's life, so a second hotswap on it refuses")
-	fs.StringVar(&o.stopSignal, "stop-signal", "TERM", "`SIG` that stops an old generation (TERM, SIGQUIT, 3, ...); nginx wants QUIT")
+	fs.StringVar(&o.stopSignal, "stop-signal", "TERM", "`SIG` that stops an old generation (TERM, SIGQUIT, 3, ...); nginx wants QUIT, uWSGI INT, HAProxy USR1 (docs/servers.md)")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", supervisor.DefaultDrainTimeout, "after the stop signal, wait this long, then SIGKILL")
 	fs.DurationVar(&o.connWait, "drain-conn-wait", supervisor.DefaultDrainConnWait, "reuseport mode: before the stop signal, wait at most this long for the old generation's busy connections (a request unanswered) to become idle")
 	fs.DurationVar(&o.backoffMax, "restart-backoff-max", supervisor.DefaultBackoffMax, "a generation that dies on its own is restarted after a backoff that doubles from 100ms up to this, while clients wait in the queue")
@@ -99,6 +107,8 @@ func newFlagSet(o *options) *pflag.FlagSet {
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: trace, debug, info, warn or error")
 	fs.StringVar(&o.outputPrefix, "output-prefix", "", "put `TEMPLATE` before every line a generation writes ({gen} is its number, e.g. '[gen {gen}] '); default: output passes through untouched")
 	o.control.addFlags(fs)
+	o.watch.addFlags(fs)
+	o.stop.addFlags(fs)
 	o.intercept.addFlags(fs)
 	addHardeningFlags(fs, &o.hardening)
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
@@ -150,6 +160,7 @@ func (o *options) config(log hclog.Logger) (supervisor.Config, error) {
 		ReadyTimeout:  o.readyTimeout,
 		Logger:        log,
 		OutputPrefix:  o.outputPrefix,
+		TeeStderr:     true, // main runs supervisor.RunTee
 	}
 	for _, l := range o.listen {
 		spec, err := supervisor.ParseListen(l)
@@ -157,6 +168,7 @@ func (o *options) config(log hclog.Logger) (supervisor.Config, error) {
 			return cfg, err
 		}
 		cfg.Listeners = append(cfg.Listeners, spec)
+		o.stop.networks = append(o.stop.networks, spec.Network)
 	}
 	mode, err := supervisor.ParseMode(o.mode)
 	if err != nil {
@@ -170,7 +182,7 @@ func (o *options) config(log hclog.Logger) (supervisor.Config, error) {
 	}
 	cfg.StopSignal = sig
 	if cfg.Ready, err = healthgate.Parse(o.ready); err != nil {
-		return cfg, fmt.Errorf("--ready: %w", err)
+		return cfg, fmt.Errorf("--ready %w", err)
 	}
 	o.control.apply(&cfg)
 	if err := o.intercept.apply(&cfg); err != nil {
@@ -178,6 +190,12 @@ func (o *options) config(log hclog.Logger) (supervisor.Config, error) {
 	}
 	if err := o.hardening.apply(&cfg); err != nil {
 		return cfg, err
+	}
+	if err := o.stop.validate(); err != nil {
+		return cfg, err
+	}
+	if o.watch.debounce <= 0 {
+		return cfg, errors.New("--watch-debounce must be positive")
 	}
 	if o.drainTimeout <= 0 || o.readyTimeout <= 0 {
 		return cfg, errors.New("--drain-timeout and --ready-timeout must be positive")

@@ -115,10 +115,13 @@ func TestHandoffProtocols(t *testing.T) {
 	for gen := 1; gen <= 2; gen++ {
 		r := read(gen)
 		if gen == 1 {
+			// hotswap's log is read in order: once generation 1 is ready
+			// there, both "listening" lines have been read too (the
+			// generation's report may come first).
+			p.WaitEvent(10*time.Second, "generation ready", proctest.Gen(1))
 			for _, e := range p.Events("listening") {
 				addrs = append(addrs, e.Str("address"))
 			}
-			p.WaitEvent(10*time.Second, "generation ready", proctest.Gen(1))
 			p.Signal(syscall.SIGHUP) // the same checks for the second generation
 		}
 		want := map[string]string{

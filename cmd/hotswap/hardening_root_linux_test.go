@@ -120,8 +120,12 @@ func TestHardeningPid1(t *testing.T) {
 	hotswap := proctest.Build(t, hotswapPkg)
 	requireHardening(t, hotswap)
 	goapp := proctest.Build(t, goappPkg)
-	cmd := exec.Command("unshare", "--pid", "--fork", hotswap, "--log-format", "json", "--log-level", "debug",
-		"--ready", "200ms", "-l", "http=tcp://127.0.0.1:0", "--", goapp, "--spawn-grandchild")
+	// --kill-child: if the test ends early, killing unshare ends the
+	// namespace's pid 1 too, instead of leaving a hotswap behind. The
+	// control socket goes in the test's directory: the default,
+	// /run/hotswap/PID.sock, is 1.sock for every pid-1 hotswap sharing /run.
+	cmd := exec.Command("unshare", "--pid", "--fork", "--kill-child", hotswap, "--log-format", "json", "--log-level", "debug",
+		"--control", filepath.Join(t.TempDir(), "ctl.sock"), "--ready", "200ms", "-l", "http=tcp://127.0.0.1:0", "--", goapp, "--spawn-grandchild")
 	p := proctest.StartCmd(t, cmd)
 	p.WaitEvent(10*time.Second, "generation ready", proctest.Gen(1))
 	inner := grandchildPid(t, p)

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -59,6 +60,28 @@ func TestListenErrorsInUserTerms(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestFlagErrorsInUserTerms: mistakes in other flags name the flag and
+// the cause, not the package or the temporary file behind them.
+func TestFlagErrorsInUserTerms(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"--ready", "htp://x"}, exitUsage, `hotswap: --ready "htp://x": unknown scheme "htp"`},
+		{[]string{"--user", "no-such-user-xyz"}, exitUsage, "hotswap: --user no-such-user-xyz: no such user"},
+		{[]string{"--pidfile", "/nonexistent/dir/hotswap.pid"}, exitFailure, "hotswap: --pidfile /nonexistent/dir/hotswap.pid: directory /nonexistent/dir: no such file or directory; this hotswap changed nothing"},
+		{[]string{"--control", "/nonexistent/dir/hotswap.sock"}, exitFailure, "hotswap: --control /nonexistent/dir/hotswap.sock: directory /nonexistent/dir: no such file or directory; this hotswap changed nothing"},
+		{[]string{"--control", "none", "--metrics", "127.0.0.1:99999"}, exitFailure, "hotswap: --metrics 127.0.0.1:99999: address 99999: invalid port; nothing is serving"},
+	} {
+		args := append(append([]string{"--log-level", "error"}, tc.args...), "-l", "tcp://127.0.0.1:0", "--", "sleep", "5")
+		code, line := oneLine(t, args...)
+		if code != tc.code || line != tc.want {
+			t.Errorf("%v: exit %d, %q\nwant exit %d, %q", tc.args, code, line, tc.code, tc.want)
+		}
 	}
 }
 
@@ -122,17 +145,33 @@ process.on('SIGTERM', () => s.close());
 func TestHintBindHeldAddress(t *testing.T) {
 	node := nodeBinary(t)
 	hotswap := proctest.Build(t, hotswapPkg)
-	t.Run("start", func(t *testing.T) {
+	// start runs Node on its own port with the listeners before it and
+	// returns the generation's pid, its port and hotswap's last line.
+	start := func(t *testing.T, before ...string) (int, int, string) {
 		port := icFreePort(t)
-		cmd := exec.Command(hotswap, "--log-format", "json", "--control", "none", "-l", fmt.Sprintf("tcp://127.0.0.1:%d", port), "--", node, "-e", nodeServer)
+		addr := fmt.Sprintf("127.0.0.1:%d", port)
+		// A probe of the port, not a delay: Node on a busy machine can
+		// take longer than a delay to fail, and would then have been ready.
+		args := append([]string{"--log-format", "json", "--control", "none", "--ready", "http://" + addr + "/"}, before...)
+		cmd := exec.Command(hotswap, append(args, "-l", "tcp://"+addr, "--", node, "-e", nodeServer)...)
 		cmd.Env = append(os.Environ(), fmt.Sprintf("PORT=%d", port))
 		p := proctest.StartCmd(t, cmd)
 		if code := p.Wait(15 * time.Second); code != exitFailure {
 			t.Errorf("exit %d, want %d", code, exitFailure)
 		}
-		pid := p.WaitEvent(time.Second, "generation started", proctest.Gen(1)).Int("pid")
+		return p.WaitEvent(time.Second, "generation started", proctest.Gen(1)).Int("pid"), port, lastLine(p)
+	}
+	t.Run("start", func(t *testing.T) {
+		pid, port, l := start(t)
 		want := fmt.Sprintf("hotswap: generation 1 (pid %d) exited with status 1 before it was ready: it could not bind 127.0.0.1:%d, which hotswap holds; let it take the inherited socket (fd 3, LISTEN_FDS) or add --intercept; nothing is serving", pid, port)
-		if l := lastLine(p); l != want {
+		if l != want {
+			t.Errorf("got  %q\nwant %q", l, want)
+		}
+	})
+	t.Run("second listener", func(t *testing.T) {
+		pid, port, l := start(t, "-l", "unix://"+filepath.Join(t.TempDir(), "admin.sock"))
+		want := fmt.Sprintf("hotswap: generation 1 (pid %d) exited with status 1 before it was ready: it could not bind 127.0.0.1:%d, which hotswap holds; let it take the inherited socket (fds 3-4, LISTEN_FDS) or add --intercept; nothing is serving", pid, port)
+		if l != want {
 			t.Errorf("got  %q\nwant %q", l, want)
 		}
 	})
@@ -156,6 +195,43 @@ func TestHintBindHeldAddress(t *testing.T) {
 			t.Errorf("after the failed reload %s answered by %q, want gen 1", addr, v)
 		}
 	})
+}
+
+// TestHintBindAfterReady: a delay gate can pass before a slow server gets
+// to its bind and fails; the crash-restart warning then carries the hint.
+func TestHintBindAfterReady(t *testing.T) {
+	hotswap := proctest.Build(t, hotswapPkg)
+	p := proctest.Start(t, hotswap, "--log-format", "json", "--control", "none", "--ready", "100ms", "-l", "tcp://127.0.0.1:0", "--",
+		"sh", "-c", "sleep 0.3; echo 'bind(): Address already in use [core/socket.c line 769]' >&2; exit 1")
+	addr := p.WaitEvent(10*time.Second, "listening", nil).Str("address")
+	e := p.WaitEvent(10*time.Second, "generation exited on its own", proctest.Gen(1))
+	want := "it could not bind " + addr + ", which hotswap holds; let it take the inherited socket (fd 3, LISTEN_FDS) or add --intercept"
+	if e.Str("hint") != want {
+		t.Errorf("hint %q, want %q", e.Str("hint"), want)
+	}
+}
+
+// TestStderrOutlivesHotswap: a generation's stderr is a pipe to a tee
+// process of its own, not to hotswap, so a generation that outlives a
+// killed hotswap can still write to it (a shell writing to a pipe nobody
+// reads dies of SIGPIPE).
+func TestStderrOutlivesHotswap(t *testing.T) {
+	hotswap := proctest.Build(t, hotswapPkg)
+	p := proctest.Start(t, hotswap, "--log-format", "json", "--control", "none", "--ready", "100ms", "-l", "tcp://127.0.0.1:0", "--",
+		"sh", "-c", "while :; do echo tick >&2; sleep 0.02; done")
+	pid := p.WaitEvent(10*time.Second, "generation ready", proctest.Gen(1)).Int("pid")
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
+	p.Signal(syscall.SIGKILL)
+	waitGone(t, p.Cmd.Process.Pid, 5*time.Second) // not p.Wait: the generation holds hotswap's stdout
+	time.Sleep(300 * time.Millisecond)            // 15 more lines
+	if !proctest.Alive(pid) {
+		t.Fatalf("generation 1 (pid %d) died once hotswap was killed", pid)
+	}
+	before := len(p.Lines())
+	time.Sleep(200 * time.Millisecond)
+	if after := len(p.Lines()); after <= before {
+		t.Errorf("no stderr line reached hotswap's stderr after it was killed (%d, then %d lines)", before, after)
+	}
 }
 
 // TestHintStopSignal: a generation still running at the end of the drain
@@ -186,6 +262,61 @@ func TestHintStopSignal(t *testing.T) {
 			t.Errorf("hint %q, want %q", e.Str("hint"), want)
 		}
 	})
+}
+
+// TestHintStopSignalAtStart: a stop signal known to lose requests or
+// time is warned about at the start, not after the first reload: uWSGI's
+// SIGTERM in any mode, HAProxy's where a socket is shared.
+func TestHintStopSignalAtStart(t *testing.T) {
+	hotswap := proctest.Build(t, hotswapPkg)
+	haproxy, err := exec.LookPath("haproxy")
+	proctest.RequireCI(t, err == nil, "haproxy (Debian package haproxy)")
+	uwsgi := uwsgiBinary(t)
+	dir, err := filepath.Abs("../../examples/recipes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		hint string // "" for no warning
+	}{
+		{[]string{"--mode", "shared", "--", haproxy, "-db", "-f", dir + "/haproxy.cfg"}, "HAProxy stops gracefully on SIGUSR1: add --stop-signal USR1"},
+		{[]string{"--", haproxy, "-db", "-f", dir + "/haproxy.cfg"}, ""}, // reuseport: drained first
+		{[]string{"--", uwsgi, "--plugin", "python3", "--protocol", "http", "--socket", "fd://3", "--wsgi-file", dir + "/wsgi.py"}, "uWSGI stops on SIGINT (SIGTERM makes it reload itself): add --stop-signal INT"},
+		{[]string{"--", uwsgi, "--die-on-term", "--plugin", "python3", "--protocol", "http", "--socket", "fd://3", "--wsgi-file", dir + "/wsgi.py"}, ""},
+	} {
+		p := proctest.Start(t, hotswap, append([]string{"--log-format", "json", "--control", "none", "--ready", "200ms", "--drain-timeout", "2s", "-l", "tcp://127.0.0.1:0"}, tc.args...)...)
+		p.WaitEvent(20*time.Second, "generation ready", proctest.Gen(1))
+		cmd := tc.args[slices.Index(tc.args, "--")+1]
+		var got []string
+		for _, e := range p.Events("stop signal SIGTERM will not stop " + cmd + " gracefully") {
+			got = append(got, e.Str("hint"))
+		}
+		if want := []string{tc.hint}; tc.hint == "" && len(got) != 0 || tc.hint != "" && !slices.Equal(got, want) {
+			t.Errorf("%v: warnings %q, want %q", tc.args, got, tc.hint)
+		}
+		p.Signal(syscall.SIGINT)
+		p.Wait(20 * time.Second)
+	}
+}
+
+// TestHintUwsgiProtocol: uWSGI's --http-socket on the address hotswap
+// holds finds the inherited socket and speaks the uwsgi protocol on it, so
+// the HTTP gate only ever sees EOF; uWSGI's own complaint names the fix.
+func TestHintUwsgiProtocol(t *testing.T) {
+	uwsgi := uwsgiBinary(t)
+	hotswap := proctest.Build(t, hotswapPkg)
+	addr := fmt.Sprintf("127.0.0.1:%d", icFreePort(t))
+	p := proctest.Start(t, hotswap, "--log-format", "json", "--control", "none", "--ready", "http://"+addr+"/", "--ready-timeout", "3s",
+		"-l", "tcp://"+addr, "--", uwsgi, "--plugin", "python3", "--http-socket", addr, "--wsgi-file", uwsgiApp(t))
+	if code := p.Wait(20 * time.Second); code != exitFailure {
+		t.Errorf("exit %d, want %d", code, exitFailure)
+	}
+	pid := p.WaitEvent(time.Second, "generation started", proctest.Gen(1)).Int("pid")
+	want := fmt.Sprintf(`hotswap: generation 1 (pid %d) not ready after 3s: GET http://%s/: EOF: uWSGI read HTTP as its own uwsgi protocol ("invalid request block size"): serve HTTP on the inherited socket with --protocol http --socket fd://3, not --http-socket; nothing is serving`, pid, addr)
+	if l := lastLine(p); l != want {
+		t.Errorf("got  %q\nwant %q", l, want)
+	}
 }
 
 func lastLine(p *proctest.Proc) string {

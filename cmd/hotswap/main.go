@@ -11,6 +11,7 @@ import (
 
 	"github.com/hotswap-dev/hotswap/fdpass"
 	"github.com/hotswap-dev/hotswap/internal/intercept"
+	"github.com/hotswap-dev/hotswap/internal/supervisor"
 	"github.com/hotswap-dev/hotswap/internal/upgrade"
 )
 
@@ -28,6 +29,9 @@ var version = "dev"
 const upgradeSignal = upgrade.Signal
 
 func main() {
+	if supervisor.IsTee() {
+		os.Exit(supervisor.RunTee())
+	}
 	if fdpass.IsShim() {
 		code, err := fdpass.RunShim(intercept.ShimPrepare)
 		fmt.Fprintf(os.Stderr, "hotswap: %v\n", err)

@@ -2,9 +2,16 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
 	"net"
 	"net/http"
+	"os"
+	"runtime"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -64,6 +71,8 @@ type statusCollector struct {
 	}
 	up, reloads, restarts, gens, queue, backlog *prometheus.Desc
 	repairs, foreign                            *prometheus.Desc
+	genInfo, genStart                           *prometheus.Desc
+	exes                                        exeVersions
 }
 
 func newStatusCollector(sup *supervisor.Supervisor) *statusCollector {
@@ -77,11 +86,15 @@ func newStatusCollector(sup *supervisor.Supervisor) *statusCollector {
 		backlog:  prometheus.NewDesc("hotswap_listener_backlog", "A listener's accept queue capacity.", []string{"listener", "address"}, nil),
 		repairs:  prometheus.NewDesc("hotswap_steering_repairs_total", "Mismatches between a reuseport group's model and the kernel's sockets that hotswap found and repaired (a leaked socket, a member shut down behind its back); 0 unless something is wrong.", nil, nil),
 		foreign:  prometheus.NewDesc("hotswap_steering_foreign_sockets_total", "Sockets of other processes found listening in a reuseport group; never steered to.", nil, nil),
+		genInfo: prometheus.NewDesc("hotswap_generation_info",
+			"One series per live generation, always 1: its state, pid, the executable it runs and that executable's version (sha256: and the first 12 hex digits of its content's SHA-256).",
+			[]string{"generation", "pid", "state", "executable", "version"}, nil),
+		genStart: prometheus.NewDesc("hotswap_generation_start_time_seconds", "When a live generation was started, in seconds since the Unix epoch.", []string{"generation"}, nil),
 	}
 }
 
 func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.up, c.reloads, c.restarts, c.gens, c.queue, c.backlog, c.repairs, c.foreign} {
+	for _, d := range []*prometheus.Desc{c.up, c.reloads, c.restarts, c.gens, c.queue, c.backlog, c.repairs, c.foreign, c.genInfo, c.genStart} {
 		ch <- d
 	}
 }
@@ -107,6 +120,13 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	for state, n := range byState {
 		ch <- prometheus.MustNewConstMetric(c.gens, prometheus.GaugeValue, float64(n), string(state))
 	}
+	c.exes.prune(st.Generations)
+	for _, g := range st.Generations {
+		id := strconv.Itoa(g.ID)
+		exe, ver := c.exes.of(g)
+		ch <- prometheus.MustNewConstMetric(c.genInfo, prometheus.GaugeValue, 1, id, strconv.Itoa(g.PID), string(g.State), exe, ver)
+		ch <- prometheus.MustNewConstMetric(c.genStart, prometheus.GaugeValue, float64(g.Started.UnixNano())/1e9, id)
+	}
 	for i, l := range st.Listeners {
 		name := l.Name
 		if name == "" {
@@ -117,12 +137,74 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// newMetricsHandler serves hotswap's metrics, the Go runtime's and the
-// process's, from a registry of its own.
+// exeVersions remembers the executable and version of each generation's
+// process, read from /proc/PID/exe: the file that process runs even after
+// it was replaced on disk (install, mv). Two scrapes may collect at once,
+// hence the lock.
+type exeVersions struct {
+	mu   sync.Mutex
+	byID map[int]exeVersion
+}
+
+type exeVersion struct {
+	pid       int
+	exe, vers string
+}
+
+// of returns the executable and version of g. Only a generation that
+// passed its gate is remembered: before that its process may still be a
+// wrapper (sh -c 'exec ...') that has not executed the server yet.
+func (e *exeVersions) of(g supervisor.GenerationStatus) (string, string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if v, ok := e.byID[g.ID]; ok && v.pid == g.PID {
+		return v.exe, v.vers
+	}
+	v := exeVersion{pid: g.PID, exe: "unknown", vers: "unknown"}
+	proc := "/proc/" + strconv.Itoa(g.PID) + "/exe"
+	if path, err := os.Readlink(proc); err == nil {
+		v.exe = strings.TrimSuffix(path, " (deleted)")
+	}
+	if f, err := os.Open(proc); err == nil {
+		h := sha256.New()
+		if _, err := io.Copy(h, f); err == nil {
+			v.vers = "sha256:" + hex.EncodeToString(h.Sum(nil)[:6])
+		}
+		f.Close()
+	}
+	if g.State != supervisor.StateStarting && v.vers != "unknown" {
+		if e.byID == nil {
+			e.byID = map[int]exeVersion{}
+		}
+		e.byID[g.ID] = v
+	}
+	return v.exe, v.vers
+}
+
+// prune forgets generations that are gone.
+func (e *exeVersions) prune(live []supervisor.GenerationStatus) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for id := range e.byID {
+		if !slices.ContainsFunc(live, func(g supervisor.GenerationStatus) bool { return g.ID == id }) {
+			delete(e.byID, id)
+		}
+	}
+}
+
+// newMetricsHandler serves hotswap's metrics, its build's, the Go
+// runtime's and the process's, from a registry of its own.
 func newMetricsHandler(sup *supervisor.Supervisor, obs *metricsObserver) http.Handler {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(newStatusCollector(sup), obs.reloadDur, obs.drainDur,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	build := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "hotswap_build_info",
+		Help:        "Always 1: the version of this hotswap binary and the Go release that built it.",
+		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()},
+	})
+	build.Set(1)
+	reg.MustRegister(newStatusCollector(sup), obs.reloadDur, obs.drainDur, build,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		collectors.NewBuildInfoCollector())
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
 }
 

@@ -107,7 +107,12 @@ func serve(sup *supervisor.Supervisor, up *upgrade.Upgrader, o *options, log hcl
 		<-runErr
 		return fail(exitFailure, "%v; nothing is serving", err)
 	}
-	defer ctl.Close()
+	defer func() {
+		if up.Shared() {
+			ctl.handOff() // the other hotswap serves the control socket file
+		}
+		ctl.Close()
+	}()
 	wg.Go(func() {
 		<-ctx.Done()
 		if up.Away() {
@@ -126,6 +131,16 @@ func serve(sup *supervisor.Supervisor, up *upgrade.Upgrader, o *options, log hcl
 		stop(nil)
 		up.Finish()
 	}()
+	for _, start := range []func() error{
+		func() error { return o.watch.start(ctx, &wg, sup, log) },
+		func() error { return o.stop.startHealth(ctx, &wg, sup, up, log) },
+	} {
+		if err := start(); err != nil {
+			stop(err)
+			<-runErr
+			return fail(exitFailure, "%v; nothing is serving", err)
+		}
+	}
 	for {
 		select {
 		case err := <-runErr:
@@ -141,6 +156,16 @@ func serve(sup *supervisor.Supervisor, up *upgrade.Upgrader, o *options, log hcl
 			case syscall.SIGHUP:
 				wg.Go(func() { reloadOnSignal(ctx, sup, log) })
 			case syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT:
+				// The first SIGTERM with --stop-when-idle waits for the
+				// load balancers; anything else stops at once.
+				if sig == syscall.SIGTERM && o.stop.waits() && !o.stop.stopping.Swap(true) {
+					wg.Go(func() {
+						o.stop.waitIdle(ctx, sup, log)
+						stop(fmt.Errorf("received %v", sig))
+					})
+					continue
+				}
+				o.stop.stopping.Store(true)
 				stop(fmt.Errorf("received %v", sig))
 			default:
 				if err := sup.Signal(ctx, sig.(syscall.Signal)); err != nil {

@@ -392,7 +392,11 @@ func Bind(path string) (*os.File, error) {
 	case errors.Is(err, syscall.EADDRINUSE):
 		return nil, fmt.Errorf("listen control: %v: %w", err, ErrInUse)
 	case err != nil:
-		return nil, fmt.Errorf("listen control: %w", err)
+		var errno syscall.Errno
+		if errors.As(err, &errno) {
+			err = errno // "bind unix PATH: bind: ..." says PATH twice
+		}
+		return nil, fmt.Errorf("listen control %s: %w", path, err)
 	}
 	return f, nil
 }

@@ -55,7 +55,7 @@ type Check struct {
 func Parse(spec string) (Check, error) {
 	c, err := parse(spec)
 	if err != nil {
-		return Check{}, fmt.Errorf("healthgate: parse ready spec %q: %w", spec, err)
+		return Check{}, fmt.Errorf("%q: %w", spec, err)
 	}
 	return c, nil
 }

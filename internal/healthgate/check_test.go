@@ -29,7 +29,7 @@ func TestParse(t *testing.T) {
 		{spec: "exec:/bin/sh  -c  echo  a", kind: KindExec, want: "exec:/bin/sh -c echo  a"},
 		{spec: "500ms", kind: KindDelay},
 		{spec: "1m30s", kind: KindDelay},
-		{spec: "htp://x", wantErr: `healthgate: parse ready spec "htp://x": unknown scheme "htp"`},
+		{spec: "htp://x", wantErr: `"htp://x": unknown scheme "htp"`},
 		{spec: "", wantErr: "empty spec"},
 		{spec: "ready", wantErr: "want notify, http://, https://, tcp://, exec:COMMAND or a duration"},
 		{spec: "0s", wantErr: "not positive"},

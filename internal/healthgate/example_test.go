@@ -22,7 +22,7 @@ func ExampleParse() {
 	// http true false
 	// http://127.0.0.1:40001/healthz?gen=4
 	// [./server --admin=127.0.0.1:40001]
-	// healthgate: parse ready spec "htp://x": unknown scheme "htp"
+	// "htp://x": unknown scheme "htp"
 }
 
 func ExampleParseMessage() {

@@ -24,9 +24,10 @@ func TestMain(m *testing.M) { proctest.HelperMain(m, helpers) }
 
 // Environment of the notify helper.
 const (
-	envSend      = "HOTSWAP_TEST_SEND"       // datagrams separated by "|"; "@sleep D" pauses
-	envChildSend = "HOTSWAP_TEST_CHILD_SEND" // start a grandchild that sends these
-	envWaitGo    = "HOTSWAP_TEST_WAIT_GO"    // wait for a line on stdin before sending
+	envSend       = "HOTSWAP_TEST_SEND"        // datagrams separated by "|"; "@sleep D" pauses
+	envChildSend  = "HOTSWAP_TEST_CHILD_SEND"  // start a grandchild that sends these
+	envChildFirst = "HOTSWAP_TEST_CHILD_FIRST" // the grandchild sends before the child
+	envWaitGo     = "HOTSWAP_TEST_WAIT_GO"     // wait for a line on stdin before sending
 )
 
 // helperNotify sends the datagrams in $HOTSWAP_TEST_SEND to $NOTIFY_SOCKET
@@ -53,13 +54,22 @@ func helperNotify() int {
 	if gc != nil {
 		gpid = gc.cmd.Process.Pid
 	}
-	if err := sendAll(os.Getenv(envSend), gpid); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+	childFirst := os.Getenv(envChildFirst) != ""
+	if !childFirst {
+		if err := sendAll(os.Getenv(envSend), gpid); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
 	}
 	if gc != nil {
 		io.WriteString(gc.stdin, "go\n")
 		if _, err := gc.readReport(5 * time.Second); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+	}
+	if childFirst {
+		if err := sendAll(os.Getenv(envSend), gpid); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}

@@ -130,6 +130,36 @@ func TestNotifyMainPID(t *testing.T) {
 	}
 }
 
+// TestNotifyMainPIDAfterReady: READY=1 from a pid that the generation
+// names with MAINPID= only afterwards counts (podman --sdnotify=container:
+// conmon forwards the server's READY=1 in a race with podman's MAINPID=).
+func TestNotifyMainPIDAfterReady(t *testing.T) {
+	ns := listenNotify(t)
+	h := startHelper(t, "notify", "NOTIFY_SOCKET="+ns.Path(), envSend+"=MAINPID={child}", envChildSend+"=READY=1", envChildFirst+"=1")
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := Wait(ctx, notifyCheck, Target{PID: h.cmd.Process.Pid, Notify: ns}); err != nil {
+		t.Fatal(err)
+	}
+	gpid := h.waitSent(t)
+	if st := ns.State(); st.MainPID != gpid || gpid == 0 || !st.Ready || st.Ignored != 0 {
+		t.Errorf("state %+v, want ready from MainPID %d", st, gpid)
+	}
+}
+
+// TestNotifyHeldNotCredited: a datagram from a pid never named stays
+// uncredited.
+func TestNotifyHeldNotCredited(t *testing.T) {
+	ns := listenNotify(t)
+	h := startHelper(t, "notify", "NOTIFY_SOCKET="+ns.Path(), envSend+"=MAINPID=1", envChildSend+"=READY=1", envChildFirst+"=1")
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+	defer cancel()
+	err := Wait(ctx, notifyCheck, Target{PID: h.cmd.Process.Pid, Notify: ns, Options: Options{Timeout: time.Second}})
+	if err == nil || !strings.Contains(err.Error(), "not credited") {
+		t.Fatalf("got %v, want not ready with an uncredited datagram", err)
+	}
+}
+
 func TestNotifyMalformedIgnored(t *testing.T) {
 	ns := listenNotify(t)
 	big := "STATUS=" + strings.Repeat("x", MaxMessageSize)

@@ -31,8 +31,12 @@ type NotifySocket struct {
 	state    State
 	attached bool
 	pending  []Message // received before Attach
-	handler  func(Message)
-	changed  chan struct{} // closed and replaced on every change
+	// held are datagrams from a pid not credited (yet): the generation
+	// may name it with MAINPID= afterwards (podman names conmon, which
+	// forwards the container's READY=1, in a race with that datagram).
+	held    []Message
+	handler func(Message)
+	changed chan struct{} // closed and replaced on every change
 }
 
 // State is what a generation has told its [NotifySocket] so far.
@@ -187,14 +191,20 @@ func callHandler(h func(Message), m Message) {
 func (n *NotifySocket) applyLocked(m Message) Message {
 	if m.Err == nil && (m.PID == 0 || m.PID != n.state.PID && m.PID != n.state.MainPID) {
 		m.Err = fmt.Errorf("%w: datagram from pid %d, generation is pid %d", ErrUncredited, m.PID, n.state.PID)
+		if m.PID != 0 && len(n.held) < maxPending {
+			held := m
+			held.Err = nil
+			n.held = append(n.held, held)
+		}
 	}
 	if m.Err != nil {
 		n.ignoreLocked(m.Err)
 		return m
 	}
 	s := &n.state
-	if m.MainPID != 0 {
+	if m.MainPID != 0 && m.MainPID != s.MainPID {
 		s.MainPID = m.MainPID
+		defer n.creditHeldLocked()
 	}
 	if m.Reloading {
 		s.Reloading = true
@@ -211,6 +221,19 @@ func (n *NotifySocket) applyLocked(m Message) Message {
 	}
 	n.timersLocked(m, time.Now())
 	return m
+}
+
+// creditHeldLocked applies the held datagrams that came from the main
+// pid just named, in arrival order, and forgets the others.
+func (n *NotifySocket) creditHeldLocked() {
+	held := n.held
+	n.held = nil
+	for _, m := range held {
+		if m.PID == n.state.MainPID {
+			n.state.Ignored--
+			n.applyLocked(m)
+		}
+	}
 }
 
 func (n *NotifySocket) timersLocked(m Message, now time.Time) {

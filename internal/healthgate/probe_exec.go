@@ -19,13 +19,13 @@ const execWaitDelay = 100 * time.Millisecond
 // execProbe is ready when the command exits 0. It runs without a shell, in
 // its own process group, which is killed when the attempt times out or
 // ctx is cancelled.
-type execProbe struct{ args []string }
+type execProbe struct{ args, env []string }
 
 func (p execProbe) attempt(ctx context.Context) error {
 	cmd := exec.CommandContext(ctx, p.args[0], p.args[1:]...)
 	out := &tailBuffer{max: maxExecOutput}
 	cmd.Stdout, cmd.Stderr = out, out
-	cmd.Env = probeEnv(os.Environ())
+	cmd.Env = append(probeEnv(os.Environ()), p.env...)
 	cmd.WaitDelay = execWaitDelay
 	ownProcessGroup(cmd)
 	err := cmd.Run()

@@ -37,6 +37,8 @@ type Options struct {
 	// Control, if set, runs on every http and tcp probe socket before
 	// connect, as net.Dialer.Control.
 	Control func(network, address string, c syscall.RawConn) error
+	// Env is added to the environment of exec probes.
+	Env []string
 	// Verify, if set, runs on every http and tcp probe connection once it
 	// is established; an error fails the attempt. [HealthSocket.Verify]
 	// checks that a {port} probe reached the generation's own socket.
@@ -88,7 +90,7 @@ func Wait(ctx context.Context, c Check, t Target) error {
 	case KindTCP:
 		g = tcpProbe{addr: c.target, opts: t.Options}
 	case KindExec:
-		g = execProbe{args: c.args}
+		g = execProbe{args: c.args, env: t.Options.Env}
 	default:
 		return fmt.Errorf("healthgate: wait for %q: invalid check", c)
 	}

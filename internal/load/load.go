@@ -63,16 +63,19 @@ type Result struct {
 	Start, End time.Time
 }
 
-func (r Result) String() string {
-	keys := make([]string, 0, len(r.Errors))
-	for k := range r.Errors {
+func (r Result) String() string { return Summary(r.OK, r.Failed, r.End.Sub(r.Start), r.Errors) }
+
+// Summary is the one-line account of a load: "N ok, M failed in D; kind n; ...".
+func Summary(ok, failed int, d time.Duration, errs map[string]int) string {
+	keys := make([]string, 0, len(errs))
+	for k := range errs {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
 	var b strings.Builder
-	fmt.Fprintf(&b, "%d ok, %d failed in %s", r.OK, r.Failed, r.End.Sub(r.Start).Round(time.Millisecond))
+	fmt.Fprintf(&b, "%d ok, %d failed in %s", ok, failed, d.Round(time.Millisecond))
 	for _, k := range keys {
-		fmt.Fprintf(&b, "; %s %d", k, r.Errors[k])
+		fmt.Fprintf(&b, "; %s %d", k, errs[k])
 	}
 	return b.String()
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -24,7 +25,8 @@ var (
 
 // Build compiles the main package pkg (an import path) once per test binary
 // and returns the path of the binary; with -race when the test binary is a
-// race build. Env entries (e.g. CGO_ENABLED=0) are passed to go build.
+// race build (unless env has CGO_ENABLED=0: a static binary, for a
+// container image, cannot be one). Env entries (e.g. CGO_ENABLED=0) are passed to go build.
 func Build(t testing.TB, pkg string, env ...string) string {
 	t.Helper()
 	buildMu.Lock()
@@ -42,7 +44,7 @@ func Build(t testing.TB, pkg string, env ...string) string {
 	}
 	out := filepath.Join(buildDir, fmt.Sprintf("%s-%d", filepath.Base(pkg), len(built)))
 	args := []string{"build", "-o", out}
-	if raceEnabled {
+	if raceEnabled && !slices.Contains(env, "CGO_ENABLED=0") { // -race needs cgo
 		args = append(args, "-race")
 	}
 	cmd := exec.Command("go", append(args, pkg)...)
@@ -185,3 +187,12 @@ func IsRoot() bool { return os.Geteuid() == 0 }
 type writerFunc func([]byte)
 
 func (f writerFunc) Write(b []byte) (int, error) { f(b); return len(b), nil }
+
+// Command returns the path of the program name from the Debian package
+// pkg, found in PATH; RequireCI decides what its absence means.
+func Command(t testing.TB, name, pkg string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	RequireCI(t, err == nil, name+" (Debian package "+pkg+"; scripts/deps.sh installs it)")
+	return path
+}

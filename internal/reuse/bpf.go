@@ -6,6 +6,7 @@ import (
 	"net/netip"
 
 	"golang.org/x/net/bpf"
+	"golang.org/x/sys/unix"
 )
 
 // What a SO_ATTACH_REUSEPORT_CBPF program sees (net/core/sock_reuseport.c,
@@ -40,12 +41,7 @@ type program struct {
 func (p program) compile() ([]bpf.RawInstruction, error) {
 	var a asm
 	if p.probe >= 0 {
-		if p.probeSrc.Addr().Is4() {
-			a.probe4(p.probeSrc)
-		} else {
-			a.probe6(p.probeSrc)
-		}
-		a.emit(bpf.RetConstant{Val: uint32(p.probe)})
+		a.probeRule(p.probeSrc, unix.IPPROTO_TCP, p.probe)
 	}
 	a.label("rule")
 	if p.other >= 0 && p.pct < 100 {
@@ -57,6 +53,17 @@ func (p program) compile() ([]bpf.RawInstruction, error) {
 	a.label("to")
 	a.emit(bpf.RetConstant{Val: uint32(p.to)})
 	return a.assemble()
+}
+
+// probeRule returns index for a packet of protocol proto from src, and
+// jumps to the label "rule" for any other.
+func (a *asm) probeRule(src netip.AddrPort, proto uint32, index int) {
+	if src.Addr().Is4() {
+		a.probe4(src)
+	} else {
+		a.probe6(src, proto)
+	}
+	a.emit(bpf.RetConstant{Val: uint32(index)})
 }
 
 // probe4 falls through when an IPv4 packet comes from src, else jumps to rule.
@@ -75,15 +82,15 @@ func (a *asm) probe4(src netip.AddrPort) {
 	a.jump(bpf.JumpNotEqual, uint32(src.Port()), "rule", "")
 }
 
-// probe6 falls through when an IPv6 TCP packet with no extension header
-// comes from src, else jumps to rule.
-func (a *asm) probe6(src netip.AddrPort) {
+// probe6 falls through when an IPv6 packet of protocol proto (TCP or UDP)
+// with no extension header comes from src, else jumps to rule.
+func (a *asm) probe6(src netip.AddrPort, proto uint32) {
 	ip := src.Addr().As16()
 	a.emit(bpf.LoadAbsolute{Off: skfNetOff, Size: 1},
 		bpf.ALUOpConstant{Op: bpf.ALUOpShiftRight, Val: 4})
 	a.jump(bpf.JumpNotEqual, 6, "rule", "")
 	a.emit(bpf.LoadAbsolute{Off: skfNetOff + 6, Size: 1})
-	a.jump(bpf.JumpNotEqual, 6, "rule", "") // next header TCP
+	a.jump(bpf.JumpNotEqual, proto, "rule", "") // next header
 	for i := range 4 {
 		a.emit(bpf.LoadAbsolute{Off: skfNetOff + 8 + uint32(4*i), Size: 4})
 		a.jump(bpf.JumpNotEqual, binary.BigEndian.Uint32(ip[4*i:]), "rule", "")

@@ -15,9 +15,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// More TCP states (include/net/tcp_states.h).
-const tcpSynRecv = 3
-
 // sock_diag constants of include/uapi/linux/inet_diag.h that x/sys/unix
 // does not name.
 const (

@@ -111,13 +111,9 @@ func NewGroup(network, address string) (*Group, error) {
 	if network != "tcp" && network != "tcp4" && network != "tcp6" {
 		return nil, fmt.Errorf("new group %s %s: %w", network, address, net.UnknownNetworkError(network))
 	}
-	_, portStr, err := net.SplitHostPort(address)
+	port, err := addressPort(address)
 	if err != nil {
 		return nil, fmt.Errorf("new group %s: %w", address, err)
-	}
-	port, err := strconv.Atoi(portStr)
-	if err != nil {
-		return nil, fmt.Errorf("new group %s: bad port: %w", address, err)
 	}
 	g := &Group{network: network, address: address, port: port}
 	if g.probe, g.probeAP, err = reserveProbe(network, address); err != nil {

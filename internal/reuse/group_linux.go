@@ -14,8 +14,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// bindSibling binds a non-blocking SO_REUSEPORT socket and returns it
-// with its inode and bound port.
+// bindSibling binds a non-blocking SO_REUSEPORT socket (TCP or UDP) and
+// returns it with its inode and bound port.
 func bindSibling(network, address string) (f *os.File, ino uint64, port int, retErr error) {
 	f, err := Bind(network, address, Options{ReusePort: true})
 	if err != nil {
@@ -47,7 +47,13 @@ func bindSibling(network, address string) (f *os.File, ino uint64, port int, ret
 	if err != nil {
 		return nil, 0, 0, err
 	}
-	return f, st.Ino, a.(*net.TCPAddr).Port, nil
+	switch a := a.(type) {
+	case *net.TCPAddr:
+		port = a.Port
+	case *net.UDPAddr:
+		port = a.Port
+	}
+	return f, st.Ino, port, nil
 }
 
 // attachProgram attaches raw as the group's SO_ATTACH_REUSEPORT_CBPF

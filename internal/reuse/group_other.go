@@ -71,6 +71,9 @@ func Somaxconn() int { return 4096 }
 // MigrateReq is not supported on this platform.
 func MigrateReq() (int, error) { return 0, errGroupUnsupported }
 
+// ConnCookies returns the cookies of the TCP connections on ports.
+func ConnCookies(string, []int) (map[uint64]bool, error) { return nil, errGroupUnsupported }
+
 // Port is a local TCP port in the address family of its listener.
 type Port struct {
 	Family uint8

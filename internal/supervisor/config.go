@@ -219,6 +219,10 @@ type Config struct {
 	// os.Executable(). Its main must call fdpass.RunShim when
 	// fdpass.IsShim() is true.
 	Executable string
+	// TeeStderr: Executable also runs as the stderr tee of every
+	// generation (its main calls RunTee when IsTee() is true; tee.go).
+	// Otherwise hotswap copies a generation's stderr itself.
+	TeeStderr bool
 }
 
 func (c *Config) validate() error {
@@ -230,6 +234,17 @@ func (c *Config) validate() error {
 	}
 	if len(c.Listeners) == 0 {
 		return errors.New("no --listen address")
+	}
+	if err := checkArgFiles(c.Command); err != nil {
+		return err
+	}
+	if p, ok, err := parsePodmanRun(c.Command); ok {
+		if err == nil {
+			err = p.check(len(c.Listeners), c.Ready.NeedsNotify())
+		}
+		if err != nil {
+			return err
+		}
 	}
 	seen := map[string]bool{}
 	for i := range c.Listeners {

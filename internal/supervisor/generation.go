@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"os/exec"
 	"sync"
@@ -46,6 +47,16 @@ type gen struct {
 	// to the restart (leaveMembers).
 	leave sync.Once
 	watch *outputWatch // its stderr, without --intercept (hint.go)
+	// files are the {file:PATH} values it was started with; a crash
+	// restart of it starts the same ones (argfile.go).
+	files argFiles
+	argv  []string // the command it runs, placeholders expanded
+	// ctr is set when the command is `podman run` (podman.go).
+	ctr *container
+	// udp is set when it has sockets of its own in UDP groups (quic.go);
+	// udpProbe is where its readiness probes over UDP come from.
+	udp      bool
+	udpProbe netip.AddrPort
 
 	// ctx is cancelled, with the reason, when the process exits.
 	ctx    context.Context
@@ -56,11 +67,18 @@ type gen struct {
 }
 
 // startGen starts generation id through the exec shim with every listener.
-func (s *Supervisor) startGen(id int) (_ *gen, retErr error) {
+// values are the {file:PATH} values to use; nil reads the files.
+func (s *Supervisor) startGen(id int, values argFiles) (_ *gen, retErr error) {
 	if _, err := exec.LookPath(s.cfg.Command[0]); err != nil {
 		return nil, fmt.Errorf("start generation %d: command %s: %w", id, s.cfg.Command[0], unwrapExec(err))
 	}
-	ready, argv, env, err := s.prepareReady(id)
+	if values == nil {
+		var err error
+		if values, err = readArgFiles(s.cfg.Command); err != nil {
+			return nil, fmt.Errorf("start generation %d: %w", id, err)
+		}
+	}
+	ready, argv, env, err := s.prepareReady(id, values)
 	if err != nil {
 		return nil, err
 	}
@@ -81,6 +99,9 @@ func (s *Supervisor) startGen(id int) (_ *gen, retErr error) {
 		}
 	}()
 	files, names := ready.handOut(files, s.names)
+	if s.podman != nil {
+		argv = s.podman.args(id, argv)
+	}
 	path, args, ok := s.shellShim(argv)
 	if !ok {
 		path, args = s.cfg.Executable, fdpass.ShimArgs(argv)
@@ -126,6 +147,8 @@ func (s *Supervisor) startGen(id int) (_ *gen, retErr error) {
 		log:     s.log.With("gen", id, "pid", cmd.Process.Pid),
 		ready:   ready,
 		members: members,
+		files:   values,
+		argv:    argv,
 		exited:  make(chan struct{}),
 	}
 	if ready.notify != nil {
@@ -195,6 +218,15 @@ func (s *Supervisor) wait(g *gen) {
 		}
 	}
 	g.ps = g.cmd.ProcessState
+	if g.ctr != nil {
+		killed, lingered := g.ctr.cleanup()
+		if killed {
+			g.log.Warn("podman exited before its container; killed the container", "image", g.ctr.image)
+		}
+		if lingered {
+			g.log.Warn("conmon still runs; its copy of the listeners stays in the reuseport group until it exits", "image", g.ctr.image, "waited", containerExitWait)
+		}
+	}
 	if errors.Is(err, exec.ErrWaitDelay) {
 		err = nil // exited; a descendant still holds its output pipe
 	}
@@ -211,9 +243,14 @@ func (s *Supervisor) wait(g *gen) {
 // signal and, after the drain timeout, SIGKILL to its whole process group.
 // It returns once g has been reaped.
 func (s *Supervisor) stop(g *gen, drain bool) {
+	cutover := time.Now()
 	if drain && g.members != nil && !s.cfg.SkipDrain {
 		d, ok := s.drainWait(g)
 		g.log.Info("drained", "after", d.Round(time.Millisecond), "complete", ok)
+	}
+	if drain && g.udp && !s.cfg.SkipDrain {
+		d := s.udpDrainWait(g, cutover)
+		g.log.Info("kept its quic connections", "for", d.Round(time.Millisecond))
 	}
 	s.leaveMembers(g, nil)
 	sig := s.cfg.StopSignal
@@ -231,6 +268,14 @@ func (s *Supervisor) stop(g *gen, drain bool) {
 	case <-t.C:
 	}
 	g.log.Warn("generation did not stop in time, killing it", "drain_timeout", s.cfg.DrainTimeout, "hint", stopHint(g, sig))
+	if g.ctr != nil && g.ctr.kill() {
+		// podman removes a --rm container once it is dead, then exits.
+		select {
+		case <-g.exited:
+			return
+		case <-time.After(containerExitWait):
+		}
+	}
 	// The group first, for workers the process may have left behind; the
 	// process itself in case it changed its group.
 	_ = syscall.Kill(-g.pid, syscall.SIGKILL)

@@ -32,6 +32,10 @@ import (
 //  4. If the upgrade fails, [Supervisor.AbortHandoff] thaws the groups and
 //     re-attaches this hotswap's program.
 
+// errUDPHandoff refuses a self-upgrade with UDP groups: the new hotswap's
+// sockets would join them beside this one's steering program.
+var errUDPHandoff = errors.New("UDP listeners in reuseport mode cannot be handed to a new hotswap yet: this hotswap keeps serving; restart it to upgrade, or run it with --mode shared")
+
 // errHandingOff refuses reloads while a self-upgrade is in progress.
 var errHandingOff = errors.New("a self-upgrade is in progress: try again when it is done")
 
@@ -42,6 +46,9 @@ var errHandingOff = errors.New("a self-upgrade is in progress: try again when it
 func (s *Supervisor) PrepareHandoff(ctx context.Context) (map[ListenSpec]*os.File, error) {
 	files := map[ListenSpec]*os.File{}
 	err := s.call(ctx, func() error {
+		if s.udp != nil {
+			return errUDPHandoff
+		}
 		if !s.hasGroups() {
 			return nil
 		}

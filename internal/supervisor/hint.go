@@ -1,13 +1,16 @@
 package supervisor
 
 import (
-	"bytes"
+	"context"
 	"fmt"
+	"github.com/hotswap-dev/hotswap/internal/reuse"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -16,20 +19,35 @@ import (
 // Hints: a failure that has a known fix says it, in the user's terms.
 
 // exitCause is why a generation's context ended: it exited, with a hint
-// when its exit points to a fix.
+// when its exit points to a fix. The hint is read when first needed, not
+// when the context ends: the gate must see the exit at once, while what
+// the generation said may still be on its way through the tee.
 type exitCause struct {
 	status string // "status 1", "signal SIGKILL"
 	code   int    // the shell's exit status
-	hint   string
+	watch  *outputWatch
+
+	once sync.Once
+	hint string
 }
 
 func (e *exitCause) Error() string { return "exited with " + e.status + e.suffix() }
 
+// Hint returns the hint, waiting briefly for the generation's stderr.
+func (e *exitCause) Hint() string {
+	e.once.Do(func() {
+		if e.watch != nil {
+			e.hint = e.watch.bindHint(e.code)
+		}
+	})
+	return e.hint
+}
+
 func (e *exitCause) suffix() string {
-	if e.hint == "" {
-		return ""
+	if h := e.Hint(); h != "" {
+		return ": " + h
 	}
-	return ": " + e.hint
+	return ""
 }
 
 // earlyExit is a first generation that exited before it was ready.
@@ -49,22 +67,46 @@ func (e *earlyExit) Unwrap() error { return e.cause }
 
 // exitedCause is the cause g's context ends with once it was reaped.
 func exitedCause(g *gen) error {
-	c := &exitCause{status: describeExit(g.ps), code: exitCode(g.ps)}
-	if g.watch != nil {
-		c.hint = g.watch.bindHint(c.code)
+	return &exitCause{status: describeExit(g.ps), code: exitCode(g.ps), watch: g.watch}
+}
+
+// causeHint is the hint of g's exit, if any.
+func causeHint(g *gen) string {
+	if c, ok := context.Cause(g.ctx).(*exitCause); ok {
+		return c.Hint()
 	}
-	return c
+	return ""
 }
 
 // The bind watch: without --intercept, a server that binds a --listen
 // address itself finds it taken by hotswap and usually exits at once,
 // saying "address already in use". Each generation's stderr goes through
-// a pipe that hotswap copies to its own stderr, watching for that.
+// a pipe copied to hotswap's stderr by a tee process (tee.go), or with
+// --output-prefix by hotswap itself, watching for that.
 
-// inUseWords are how servers report EADDRINUSE: "Address already in use"
-// (glibc's strerror, Python, nginx, HAProxy, uWSGI, Go), "EADDRINUSE"
-// (Node, Ruby).
-func inUseWords() [][]byte { return [][]byte{[]byte("address already in use"), []byte("eaddrinuse")} }
+// A sign is something a generation said on stderr that points to a fix.
+type sign byte
+
+const (
+	signInUse      sign = 1 << iota // it could not bind an address: hotswap's
+	signUwsgiProto                  // uWSGI speaks its own protocol on the socket
+)
+
+// signWords are the words, lower case, of each sign: EADDRINUSE as glibc's
+// strerror says it (Python, nginx, HAProxy, uWSGI, Go) or by name (Node,
+// Ruby); uWSGI reading an HTTP request as a uwsgi packet header.
+func signWords() []signWord {
+	return []signWord{
+		{signInUse, []byte("address already in use")},
+		{signInUse, []byte("eaddrinuse")},
+		{signUwsgiProto, []byte("invalid request block size")},
+	}
+}
+
+type signWord struct {
+	sign  sign
+	words []byte
+}
 
 // watchLimit bounds how much of a generation's stderr is searched: a
 // bind fails at start, not after megabytes of logs.
@@ -82,8 +124,9 @@ func newBindWatchHook(s *Supervisor) *bindWatchHook {
 type outputWatch struct {
 	w     *os.File      // the child's stderr; hotswap's copy is closed once it started
 	done  chan struct{} // closed when every writer has closed the pipe
-	inUse atomic.Bool
-	held  []string // the addresses hotswap holds, for the hint
+	signs atomic.Uint32 // the signs seen
+	held  []string      // the addresses hotswap holds, for the hint
+	fds   int           // how many listeners the generation inherits, from fd 3
 }
 
 func (h *bindWatchHook) before(id int, cmd *exec.Cmd) error {
@@ -91,17 +134,32 @@ func (h *bindWatchHook) before(id int, cmd *exec.Cmd) error {
 	if err != nil {
 		return fmt.Errorf("stderr pipe: %w", err)
 	}
-	ow := &outputWatch{w: w, done: make(chan struct{})}
+	ow := &outputWatch{w: w, done: make(chan struct{}), fds: len(h.s.listeners)}
 	for _, l := range h.s.listeners {
 		if l.spec.Network != "unix" {
 			ow.held = append(ow.held, l.addr())
 		}
 	}
+	// The {port} socket follows the listeners (readiness.handOut): a
+	// server that binds 127.0.0.1:{port} itself instead of serving it
+	// fails the same way.
+	if n := len(h.s.listeners); h.s.cfg.Ready.UsesPort() && len(cmd.ExtraFiles) > n {
+		if a, err := reuse.Addr(cmd.ExtraFiles[n]); err == nil {
+			ow.held = append(ow.held, a.String())
+		}
+	}
 	dst := cmd.Stderr
 	cmd.Stderr = w
-	// Not owned by s.wg: a descendant of the generation may hold the pipe
-	// open after it exited, and hotswap must not wait for it.
-	go ow.copy(dst, r)
+	if f, ok := dst.(*os.File); ok && h.s.cfg.TeeStderr {
+		if err := ow.startTee(h.s.cfg.Executable, r, f); err != nil {
+			w.Close()
+			return fmt.Errorf("stderr tee: %w", err)
+		}
+	} else {
+		// Not owned by s.wg: a descendant of the generation may hold
+		// the pipe open after it exited, and hotswap must not wait.
+		go ow.copy(dst, r)
+	}
 	h.pending[id] = ow
 	return nil
 }
@@ -124,21 +182,13 @@ func (ow *outputWatch) copy(dst io.Writer, r *os.File) {
 	defer close(ow.done)
 	defer r.Close()
 	buf := make([]byte, 32<<10)
-	var tail []byte // the end of the previous read, for words cut in two
-	seen := 0
+	scan := scanner{}
 	for {
 		n, err := r.Read(buf)
 		if n > 0 {
 			dst.Write(buf[:n])
-			if seen < watchLimit && !ow.inUse.Load() {
-				text := bytes.ToLower(append(tail, buf[:n]...))
-				for _, w := range inUseWords() {
-					if bytes.Contains(text, w) {
-						ow.inUse.Store(true)
-					}
-				}
-				tail = append(tail[:0], text[max(0, len(text)-32):]...)
-				seen += n
+			if s := scan.add(buf[:n]); s != 0 {
+				ow.saw(s)
 			}
 		}
 		if err != nil {
@@ -150,6 +200,19 @@ func (ow *outputWatch) copy(dst io.Writer, r *os.File) {
 	}
 }
 
+func (ow *outputWatch) saw(s sign) { ow.signs.Or(uint32(s)) }
+
+func (ow *outputWatch) seen(s sign) bool { return ow.signs.Load()&uint32(s) != 0 }
+
+// protocolHint returns the hint for a generation that was not ready in
+// time, when its output says why.
+func (ow *outputWatch) protocolHint() string {
+	if ow.seen(signUwsgiProto) {
+		return `uWSGI read HTTP as its own uwsgi protocol ("invalid request block size"): serve HTTP on the inherited socket with --protocol http --socket fd://3, not --http-socket`
+	}
+	return ""
+}
+
 // bindHint returns the hint for a generation that exited with code: it
 // could not bind an address hotswap holds, when it said so on stderr or
 // exited with EADDRINUSE's number.
@@ -158,13 +221,15 @@ func (ow *outputWatch) bindHint(code int) string {
 	case <-ow.done:
 	case <-time.After(100 * time.Millisecond): // a descendant holds the pipe; take what was read
 	}
-	if len(ow.held) == 0 || !ow.inUse.Load() && code != int(syscall.EADDRINUSE) {
+	if len(ow.held) == 0 || !ow.seen(signInUse) && code != int(syscall.EADDRINUSE) {
 		return ""
 	}
 	fds := "fd 3"
+	if ow.fds > 1 {
+		fds = fmt.Sprintf("fds 3-%d", 2+ow.fds)
+	}
 	what := ow.held[0] + ", which hotswap holds"
 	if len(ow.held) > 1 {
-		fds = fmt.Sprintf("fds 3-%d", 2+len(ow.held))
 		what = "an address hotswap holds (" + strings.Join(ow.held, ", ") + ")"
 	}
 	return fmt.Sprintf("it could not bind %s; let it take the inherited socket (%s, LISTEN_FDS) or add --intercept", what, fds)
@@ -197,4 +262,32 @@ func stopHint(g *gen, sig syscall.Signal) string {
 		return hint
 	}
 	return fmt.Sprintf("it did not exit on %s: give --stop-signal the server's graceful stop signal, or a longer --drain-timeout", signalName(sig))
+}
+
+// warnStopSignal warns at the start when the command is a server whose
+// stop signal is known and --stop-signal is another that will lose
+// requests or time: uWSGI's SIGTERM (it reloads itself, so every old
+// generation waits out the drain timeout) unless --die-on-term; nginx's
+// and HAProxy's fast stop where a socket is shared, so that hotswap cannot
+// drain the old generation before it stops.
+func (s *Supervisor) warnStopSignal() {
+	sig, hint, ok := gracefulSignal(filepath.Base(s.cfg.Command[0]))
+	if !ok || sig == signalName(s.cfg.StopSignal) {
+		return
+	}
+	switch filepath.Base(s.cfg.Command[0]) {
+	case "uwsgi", "uwsgi-core":
+		if s.cfg.StopSignal != syscall.SIGTERM || slices.Contains(s.cfg.Command, "--die-on-term") {
+			return
+		}
+	default:
+		shared := s.cfg.Mode != ModeReusePort
+		for _, l := range s.cfg.Listeners {
+			shared = shared || !strings.HasPrefix(l.Network, "tcp")
+		}
+		if !shared {
+			return // drained before its stop signal: nothing in flight
+		}
+	}
+	s.log.Warn("stop signal "+signalName(s.cfg.StopSignal)+" will not stop "+s.cfg.Command[0]+" gracefully", "hint", hint)
 }

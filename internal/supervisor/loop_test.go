@@ -36,7 +36,7 @@ type fakeGen struct {
 	signals []syscall.Signal
 }
 
-func (f *fakeProcs) start(id int) (*gen, error) {
+func (f *fakeProcs) start(id int, _ argFiles) (*gen, error) {
 	s := f.s
 	g := &gen{id: id, pid: 10000 + id, started: time.Now(), state: StateStarting,
 		log: s.log.With("gen", id), exited: make(chan struct{})}

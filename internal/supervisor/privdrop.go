@@ -93,6 +93,10 @@ func ParseCredential(userName, group string) (*syscall.Credential, error) {
 	c := &syscall.Credential{Uid: uint32(os.Getuid()), Gid: uint32(os.Getgid())}
 	if userName != "" {
 		u, err := lookupUser(userName)
+		var unknown user.UnknownUserError
+		if errors.As(err, &unknown) {
+			return nil, fmt.Errorf("--user %s: no such user", userName)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("--user %s: %w", userName, err)
 		}

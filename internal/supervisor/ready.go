@@ -48,7 +48,7 @@ func (r readiness) port() int {
 // bound here and handed to the generation after its listeners, named
 // healthgate.HealthName; the supervisor's copy stays open until the
 // generation exits, so nobody else can bind the port meanwhile.
-func (s *Supervisor) prepareReady(id int) (_ readiness, _, _ []string, retErr error) {
+func (s *Supervisor) prepareReady(id int, files argFiles) (_ readiness, _, _ []string, retErr error) {
 	var r readiness
 	var env []string
 	defer func() {
@@ -71,7 +71,7 @@ func (s *Supervisor) prepareReady(id int) (_ readiness, _, _ []string, retErr er
 		r.notify = ns
 		env = append(env, fdpass.NotifySocket+"="+ns.Path())
 	}
-	argv := healthgate.ExpandArgs(s.cfg.Command, healthgate.Vars{Gen: id, Port: r.port()})
+	argv := healthgate.ExpandArgs(files.expand(s.cfg.Command), healthgate.Vars{Gen: id, Port: r.port()})
 	return r, argv, env, nil
 }
 
@@ -106,6 +106,9 @@ func (s *Supervisor) waitReady(ctx context.Context, g *gen) error {
 		// steered to g's own socket: it tests exactly g. (healthgate sets
 		// SO_REUSEADDR on a fixed source port itself.)
 		opts.LocalAddr = net.TCPAddrFromAddrPort(src)
+	}
+	if g.udpProbe.IsValid() {
+		opts.Env = append(opts.Env, fdpass.ProbeSource+"="+g.udpProbe.String())
 	}
 	return healthgate.Wait(ctx, c, healthgate.Target{PID: g.pid, Notify: g.ready.notify, Options: opts})
 }

@@ -48,7 +48,8 @@ type listener struct {
 	mode   Mode
 	shared *os.File
 	group  *reuse.Group
-	port   int // the bound port
+	udp    *reuse.UDPGroup // a UDP listener in reuseport mode (quic.go)
+	port   int             // the bound port
 	// diagPort is a reuseport group's port as sock_diag files its
 	// connections, for the drain.
 	diagPort reuse.Port
@@ -70,6 +71,9 @@ func (s *Supervisor) openListener(spec ListenSpec) (*listener, error) {
 		l.group, l.mode = g, ModeReusePort
 		return l, nil
 	}
+	if s.udp != nil && isUDP(spec.Network) {
+		return l, s.openUDP(l)
+	}
 	f, err := s.cfg.Listen(spec)
 	if err != nil {
 		return nil, err
@@ -88,6 +92,9 @@ func (l *listener) addr() string {
 	if l.group != nil {
 		return l.group.Addr()
 	}
+	if l.udp != nil {
+		return l.udp.Addr()
+	}
 	if a, err := reuse.Addr(l.shared); err == nil {
 		return a.String()
 	}
@@ -100,6 +107,9 @@ func (l *listener) close() {
 	}
 	if l.group != nil {
 		l.group.Close()
+	}
+	if l.udp != nil {
+		l.udp.Close()
 	}
 }
 
@@ -202,6 +212,9 @@ func (s *Supervisor) sync() {
 // generation leaves that role to the group's default (the oldest member).
 func (s *Supervisor) steer(to, other *gen, pct int, probe *gen) error {
 	var errs []error
+	if s.udp != nil {
+		errs = append(errs, s.udpSteer(to, other, pct, probe))
+	}
 	for i, l := range s.listeners {
 		if !l.reuseport() {
 			continue
@@ -323,7 +336,7 @@ func (d *drainer) done(elapsed time.Duration, conns bool) (done bool, graceLeft 
 		return false, 0
 	}
 	if d.conns == nil {
-		set, err := reuse.Snapshot(d.g.pid, d.ports, d.listeners())
+		set, err := d.g.snapshot(d.ports, d.listeners())
 		if err != nil {
 			return false, 0 // g exited (g.exited ends the wait), or a look failed
 		}

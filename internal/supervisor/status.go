@@ -84,6 +84,18 @@ type GenerationStatus struct {
 	ReadyAfter time.Duration `json:"ready_after_ns,omitempty"`
 	// Queues are the accept queues of its own reuseport sockets.
 	Queues []ListenerQueue `json:"queues,omitempty"`
+	// QUICCID is its HOTSWAP_QUIC_CID, with UDP listeners in reuseport
+	// mode: the first byte of PREFIX is its slot.
+	QUICCID string `json:"quic_cid,omitempty"`
+	// Container is set when the command is `podman run`.
+	Container *ContainerStatus `json:"container,omitempty"`
+}
+
+// ContainerStatus is the container of a `podman run` generation.
+type ContainerStatus struct {
+	Image string `json:"image"`          // as on the command line, {file:} expanded
+	ID    string `json:"id,omitempty"`   // empty until podman has created it
+	Name  string `json:"name,omitempty"` // --name, if given
 }
 
 // ListenerQueue is the accept-queue length of one generation's socket.
@@ -163,8 +175,17 @@ func (s *Supervisor) status() Status {
 				gs.Queues = append(gs.Queues, ListenerQueue{Name: s.listeners[i].spec.Name, Queue: q, Inode: m.Inode()})
 			}
 		}
+		if g.ctr != nil {
+			id, _ := g.ctr.known()
+			gs.Container = &ContainerStatus{Image: g.ctr.image, ID: id, Name: g.ctr.name}
+		}
 		if !g.readyAt.IsZero() {
 			gs.ReadyAfter = g.readyAt.Sub(g.started)
+		}
+		if s.udp != nil {
+			if sl, ok := s.udp.slots[g.id]; ok {
+				gs.QUICCID = s.udp.cid(sl)
+			}
 		}
 		st.Generations = append(st.Generations, gs)
 	}

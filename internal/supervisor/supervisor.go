@@ -27,6 +27,9 @@ type Supervisor struct {
 	log   hclog.Logger
 	names []string // listener names, in fd order
 	hooks []startHook
+	udp   *udpSteer // UDP listeners in reuseport mode, or nil (quic.go)
+	// podman is set when the command is `podman run` (podman.go).
+	podman *podmanHook
 	// listeners are the sockets, in fd order; never closed while Run runs.
 	listeners []*listener
 
@@ -58,6 +61,9 @@ type Supervisor struct {
 	restart   *time.Timer
 	restartAt time.Time
 	lastExit  *os.ProcessState // of the last current generation to exit
+	// crashedFiles are the {file:PATH} values of the last current
+	// generation to exit, for its crash restart.
+	crashedFiles argFiles
 	// orphans are listening reuseport members without a generation, per
 	// listener: the first ones, then those of a crashed current
 	// generation; the next generation started takes them.
@@ -134,6 +140,7 @@ func New(cfg Config) (*Supervisor, error) {
 	if !cfg.Intercept {
 		s.hooks = append(s.hooks, newBindWatchHook(s))
 	}
+	s.warnStopSignal()
 	if cfg.Intercept {
 		h, err := newInterceptHook(s)
 		if err != nil {
@@ -148,8 +155,19 @@ func New(cfg Config) (*Supervisor, error) {
 		}
 		s.hooks = append(s.hooks, h)
 	}
+	if u := newUDPSteer(cfg); u != nil {
+		s.udp = u
+		s.hooks = append(s.hooks, u)
+	}
 	if cfg.Credential != nil {
 		s.hooks = append(s.hooks, newCredentialHook(cfg.Credential))
+	}
+	if p, ok, _ := parsePodmanRun(cfg.Command); ok {
+		s.podman = newPodmanHook(s, p)
+		s.hooks = append(s.hooks, s.podman)
+		if !p.isTrue("rm") {
+			s.log.Warn("podman run without --rm: every generation that stops leaves its container behind")
+		}
 	}
 	for _, kv := range cfg.Env {
 		if v, ok := strings.CutPrefix(kv, fdpass.NotifySocket+"="); ok {
@@ -203,7 +221,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 }
 
 func (s *Supervisor) startFirst() error {
-	g, err := s.procs.start(s.next())
+	g, err := s.procs.start(s.next(), nil)
 	if err != nil {
 		return err
 	}
@@ -349,7 +367,7 @@ func (s *Supervisor) beginReload() {
 		return
 	}
 	s.notifyUp(reloadingState())
-	g, err := s.procs.start(s.next())
+	g, err := s.procs.start(s.next(), nil)
 	if err != nil {
 		s.finishReload(s.reloadError(s.nextID, 0, err))
 		return
@@ -424,6 +442,11 @@ func (s *Supervisor) gate(g *gen) {
 func gateError(g *gen, err error) error {
 	if g.ctx.Err() != nil {
 		return context.Cause(g.ctx)
+	}
+	if g.watch != nil {
+		if h := g.watch.protocolHint(); h != "" {
+			return fmt.Errorf("%w: %s", err, h)
+		}
 	}
 	return err
 }
@@ -564,6 +587,9 @@ func (s *Supervisor) onExit(g *gen) error {
 	// the supervisor's copies now: a socket held only by hotswap would
 	// keep a queue nobody accepts from.
 	s.leaveMembers(g, nil)
+	if s.udp != nil {
+		s.udp.exited(g.id, g == s.current && prev != StateDraining)
+	}
 	s.sync()
 	if s.waitDrain && !s.drainingSockets() {
 		s.waitDrain = false
@@ -588,11 +614,16 @@ func (s *Supervisor) onExit(g *gen) error {
 	}
 	s.lastExit = g.ps
 	s.current = nil
+	s.crashedFiles = g.files
 	if !s.everReady {
 		return &earlyExit{gen: g.id, pid: g.pid, cause: context.Cause(g.ctx)}
 	}
 	if prev != StateDraining {
-		g.log.Warn("generation exited on its own", "status", describeExit(g.ps))
+		if h := causeHint(g); h != "" {
+			g.log.Warn("generation exited on its own", "status", describeExit(g.ps), "hint", h)
+		} else {
+			g.log.Warn("generation exited on its own", "status", describeExit(g.ps))
+		}
 	}
 	if s.pending == nil {
 		s.scheduleRestart(up)
@@ -618,7 +649,7 @@ func (s *Supervisor) onRestart() {
 	if s.current != nil || s.pending != nil {
 		return
 	}
-	g, err := s.procs.start(s.next())
+	g, err := s.procs.start(s.next(), s.crashedFiles)
 	if err != nil {
 		s.log.Error("restart failed", "error", err)
 		s.scheduleRestart(0)
@@ -707,6 +738,9 @@ func (s *Supervisor) listen() error {
 	}
 	if s.cfg.Mode == ModeReusePort {
 		s.logMigrateReq()
+	}
+	if s.udp != nil {
+		s.udp.setGroups(s.listeners)
 	}
 	return nil
 }

@@ -21,7 +21,7 @@ func OpenDir(path string) (*Dir, error) {
 		return unix.Open(path, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("directory %s: %w", path, os.NewSyscallError("open", err))
+		return nil, fmt.Errorf("directory %s: %w", path, err) // the user's words: "no such file or directory", not "open: ..."
 	}
 	d := &Dir{Path: path, fd: fd}
 	if err := Retry(func() error { return unix.Fstat(fd, &d.st) }); err != nil {

@@ -151,6 +151,14 @@ func (u *Upgrader) HasParent() bool { return u.tf.HasParent() }
 // whatever its stopped generations returned.
 func (u *Upgrader) Away() bool { return u.away.Load() }
 
+// Shared reports whether another hotswap serves the sockets this one
+// carries: a new one took over (Away), or this one was started by an
+// upgrade that failed before it was ready, and its parent serves on.
+// Socket files must then stay in place.
+func (u *Upgrader) Shared() bool {
+	return u.away.Load() || u.tf.HasParent() && !u.ready.Load()
+}
+
 // key names a listener in tableflip's hand-over: the same flags give the
 // same keys in the new hotswap.
 func key(l supervisor.ListenSpec) string { return l.Name + "=" + l.String() }
