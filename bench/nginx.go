@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	core "github.com/hotswap-dev/hotswap/internal/proc"
 )
 
 // findNginx returns the nginx binary, or "" when it is not installed.
@@ -143,24 +145,13 @@ func (x *nginx) stop(d time.Duration) {
 func stopPID(pid int, sig syscall.Signal, d time.Duration) {
 	syscall.Kill(pid, sig)
 	deadline := time.Now().Add(d)
-	for alive(pid) {
+	for core.Alive(pid) {
 		if time.Now().After(deadline) {
 			syscall.Kill(pid, syscall.SIGKILL)
 			return
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-}
-
-// alive reports whether pid exists and is not a zombie.
-func alive(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
 }
 
 // hasChildren reports whether pid has started children (nginx's workers).

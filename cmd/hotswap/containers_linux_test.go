@@ -223,7 +223,7 @@ func TestContainerRollback(t *testing.T) {
 	exits := pm.image("exits", files, "/goapp", "--version", "exits", "--exit-at-start", "1")
 	unready := pm.image("unready", files, "/goapp", "--version", "unready", "--health-status", "503")
 	stubborn := pm.image("stubborn", files, "/goapp", "--version", "stubborn", "--ignore-term")
-	addr := fmt.Sprintf("127.0.0.1:%d", freeNetnsPort(t))
+	addr := fmt.Sprintf("127.0.0.1:%d", proctest.FreePort(t))
 	a := startContainers(t, pm, addr, v1, "--ready", "http://"+addr+"/healthz", "--ready-timeout", "10s", "--drain-timeout", "3s")
 	stop := twoLoads(t, a.addr)
 	time.Sleep(200 * time.Millisecond)
@@ -278,7 +278,7 @@ func TestContainerPID1(t *testing.T) {
 		return
 	}
 	pm := newPodman(t)
-	addr := fmt.Sprintf("127.0.0.1:%d", freeNetnsPort(t))
+	addr := fmt.Sprintf("127.0.0.1:%d", proctest.FreePort(t))
 	image := pm.image("pid1", map[string]string{
 		"/hotswap": proctest.Build(t, hotswapPkg, "CGO_ENABLED=0"),
 		"/goapp":   staticGoapp(t),
@@ -432,7 +432,7 @@ func TestContainerNaiveDeployLoses(t *testing.T) {
 	}
 	pm := newPodman(t)
 	files := map[string]string{"/goapp": staticGoapp(t)}
-	addr := fmt.Sprintf("127.0.0.1:%d", freeNetnsPort(t))
+	addr := fmt.Sprintf("127.0.0.1:%d", proctest.FreePort(t))
 	images := map[string]string{}
 	for _, v := range []string{"v1", "v2", "v3"} {
 		images[v] = pm.image(v, files, "/goapp", "--version", v, "--listen", addr)

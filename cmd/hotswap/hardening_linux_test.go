@@ -340,14 +340,7 @@ func TestHardeningSubreaper(t *testing.T) {
 		t.Fatalf("orphaned grandchild %d has parent %d, want hotswap %d", gc, pp, a.hs.Cmd.Process.Pid)
 	}
 	syscall.Kill(gc, syscall.SIGKILL)
-	for end := time.Now().Add(3 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if _, err := os.Stat(fmt.Sprintf("/proc/%d", gc)); err != nil {
-			break // reaped, not a zombie
-		}
-		if time.Now().After(end) {
-			t.Fatalf("grandchild %d not reaped 3s after it died", gc)
-		}
-	}
+	waitReaped(t, gc, 3*time.Second)
 	if e := a.reload(3, "v3", ""); e.Msg() != "reload succeeded" {
 		t.Fatalf("reload after reaping: %v", e)
 	}
@@ -388,4 +381,18 @@ func ppid(pid int) int {
 	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
 	n, _ := strconv.Atoi(f[1])
 	return n
+}
+
+// waitReaped waits until pid, killed, is gone from /proc: reaped, not left
+// a zombie.
+func waitReaped(t *testing.T, pid int, d time.Duration) {
+	t.Helper()
+	for end := time.Now().Add(d); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err != nil {
+			return
+		}
+		if time.Now().After(end) {
+			t.Fatalf("pid %d not reaped %v after it was killed", pid, d)
+		}
+	}
 }

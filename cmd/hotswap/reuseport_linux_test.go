@@ -17,20 +17,6 @@ import (
 	"github.com/hotswap-dev/hotswap/internal/reuse"
 )
 
-// freeNetnsPort returns a free port of 127.0.0.1. Only inside a private network
-// namespace (proctest.InNetns), where nothing else binds, is it certain to
-// stay free until hotswap binds it; the tests need it to name the public
-// port in --ready before hotswap starts.
-func freeNetnsPort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // reloadRun is one run of reloads under load.
 type reloadRun struct {
 	hsFlags    []string // besides -l and --log-format
@@ -120,7 +106,7 @@ func TestReusePortProbeReachesNewGeneration(t *testing.T) {
 	if !proctest.InNetns(t) {
 		return
 	}
-	port := freeNetnsPort(t)
+	port := proctest.FreePort(t) // in the test's own network namespace: stays free
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	a := startAppOn(t, addr, []string{"--mode", "reuseport", "--ready", "http://" + addr + "/healthz", "--ready-timeout", "2s"})
 	run := load.Start(t.Context(), load.Config{Addr: a.addr, Concurrency: 16, Duration: time.Minute})
@@ -159,7 +145,7 @@ func TestReusePortNoClientBeforeReady(t *testing.T) {
 		{"answers 500", "v2-500", "--status 500 --health-status 500", func(addr string) string { return "http://" + addr + "/healthz" }},
 	}
 	for _, tc := range cases {
-		addr := "127.0.0.1:" + strconv.Itoa(freeNetnsPort(t))
+		addr := "127.0.0.1:" + strconv.Itoa(proctest.FreePort(t))
 		a := startAppOn(t, addr, []string{"--mode", "reuseport", "--ready", tc.ready(addr), "--ready-timeout", "2s"})
 		run := load.Start(t.Context(), load.Config{Addr: a.addr, Concurrency: 16, Duration: time.Minute})
 		time.Sleep(100 * time.Millisecond)

@@ -959,7 +959,7 @@ func TestHealthPortBoundByServer(t *testing.T) {
 		"--", "python3", "-m", "http.server", "--bind", "127.0.0.1", "{port}")
 	out, _ := cmd.CombinedOutput()
 	line := lastOutputLine(out)
-	re := regexp.MustCompile(`^hotswap: generation 1 \(pid \d+\) exited with status 1: it could not bind an address hotswap holds \(127\.0\.0\.1:\d+, 127\.0\.0\.1:\d+\); let it take the inherited socket \(fds 3-4, LISTEN_FDS\) or add --intercept; nothing is serving$`)
+	re := regexp.MustCompile(`^hotswap: generation 1 \(pid \d+\) exited with status 1 before it was ready: it could not bind an address hotswap holds \(127\.0\.0\.1:\d+, 127\.0\.0\.1:\d+\); let it take the inherited socket \(fds 3-4, LISTEN_FDS\) or add --intercept; nothing is serving$`)
 	if cmd.ProcessState.ExitCode() != exitFailure || !re.MatchString(line) {
 		t.Errorf("a server binding {port} itself: exit %d, last line %q", cmd.ProcessState.ExitCode(), line)
 	}

@@ -229,3 +229,14 @@ func (p *Proc) StopReading(d time.Duration) {
 	p.r.SetReadDeadline(time.Now().Add(d))
 	p.reading.Wait()
 }
+
+// Alive reports whether pid exists and is not a zombie.
+func Alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
+}

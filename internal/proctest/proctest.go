@@ -158,15 +158,7 @@ func (p *Proc) Wait(d time.Duration) int {
 }
 
 // Alive reports whether pid exists and is not a zombie.
-func Alive(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
-}
+func Alive(pid int) bool { return proc.Alive(pid) }
 
 // RequireCI fails (under CI=true) or skips the test when a component is
 // missing: a test that needs it never skips silently in CI.

@@ -14,16 +14,17 @@ import (
 // maxArgFile bounds what a {file:PATH} placeholder may read.
 const maxArgFile = 4096
 
-// argFileRE matches {file:PATH} in a command argument: the value of one
+// argFileRE returns the pattern of {file:PATH} in a command argument: the value of one
 // argument (an image tag, a version) read from PATH when a generation is
 // started by a reload. It is how a reload deploys something new without a
 // new command line: write the file, then reload.
-var argFileRE = regexp.MustCompile(`\{file:([^{}]*)\}`)
+func argFileRE() *regexp.Regexp { return regexp.MustCompile(`\{file:([^{}]*)\}`) }
 
 // checkArgFiles validates every {file:PATH} in argv: PATH is absolute.
 func checkArgFiles(argv []string) error {
+	re := argFileRE()
 	for _, a := range argv {
-		for _, m := range argFileRE.FindAllStringSubmatch(a, -1) {
+		for _, m := range re.FindAllStringSubmatch(a, -1) {
 			if !filepath.IsAbs(m[1]) {
 				return fmt.Errorf("argument %q: {file:%s}: want an absolute path", a, m[1])
 			}
@@ -41,8 +42,9 @@ type argFiles map[string]string
 // that has not happened (or was rolled back) is not deployed by a crash.
 func readArgFiles(argv []string) (argFiles, error) {
 	var out argFiles
+	re := argFileRE()
 	for _, a := range argv {
-		for _, m := range argFileRE.FindAllStringSubmatch(a, -1) {
+		for _, m := range re.FindAllStringSubmatch(a, -1) {
 			if _, ok := out[m[1]]; ok {
 				continue
 			}
@@ -90,9 +92,10 @@ func (f argFiles) expand(argv []string) []string {
 		return argv
 	}
 	out := make([]string, len(argv))
+	re := argFileRE()
 	for i, a := range argv {
-		out[i] = argFileRE.ReplaceAllStringFunc(a, func(m string) string {
-			return f[argFileRE.FindStringSubmatch(m)[1]]
+		out[i] = re.ReplaceAllStringFunc(a, func(m string) string {
+			return f[re.FindStringSubmatch(m)[1]]
 		})
 	}
 	return out

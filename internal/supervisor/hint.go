@@ -3,7 +3,6 @@ package supervisor
 import (
 	"context"
 	"fmt"
-	"github.com/hotswap-dev/hotswap/internal/reuse"
 	"io"
 	"os"
 	"os/exec"
@@ -14,6 +13,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/hotswap-dev/hotswap/internal/reuse"
 )
 
 // Hints: a failure that has a known fix says it, in the user's terms.
@@ -48,6 +49,18 @@ func (e *exitCause) suffix() string {
 		return ": " + h
 	}
 	return ""
+}
+
+// firstNotReady is the error hotswap ends with when its first generation
+// g is not ready, gateErr being the gate's error (nil when g's exit is
+// seen first). An exit reads the same whichever of the exit and the gate's
+// result the run loop sees first: the gate reports an exit as soon as g's
+// context is cancelled, before g.exited is closed.
+func firstNotReady(g *gen, gateErr error) error {
+	if g.ctx.Err() != nil {
+		return &earlyExit{gen: g.id, pid: g.pid, cause: context.Cause(g.ctx)}
+	}
+	return fmt.Errorf("generation %d (pid %d) %w", g.id, g.pid, gateErr)
 }
 
 // earlyExit is a first generation that exited before it was ready.
@@ -126,7 +139,7 @@ type outputWatch struct {
 	done  chan struct{} // closed when every writer has closed the pipe
 	signs atomic.Uint32 // the signs seen
 	held  []string      // the addresses hotswap holds, for the hint
-	fds   int           // how many listeners the generation inherits, from fd 3
+	fds   int           // how many sockets the generation inherits, from fd 3
 }
 
 func (h *bindWatchHook) before(id int, cmd *exec.Cmd) error {
@@ -142,10 +155,11 @@ func (h *bindWatchHook) before(id int, cmd *exec.Cmd) error {
 	}
 	// The {port} socket follows the listeners (readiness.handOut): a
 	// server that binds 127.0.0.1:{port} itself instead of serving it
-	// fails the same way.
+	// fails the same way, and it is one more inherited fd.
 	if n := len(h.s.listeners); h.s.cfg.Ready.UsesPort() && len(cmd.ExtraFiles) > n {
 		if a, err := reuse.Addr(cmd.ExtraFiles[n]); err == nil {
 			ow.held = append(ow.held, a.String())
+			ow.fds++
 		}
 	}
 	dst := cmd.Stderr

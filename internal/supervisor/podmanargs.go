@@ -22,9 +22,14 @@ type podmanRun struct {
 
 // Flags of `podman` (before the subcommand) and of `podman run` that take
 // no value; every other flag does, as "--flag VALUE" or "--flag=VALUE".
-var (
-	podmanGlobalBool = map[string]bool{"help": true, "noout": true, "remote": true, "syslog": true, "version": true}
-	podmanRunBool    = map[string]bool{
+// Functions, not package variables: no package-level mutable state.
+
+func podmanGlobalBool() map[string]bool {
+	return map[string]bool{"help": true, "noout": true, "remote": true, "syslog": true, "version": true}
+}
+
+func podmanRunBool() map[string]bool {
+	return map[string]bool{
 		"detach": true, "disable-content-trust": true, "env-host": true, "help": true,
 		"http-proxy": true, "init": true, "interactive": true, "no-healthcheck": true,
 		"no-hosts": true, "oom-kill-disable": true, "passwd": true, "privileged": true,
@@ -32,15 +37,21 @@ var (
 		"replace": true, "rm": true, "rmi": true, "rootfs": true, "sig-proxy": true,
 		"tls-verify": true, "tty": true, "unsetenv-all": true,
 	}
-	// podmanRunShort maps the one-letter flags of `podman run` to their
-	// long names.
-	podmanRunShort = map[byte]string{
+}
+
+// podmanRunShort maps the one-letter flags of `podman run` to their long
+// names.
+func podmanRunShort() map[byte]string {
+	return map[byte]string{
 		'd': "detach", 'i': "interactive", 't': "tty", 'P': "publish-all", 'q': "quiet",
 		'a': "attach", 'c': "cpu-shares", 'e': "env", 'h': "hostname", 'l': "label",
 		'm': "memory", 'p': "publish", 'u': "user", 'v': "volume", 'w': "workdir",
 	}
-	podmanGlobalShort = map[byte]string{'c': "connection", 'r': "remote", 'v': "version"}
-)
+}
+
+func podmanGlobalShort() map[byte]string {
+	return map[byte]string{'c': "connection", 'r': "remote", 'v': "version"}
+}
 
 // parsePodmanRun recognises `podman [GLOBAL FLAGS] [container] run [FLAGS]
 // IMAGE [ARG...]`; ok is false for any other command.
@@ -48,7 +59,7 @@ func parsePodmanRun(argv []string) (p podmanRun, ok bool, err error) {
 	if len(argv) == 0 || filepath.Base(argv[0]) != "podman" {
 		return p, false, nil
 	}
-	i, _, err := scanFlags(argv, 1, podmanGlobalBool, podmanGlobalShort)
+	i, _, err := scanFlags(argv, 1, podmanGlobalBool(), podmanGlobalShort())
 	if err != nil {
 		return p, false, nil // not a form of run hotswap knows
 	}
@@ -59,7 +70,7 @@ func parsePodmanRun(argv []string) (p podmanRun, ok bool, err error) {
 		return p, false, nil
 	}
 	p.run = i
-	i, p.flags, err = scanFlags(argv, i+1, podmanRunBool, podmanRunShort)
+	i, p.flags, err = scanFlags(argv, i+1, podmanRunBool(), podmanRunShort())
 	if err != nil {
 		return p, true, fmt.Errorf("podman run: %w", err)
 	}

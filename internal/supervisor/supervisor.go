@@ -489,7 +489,7 @@ func (s *Supervisor) onGate(r gateResult) error {
 	case s.current:
 		if r.err != nil {
 			if !s.everReady {
-				return fmt.Errorf("generation %d (pid %d) %w", g.id, g.pid, r.err)
+				return firstNotReady(g, r.err)
 			}
 			g.log.Error("restarted generation not ready, stopping it", "reason", r.err)
 			s.drain(g, false)
@@ -616,7 +616,7 @@ func (s *Supervisor) onExit(g *gen) error {
 	s.current = nil
 	s.crashedFiles = g.files
 	if !s.everReady {
-		return &earlyExit{gen: g.id, pid: g.pid, cause: context.Cause(g.ctx)}
+		return firstNotReady(g, nil)
 	}
 	if prev != StateDraining {
 		if h := causeHint(g); h != "" {
