@@ -194,11 +194,18 @@ type procSocket struct {
 // Only a missing root is an error: descendants may exit meanwhile. Each
 // process is pinned by a pidfd opened before its descriptors are read, so
 // a reused pid cannot be mistaken for it; the caller closes them
-// (closePidfds).
+// (closePidfds). pid is in the caller's pid namespace, /proc may name
+// processes by another one's (sys.ProcPids): hotswap as pid 1 of a pid
+// namespace under a /proc of the host read some other process's
+// /proc/PID/fd and never saw its generation drained.
 func treeSockets(pid int) ([]procSockets, error) {
+	pids, err := sys.NewProcPids()
+	if err != nil {
+		return nil, err
+	}
 	var out []procSockets
-	var walk func(pid int, root bool) error
-	walk = func(pid int, root bool) error {
+	var walk func(pid, procPid int, root bool) error
+	walk = func(pid, procPid int, root bool) error {
 		pidfd, err := unix.PidfdOpen(pid, 0)
 		if err != nil {
 			if root {
@@ -206,7 +213,19 @@ func treeSockets(pid int) ([]procSockets, error) {
 			}
 			return nil
 		}
-		dir := "/proc/" + strconv.Itoa(pid)
+		if !pids.Same() {
+			// The pidfd pins the process: its fdinfo names it in /proc.
+			_, got, ok := pids.Pidfd(pidfd)
+			if !ok || (!root && got != procPid) {
+				unix.Close(pidfd)
+				if root {
+					return fmt.Errorf("pid %d: %w in the pid namespace of /proc", pid, fs.ErrNotExist)
+				}
+				return nil // exited, and its pid reused meanwhile
+			}
+			procPid = got
+		}
+		dir := "/proc/" + strconv.Itoa(procPid)
 		fds, err := os.ReadDir(dir + "/fd")
 		if err != nil {
 			unix.Close(pidfd)
@@ -228,21 +247,24 @@ func treeSockets(pid int) ([]procSockets, error) {
 			}
 		}
 		out = append(out, ps)
-		for _, child := range mainThreadChildren(pid) {
-			if err := walk(child, false); err != nil {
-				return err
+		for _, child := range mainThreadChildren(procPid) {
+			if own, ok := pids.FromProc(child); ok {
+				if err := walk(own, child, false); err != nil {
+					return err
+				}
 			}
 		}
 		return nil
 	}
-	if err := walk(pid, true); err != nil {
+	if err := walk(pid, pid, true); err != nil {
 		closePidfds(out)
 		return nil, err
 	}
 	return out, nil
 }
 
-// mainThreadChildren lists the children of the main thread of process pid
+// mainThreadChildren lists the children of the main thread of the process
+// /proc names pid, as /proc names them
 // (/proc/PID/task/PID/children). The kernel invalidates a process's /proc
 // dentries when it is reaped, and every task/TID/children looked up makes
 // that dearer: reading them for each of a Go server's threads added about

@@ -32,6 +32,40 @@ func dialPairs(t *testing.T, ln net.Listener, n int) []connPair {
 	return out
 }
 
+// listenLoopback listens on 127.0.0.1:0 until the test ends.
+func listenLoopback(t *testing.T) (net.Listener, Port) {
+	t.Helper()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	p, err := PortOf(ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln, p
+}
+
+// holdInGrandchild starts sh with f as its fd 3 and a sleeping child that
+// keeps it once sh has closed its own copy; both end with the test.
+func holdInGrandchild(t *testing.T, f *os.File) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command("sh", "-c", "sleep 30 & echo started; exec 3<&-; wait")
+	cmd.ExtraFiles = []*os.File{f}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // sh and sleep, ended together
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); cmd.Wait() })
+	bufio.NewReader(out).ReadString('\n')
+	return cmd
+}
+
 func snapshot(t *testing.T, pid int, p Port) *ConnSet {
 	t.Helper()
 	set, err := Snapshot(pid, []Port{p}, nil)
@@ -46,15 +80,7 @@ func snapshot(t *testing.T, pid int, p Port) *ConnSet {
 // while a response is unsent; idle once answered. Refresh follows each by
 // its exact address and drops a closed one.
 func TestSnapshotIdle(t *testing.T) {
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	p, err := PortOf(ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln, p := listenLoopback(t)
 	pairs := dialPairs(t, ln, 3)
 	set := snapshot(t, os.Getpid(), p)
 	if len(set.Conns) != 3 || set.Busy() != 3 {
@@ -107,18 +133,7 @@ func TestSnapshotIdle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("sh", "-c", "sleep 30 & echo started; exec 3<&-; wait")
-	cmd.ExtraFiles = []*os.File{f}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // sh and sleep, ended together
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); cmd.Wait() }()
-	bufio.NewReader(out).ReadString('\n')
+	cmd := holdInGrandchild(t, f)
 	if n := len(snapshot(t, cmd.Process.Pid, p).Conns); n != 1 {
 		t.Errorf("child's tree: %d connections, want 1", n)
 	}

@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -254,8 +253,16 @@ func pidfdsWork() bool {
 }
 
 // heldPidfds returns the pids this process holds a pidfd for, from the
-// "Pid:" line of /proc/self/fdinfo of each anon_inode:[pidfd] descriptor.
+// fdinfo of each anon_inode:[pidfd] descriptor, as waitid names them: in
+// hotswap's own pid namespace, which is not /proc's when hotswap is pid 1
+// of a namespace under the host's /proc (sys.ProcPids). Compared with
+// /proc's pids, no generation's zombie matched, and the reaper took it
+// from its cmd.Wait.
 func heldPidfds() (map[int]bool, error) {
+	pids, err := sys.NewProcPids()
+	if err != nil {
+		return nil, err
+	}
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		return nil, err
@@ -265,16 +272,12 @@ func heldPidfds() (map[int]bool, error) {
 		if l, err := os.Readlink("/proc/self/fd/" + e.Name()); err != nil || l != "anon_inode:[pidfd]" {
 			continue
 		}
-		b, err := os.ReadFile("/proc/self/fdinfo/" + e.Name())
+		fd, err := strconv.Atoi(e.Name())
 		if err != nil {
-			continue // closed meanwhile
+			continue
 		}
-		for _, line := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(line, "Pid:"); ok {
-				if pid, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && pid > 0 {
-					held[pid] = true
-				}
-			}
+		if pid, _, ok := pids.Pidfd(fd); ok {
+			held[pid] = true
 		}
 	}
 	return held, nil

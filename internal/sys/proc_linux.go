@@ -25,3 +25,87 @@ func Children(pid int) []int {
 	}
 	return out
 }
+
+// ProcPids translates pids between the caller's pid namespace, in which
+// pidfd_open(2), kill(2) and waitid(2) name processes, and the namespace of
+// the procfs mounted on /proc, in which /proc/PID, task/TID/children and a
+// pidfd's fdinfo name them. The two differ when hotswap runs in a pid
+// namespace of its own without a /proc mounted for it (unshare --pid
+// --fork, without --mount-proc): /proc/PID is then some other process.
+// Level is the index of the caller's namespace in an NSpid line, which
+// lists a process's pid in the procfs namespace first and then in each
+// namespace below it; 0 when the two are the same.
+type ProcPids struct{ Level int }
+
+// NewProcPids reads the caller's level from /proc/self/status.
+func NewProcPids() (ProcPids, error) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return ProcPids{}, err
+	}
+	ns := nsPids(string(b), "NSpid:")
+	return ProcPids{Level: max(len(ns)-1, 0)}, nil
+}
+
+// Same reports whether /proc names processes by the caller's pids.
+func (p ProcPids) Same() bool { return p.Level == 0 }
+
+// FromProc returns the caller's pid for the process /proc names procPid,
+// from its NSpid line; false if it is gone or outside the caller's
+// namespace.
+func (p ProcPids) FromProc(procPid int) (int, bool) {
+	if p.Same() {
+		return procPid, true
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(procPid) + "/status")
+	if err != nil {
+		return 0, false
+	}
+	return p.pick(nsPids(string(b), "NSpid:"))
+}
+
+// Pidfd returns, from its fdinfo, the process pidfd refers to, both as
+// the caller's pid and as /proc's; false if it has exited or is not in
+// /proc's namespace.
+func (p ProcPids) Pidfd(pidfd int) (pid, procPid int, ok bool) {
+	b, err := os.ReadFile("/proc/self/fdinfo/" + strconv.Itoa(pidfd))
+	if err != nil {
+		return 0, 0, false
+	}
+	ns := nsPids(string(b), "NSpid:")
+	if len(ns) == 0 { // a kernel without CONFIG_PID_NS: one namespace
+		ns = nsPids(string(b), "Pid:")
+	}
+	pid, ok = p.pick(ns)
+	if !ok || ns[0] <= 0 {
+		return 0, 0, false
+	}
+	return pid, ns[0], true
+}
+
+func (p ProcPids) pick(ns []int) (int, bool) {
+	if p.Level >= len(ns) || ns[p.Level] <= 0 {
+		return 0, false
+	}
+	return ns[p.Level], true
+}
+
+// nsPids parses the numbers of the line that starts with key.
+func nsPids(text, key string) []int {
+	for _, line := range strings.Split(text, "\n") {
+		v, ok := strings.CutPrefix(line, key)
+		if !ok {
+			continue
+		}
+		var out []int
+		for _, f := range strings.Fields(v) {
+			n, err := strconv.Atoi(f)
+			if err != nil {
+				return nil
+			}
+			out = append(out, n)
+		}
+		return out
+	}
+	return nil
+}
