@@ -186,6 +186,35 @@ func RequireCI(t testing.TB, ok bool, what string) {
 // IsRoot reports whether the test runs as root.
 func IsRoot() bool { return os.Geteuid() == 0 }
 
+// pidnsEnv marks the copy of a test binary that InPidNamespace runs.
+const pidnsEnv = "HOTSWAP_TEST_IN_PIDNS"
+
+// InPidNamespace reports whether the test runs as pid 1 of a pid namespace
+// of its own under the host's /proc, as hotswap does under `unshare --pid
+// --fork` without --mount-proc. When it does not, it runs the test (t's
+// name, alone) there, in a copy of the test binary, fails t if that fails,
+// and returns false: the caller returns too.
+func InPidNamespace(t *testing.T) bool {
+	t.Helper()
+	if os.Getenv(pidnsEnv) != "" {
+		if os.Getpid() != 1 {
+			t.Fatalf("pid %d, want 1 in the new pid namespace", os.Getpid())
+		}
+		return true
+	}
+	RequireCI(t, IsRoot(), "root (for unshare --pid)")
+	_, err := exec.LookPath("unshare")
+	RequireCI(t, err == nil, "unshare (util-linux)")
+	cmd := exec.Command("unshare", "--pid", "--fork", "--kill-child", os.Args[0], "-test.run", "^"+t.Name()+"$", "-test.v", "-test.count=1")
+	cmd.Env = append(os.Environ(), pidnsEnv+"=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("in a pid namespace: %v\n%s", err, out)
+	}
+	t.Logf("%s", out)
+	return false
+}
+
 type writerFunc func([]byte)
 
 func (f writerFunc) Write(b []byte) (int, error) { f(b); return len(b), nil }

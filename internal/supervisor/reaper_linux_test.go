@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/hotswap-dev/hotswap/internal/proctest"
 	"golang.org/x/sys/unix"
 )
 
@@ -71,5 +72,23 @@ func TestReaperLeavesOwnChildren(t *testing.T) {
 	}
 	if r.reaped != 1 {
 		t.Errorf("reaped %d, want 1", r.reaped)
+	}
+}
+
+// TestHeldPidfdsInPidNamespace: as pid 1 of a pid namespace under the
+// host's /proc, the pidfd os/exec holds for a child names it by the pid
+// waitid reports, so the reaper leaves it to its cmd.Wait.
+func TestHeldPidfdsInPidNamespace(t *testing.T) {
+	if !proctest.InPidNamespace(t) {
+		return
+	}
+	cmd := exec.Command("sleep", "30")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	held, err := heldPidfds()
+	if err != nil || !held[cmd.Process.Pid] {
+		t.Fatalf("heldPidfds: %v, %v; want pid %d among them", held, err, cmd.Process.Pid)
 	}
 }
