@@ -57,6 +57,7 @@ func PortOf(addr string) (Port, error) {
 // TCP_INFO that says whether it is between requests.
 type Conn struct {
 	Inode  uint64
+	UID    uint32 // the socket's owner
 	State  uint8
 	RQueue uint32 // received, not read by the server yet
 	WQueue uint32 // written by the server, not acknowledged yet
@@ -568,6 +569,7 @@ func parseConn(msg []byte) Conn {
 		id:     append([]byte(nil), msg[4:52]...),
 		RQueue: ne.Uint32(msg[56:]),
 		WQueue: ne.Uint32(msg[60:]),
+		UID:    ne.Uint32(msg[64:]),
 		Inode:  uint64(ne.Uint32(msg[68:])),
 	}
 	for a := msg[diagMsgLen:]; len(a) >= 4; {
