@@ -282,8 +282,9 @@ const (
 //     drain grace, which is also the wait when g holds no connection;
 //  2. g's accept queues are empty;
 //  3. every connection g's process tree holds on their ports is idle
-//     ([reuse.Conn.Idle]: everything it received has been answered), for
-//     at most DrainConnWait.
+//     ([reuse.Conn.Idle]: everything it received has been answered) at two
+//     looks in a row with no byte moved between them ([reuse.ConnSet.Busy]),
+//     for at most DrainConnWait.
 //
 // The tree's descriptors are read once (and again only if a queue refills);
 // then each look is one batch of exact sock_diag lookups of those
