@@ -156,7 +156,7 @@ func TestOnTerm(t *testing.T) {
 			}
 			defer c.Close()
 			io.WriteString(c, "GET /x HTTP/1.1\r\nHost: goapp\r\n")
-			time.Sleep(200 * time.Millisecond) // let goapp accept it
+			waitAccepted(t, p.addr, 10*time.Second)
 			p.cmd.Process.Signal(syscall.SIGTERM)
 			// The rest of the request goes only once SIGTERM has taken
 			// effect: the listener is closed (drained, or gone with the
