@@ -4,7 +4,7 @@ BIN     := bin
 ADDR    ?= 127.0.0.1:8080
 PIDFILE ?= $(CURDIR)/$(BIN)/hotswap-demo.pid
 
-.PHONY: all build demo test test-quic test-containers deps vet race bench soak recipes clean
+.PHONY: all build demo test test-quic test-containers deps vet race bench soak recipes chaos clean
 
 all: build
 
@@ -53,6 +53,22 @@ race: deps
 # and writes docs/benchmarks.md (a few minutes; nginx from Debian).
 bench: deps
 	$(GO) run ./bench
+
+# chaos: the randomized fault test over real processes (cmd/hotswap
+# chaos_linux_test.go), STEPS in all (half per socket mode) at CLIENTS clients;
+# SEED=N STEPS=N replays a run exactly (the seed is printed first). Then
+# both steering scenarios (failed reloads, nginx in reuseport mode), 20
+# times each. A passed run writes its figures to docs/chaos.md and into
+# docs/benchmarks.md. make test runs a 150-step chaos run.
+SEED    ?=
+STEPS   ?= 200
+CLIENTS ?= 16
+chaos: deps
+	HOTSWAP_CHAOS_SEED=$(SEED) HOTSWAP_CHAOS_STEPS=$(STEPS) HOTSWAP_CHAOS_CLIENTS=$(CLIENTS) \
+		HOTSWAP_CHAOS_REPORT=$(CURDIR)/docs/chaos.md \
+		$(GO) test -count=1 -v -timeout 60m -run '^TestChaos(Regressions)?$$' ./cmd/hotswap
+	$(GO) test -count=20 -timeout 60m -run '^TestReusePortFailedReloadsLeakNothing$$' ./cmd/hotswap
+	$(GO) test -count=20 -timeout 60m -run '^TestNginxReusePortReloads$$' ./examples/nginx
 
 # recipes: only the server recipes of docs/servers.md (HAProxy, Puma,
 # uWSGI, uvicorn, Node, Go; about two minutes). make test runs them too.

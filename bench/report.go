@@ -44,7 +44,13 @@ func (r *report) write(dir string) error {
 	} else if ok {
 		r.plots = append(r.plots, timelinePNG)
 	}
-	return os.WriteFile(filepath.Join(dir, "benchmarks.md"), []byte(r.markdown(true)), 0o644)
+	md := r.markdown(true)
+	// make chaos writes its figures to chaos.md; they stay in
+	// benchmarks.md, between the markers it looks for.
+	if chaos, err := os.ReadFile(filepath.Join(dir, "chaos.md")); err == nil {
+		md += "<!-- make chaos -->\n" + string(chaos) + "<!-- /make chaos -->\n"
+	}
+	return os.WriteFile(filepath.Join(dir, "benchmarks.md"), []byte(md), 0o644)
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", d.Seconds()*1000) }

@@ -229,6 +229,9 @@ func printStatus(w io.Writer, st *supervisor.Status, asJSON bool) int {
 	}
 	fmt.Fprintf(w, "hotswap pid %d, up %v, serving generation %d\n", st.PID, up.Round(time.Second), st.Current)
 	fmt.Fprintf(w, "reloads: %d ok, %d failed; restarts: %d\n", st.Reloads.OK, st.Reloads.Failed, st.Restarts)
+	if st.SteeringRepairs != 0 || st.ForeignSockets != 0 {
+		fmt.Fprintf(w, "reuseport groups: %d steering repairs, %d foreign sockets (see the log)\n", st.SteeringRepairs, st.ForeignSockets)
+	}
 	if st.LastFailure != "" {
 		fmt.Fprintf(w, "last failure: %s\n", st.LastFailure)
 	}

@@ -70,6 +70,7 @@ type options struct {
 	drainTimeout time.Duration
 	maxDraining  int
 	connWait     time.Duration
+	backoffMax   time.Duration
 	mode         string
 	skipDrain    bool
 	ready        string
@@ -98,6 +99,7 @@ func newFlagSet(o *options) *pflag.FlagSet {
 	fs.StringVar(&o.stopSignal, "stop-signal", "TERM", "`SIG` that stops an old generation (TERM, SIGQUIT, 3, ...); nginx wants QUIT, uWSGI INT, HAProxy USR1 (docs/servers.md)")
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", supervisor.DefaultDrainTimeout, "after the stop signal, wait this long, then SIGKILL")
 	fs.DurationVar(&o.connWait, "drain-conn-wait", supervisor.DefaultDrainConnWait, "reuseport mode: before the stop signal, wait at most this long for the old generation's busy connections (a request unanswered) to become idle")
+	fs.DurationVar(&o.backoffMax, "restart-backoff-max", supervisor.DefaultBackoffMax, "a generation that dies on its own is restarted after a backoff that doubles from 100ms up to this, while clients wait in the queue")
 	fs.IntVar(&o.maxDraining, "max-draining", supervisor.DefaultMaxDraining, "at most `N` old generations draining at once; a reload beyond that fails at once (reuseport mode: a reload waits until the previous old generation has exited)")
 	fs.StringVar(&o.ready, "ready", supervisor.DefaultReady, "readiness `SPEC`: DURATION (stayed up), notify (READY=1 over sd_notify), http://HOST:PORT/PATH or https:// (2xx), tcp://HOST:PORT (accepts), exec:COMMAND (exits 0); {gen}, {pid} and {port} are expanded ({port}: a socket hotswap binds on 127.0.0.1 and hands over as the fd named health)")
 	fs.DurationVar(&o.readyTimeout, "ready-timeout", supervisor.DefaultReadyTimeout, "a generation not ready after this long is stopped and rolled back")
@@ -154,6 +156,7 @@ func (o *options) config(log hclog.Logger) (supervisor.Config, error) {
 		DrainTimeout:  o.drainTimeout,
 		MaxDraining:   o.maxDraining,
 		DrainConnWait: o.connWait,
+		BackoffMax:    o.backoffMax,
 		ReadyTimeout:  o.readyTimeout,
 		Logger:        log,
 		OutputPrefix:  o.outputPrefix,
@@ -196,6 +199,9 @@ func (o *options) config(log hclog.Logger) (supervisor.Config, error) {
 	}
 	if o.drainTimeout <= 0 || o.readyTimeout <= 0 {
 		return cfg, errors.New("--drain-timeout and --ready-timeout must be positive")
+	}
+	if o.backoffMax < supervisor.DefaultBackoffMin {
+		return cfg, fmt.Errorf("--restart-backoff-max %s: want at least %s, the first backoff", o.backoffMax, supervisor.DefaultBackoffMin)
 	}
 	return cfg, nil
 }

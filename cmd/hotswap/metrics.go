@@ -70,6 +70,7 @@ type statusCollector struct {
 		Status(ctx context.Context) (supervisor.Status, error)
 	}
 	up, reloads, restarts, gens, queue, backlog *prometheus.Desc
+	repairs, foreign                            *prometheus.Desc
 	genInfo, genStart                           *prometheus.Desc
 	exes                                        exeVersions
 }
@@ -83,6 +84,8 @@ func newStatusCollector(sup *supervisor.Supervisor) *statusCollector {
 		gens:     prometheus.NewDesc("hotswap_generations", "Live generations by state.", []string{"state"}, nil),
 		queue:    prometheus.NewDesc("hotswap_listener_queue_length", "Connections waiting in a listener's accept queue.", []string{"listener", "address"}, nil),
 		backlog:  prometheus.NewDesc("hotswap_listener_backlog", "A listener's accept queue capacity.", []string{"listener", "address"}, nil),
+		repairs:  prometheus.NewDesc("hotswap_steering_repairs_total", "Mismatches between a reuseport group's model and the kernel's sockets that hotswap found and repaired (a leaked socket, a member shut down behind its back); 0 unless something is wrong.", nil, nil),
+		foreign:  prometheus.NewDesc("hotswap_steering_foreign_sockets_total", "Sockets of other processes found listening in a reuseport group; never steered to.", nil, nil),
 		genInfo: prometheus.NewDesc("hotswap_generation_info",
 			"One series per live generation, always 1: its state, pid, the executable it runs and that executable's version (sha256: and the first 12 hex digits of its content's SHA-256).",
 			[]string{"generation", "pid", "state", "executable", "version"}, nil),
@@ -91,7 +94,7 @@ func newStatusCollector(sup *supervisor.Supervisor) *statusCollector {
 }
 
 func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.up, c.reloads, c.restarts, c.gens, c.queue, c.backlog, c.genInfo, c.genStart} {
+	for _, d := range []*prometheus.Desc{c.up, c.reloads, c.restarts, c.gens, c.queue, c.backlog, c.repairs, c.foreign, c.genInfo, c.genStart} {
 		ch <- d
 	}
 }
@@ -108,6 +111,8 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.reloads, prometheus.CounterValue, float64(st.Reloads.OK), "ok")
 	ch <- prometheus.MustNewConstMetric(c.reloads, prometheus.CounterValue, float64(st.Reloads.Failed), "failed")
 	ch <- prometheus.MustNewConstMetric(c.restarts, prometheus.CounterValue, float64(st.Restarts))
+	ch <- prometheus.MustNewConstMetric(c.repairs, prometheus.CounterValue, float64(st.SteeringRepairs))
+	ch <- prometheus.MustNewConstMetric(c.foreign, prometheus.CounterValue, float64(st.ForeignSockets))
 	byState := map[supervisor.State]int{supervisor.StateStarting: 0, supervisor.StateReady: 0, supervisor.StateDraining: 0}
 	for _, g := range st.Generations {
 		byState[g.State]++

@@ -14,6 +14,7 @@ import (
 
 	"github.com/hotswap-dev/hotswap/internal/load"
 	"github.com/hotswap-dev/hotswap/internal/proctest"
+	"github.com/hotswap-dev/hotswap/internal/reuse"
 )
 
 // reloadRun is one run of reloads under load.
@@ -257,7 +258,7 @@ func TestReusePortSelfUpgradeUnderLoad(t *testing.T) {
 	if res.Versions["v1"] == 0 || res.Versions["v2"] == 0 || res.OK < 1000 {
 		t.Errorf("load %v, versions %v: want at least 1,000 requests, by v1 and v2", res, res.Versions)
 	}
-	waitListeners(t, port, 1) // the old generation's socket left the group
+	waitListeners(t, port, 1+reuse.Spares) // the old generation's socket left the group
 
 	run = load.Start(t.Context(), load.Config{Addr: a.addr, Concurrency: 16, Duration: time.Minute})
 	time.Sleep(200 * time.Millisecond)
@@ -266,7 +267,7 @@ func TestReusePortSelfUpgradeUnderLoad(t *testing.T) {
 	if e.Msg() != "reload succeeded" {
 		t.Fatalf("reload on the new hotswap: %v", e)
 	}
-	waitListeners(t, port, 1)
+	waitListeners(t, port, 1+reuse.Spares)
 	time.Sleep(200 * time.Millisecond)
 	res = run.Stop()
 	t.Logf("load across a reload on the new hotswap: %v; versions %v", res, res.Versions)

@@ -27,6 +27,7 @@ type config struct {
 	tlsCert, tlsKey                     string
 	spawnGrandchild                     bool
 	drainTimeout                        time.Duration
+	idleTimeout                         time.Duration
 	plainShutdown                       bool
 	reportSignals                       string
 	sleep                               time.Duration // hidden: the grandchild's mode
@@ -52,6 +53,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.tlsKey, "tls-key", "", "serve HTTPS with this key file")
 	fs.BoolVar(&c.spawnGrandchild, "spawn-grandchild", false, "start a sleeping grandchild that outlives goapp")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", 10*time.Second, "bound on the drain after a stop signal")
+	fs.DurationVar(&c.idleTimeout, "idle-timeout", 0, "close a keep-alive connection idle this long (0: never)")
 	fs.BoolVar(&c.plainShutdown, "plain-shutdown", false, "drain with http.Server.Shutdown alone instead of fdpass.ServeHTTP (the control of the drain tests)")
 	fs.StringVar(&c.reportSignals, "report-signals", "", "append the name of every SIGUSR1, SIGUSR2 and SIGWINCH to this file")
 	fs.DurationVar(&c.sleep, "sleep", 0, "sleep this long and exit")

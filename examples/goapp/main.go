@@ -246,7 +246,7 @@ type servers struct {
 
 func (a *app) newServers(ln net.Listener, tlsConf *tls.Config) *servers {
 	ctx, cancel := context.WithCancel(context.Background())
-	srv := &http.Server{Handler: a.handler(), TLSConfig: tlsConf, ReadHeaderTimeout: 30 * time.Second}
+	srv := &http.Server{Handler: a.handler(), TLSConfig: tlsConf, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: a.cfg.idleTimeout}
 	return &servers{a: a, ctx: ctx, cancel: cancel, main: srv, ln: ln, https: tlsConf != nil, done: make(chan error, 2)}
 }
 

@@ -56,6 +56,12 @@ func nginxBinary(t *testing.T) string {
 // "reuseport"); hotswap stops old generations with stopSignal.
 func startSite(t *testing.T, mode, stopSignal string) *site {
 	t.Helper()
+	return startSiteReady(t, mode, stopSignal, "http://127.0.0.1:{port}/ready")
+}
+
+// startSiteReady is startSite with the --ready value ready.
+func startSiteReady(t *testing.T, mode, stopSignal, ready string, hsFlags ...string) *site {
+	t.Helper()
 	nginx := nginxBinary(t)
 	hotswap := proctest.Build(t, hotswapPkg)
 	runSh, err := filepath.Abs("run.sh")
@@ -72,9 +78,10 @@ func startSite(t *testing.T, mode, stopSignal string) *site {
 	dir := t.TempDir()
 	s := &site{t: t, template: filepath.Join(dir, "nginx.conf"), base: base}
 	s.writeVersion("v1")
-	cmd := exec.Command(hotswap, "--log-format", "json", "-l", "tcp://127.0.0.1:0",
+	args := append([]string{"--log-format", "json", "-l", "tcp://127.0.0.1:0",
 		"--mode", mode, "--stop-signal", stopSignal, "--drain-timeout", "10s",
-		"--ready", "http://127.0.0.1:{port}/ready", "--", runSh, "{port}")
+		"--ready", ready}, hsFlags...)
+	cmd := exec.Command(hotswap, append(args, "--", runSh, "{port}")...)
 	cmd.Env = append(os.Environ(), "NGINX_TEMPLATE="+s.template,
 		"NGINX_PREFIX="+filepath.Join(dir, "run"), "NGINX_BIN="+nginx)
 	t.Cleanup(s.checkNoOrphans) // after StartCmd's cleanup has stopped hotswap
@@ -107,13 +114,18 @@ func (s *site) master(n int) int {
 // family returns the master and its workers, and remembers them.
 func (s *site) family(master int) []int {
 	s.t.Helper()
-	pids := []int{master}
-	matches, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", master))
-	for _, m := range matches {
-		b, _ := os.ReadFile(m)
-		for _, f := range strings.Fields(string(b)) {
-			if pid, err := strconv.Atoi(f); err == nil {
-				pids = append(pids, pid)
+	var pids []int
+	// The master forks its workers after it has read its configuration,
+	// and again after a worker died: wait for them.
+	for end := time.Now().Add(2 * time.Second); len(pids) < 2 && time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		pids = []int{master}
+		matches, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", master))
+		for _, m := range matches {
+			b, _ := os.ReadFile(m)
+			for _, f := range strings.Fields(string(b)) {
+				if pid, err := strconv.Atoi(f); err == nil {
+					pids = append(pids, pid)
+				}
 			}
 		}
 	}

@@ -70,3 +70,15 @@ func WaitVersion(t testing.TB, addr, version string, d time.Duration) {
 	}
 	t.Fatalf("%s answered by %q, want %q", addr, got, version)
 }
+
+// RepairMessage is what hotswap logs when a reuseport group's model did
+// not match the kernel and it repaired it.
+const RepairMessage = "reuseport group does not match the kernel: repaired"
+
+// failOnRepairs fails the test for every steering repair the process
+// logged: a repair is a bug the invariant check papered over.
+func (p *Proc) failOnRepairs() {
+	for _, e := range p.Events(RepairMessage) {
+		p.t.Errorf("hotswap repaired a reuseport group: %v", e)
+	}
+}

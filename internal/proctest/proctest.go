@@ -93,14 +93,16 @@ func StartCmd(t testing.TB, cmd *exec.Cmd) *Proc {
 	if err != nil {
 		t.Fatal(err)
 	}
+	p := &Proc{t: t, Cmd: cmd, core: core}
 	t.Cleanup(func() {
 		// A graceful stop ends its children too.
 		core.Stop(syscall.SIGTERM, 15*time.Second)
 		// Stop reading before the test ends; a straggler holding the
 		// pipe would otherwise be read after completion.
 		core.StopReading(2 * time.Second)
+		p.failOnRepairs()
 	})
-	return &Proc{t: t, Cmd: cmd, core: core}
+	return p
 }
 
 // Lines returns every stderr line so far.

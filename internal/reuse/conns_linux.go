@@ -57,6 +57,7 @@ func PortOf(addr string) (Port, error) {
 // TCP_INFO that says whether it is between requests.
 type Conn struct {
 	Inode  uint64
+	UID    uint32 // the socket's owner
 	State  uint8
 	RQueue uint32 // received, not read by the server yet
 	WQueue uint32 // written by the server, not acknowledged yet
@@ -73,19 +74,25 @@ type Conn struct {
 	RTT                   time.Duration // smoothed round-trip time
 	id                    []byte        // inet_diag_sockid, for exact lookups
 	family                uint8
+	// steady: c was Idle at the previous look too, with the same byte
+	// counts (set by [ConnSet.Refresh]).
+	steady bool
 }
 
-// Idle reports whether c is between requests: nothing is unread or unsent,
-// it has received data and sent some, and its last data was sent no
-// earlier than its last data was received. A server stopped now loses
+// Idle reports whether c looks between requests: nothing is unread or
+// unsent, it has received data and sent some, and its last data was sent
+// no earlier than its last data was received. A server stopped now loses
 // nothing of c's: what it sent and is not acknowledged yet is still
-// delivered after its close. A connection that has sent nothing yet (its
-// first request is still coming, or being answered) is busy. The clock's
-// tick (4 ms at HZ=250) is the limit: a request read within the same tick
-// as the previous response was sent, and not answered yet, counts as
-// idle. Under a closed-loop keep-alive load that is most requests in
-// flight; a server that exits at once on its stop signal loses them, as it
-// would after any wait, since its clients never pause.
+// delivered after its close. A connection that has sent nothing yet
+// (tcpi_bytes_sent 0: its first request is still coming, or was read and
+// is not answered) is busy whatever the stamps say: the kernel stamps the
+// handshake's completion as a send (tcp_init_transfer sets lsndtime), so a
+// fresh connection whose request was read in the same tick shows equal
+// stamps. One look cannot tell two more cases from idle, which is why
+// [ConnSet.Busy] also wants no byte moved since the previous look: a
+// response written in parts and caught between two writes, and, at the
+// clock's tick (4 ms at HZ=250), a keep-alive request read within the
+// same tick as the previous response was sent and not answered yet.
 func (c Conn) Idle() bool {
 	return c.RQueue == 0 && c.NotSent == 0 && c.BytesRecvd > 0 && c.BytesSent > 0 && c.LastSent <= c.LastRecv
 }
@@ -364,6 +371,16 @@ func (s *ConnSet) Refresh() error {
 			return fmt.Errorf("refresh connections: %w", err)
 		}
 	}
+	prev := make(map[uint64]Conn, len(s.Conns))
+	for _, c := range s.Conns {
+		if c.Idle() {
+			prev[c.Inode] = c
+		}
+	}
+	for i, c := range out {
+		p, ok := prev[c.Inode]
+		out[i].steady = ok && c.Idle() && p.BytesSent == c.BytesSent && p.BytesRecvd == c.BytesRecvd
+	}
 	s.Conns = out
 	return nil
 }
@@ -378,11 +395,23 @@ func (s *ConnSet) MaxRTT() time.Duration {
 	return m
 }
 
-// Busy counts the connections of s that are not [Conn.Idle].
+// Busy counts the connections of s that are not settled between
+// requests: not [Conn.Idle], or not Idle with the same byte counts at the
+// previous look ([ConnSet.Refresh]) as well. A fresh snapshot is all busy.
+// Two idle looks with nothing moved between them rule out a response
+// caught between two of its writes (whose next write came before the
+// second look) and a keep-alive request read in the tick its previous
+// response was sent (answered before the second look). What they cannot
+// rule out is a server that takes longer than the time between looks
+// (at most a few ms) to write the next part of a response, or to answer a
+// request that arrived in the tick its previous response left: stopped
+// then, a server that exits at once on its stop signal loses it. Under a
+// closed-loop keep-alive load such a server loses requests after any
+// wait, since its clients never pause.
 func (s *ConnSet) Busy() int {
 	n := 0
 	for _, c := range s.Conns {
-		if !c.Idle() {
+		if !c.Idle() || !c.steady {
 			n++
 		}
 	}
@@ -540,6 +569,7 @@ func parseConn(msg []byte) Conn {
 		id:     append([]byte(nil), msg[4:52]...),
 		RQueue: ne.Uint32(msg[56:]),
 		WQueue: ne.Uint32(msg[60:]),
+		UID:    ne.Uint32(msg[64:]),
 		Inode:  uint64(ne.Uint32(msg[68:])),
 	}
 	for a := msg[diagMsgLen:]; len(a) >= 4; {

@@ -32,6 +32,21 @@ func dialPairs(t *testing.T, ln net.Listener, n int) []connPair {
 	return out
 }
 
+// listenLoopback listens on a free loopback port, closed at the test's end.
+func listenLoopback(t *testing.T) (net.Listener, Port) {
+	t.Helper()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	p, err := PortOf(ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln, p
+}
+
 func snapshot(t *testing.T, pid int, p Port) *ConnSet {
 	t.Helper()
 	set, err := Snapshot(pid, []Port{p}, nil)
@@ -46,15 +61,7 @@ func snapshot(t *testing.T, pid int, p Port) *ConnSet {
 // while a response is unsent; idle once answered. Refresh follows each by
 // its exact address and drops a closed one.
 func TestSnapshotIdle(t *testing.T) {
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	p, err := PortOf(ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln, p := listenLoopback(t)
 	pairs := dialPairs(t, ln, 3)
 	set := snapshot(t, os.Getpid(), p)
 	if len(set.Conns) != 3 || set.Busy() != 3 {
@@ -182,4 +189,62 @@ func inodeOf(t *testing.T, c net.Conn) uint64 {
 		t.Fatal(err)
 	}
 	return fi.Sys().(*syscall.Stat_t).Ino
+}
+
+// TestBusyWantsTwoQuietLooks: one look cannot tell a connection between
+// requests from one whose response is half written, or whose next request
+// was read in the tick its previous response left; Busy counts it idle
+// only at a second idle look with no byte moved since the first.
+func TestBusyWantsTwoQuietLooks(t *testing.T) {
+	ln, p := listenLoopback(t)
+	pr := dialPairs(t, ln, 1)[0]
+	client, served := bufio.NewReader(pr.client), bufio.NewReader(pr.served)
+	read := func(r *bufio.Reader, want string) {
+		t.Helper()
+		if s, err := r.ReadString('\n'); err != nil || s != want {
+			t.Fatalf("read %q, %v; want %q", s, err, want)
+		}
+	}
+	refresh := func(set *ConnSet) {
+		t.Helper()
+		time.Sleep(20 * time.Millisecond) // the ACKs
+		if err := set.Refresh(); err != nil {
+			t.Fatal(err)
+		}
+		if len(set.Conns) != 1 {
+			t.Fatalf("%d connections, want 1", len(set.Conns))
+		}
+	}
+	// A request read and half answered: the head is sent, the body not.
+	io.WriteString(pr.client, "GET\n")
+	read(served, "GET\n")
+	io.WriteString(pr.served, "head\n")
+	read(client, "head\n")
+	time.Sleep(20 * time.Millisecond) // the ACK
+	set := snapshot(t, os.Getpid(), p)
+	if len(set.Conns) != 1 || !set.Conns[0].Idle() {
+		t.Fatalf("half answered: %+v; want one connection that looks idle (the case Busy must catch)", set.Conns)
+	}
+	if n := set.Busy(); n != 1 {
+		t.Errorf("half answered, first look: %d busy, want 1", n)
+	}
+	io.WriteString(pr.served, "body\n")
+	read(client, "body\n")
+	refresh(set)
+	if n := set.Busy(); n != 1 {
+		t.Errorf("body sent since the first look: %d busy, want 1", n)
+	}
+	refresh(set)
+	if n := set.Busy(); n != 0 {
+		t.Errorf("answered, nothing moved since the previous look: %d busy, want 0", n)
+	}
+	// The next request, read and not answered: whatever the stamps say
+	// (the same tick as the response or not), bytes came in since the
+	// previous look.
+	io.WriteString(pr.client, "GET\n")
+	read(served, "GET\n")
+	refresh(set)
+	if n := set.Busy(); n != 1 {
+		t.Errorf("next request read, not answered: %d busy, want 1", n)
+	}
 }

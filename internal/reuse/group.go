@@ -48,7 +48,9 @@ type Group struct {
 	order   []*Member // kernel index order: listening and leaving members
 	pol     Policy
 	closed  bool
-	frozen  bool // another process steers the group now: attach nothing
+	frozen  bool       // another process steers the group now: attach nothing
+	foreign []Listener // found by Activate, for the next Audit to report
+	lost    []*Member  // likewise
 }
 
 // Member is one socket of a [Group]: added (bound, not listening), then
@@ -58,6 +60,7 @@ type Member struct {
 	f     *os.File // the supervisor's copy; nil once removed
 	ino   uint64
 	state memberState
+	spare bool // listening at the tail, no one's yet (Take)
 }
 
 type memberState int
@@ -67,7 +70,22 @@ const (
 	stateListening                    // in the group, supervisor holds a copy
 	stateLeaving                      // in the group, held only by others
 	stateGone                         // out of the group
+	stateForeign                      // in the group, never ours (Audit)
 )
+
+func (st memberState) String() string {
+	switch st {
+	case stateAdded:
+		return "added"
+	case stateListening:
+		return "listening"
+	case stateLeaving:
+		return "leaving"
+	case stateForeign:
+		return "foreign"
+	}
+	return "gone"
+}
 
 // Policy says where new connections go. The zero Policy, and any role whose
 // member has been removed, falls back to the oldest listening member, so
@@ -144,7 +162,7 @@ func (g *Group) Activate(m *Member) error {
 	if err := g.checkLocked(m, stateAdded); err != nil {
 		return fmt.Errorf("activate member: %w", err)
 	}
-	if err := g.syncLocked(); err != nil {
+	if err := g.beforeListenLocked(); err != nil {
 		return fmt.Errorf("activate member: %w", err)
 	}
 	if err := listenSibling(m.f); err != nil {
@@ -153,6 +171,99 @@ func (g *Group) Activate(m *Member) error {
 	m.state = stateListening
 	g.order = append(g.order, m)
 	return g.attachLocked()
+}
+
+// Spares is how many listening sockets [Group.Take] keeps after the
+// newest member. When a socket leaves the group the kernel moves the last
+// one into its place; a program index naming the last socket would then
+// be out of range until the program is re-attached, and the kernel would
+// hash those connections over every socket in the group, a foreign one or
+// one nobody accepts from included. With spares at the tail, a departure
+// moves a spare, never a member the program names, so until the re-attach
+// every index the program returns still names the same socket (two
+// departures between two re-attaches are covered).
+const Spares = 2
+
+// Take returns a listening member for a new generation: the oldest spare
+// socket, which already listens at the tail of the group and receives
+// nothing, and listens a new spare after it. The caller hands the member
+// to a child and removes it like one from [Group.Activate].
+func (g *Group) Take() (*Member, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return nil, ErrClosed
+	}
+	if err := g.fillSparesLocked(Spares); err != nil {
+		return nil, err
+	}
+	var m *Member
+	for _, o := range g.order {
+		if o.spare {
+			m = o
+			break
+		}
+	}
+	m.spare = false
+	if err := g.fillSparesLocked(Spares); err != nil {
+		return nil, err
+	}
+	return m, g.attachLocked()
+}
+
+// fillSparesLocked listens spare sockets at the end of the group until it
+// has n.
+func (g *Group) fillSparesLocked(n int) error {
+	have := 0
+	for _, m := range g.order {
+		if m.spare {
+			have++
+		}
+	}
+	for ; have < n; have++ {
+		f, ino, port, err := bindSibling(g.network, g.address)
+		if err != nil {
+			return fmt.Errorf("add member %s: %w", g.address, err)
+		}
+		if g.port == 0 {
+			host, _, _ := net.SplitHostPort(g.address)
+			g.port, g.address = port, net.JoinHostPort(host, strconv.Itoa(port))
+		}
+		if err := g.beforeListenLocked(); err != nil {
+			f.Close()
+			return fmt.Errorf("add member %s: %w", g.address, err)
+		}
+		if err := listenSibling(f); err != nil {
+			f.Close()
+			return fmt.Errorf("add member %s: %w", g.address, err)
+		}
+		g.order = append(g.order, &Member{g: g, f: f, ino: ino, state: stateListening, spare: true})
+	}
+	return nil
+}
+
+// beforeListenLocked brings the model up to date before a listen():
+// listen() appends after every socket in the group, including one another
+// process added since the last look.
+func (g *Group) beforeListenLocked() error {
+	if g.frozen || g.port == 0 {
+		return g.syncLocked()
+	}
+	_, lost, err := g.auditLocked()
+	g.lost = append(g.lost, lost...)
+	return err
+}
+
+// dropSparesLocked closes the spare sockets, which only the group holds,
+// and updates the model for their departures.
+func (g *Group) dropSparesLocked() error {
+	for _, m := range g.order {
+		if m.spare {
+			m.state, m.spare = stateLeaving, false
+			closeNil(&m.f)
+		}
+	}
+	return g.syncLocked()
 }
 
 // Adopt records f, a socket that already listens in the group (handed
@@ -201,10 +312,15 @@ func (g *Group) Adopt(f *os.File) (_ *Member, retErr error) {
 // Freeze makes the group stop attaching programs, because another process
 // (a new supervisor that adopted a member) steers it now. Remove, Sync and
 // Steer still update the model and close copies. [Group.Thaw] undoes it.
-func (g *Group) Freeze() {
+//
+// The spare sockets are closed first, so that the group holds only the
+// members: the other process adopts a group it can model.
+func (g *Group) Freeze() error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	err := g.dropSparesLocked()
 	g.frozen = true
+	return err
 }
 
 // Thaw lets a frozen group attach again, and re-attaches its program at
@@ -217,6 +333,9 @@ func (g *Group) Thaw() error {
 	}
 	g.frozen = false
 	if err := g.syncLocked(); err != nil {
+		return err
+	}
+	if err := g.fillSparesLocked(Spares); err != nil {
 		return err
 	}
 	return g.attachLocked()
@@ -268,11 +387,18 @@ func (g *Group) Sync() error {
 }
 
 // Len returns the number of sockets in the group's index order, including
-// removed members that a child still holds.
+// removed members that a child still holds and foreign sockets, but not
+// the spares of [Group.Take].
 func (g *Group) Len() int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return len(g.order)
+	n := 0
+	for _, m := range g.order {
+		if !m.spare {
+			n++
+		}
+	}
+	return n
 }
 
 // Index returns m's current index in the kernel's order, or -1 and false.
@@ -365,38 +491,192 @@ func (g *Group) checkLocked(m *Member, want memberState) error {
 	return nil
 }
 
-// syncLocked drops leaving members whose socket no longer listens, with
-// the kernel's swap-with-last rule, and re-attaches if anything changed.
+// syncLocked drops leaving and foreign members whose socket no longer
+// listens, with the kernel's swap-with-last rule, and re-attaches if
+// anything changed.
 func (g *Group) syncLocked() error {
-	var leaving []*Member
-	for _, m := range g.order {
-		if m.state == stateLeaving {
-			leaving = append(leaving, m)
-		}
-	}
-	if len(leaving) == 0 {
+	if !slices.ContainsFunc(g.order, func(m *Member) bool { return m.state == stateLeaving || m.state == stateForeign }) {
 		return nil
 	}
 	live, err := listeningInodes(g.network, g.port)
 	if err != nil {
 		return fmt.Errorf("sync group %s: %w", g.address, err)
 	}
-	changed := false
-	for _, m := range leaving {
-		if live[m.ino] {
+	if len(g.departLocked(live, false)) == 0 {
+		return nil
+	}
+	return g.attachLocked()
+}
+
+// departLocked drops the members whose socket is not in live, in index
+// order, moving the last member into each freed slot as the kernel does;
+// listening members too when all is set. It returns the members dropped.
+func (g *Group) departLocked(live map[uint64]bool, all bool) []*Member {
+	var gone []*Member
+	for _, m := range slices.Clone(g.order) {
+		if live[m.ino] || (!all && m.state != stateLeaving && m.state != stateForeign) {
 			continue
 		}
 		i := slices.Index(g.order, m)
 		last := len(g.order) - 1
 		g.order[i] = g.order[last]
 		g.order = g.order[:last]
+		if m.state == stateListening {
+			g.pol = g.pol.without(m)
+		}
 		m.state = stateGone
+		gone = append(gone, m)
+	}
+	return gone
+}
+
+// Audit is one comparison of a group's model with the kernel's sockets on
+// its port (sock_diag), made by [Group.Audit].
+type Audit struct {
+	// Kernel lists the sockets listening on the group's port.
+	Kernel []Listener
+	// Model is the model's index order before the audit, one
+	// "index:inode:state" per socket.
+	Model []string
+	// Foreign are sockets the model did not know: another process
+	// listened on the address with SO_REUSEPORT and joined the group.
+	// They are now recorded at the end of the order, where listen() put
+	// them, so that indices stay right, and the program never names them.
+	Foreign []Listener
+	// Lost are members the supervisor held a copy of, listening, that
+	// the kernel no longer lists (a child called shutdown() on its
+	// listener): dropped from the model, their roles with them.
+	Lost []*Member
+	// Leaving are the inodes of removed members still in the group, held
+	// by a child.
+	Leaving []uint64
+	// QueuedSpares are spare sockets (Take) with connections in their
+	// queue, which the program never selects: the caller should hand the
+	// queue on and remove them.
+	QueuedSpares []*Member
+	// Frozen is set when another process steers the group now (Freeze):
+	// nothing was compared.
+	Frozen bool
+}
+
+// Queue returns the kernel's accept-queue length of m's socket, and
+// whether the kernel lists it.
+func (a Audit) Queue(m *Member) (uint32, bool) { return a.QueueOf(m.ino) }
+
+// QueueOf returns the kernel's accept-queue length of the socket with
+// inode ino, and whether the kernel lists it.
+func (a Audit) QueueOf(ino uint64) (uint32, bool) {
+	for _, l := range a.Kernel {
+		if l.Inode == ino {
+			return l.Queue, true
+		}
+	}
+	return 0, false
+}
+
+// Audit reads the group's sockets from the kernel and brings the model
+// in line: members that left are dropped (leaving ones, as Sync does;
+// listening ones are reported Lost), unknown sockets are recorded as
+// foreign, and the program is re-attached if anything changed. Foreign
+// sockets found by [Group.Activate], which audits before it listens, are
+// reported by the next Audit.
+func (g *Group) Audit() (Audit, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return Audit{}, ErrClosed
+	}
+	if g.frozen {
+		return Audit{Frozen: true}, nil
+	}
+	if g.port == 0 {
+		return Audit{}, nil
+	}
+	var a Audit
+	for i, m := range g.order {
+		a.Model = append(a.Model, fmt.Sprintf("%d:%d:%s", i, m.ino, m.state))
+	}
+	var err error
+	if a.Kernel, a.Lost, err = g.auditLocked(); err != nil {
+		return a, err
+	}
+	a.Foreign, g.foreign = g.foreign, nil
+	a.Lost, g.lost = append(g.lost, a.Lost...), nil
+	for _, m := range g.order {
+		if m.state == stateLeaving {
+			a.Leaving = append(a.Leaving, m.ino)
+		}
+		if q, ok := a.Queue(m); ok && q > 0 && m.spare {
+			m.spare = false // the caller's to remove now
+			a.QueuedSpares = append(a.QueuedSpares, m)
+		}
+	}
+	return a, nil
+}
+
+// auditLocked is Audit's work: it returns the kernel's sockets and the
+// lost members, adds foreign sockets to g.foreign, and re-attaches if the
+// model changed.
+func (g *Group) auditLocked() ([]Listener, []*Member, error) {
+	ls, err := Listeners(g.network, g.port)
+	if err != nil {
+		return nil, nil, fmt.Errorf("audit group %s: %w", g.address, err)
+	}
+	live := map[uint64]bool{}
+	for _, l := range ls {
+		live[l.Inode] = true
+	}
+	changed := false
+	var lost []*Member
+	for _, m := range g.departLocked(live, true) {
 		changed = true
+		if m.f != nil {
+			lost = append(lost, m)
+			closeNil(&m.f) // shut down: it will never listen again
+		}
 	}
-	if !changed {
-		return nil
+	known := map[uint64]bool{}
+	for _, m := range g.order {
+		known[m.ino] = true
 	}
-	return g.attachLocked()
+	for _, l := range ls {
+		if !known[l.Inode] {
+			g.order = append(g.order, &Member{g: g, ino: l.Inode, state: stateForeign})
+			g.foreign = append(g.foreign, l)
+			changed = true
+		}
+	}
+	if changed {
+		return ls, lost, g.attachLocked()
+	}
+	return ls, lost, nil
+}
+
+// Members returns the members the supervisor still holds a copy of, in
+// index order, not counting the spares.
+func (g *Group) Members() []*Member {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var out []*Member
+	for _, m := range g.order {
+		if m.f != nil && !m.spare {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// Spares returns how many spare sockets (Take) the group holds.
+func (g *Group) Spares() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	n := 0
+	for _, m := range g.order {
+		if m.spare {
+			n++
+		}
+	}
+	return n
 }
 
 // attachLocked compiles the policy for the current order and attaches it
@@ -415,7 +695,14 @@ func (g *Group) attachLocked() error {
 	if via == nil {
 		return nil // nothing listening that we hold: nothing to steer
 	}
-	raw, err := g.programLocked(via).compile()
+	oldest := via
+	for _, m := range g.order {
+		if m.state == stateListening && !m.spare {
+			oldest = m
+			break
+		}
+	}
+	raw, err := g.programLocked(oldest).compile()
 	if err != nil {
 		return err
 	}

@@ -14,8 +14,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// bindSibling binds a SO_REUSEPORT socket (TCP or UDP) and returns it with its inode
-// and bound port.
+// bindSibling binds a non-blocking SO_REUSEPORT socket (TCP or UDP) and
+// returns it with its inode and bound port.
 func bindSibling(network, address string) (f *os.File, ino uint64, port int, retErr error) {
 	f, err := Bind(network, address, Options{ReusePort: true})
 	if err != nil {
@@ -28,6 +28,16 @@ func bindSibling(network, address string) (f *os.File, ino uint64, port int, ret
 	}()
 	var st unix.Stat_t
 	err = sys.Control(f, func(fd int) error {
+		// Non-blocking, for the child: a process with several acceptors
+		// on one blocking listener (nginx's workers, which keep an
+		// inherited socket's mode) can leave one blocked in accept()
+		// after a wake-up another won. A shared socket wakes it with the
+		// next connection; a member steered away from never does, and
+		// the worker neither serves what it had accepted nor handles its
+		// stop signal (docs/kernel.md).
+		if err := unix.SetNonblock(fd, true); err != nil {
+			return os.NewSyscallError("fcntl O_NONBLOCK", err)
+		}
 		return os.NewSyscallError("fstat", sys.Retry(func() error { return unix.Fstat(fd, &st) }))
 	})
 	if err != nil {

@@ -43,6 +43,9 @@ func (m *Member) Dup() (*os.File, error) { return nil, errGroupUnsupported }
 // InUse is not supported on this platform.
 func InUse(string, string) (bool, error) { return false, errGroupUnsupported }
 
+// Listeners is not supported on this platform.
+func Listeners(string, int) ([]Listener, error) { return nil, errGroupUnsupported }
+
 // Listen is not supported on this platform.
 func Listen(network, address string, opts Options) (*os.File, error) {
 	return nil, &net.OpError{Op: "listen", Net: network, Err: errGroupUnsupported}

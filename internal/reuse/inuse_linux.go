@@ -2,10 +2,7 @@ package reuse
 
 import (
 	"net"
-	"net/netip"
 	"strconv"
-
-	"golang.org/x/sys/unix"
 )
 
 // InUse reports whether a TCP socket already listens on address (or on the
@@ -27,22 +24,13 @@ func InUse(network, address string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	for _, fam := range diagFamilies(network) {
-		es, err := diagDump(fam, 1<<tcpListen)
-		if err != nil {
-			return false, err
-		}
-		for _, e := range es {
-			if int(e.sport) != port {
-				continue
-			}
-			got := netip.AddrFrom16(e.src)
-			if fam == unix.AF_INET {
-				got = netip.AddrFrom4([4]byte(e.src[:4]))
-			}
-			if want.IsUnspecified() || got.IsUnspecified() || got.Unmap() == want.Unmap() {
-				return true, nil
-			}
+	ls, err := Listeners(network, port)
+	if err != nil {
+		return false, err
+	}
+	for _, l := range ls {
+		if got := l.Addr.Addr(); want.IsUnspecified() || got.IsUnspecified() || got.Unmap() == want.Unmap() {
+			return true, nil
 		}
 	}
 	return false, nil

@@ -43,4 +43,57 @@
 //
 // A current generation that exits on its own is restarted with exponential
 // backoff; its sockets stay open meanwhile, so clients queue.
+//
+// # The run loop's state machine
+//
+// One goroutine, the run loop (supervisor.go), owns every generation and
+// every socket group; signals, the control socket, gates, exits and timers
+// send it events. It reaches processes and gates only through procs
+// (seam.go), so loop_test.go drives every row below with fake
+// generations and testing/synctest's clock. After each event the
+// reuseport groups are checked against the kernel (steering.go).
+//
+// A generation's states (State) and what moves it:
+//
+//	state      event                          next state, and what the loop does                   test
+//	---------  -----------------------------  ---------------------------------------------------  ---------------------------------
+//	starting   gate passes, first or restart  ready: current; steered to; hotswap is ready          TestLoopGateOutcomes, ...Backoff
+//	starting   gate passes, reload            ready: current; the old current drains               TestLoopGateOutcomes
+//	starting   gate passes, held reload       canary at weight 0 beside the current                TestLoopCanary
+//	starting   gate fails (timeout)           draining without a drain (it had no clients);        TestLoopGateOutcomes
+//	                                          rolled back, the current serves on
+//	starting   exits before its gate answers  exited; sockets released by the exit; rolled back    TestLoopGateOutcomes
+//	starting   first generation not ready     Run returns the reason                               TestLoopFirstGenerationNotReady
+//	ready      a reload's generation is ready draining (drain first); exits later                  TestLoopGateOutcomes
+//	ready      exits on its own (crash)       exited; its sockets wait, queue and all, for the     TestLoopCrashBackoff
+//	                                          restart after the backoff (BackoffMin doubling to
+//	                                          BackoffMax, reset after BackoffReset up)
+//	ready      exits while a canary is held   exited; the canary becomes current, what waited in   TestLoopCanary
+//	                                          the dead one's queues is relayed to it; no restart
+//	canary     SetWeight                      canary; that share of new connections                TestLoopCanary
+//	canary     Promote                        ready: current; the old current drains               TestLoopCanary
+//	canary     Rollback                       draining (drain first)                               TestLoopCanary
+//	canary     exits on its own               exited; everything back to the current               TestLoopCanary
+//	draining   exits (or SIGKILL after        exited; a reload that waited for it starts           TestLoopWaitForDrain
+//	           DrainTimeout)
+//	any        Run's context ends             draining; all stopped; waiting reloads: ErrStopped   TestLoopSignalAndStop
+//
+// Reloads (the supervisor, not a generation):
+//
+//	situation                                     outcome                                           test
+//	--------------------------------------------  ------------------------------------------------  ----------------------------
+//	one in progress, or generation 1 not ready    coalesced: one more reload after it, whose        TestLoopReloadCoalescing
+//	                                              outcome every coalesced caller gets
+//	reuseport: an old generation with sockets     waits (status: reloading) until it exits; later   TestLoopWaitForDrain
+//	is still stopping                             reloads coalesce into it
+//	MaxDraining old generations stopping          refused at once, saying so; nothing started       TestLoopMaxDraining
+//	a canary is held                              refused: promote or roll it back first            TestLoopCanary
+//	held reload in shared mode                    refused: needs reuseport                          TestLoopCanary
+//	a self-upgrade is in progress                 refused (errHandingOff)                           TestLoopSelfUpgradeRefusals
+//	self-upgrade while not quiet (nothing         refused, saying why                               TestLoopSelfUpgradeRefusals
+//	serving, a reload, a canary, a drain)
+//
+// Why a reuseport reload waits for the previous old generation, and how
+// the groups keep their steering right while sockets come and go, is in
+// docs/architecture.md.
 package supervisor

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"sync"
 	"syscall"
 	"time"
 
@@ -41,7 +42,11 @@ type gen struct {
 	// members are its reuseport sockets, per listener (nil for shared
 	// ones); the supervisor's copies are released before it is stopped.
 	members []*reuse.Member
-	watch   *outputWatch // its stderr, without --intercept (hint.go)
+	// leave runs once, on the first way out of the generation: the stop
+	// releasing its members, or its exit releasing them or handing them
+	// to the restart (leaveMembers).
+	leave sync.Once
+	watch *outputWatch // its stderr, without --intercept (hint.go)
 	// files are the {file:PATH} values it was started with; a crash
 	// restart of it starts the same ones (argfile.go).
 	files argFiles
@@ -88,7 +93,9 @@ func (s *Supervisor) startGen(id int, values argFiles) (_ *gen, retErr error) {
 	}
 	defer func() {
 		if retErr != nil {
-			s.release(members)
+			s.dropMembers(members)
+		} else {
+			s.takeOrphans(members)
 		}
 	}()
 	files, names := ready.handOut(files, s.names)
@@ -225,15 +232,9 @@ func (s *Supervisor) wait(g *gen) {
 	}
 	var ee *exec.ExitError
 	if g.ps == nil || (err != nil && !errors.As(err, &ee)) {
-		g.cancel(fmt.Errorf("wait: %w", err))
+		s.reaped(g, fmt.Errorf("wait: %w", err))
 	} else {
-		g.cancel(exitedCause(g))
-	}
-	g.ready.close()
-	close(g.exited)
-	select {
-	case s.exitc <- g:
-	case <-s.done: // stopAll waits on g.exited instead
+		s.reaped(g, exitedCause(g))
 	}
 }
 
@@ -251,7 +252,7 @@ func (s *Supervisor) stop(g *gen, drain bool) {
 		d := s.udpDrainWait(g, cutover)
 		g.log.Info("kept its quic connections", "for", d.Round(time.Millisecond))
 	}
-	s.release(g.members)
+	s.leaveMembers(g, nil)
 	sig := s.cfg.StopSignal
 	g.log.Info("stopping generation", "signal", signalName(sig))
 	t0 := time.Now()
@@ -295,6 +296,9 @@ func exitCode(ps *os.ProcessState) int {
 }
 
 func describeExit(ps *os.ProcessState) string {
+	if ps == nil {
+		return "unknown"
+	}
 	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
 		return "signal " + signalName(ws.Signal())
 	}

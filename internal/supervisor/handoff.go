@@ -68,7 +68,9 @@ func (s *Supervisor) PrepareHandoff(ctx context.Context) (map[ListenSpec]*os.Fil
 		}
 		for _, l := range s.listeners {
 			if l.reuseport() {
-				l.group.Freeze()
+				if err := l.group.Freeze(); err != nil {
+					s.log.Warn("close the spare sockets of a reuseport group", "listener", l.spec.Name, "error", err)
+				}
 			}
 		}
 		s.handingOff = true
@@ -158,6 +160,8 @@ func (s *Supervisor) adopt(l *listener) (*reuse.Member, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Once released, its queue is the previous hotswap's to drain.
+	s.previous[m.Inode()] = true
 	s.log.Info("adopted the previous hotswap's socket", "listener", l.spec.Name)
 	return m, nil
 }

@@ -56,7 +56,7 @@ func (s *Supervisor) prepareReady(id int, files argFiles) (_ readiness, _, _ []s
 			r.close()
 		}
 	}()
-	if s.cfg.Ready.UsesPort() {
+	if s.cfg.Ready.UsesPort() || slices.ContainsFunc(s.cfg.Command, func(a string) bool { return strings.Contains(a, "{port}") }) {
 		h, err := healthgate.ListenHealth()
 		if err != nil {
 			return r, nil, nil, fmt.Errorf("bind {port} for generation %d: %w", id, err)

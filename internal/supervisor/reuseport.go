@@ -120,7 +120,7 @@ func (s *Supervisor) members(id int) (files []*os.File, ms []*reuse.Member, retE
 	ms = make([]*reuse.Member, len(s.listeners))
 	defer func() {
 		if retErr != nil {
-			s.release(ms)
+			s.dropMembers(ms)
 		}
 	}()
 	for i, l := range s.listeners {
@@ -128,14 +128,10 @@ func (s *Supervisor) members(id int) (files []*os.File, ms []*reuse.Member, retE
 			files = append(files, l.shared)
 			continue
 		}
-		m := s.orphans[i]
-		s.orphans[i] = nil
+		m := s.orphans[i] // taken by takeOrphans once the generation runs
 		if m == nil {
 			var err error
-			if m, err = l.group.Add(); err == nil {
-				err = l.group.Activate(m)
-			}
-			if err != nil {
+			if m, err = l.group.Take(); err != nil {
 				return nil, nil, fmt.Errorf("listener %s for generation %d: %w", l.spec, id, err)
 			}
 		}
@@ -148,16 +144,55 @@ func (s *Supervisor) members(id int) (files []*os.File, ms []*reuse.Member, retE
 	return files, ms, nil
 }
 
+// takeOrphans records that the generation started with ms took the
+// orphans it was given.
+func (s *Supervisor) takeOrphans(ms []*reuse.Member) {
+	for i, m := range ms {
+		if m != nil && s.orphans[i] == m {
+			s.orphans[i] = nil
+		}
+	}
+}
+
+// dropMembers releases the members made for a generation that did not
+// start; orphans it was given stay orphans, queue and all, for the next
+// try.
+func (s *Supervisor) dropMembers(ms []*reuse.Member) {
+	for i, m := range ms {
+		if m != nil && s.orphans[i] == m {
+			ms[i] = nil
+		}
+	}
+	s.release(ms)
+}
+
 // release closes the supervisor's copies of a generation's members: the
 // child's own close is then the last one (docs/kernel.md, "Close order").
 func (s *Supervisor) release(ms []*reuse.Member) {
 	for i, m := range ms {
 		if m != nil {
-			if err := s.listeners[i].group.Remove(m); err != nil && !errors.Is(err, reuse.ErrClosed) {
+			if err := s.listeners[i].group.Remove(m); err != nil && !errors.Is(err, reuse.ErrClosed) && !errors.Is(err, reuse.ErrRemoved) {
 				s.log.Warn("remove reuseport member", "listener", s.listeners[i].spec.Name, "error", err)
 			}
 		}
 	}
+}
+
+// leaveMembers is the one way a generation's members leave it, whichever
+// way the generation goes (stopped, exited before its gate answered,
+// crashed, a canary that died): exactly once per generation, the first
+// caller's choice wins. With keep, keep takes the members, still
+// listening with their queues (a restart serves them); otherwise the
+// supervisor's copies are closed and the sockets leave their groups with
+// the process's last close.
+func (s *Supervisor) leaveMembers(g *gen, keep func([]*reuse.Member)) {
+	g.leave.Do(func() {
+		if keep != nil && g.members != nil {
+			keep(g.members)
+			return
+		}
+		s.release(g.members)
+	})
 }
 
 // sync updates every group's model after a generation holding members
@@ -247,8 +282,9 @@ const (
 //     drain grace, which is also the wait when g holds no connection;
 //  2. g's accept queues are empty;
 //  3. every connection g's process tree holds on their ports is idle
-//     ([reuse.Conn.Idle]: everything it received has been answered), for
-//     at most DrainConnWait.
+//     ([reuse.Conn.Idle]: everything it received has been answered) at two
+//     looks in a row with no byte moved between them ([reuse.ConnSet.Busy]),
+//     for at most DrainConnWait.
 //
 // The tree's descriptors are read once (and again only if a queue refills);
 // then each look is one batch of exact sock_diag lookups of those

@@ -51,6 +51,15 @@ type Status struct {
 	NextRestart time.Time     `json:"next_restart,omitzero"`
 	Backoff     time.Duration `json:"restart_backoff_ns,omitempty"`
 	LastFailure string        `json:"last_failure,omitempty"`
+	// SteeringRepairs counts mismatches between a reuseport group's model
+	// and the kernel that hotswap found and repaired (a leaked socket, a
+	// member shut down behind its back); ForeignSockets counts sockets of
+	// other processes found in a group, never steered to.
+	// Reloading is set while a reload is in progress or queued (waiting
+	// for its gate, for an old generation to exit, or coalesced).
+	Reloading       bool `json:"reloading,omitempty"`
+	SteeringRepairs int  `json:"steering_repairs"`
+	ForeignSockets  int  `json:"foreign_sockets"`
 }
 
 // ListenerStatus describes one socket the supervisor owns.
@@ -60,6 +69,10 @@ type ListenerStatus struct {
 	Mode    string `json:"mode"`
 	Queue   uint32 `json:"queue"`
 	Backlog uint32 `json:"backlog"`
+	// Spares counts the reuseport group's spare sockets: listening at
+	// the tail of the group, never steered to, each the next
+	// generation's (docs/architecture.md).
+	Spares int `json:"spares,omitempty"`
 }
 
 // GenerationStatus describes one generation that has not been reaped.
@@ -89,6 +102,7 @@ type ContainerStatus struct {
 type ListenerQueue struct {
 	Name  string `json:"name"`
 	Queue uint32 `json:"queue"`
+	Inode uint64 `json:"inode"` // the socket's, as sock_diag and /proc/PID/fd name it
 }
 
 // ReloadCounts counts reloads by outcome.
@@ -117,6 +131,10 @@ func (s *Supervisor) status() Status {
 		Reloads:     ReloadCounts{OK: s.stats.reloadsOK, Failed: s.stats.reloadsFailed},
 		Restarts:    s.stats.restarts,
 		LastFailure: s.lastFailed,
+
+		Reloading:       s.pending != nil || s.waitDrain || len(s.waiting)+len(s.queued) > 0,
+		SteeringRepairs: s.stats.repairs,
+		ForeignSockets:  s.stats.foreign,
 	}
 	if s.current != nil {
 		st.Current = s.current.id
@@ -135,6 +153,7 @@ func (s *Supervisor) status() Status {
 		case l.reuseport():
 			// The generations' own sockets, each with backlog somaxconn.
 			ls.Backlog = uint32(reuse.Somaxconn())
+			ls.Spares = l.group.Spares()
 			for _, g := range s.live {
 				if m := member(g, i); m != nil {
 					q, _ := m.QueueLen()
@@ -153,7 +172,7 @@ func (s *Supervisor) status() Status {
 		for i, m := range g.members {
 			if m != nil {
 				q, _ := m.QueueLen()
-				gs.Queues = append(gs.Queues, ListenerQueue{Name: s.listeners[i].spec.Name, Queue: q})
+				gs.Queues = append(gs.Queues, ListenerQueue{Name: s.listeners[i].spec.Name, Queue: q, Inode: m.Inode()})
 			}
 		}
 		if g.ctr != nil {

@@ -44,6 +44,8 @@ type Supervisor struct {
 	done    chan struct{} // closed when the run loop has returned
 	wg      sync.WaitGroup
 
+	procs procs // processes and gates (seam.go)
+
 	// Owned by the run loop.
 	nextID    int
 	current   *gen // the generation serving, or nil after a crash
@@ -78,10 +80,20 @@ type Supervisor struct {
 	stats      counters
 	lastFailed string
 	reloadT0   time.Time // when the reload in progress began
+	// warnedStale are sockets of exited generations found with a queue
+	// (steering.go), reported once each.
+	warnedStale map[uint64]bool
+	// previous are the inodes of adopted sockets, which the previous
+	// hotswap's generation drains.
+	previous map[uint64]bool
+	// relaying are the inodes of sockets whose queue handQueue is
+	// relaying (steering.go), written off the loop.
+	relaying sync.Map
 }
 
 type counters struct {
 	reloadsOK, reloadsFailed, restarts int
+	repairs, foreign                   int // steering.go
 }
 
 type reloadReq struct {
@@ -117,7 +129,11 @@ func New(cfg Config) (*Supervisor, error) {
 		boundc:  make(chan struct{}),
 		done:    make(chan struct{}),
 		live:    map[int]*gen{},
+
+		warnedStale: map[uint64]bool{},
+		previous:    map[uint64]bool{},
 	}
+	s.procs = osProcs{s}
 	for _, l := range cfg.Listeners {
 		s.names = append(s.names, l.Name)
 	}
@@ -205,12 +221,13 @@ func (s *Supervisor) Run(ctx context.Context) error {
 }
 
 func (s *Supervisor) startFirst() error {
-	g, err := s.startGen(s.next(), nil)
+	g, err := s.procs.start(s.next(), nil)
 	if err != nil {
 		return err
 	}
 	s.current = g
 	s.gate(g)
+	s.checkGroups("first generation started")
 	return nil
 }
 
@@ -221,17 +238,22 @@ func (s *Supervisor) loop(ctx context.Context) error {
 			restartC = s.restart.C
 		}
 		var err error
+		why := ""
 		select {
 		case <-ctx.Done():
 			s.log.Info("stopping", "cause", context.Cause(ctx))
 			return nil
 		case r := <-s.reloadc:
+			why = "reload"
 			s.onReload(r)
 		case g := <-s.exitc:
+			why = fmt.Sprintf("generation %d exited", g.id)
 			err = s.onExit(g)
 		case r := <-s.gatec:
+			why = fmt.Sprintf("gate of generation %d", r.g.id)
 			err = s.onGate(r)
 		case <-restartC:
+			why = "restart"
 			s.restart = nil
 			s.onRestart()
 		case r := <-s.sigc:
@@ -239,10 +261,14 @@ func (s *Supervisor) loop(ctx context.Context) error {
 		case c := <-s.statusc:
 			c <- s.status()
 		case r := <-s.callc:
+			why = "control request"
 			r.reply <- r.fn()
 		}
 		if err != nil {
 			return err
+		}
+		if why != "" {
+			s.checkGroups(why)
 		}
 	}
 }
@@ -341,7 +367,7 @@ func (s *Supervisor) beginReload() {
 		return
 	}
 	s.notifyUp(reloadingState())
-	g, err := s.startGen(s.next(), nil)
+	g, err := s.procs.start(s.next(), nil)
 	if err != nil {
 		s.finishReload(s.reloadError(s.nextID, 0, err))
 		return
@@ -397,7 +423,7 @@ func (s *Supervisor) gate(g *gen) {
 		g.log.Error("steer probes to generation", "error", err)
 	}
 	s.wg.Go(func() {
-		err := s.waitReady(g.ctx, g)
+		err := s.procs.ready(g.ctx, g)
 		if err != nil {
 			err = gateError(g, err)
 		}
@@ -455,6 +481,9 @@ func (s *Supervisor) onGate(r gateResult) error {
 		if old != nil {
 			s.drain(old, true)
 		}
+		// The current generation crashed during this reload's gate: what
+		// waits on its sockets goes to the new one.
+		s.relayOrphans()
 		g.log.Info("reload succeeded", "after", g.readyAt.Sub(g.started))
 		s.finishReload(nil)
 	case s.current:
@@ -527,7 +556,7 @@ func (s *Supervisor) drain(g *gen, wait bool) {
 		return
 	}
 	g.state = StateDraining
-	s.wg.Go(func() { s.stop(g, wait) })
+	s.wg.Go(func() { s.procs.stop(g, wait) })
 }
 
 func (s *Supervisor) onExit(g *gen) error {
@@ -536,10 +565,28 @@ func (s *Supervisor) onExit(g *gen) error {
 	g.state = StateExited
 	up := time.Since(g.started)
 	g.log.Info("generation exited", "status", describeExit(g.ps), "up", up.Round(time.Millisecond))
-	if g == s.current && prev != StateDraining && g.members != nil {
-		// Its sockets stay open and keep their queues for the restart.
-		s.orphans, g.members = g.members, nil
+	if g == s.current && prev != StateDraining {
+		if s.canary == nil {
+			// Its sockets stay open and keep their queues for the restart.
+			s.leaveMembers(g, func(ms []*reuse.Member) { s.orphans = ms })
+		} else {
+			// The canary takes over below: what waits in the dead
+			// generation's queues is handed to it.
+			s.leaveMembers(g, func(ms []*reuse.Member) {
+				for i, m := range ms {
+					if m != nil {
+						s.handQueue(s.listeners[i], m)
+					}
+				}
+			})
+		}
+		g.members = nil
 	}
+	// Every other way out, including a generation whose gate had not
+	// answered yet and a stop that has not reached its release, closes
+	// the supervisor's copies now: a socket held only by hotswap would
+	// keep a queue nobody accepts from.
+	s.leaveMembers(g, nil)
 	if s.udp != nil {
 		s.udp.exited(g.id, g == s.current && prev != StateDraining)
 	}
@@ -602,7 +649,7 @@ func (s *Supervisor) onRestart() {
 	if s.current != nil || s.pending != nil {
 		return
 	}
-	g, err := s.startGen(s.next(), s.crashedFiles)
+	g, err := s.procs.start(s.next(), s.crashedFiles)
 	if err != nil {
 		s.log.Error("restart failed", "error", err)
 		s.scheduleRestart(0)
@@ -618,7 +665,7 @@ func (s *Supervisor) onSignal(sig syscall.Signal) error {
 	if s.current == nil {
 		return errors.New("no generation is running")
 	}
-	if err := s.current.cmd.Process.Signal(sig); err != nil {
+	if err := s.procs.signal(s.current, sig); err != nil {
 		return fmt.Errorf("signal generation %d (pid %d): %w", s.current.id, s.current.pid, err)
 	}
 	return nil
@@ -635,7 +682,7 @@ func (s *Supervisor) stopAll() {
 			continue // already being stopped by its own goroutine
 		}
 		g.state = StateDraining
-		wg.Go(func() { s.stop(g, s.handedOff) })
+		wg.Go(func() { s.procs.stop(g, s.handedOff) })
 	}
 	wg.Wait()
 	for _, g := range s.live {
@@ -672,10 +719,7 @@ func (s *Supervisor) listen() error {
 					err = reuse.ErrInUse
 				}
 				if err == nil {
-					first, err = l.group.Add()
-				}
-				if err == nil {
-					err = l.group.Activate(first)
+					first, err = l.group.Take()
 				}
 			}
 			if err != nil {
