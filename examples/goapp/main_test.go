@@ -156,9 +156,13 @@ func TestOnTerm(t *testing.T) {
 			}
 			defer c.Close()
 			io.WriteString(c, "GET /x HTTP/1.1\r\nHost: goapp\r\n")
-			time.Sleep(200 * time.Millisecond) // let goapp accept it
+			waitAccepted(t, p.addr, 10*time.Second)
 			p.cmd.Process.Signal(syscall.SIGTERM)
-			time.Sleep(100 * time.Millisecond)
+			// The rest of the request goes only once SIGTERM has taken
+			// effect: the listener is closed (drained, or gone with the
+			// process). Sent earlier, a goapp slow to see the signal
+			// answers it before it stops, in either mode.
+			waitRefused(t, p.addr, 10*time.Second)
 			io.WriteString(c, "\r\n")
 			c.SetReadDeadline(time.Now().Add(5 * time.Second))
 			resp, _ := io.ReadAll(c)

@@ -21,6 +21,7 @@ package watch
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -166,13 +167,43 @@ func (w *Watcher) Run(ctx context.Context, out chan<- Change) error {
 }
 
 // rewatch watches the directories the paths need now and drops the rest.
+// Which directories those are is read from the file system before their
+// watches are added, and a directory made in between (mkdir -p a/b/c seen
+// as a alone) gets no event from a watch added after it was made: so
+// rewatch looks again after adding, until the set it needs is the set it
+// watches. Then every directory made later is made under a watch. A tree
+// that keeps changing past maxRewatch rounds sends events of its own, and
+// the next one looks again.
 func (w *Watcher) rewatch() error {
+	var err error
+	want := w.wanted()
+	for range maxRewatch {
+		err = w.sync(want)
+		now := w.wanted()
+		if maps.Equal(want, now) {
+			break
+		}
+		want = now
+	}
+	return err
+}
+
+// maxRewatch bounds the rounds of one rewatch.
+const maxRewatch = 64
+
+// wanted returns the directories the paths need now.
+func (w *Watcher) wanted() map[string]bool {
 	want := map[string]bool{}
 	for _, p := range w.paths {
 		for _, d := range dirsOf(p) {
 			want[d] = true
 		}
 	}
+	return want
+}
+
+// sync watches the directories in want and drops the rest.
+func (w *Watcher) sync(want map[string]bool) error {
 	var firstErr error
 	for d := range want {
 		if w.dirs[d] {
