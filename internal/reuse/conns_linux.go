@@ -129,17 +129,16 @@ func Snapshot(pid int, ports []Port, skip map[uint64]bool) (*ConnSet, error) {
 		return nil, fmt.Errorf("connections of pid %d: %w", pid, err)
 	}
 	defer closePidfds(socks)
-	seen := map[uint64]bool{} // a socket two processes of the tree hold
+	// A socket two processes of the tree hold is read once, from the
+	// first whose descriptor could still be duplicated: one that closed
+	// its copy since /proc listed it (a parent that handed the connection
+	// to a child) must not hide the holders after it.
+	seen := map[uint64]bool{}
+	for ino := range skip {
+		seen[ino] = true
+	}
 	for _, ps := range socks {
-		var fresh []procSocket
-		for _, s := range ps.socks {
-			if !seen[s.ino] && !skip[s.ino] {
-				seen[s.ino] = true
-				fresh = append(fresh, s)
-			}
-		}
-		ps.socks = fresh
-		cs, err := ps.conns(want)
+		cs, err := ps.conns(want, seen)
 		if errors.Is(err, unix.EPERM) {
 			return dumpSnapshot(pid, socks, want)
 		}
@@ -299,11 +298,17 @@ func closePidfds(socks []procSockets) {
 
 // conns returns the TCP connections among ps's sockets whose local port is
 // wanted, their addresses and cookie read from a duplicate that is closed
-// at once (the process keeps its own). A descriptor
-// closed meanwhile is skipped; EPERM means pidfd_getfd is not allowed.
-func (ps *procSockets) conns(want map[Port]bool) ([]Conn, error) {
+// at once (the process keeps its own). Sockets in seen are skipped, and
+// each one duplicated is added to it. A descriptor closed meanwhile is
+// (or its number reused) is skipped and left out of seen, for another
+// holder to name; EPERM means
+// pidfd_getfd is not allowed.
+func (ps *procSockets) conns(want map[Port]bool, seen map[uint64]bool) ([]Conn, error) {
 	var out []Conn
 	for _, s := range ps.socks {
+		if seen[s.ino] {
+			continue
+		}
 		fd, err := unix.PidfdGetfd(ps.pidfd, s.fd, 0)
 		if errors.Is(err, unix.EPERM) {
 			return nil, err
@@ -311,6 +316,12 @@ func (ps *procSockets) conns(want map[Port]bool) ([]Conn, error) {
 		if err != nil {
 			continue // closed since, or the process exited
 		}
+		var st unix.Stat_t
+		if unix.Fstat(fd, &st) != nil || st.Ino != s.ino {
+			unix.Close(fd) // closed since and the number reused
+			continue
+		}
+		seen[s.ino] = true
 		c, ok := connOf(fd, want)
 		unix.Close(fd)
 		if ok {

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // connPair is one connection seen from both ends.
@@ -254,5 +256,42 @@ func TestBusyWantsTwoQuietLooks(t *testing.T) {
 	refresh(set)
 	if n := set.Busy(); n != 1 {
 		t.Errorf("next request read, not answered: %d busy, want 1", n)
+	}
+}
+
+// TestSnapshotHolderClosed: a socket the tree lists twice is read from a
+// later holder when the first closed its copy after /proc listed it (sh
+// handing a connection to its child, then closing its own): not lost.
+func TestSnapshotHolderClosed(t *testing.T) {
+	ln, p := listenLoopback(t)
+	pairs := dialPairs(t, ln, 1)
+	f, err := pairs[0].served.(*net.TCPConn).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ino := inodeOf(t, pairs[0].served)
+	closed, err := syscall.Dup(int(f.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	syscall.Close(closed) // listed, then closed before it is duplicated
+	pidfd, err := unix.PidfdOpen(os.Getpid(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(pidfd)
+	seen := map[uint64]bool{}
+	var n int
+	for _, fd := range []int{closed, int(f.Fd())} {
+		ps := procSockets{pid: os.Getpid(), pidfd: pidfd, socks: []procSocket{{fd, ino}}}
+		cs, err := ps.conns(map[Port]bool{p: true}, seen)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += len(cs)
+	}
+	if n != 1 {
+		t.Errorf("%d connections, want 1 (from the holder that still has it)", n)
 	}
 }
