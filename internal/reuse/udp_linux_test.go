@@ -37,12 +37,15 @@ func longHeader(cid []byte) []byte {
 	return append(b, 8, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0)
 }
 
-func TestUDPGroupSteersByCID(t *testing.T) {
-	g, err := NewUDPGroup("udp4", "127.0.0.1:0", [3]byte{0xa1, 0xb2, 0xc3})
+// twoMembers makes a group on network and address with members for slots 1
+// and 2; the group is closed when the test ends.
+func twoMembers(t *testing.T, network, address string, key [3]byte) (*UDPGroup, *UDPMember, *UDPMember) {
+	t.Helper()
+	g, err := NewUDPGroup(network, address, key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer g.Close()
+	t.Cleanup(func() { g.Close() })
 	a, err := g.Add(1)
 	if err != nil {
 		t.Fatal(err)
@@ -51,6 +54,11 @@ func TestUDPGroupSteersByCID(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return g, a, b
+}
+
+func TestUDPGroupSteersByCID(t *testing.T) {
+	g, a, b := twoMembers(t, "udp4", "127.0.0.1:0", [3]byte{0xa1, 0xb2, 0xc3})
 	if _, err := g.Add(2); err == nil {
 		t.Fatal("Add with slot 2 in use succeeded")
 	}
@@ -253,19 +261,7 @@ func udpWhoFrom(t *testing.T, socks []*net.UDPConn, addr string, src netip.AddrP
 // TestUDPGroupIPv6 steers by connection ID and by probe source in a udp6
 // group, where the probe rule reads the IPv6 header.
 func TestUDPGroupIPv6(t *testing.T) {
-	g, err := NewUDPGroup("udp6", "[::1]:0", [3]byte{4, 5, 6})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g.Close()
-	a, err := g.Add(1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := g.Add(2)
-	if err != nil {
-		t.Fatal(err)
-	}
+	g, a, b := twoMembers(t, "udp6", "[::1]:0", [3]byte{4, 5, 6})
 	pc, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
 	if err != nil {
 		t.Fatal(err)
