@@ -102,6 +102,14 @@ type Policy struct {
 	// [Group.ProbeAddr]: a readiness probe through the public port reaches
 	// exactly this member.
 	Probe *Member
+	// Slots, when set and To is not, are the members of a worker pool
+	// (one per worker): new connections are split evenly between them,
+	// chosen per SYN with SKF_AD_RANDOM.
+	Slots []*Member
+	// ByCPU, when set, sends a new connection to ByCPU[c], c being the
+	// CPU that handled the SYN (SKF_AD_CPU): the worker pinned to that
+	// CPU. A CPU without a member falls back to Slots.
+	ByCPU []*Member
 }
 
 // NewGroup prepares a group for network ("tcp", "tcp4" or "tcp6") and
@@ -420,7 +428,7 @@ func (g *Group) Steer(p Policy) error {
 	if p.Percent < 0 || p.Percent > 100 {
 		return fmt.Errorf("steer %s: percent %d out of range", g.address, p.Percent)
 	}
-	for _, m := range []*Member{p.To, p.Other, p.Probe} {
+	for _, m := range slices.Concat([]*Member{p.To, p.Other, p.Probe}, p.Slots, p.ByCPU) {
 		if m == nil {
 			continue
 		}
@@ -722,6 +730,20 @@ func (g *Group) programLocked(oldest *Member) program {
 	}
 	p := program{to: idx(g.pol.To), other: idx(g.pol.Other), pct: g.pol.Percent,
 		probe: idx(g.pol.Probe), probeSrc: g.probeAP}
+	if p.to < 0 && p.other < 0 {
+		for _, m := range g.pol.Slots {
+			if i := idx(m); i >= 0 {
+				p.slots = append(p.slots, i)
+			}
+		}
+		for _, m := range g.pol.ByCPU {
+			p.byCPU = append(p.byCPU, idx(m))
+		}
+		if len(p.slots) > 0 {
+			return p
+		}
+		p.byCPU = nil
+	}
 	if p.to < 0 {
 		p.to, p.pct = p.other, 100
 	}
@@ -741,6 +763,17 @@ func (p Policy) without(m *Member) Policy {
 	}
 	if p.Probe == m {
 		p.Probe = nil
+	}
+	if slices.Contains(p.Slots, m) {
+		p.Slots = slices.DeleteFunc(slices.Clone(p.Slots), func(o *Member) bool { return o == m })
+	}
+	if i := slices.Index(p.ByCPU, m); i >= 0 {
+		p.ByCPU = slices.Clone(p.ByCPU)
+		for i := range p.ByCPU {
+			if p.ByCPU[i] == m {
+				p.ByCPU[i] = nil
+			}
+		}
 	}
 	return p
 }
