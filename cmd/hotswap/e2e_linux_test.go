@@ -30,7 +30,8 @@ type app struct {
 	ctl            string // hotswap's control socket
 	addr           string
 	verFile, flags string
-	gen            int // the generation expected to serve
+	gen            int  // the generation expected to serve
+	pool           bool // a worker pool (workers_linux_test.go)
 }
 
 // startApp runs hotswap with hsFlags around goapp with goappFlags.

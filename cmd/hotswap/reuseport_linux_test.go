@@ -45,10 +45,17 @@ func (a *app) loadReloads(t *testing.T, reloads int, stall bool) load.Result {
 			time.Sleep(20 * time.Millisecond)
 		}
 		version := fmt.Sprintf("v%d", n)
-		if e := a.reload(n, version, ""); e.Msg() != "reload succeeded" {
-			t.Fatalf("reload to generation %d: %v", n, e)
+		if a.pool {
+			if code, out := a.reloadCmd(version, "--notify"); code != 0 {
+				t.Fatalf("reload to generation %d: exit %d: %s", n, code, out)
+			}
+			a.waitWorkers(n, 30*time.Second)
+		} else {
+			if e := a.reload(n, version, ""); e.Msg() != "reload succeeded" {
+				t.Fatalf("reload to generation %d: %v", n, e)
+			}
+			a.waitGone(n-1, 30*time.Second)
 		}
-		a.waitGone(n-1, 30*time.Second)
 		if got := get(t, a.addr); got != version {
 			t.Fatalf("after reload %d: answered by %q, want %q", n, got, version)
 		}
@@ -86,15 +93,23 @@ func TestReusePortServerWithoutGracefulShutdown(t *testing.T) {
 	for _, tc := range runs {
 		res := tc.r.run(t)
 		t.Logf("%s, %d reloads: %v", tc.name, tc.r.reloads, res)
-		if res.OK < 1000 {
-			t.Errorf("%s: only %d requests succeeded: the load did not run", tc.name, res.OK)
-		}
-		switch {
-		case tc.wantZero && res.Failed != 0:
-			t.Errorf("%s: %d failed requests, want 0: %v", tc.name, res.Failed, res.Errors)
-		case !tc.wantZero && res.Failed == 0:
-			t.Errorf("%s: no failed requests; the control must show losses", tc.name)
-		}
+		checkLoss(t, tc.name, res, tc.wantZero)
+	}
+}
+
+// checkLoss fails a run under load that did not run, or that lost
+// requests when wantZero is set, or that lost none when it is the
+// control that must show losses.
+func checkLoss(t *testing.T, name string, res load.Result, wantZero bool) {
+	t.Helper()
+	if res.OK < 1000 {
+		t.Errorf("%s: only %d requests succeeded: the load did not run", name, res.OK)
+	}
+	switch {
+	case wantZero && res.Failed != 0:
+		t.Errorf("%s: %d failed requests, want 0: %v", name, res.Failed, res.Errors)
+	case !wantZero && res.Failed == 0:
+		t.Errorf("%s: no failed requests; the control must show losses", name)
 	}
 }
 

@@ -116,11 +116,11 @@ func (l *listener) close() {
 // members makes generation id's sockets: the shared ones, and per
 // reuseport group a listening sibling that receives nothing until it is
 // steered to; orphaned members are taken first.
-func (s *Supervisor) members(id int) (files []*os.File, ms []*reuse.Member, retErr error) {
+func (s *Supervisor) members(sl *slot, id int) (files []*os.File, ms []*reuse.Member, retErr error) {
 	ms = make([]*reuse.Member, len(s.listeners))
 	defer func() {
 		if retErr != nil {
-			s.dropMembers(ms)
+			s.dropMembers(sl, ms)
 		}
 	}()
 	for i, l := range s.listeners {
@@ -128,7 +128,7 @@ func (s *Supervisor) members(id int) (files []*os.File, ms []*reuse.Member, retE
 			files = append(files, l.shared)
 			continue
 		}
-		m := s.orphans[i] // taken by takeOrphans once the generation runs
+		m := sl.orphans[i] // taken by takeOrphans once the generation runs
 		if m == nil {
 			var err error
 			if m, err = l.group.Take(); err != nil {
@@ -146,10 +146,10 @@ func (s *Supervisor) members(id int) (files []*os.File, ms []*reuse.Member, retE
 
 // takeOrphans records that the generation started with ms took the
 // orphans it was given.
-func (s *Supervisor) takeOrphans(ms []*reuse.Member) {
+func (s *Supervisor) takeOrphans(sl *slot, ms []*reuse.Member) {
 	for i, m := range ms {
-		if m != nil && s.orphans[i] == m {
-			s.orphans[i] = nil
+		if m != nil && sl.orphans[i] == m {
+			sl.orphans[i] = nil
 		}
 	}
 }
@@ -157,9 +157,9 @@ func (s *Supervisor) takeOrphans(ms []*reuse.Member) {
 // dropMembers releases the members made for a generation that did not
 // start; orphans it was given stay orphans, queue and all, for the next
 // try.
-func (s *Supervisor) dropMembers(ms []*reuse.Member) {
+func (s *Supervisor) dropMembers(sl *slot, ms []*reuse.Member) {
 	for i, m := range ms {
-		if m != nil && s.orphans[i] == m {
+		if m != nil && sl.orphans[i] == m {
 			ms[i] = nil
 		}
 	}
@@ -222,6 +222,9 @@ func (s *Supervisor) steer(to, other *gen, pct int, probe *gen) error {
 		p := reuse.Policy{To: member(to, i), Other: member(other, i), Percent: pct, Probe: member(probe, i)}
 		if p.Other == nil {
 			p.Percent = 0
+		}
+		if s.pool() {
+			p = s.poolPolicy(i, probe)
 		}
 		if err := l.group.Steer(p); err != nil {
 			errs = append(errs, fmt.Errorf("steer %s: %w", l.spec, err))

@@ -1,0 +1,228 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hotswap-dev/hotswap/internal/load"
+	"github.com/hotswap-dev/hotswap/internal/proctest"
+	"github.com/hotswap-dev/hotswap/internal/reuse"
+	"github.com/hotswap-dev/hotswap/internal/supervisor"
+)
+
+// workerScript runs goapp with the version and flags files of its
+// generation; a file FLAGS.wN, when present, replaces FLAGS for worker N
+// (HOTSWAP_WORKER), so a test can break one worker of a generation.
+const workerScript = `bin=$0 v=$1 f=$2; shift 2; w=$f.w$HOTSWAP_WORKER; [ -e "$w" ] && f=$w; exec "$bin" --version "$(cat "$v")" $(cat "$f") "$@"`
+
+// startWorkers runs hotswap --workers 2 with hsFlags around goapp, each
+// generation's workers reading a.verFile and a.flags (the first: "v1",
+// flags), and waits until every worker of generation 1 serves.
+func startWorkers(t *testing.T, flags string, hsFlags []string, goappFlags ...string) *app {
+	t.Helper()
+	dir := t.TempDir()
+	a := &app{t: t, verFile: filepath.Join(dir, "version"), flags: filepath.Join(dir, "flags"), gen: 1, pool: true}
+	a.write("v1", flags)
+	hsFlags = append([]string{"--workers", "2", "--pidfile", filepath.Join(dir, "hotswap.pid")}, hsFlags...)
+	args := append([]string{"--log-format", "json", "-l", "http=tcp://127.0.0.1:0"}, hsFlags...)
+	args = append(args, "--", "sh", "-c", workerScript, proctest.Build(t, goappPkg), a.verFile, a.flags)
+	a.hs = proctest.Start(t, proctest.Build(t, hotswapPkg), append(args, goappFlags...)...)
+	a.ctl = controlPath(a.hs, hsFlags)
+	a.addr = a.waitWorkers(1, 10*time.Second).Listeners[0].Address
+	return a
+}
+
+// waitWorkers waits until every worker slot is served by a ready worker of
+// generation n and no other process is live.
+func (a *app) waitWorkers(n int, d time.Duration) supervisor.Status {
+	a.t.Helper()
+	return waitState(a.t, a.hs, a.ctl, d, fmt.Sprintf("every worker of generation %d serving", n), func(st supervisor.Status) bool {
+		if len(st.Workers) == 0 || len(st.Generations) != len(st.Workers) {
+			return false
+		}
+		for _, w := range st.Workers {
+			if w.Gen != n || w.State != supervisor.StateReady {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// reloadCmd runs `hotswap reload` against a after writing the version
+// and flags files; it returns the exit code and the output.
+func (a *app) reloadCmd(version, flags string) (int, string) {
+	a.t.Helper()
+	a.write(version, flags)
+	code, out, errOut := ctl(a.t, "reload", "--control", a.ctl)
+	return code, out + errOut
+}
+
+var bodyWorker = regexp.MustCompile(`version=(\S+) gen=(\d+) worker=(\d+) pid=(\d+)`)
+
+// askWorkers sends n requests, each on a new connection, and returns per
+// answering pid the HOTSWAP_WORKER it reported (header and body agree).
+func askWorkers(t *testing.T, addr string, n int) map[int]string {
+	t.Helper()
+	c := http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	got := map[int]string{}
+	for range n {
+		resp, err := c.Get("http://" + addr + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		m := bodyWorker.FindStringSubmatch(string(b))
+		if m == nil || resp.Header.Get("X-Worker") != m[3] {
+			t.Fatalf("answer %q with X-Worker %q: want version=V gen=G worker=W pid=P", b, resp.Header.Get("X-Worker"))
+		}
+		pid, _ := strconv.Atoi(m[4])
+		if w, ok := got[pid]; ok && w != m[3] {
+			t.Fatalf("pid %d reported worker %s and %s", pid, w, m[3])
+		}
+		got[pid] = m[3]
+	}
+	return got
+}
+
+// checkWorkerSockets holds the pool to what the kernel says: each worker
+// has its own listening socket (sock_diag), held by its process and by no
+// other worker, and reports its own HOTSWAP_WORKER; the group has nothing
+// else but its spares.
+func (a *app) checkWorkerSockets(t *testing.T, st supervisor.Status) {
+	t.Helper()
+	_, p, _ := net.SplitHostPort(a.addr)
+	port, _ := strconv.Atoi(p)
+	ls, err := reuse.Listeners("tcp", port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inKernel := map[uint64]bool{}
+	for _, l := range ls {
+		inKernel[l.Inode] = true
+	}
+	if want := len(st.Workers) + st.Listeners[0].Spares; len(ls) != want {
+		t.Errorf("%d sockets listen on port %d, want %d (one per worker and the spares): %+v", len(ls), port, want, ls)
+	}
+	inodes := map[uint64]int{}
+	for _, g := range st.Generations {
+		if len(g.Queues) != 1 {
+			t.Fatalf("worker %d of generation %d has %d sockets, want 1", g.Worker, g.ID, len(g.Queues))
+		}
+		ino := g.Queues[0].Inode
+		if w, dup := inodes[ino]; dup {
+			t.Errorf("workers %d and %d share socket inode %d", w, g.Worker, ino)
+		}
+		inodes[ino] = g.Worker
+		if !inKernel[ino] || !holds(g.PID, ino) {
+			t.Errorf("worker %d (pid %d): its socket inode %d listens %v, held by it %v; want both", g.Worker, g.PID, ino, inKernel[ino], holds(g.PID, ino))
+		}
+		for _, o := range st.Generations {
+			if o.PID != g.PID && holds(o.PID, ino) {
+				t.Errorf("worker %d (pid %d) also holds worker %d's socket inode %d", o.Worker, o.PID, g.Worker, ino)
+			}
+		}
+	}
+	want := map[int]string{}
+	for _, w := range st.Workers {
+		want[w.PID] = strconv.Itoa(w.Worker)
+	}
+	got := askWorkers(t, a.addr, 60)
+	for pid, w := range got {
+		if want[pid] != w {
+			t.Errorf("pid %d answered as worker %s, status says worker %q", pid, w, want[pid])
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("60 requests reached pids %v, want every worker of %v", got, want)
+	}
+	if st.SteeringRepairs != 0 {
+		t.Errorf("%d steering repairs, want 0: %v", st.SteeringRepairs, a.hs.Events("reuseport group does not match the kernel: repaired"))
+	}
+}
+
+// TestWorkersReloadUnderLoad: a pool of 2 workers, each with its own
+// socket, reloaded rolling (30 times) and all at once (10 times) under
+// load by a server that exits at once on SIGTERM: 0 failed requests, every
+// worker seeing its own HOTSWAP_WORKER on its own socket before and after;
+// the same pool without the drain loses requests.
+func TestWorkersReloadUnderLoad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow end-to-end test")
+	}
+	if !proctest.InNetns(t) {
+		return
+	}
+	proctest.SetSysctl(t, "net.ipv4.tcp_migrate_req", "0")
+	for _, tc := range []struct {
+		name     string
+		flags    []string
+		reloads  int
+		wantZero bool
+	}{
+		{"rolling", []string{"--rollout", "rolling"}, 30, true},
+		{"all", []string{"--rollout", "all"}, 10, true},
+		{"all, naive", []string{"--rollout", "all", "--unsafe-skip-drain"}, 10, false},
+	} {
+		a := startWorkers(t, "--notify", append([]string{"--ready", "notify"}, tc.flags...), "--on-term", "exit")
+		if tc.wantZero {
+			a.checkWorkerSockets(t, a.waitWorkers(1, 10*time.Second))
+		}
+		res := a.loadReloads(t, tc.reloads, false)
+		t.Logf("%s, %d reloads: %v; versions %v", tc.name, tc.reloads, res, res.Versions)
+		checkLoss(t, tc.name, res, tc.wantZero)
+		if tc.wantZero {
+			a.checkWorkerSockets(t, a.waitWorkers(tc.reloads+1, 10*time.Second))
+		}
+		a.hs.Signal(syscall.SIGTERM)
+		a.hs.Wait(30 * time.Second)
+	}
+}
+
+// TestWorkersNeverReadyStopsRollout: in a rolling reload whose worker 1
+// never becomes ready, worker 0 of the new generation serves, worker 1 of
+// the old one still serves, `hotswap reload` fails saying so, and no
+// request fails; the next good reload completes the pool.
+func TestWorkersNeverReadyStopsRollout(t *testing.T) {
+	if !proctest.InNetns(t) {
+		return
+	}
+	a := startWorkers(t, "--notify", []string{"--ready", "notify", "--ready-timeout", "1s"})
+	run := load.Start(t.Context(), load.Config{Addr: a.addr, Concurrency: 16, Duration: time.Minute})
+	time.Sleep(100 * time.Millisecond)
+	if err := os.WriteFile(a.flags+".w1", nil, 0o644); err != nil { // worker 1: no --notify
+		t.Fatal(err)
+	}
+	code, out := a.reloadCmd("v2", "--notify")
+	t.Logf("hotswap reload: exit %d: %s", code, strings.TrimSpace(out))
+	if code != 1 || !strings.Contains(out, "worker 1") || !strings.Contains(out, "worker 0 generation 2, worker 1 generation 1") {
+		t.Errorf("hotswap reload: exit %d: %q; want 1, naming worker 1 and saying worker 0 serves generation 2, worker 1 generation 1", code, out)
+	}
+	st := waitState(t, a.hs, a.ctl, 10*time.Second, "worker 0 on generation 2, worker 1 on 1, the failed worker gone", func(st supervisor.Status) bool {
+		return len(st.Workers) == 2 && st.Workers[0].Gen == 2 && st.Workers[1].Gen == 1 && st.Workers[1].Pending == 0 && len(st.Generations) == 2
+	})
+	a.checkWorkerSockets(t, st)
+	if err := os.Remove(a.flags + ".w1"); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := a.reloadCmd("v3", "--notify"); code != 0 {
+		t.Fatalf("good reload after the stopped one: exit %d: %s", code, out)
+	}
+	a.checkWorkerSockets(t, a.waitWorkers(3, 10*time.Second))
+	res := run.Stop()
+	t.Logf("load: %v; versions %v", res, res.Versions)
+	if res.Failed != 0 {
+		t.Errorf("%d failed requests, want 0: %v", res.Failed, res.Errors)
+	}
+}
