@@ -226,3 +226,48 @@ func TestWorkersNeverReadyStopsRollout(t *testing.T) {
 		t.Errorf("%d failed requests, want 0: %v", res.Failed, res.Errors)
 	}
 }
+
+// TestWorkersCrashedWorkerRestartedAlone: under load, worker 1 stops
+// accepting (its queue fills) and is SIGKILLed; it is restarted alone, in
+// its generation, on the same socket, and serves what had queued: no
+// request fails, worker 0 is never touched.
+func TestWorkersCrashedWorkerRestartedAlone(t *testing.T) {
+	if !proctest.InNetns(t) {
+		return
+	}
+	a := startWorkers(t, "--notify --stall-on 10s", []string{"--ready", "notify"})
+	st := a.waitWorkers(1, 10*time.Second)
+	w0, w1 := st.Workers[0].PID, st.Workers[1].PID
+	ino := st.Generations[1].Queues[0].Inode
+	run := load.Start(t.Context(), load.Config{Addr: a.addr, Concurrency: 16, Duration: time.Minute})
+	time.Sleep(100 * time.Millisecond)
+	if err := syscall.Kill(w1, syscall.SIGUSR1); err != nil { // stop accepting
+		t.Fatal(err)
+	}
+	queued := waitState(t, a.hs, a.ctl, 10*time.Second, "connections queued on worker 1", func(st supervisor.Status) bool {
+		return st.Workers[1].Queue >= 8
+	}).Workers[1].Queue
+	if err := syscall.Kill(w1, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	st = waitState(t, a.hs, a.ctl, 10*time.Second, "worker 1 restarted and ready", func(st supervisor.Status) bool {
+		w := st.Workers[1]
+		return w.PID != w1 && w.State == supervisor.StateReady && w.Restarts == 1
+	})
+	time.Sleep(200 * time.Millisecond)
+	res := run.Stop()
+	t.Logf("%d connections queued on worker 1 when it was killed; load: %v", queued, res)
+	if res.Failed != 0 {
+		t.Errorf("%d failed requests, want 0 (the killed worker had accepted nothing unanswered): %v", res.Failed, res.Errors)
+	}
+	if w := st.Workers[0]; w.PID != w0 || w.Restarts != 0 {
+		t.Errorf("worker 0: pid %d with %d restarts, want pid %d untouched", w.PID, w.Restarts, w0)
+	}
+	if w := st.Workers[1]; w.Gen != 1 {
+		t.Errorf("restarted worker 1 runs generation %d, want 1", w.Gen)
+	}
+	if got := st.Generations[1].Queues[0].Inode; got != ino {
+		t.Errorf("restarted worker 1 has socket inode %d, want the killed one's %d (queue kept)", got, ino)
+	}
+	a.checkWorkerSockets(t, st)
+}
