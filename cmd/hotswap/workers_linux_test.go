@@ -271,3 +271,85 @@ func TestWorkersCrashedWorkerRestartedAlone(t *testing.T) {
 	}
 	a.checkWorkerSockets(t, st)
 }
+
+// TestWorkersCPUAffinity: with --cpu-affinity, worker i and every thread
+// it starts run on the i-th allowed CPU only, and every connection whose
+// SYN that CPU handled reaches worker i, before and after a reload.
+func TestWorkersCPUAffinity(t *testing.T) {
+	if !proctest.InNetns(t) {
+		return
+	}
+	cpus := allowedCPUs(t)
+	if len(cpus) < 2 {
+		t.Skipf("needs 2 CPUs, may run on %v", cpus)
+	}
+	a := startWorkers(t, "--notify", []string{"--ready", "notify", "--cpu-affinity"}, "--version", "w{worker}")
+	for n := 1; n <= 2; n++ {
+		st := a.waitWorkers(n, 10*time.Second)
+		for i, w := range st.Workers {
+			if w.CPU == nil || *w.CPU != cpus[i] {
+				t.Errorf("generation %d worker %d: status CPU %v, want %d", n, i, w.CPU, cpus[i])
+			}
+			if got := threadCPUs(t, w.PID); len(got) != 1 || got[0] != strconv.Itoa(cpus[i]) {
+				t.Errorf("generation %d worker %d (pid %d): its threads may run on %v, want only CPU %d", n, i, w.PID, got, cpus[i])
+			}
+			got, err := load.FromCPU(a.addr, cpus[i], 200)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := fmt.Sprintf("w%d", i); got[want] != 200 {
+				t.Errorf("generation %d: 200 connections from CPU %d: %v, want all on %s", n, cpus[i], got, want)
+			}
+		}
+		if n == 1 {
+			if code, out := a.reloadCmd("v2", "--notify"); code != 0 {
+				t.Fatalf("reload: exit %d: %s", code, out)
+			}
+		}
+	}
+}
+
+func allowedCPUs(t *testing.T) []int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^Cpus_allowed_list:\s*(\S+)`).FindSubmatch(b)
+	var cpus []int
+	for _, r := range strings.Split(string(m[1]), ",") {
+		lo, hi, ok := strings.Cut(r, "-")
+		if !ok {
+			hi = lo
+		}
+		l, _ := strconv.Atoi(lo)
+		h, _ := strconv.Atoi(hi)
+		for c := l; c <= h; c++ {
+			cpus = append(cpus, c)
+		}
+	}
+	return cpus
+}
+
+// threadCPUs returns the distinct Cpus_allowed_list values of pid's threads.
+func threadCPUs(t *testing.T, pid int) []string {
+	t.Helper()
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
+	if err != nil || len(tasks) == 0 {
+		t.Fatalf("threads of pid %d: %v", pid, err)
+	}
+	seen := map[string]bool{}
+	var out []string
+	re := regexp.MustCompile(`(?m)^Cpus_allowed_list:\s*(\S+)`)
+	for _, f := range tasks {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue // the thread exited
+		}
+		if m := re.FindSubmatch(b); m != nil && !seen[string(m[1])] {
+			seen[string(m[1])] = true
+			out = append(out, string(m[1]))
+		}
+	}
+	return out
+}
