@@ -133,7 +133,7 @@ func New(cfg Config) (*Supervisor, error) {
 		s.slots = append(s.slots, &slot{i: i})
 	}
 	if cfg.CPUAffinity {
-		cpus, err := allowedCPUs()
+		cpus, err := AllowedCPUs()
 		if err != nil {
 			return nil, err
 		}

@@ -100,8 +100,9 @@ func (c *Config) validateWorkers() error {
 	return nil
 }
 
-// allowedCPUs are the CPUs hotswap may run on, in order.
-func allowedCPUs() ([]int, error) {
+// AllowedCPUs are the CPUs hotswap may run on, in order: worker i of
+// --cpu-affinity is pinned to the i-th (round robin).
+func AllowedCPUs() ([]int, error) {
 	var set unix.CPUSet
 	if err := unix.SchedGetaffinity(0, &set); err != nil {
 		return nil, os.NewSyscallError("sched_getaffinity", err)
@@ -117,7 +118,7 @@ func allowedCPUs() ([]int, error) {
 
 // AutoWorkers is --workers auto: the CPUs hotswap may run on.
 func AutoWorkers() (int, error) {
-	cpus, err := allowedCPUs()
+	cpus, err := AllowedCPUs()
 	if err != nil {
 		return 0, err
 	}
