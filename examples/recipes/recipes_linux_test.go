@@ -80,6 +80,11 @@ var recipes = map[string]recipe{
 		argv: []string{"node", "{dir}/server.js"},
 		env:  []string{"USE_FD=1"},
 	},
+	"python-workers": {
+		need:  map[string]string{python3: "python3"},
+		flags: []string{"--workers", "2", "--cpu-affinity"},
+		argv:  []string{python3, "{dir}/workers.py"},
+	},
 }
 
 func TestRecipeHAProxy(t *testing.T)       { runRecipe(t, "haproxy") }
@@ -90,6 +95,7 @@ func TestRecipeUvicorn(t *testing.T)       { runRecipe(t, "uvicorn") }
 func TestRecipeNodeIntercept(t *testing.T) { runRecipe(t, "node-intercept") }
 func TestRecipeNodeFD(t *testing.T)        { runRecipe(t, "node-fd") }
 func TestRecipeListenFDs(t *testing.T)     { runRecipe(t, "listenfds") }
+func TestRecipePythonWorkers(t *testing.T) { runRecipe(t, "python-workers") }
 
 // require fails under CI=true, else skips, when a program of r is missing.
 func (r recipe) require(t *testing.T) {
