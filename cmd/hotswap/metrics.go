@@ -72,6 +72,7 @@ type statusCollector struct {
 	up, reloads, restarts, gens, queue, backlog *prometheus.Desc
 	repairs, foreign                            *prometheus.Desc
 	genInfo, genStart                           *prometheus.Desc
+	workerInfo, workerQueue, workerRestarts     *prometheus.Desc
 	exes                                        exeVersions
 }
 
@@ -90,11 +91,16 @@ func newStatusCollector(sup *supervisor.Supervisor) *statusCollector {
 			"One series per live generation, always 1: its state, pid, the executable it runs and that executable's version (sha256: and the first 12 hex digits of its content's SHA-256).",
 			[]string{"generation", "pid", "state", "executable", "version"}, nil),
 		genStart: prometheus.NewDesc("hotswap_generation_start_time_seconds", "When a live generation was started, in seconds since the Unix epoch.", []string{"generation"}, nil),
+		workerInfo: prometheus.NewDesc("hotswap_worker_info",
+			"With --workers, one series per worker slot, always 1: the generation and pid serving it (0 while it restarts), its state and the CPU it is pinned to (\"\" without --cpu-affinity).",
+			[]string{"worker", "generation", "pid", "state", "cpu"}, nil),
+		workerQueue:    prometheus.NewDesc("hotswap_worker_queue_length", "With --workers, connections waiting in a worker slot's accept queues.", []string{"worker"}, nil),
+		workerRestarts: prometheus.NewDesc("hotswap_worker_restarts_total", "With --workers, workers of a slot started again after the one serving it died on its own.", []string{"worker"}, nil),
 	}
 }
 
 func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.up, c.reloads, c.restarts, c.gens, c.queue, c.backlog, c.repairs, c.foreign, c.genInfo, c.genStart} {
+	for _, d := range []*prometheus.Desc{c.up, c.reloads, c.restarts, c.gens, c.queue, c.backlog, c.repairs, c.foreign, c.genInfo, c.genStart, c.workerInfo, c.workerQueue, c.workerRestarts} {
 		ch <- d
 	}
 }
@@ -121,11 +127,26 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.gens, prometheus.GaugeValue, float64(n), string(state))
 	}
 	c.exes.prune(st.Generations)
+	started := map[int]time.Time{} // a pool's generation: its first worker's start
 	for _, g := range st.Generations {
 		id := strconv.Itoa(g.ID)
 		exe, ver := c.exes.of(g)
 		ch <- prometheus.MustNewConstMetric(c.genInfo, prometheus.GaugeValue, 1, id, strconv.Itoa(g.PID), string(g.State), exe, ver)
-		ch <- prometheus.MustNewConstMetric(c.genStart, prometheus.GaugeValue, float64(g.Started.UnixNano())/1e9, id)
+		if t, ok := started[g.ID]; !ok || g.Started.Before(t) {
+			started[g.ID] = g.Started
+		}
+	}
+	for id, t := range started {
+		ch <- prometheus.MustNewConstMetric(c.genStart, prometheus.GaugeValue, float64(t.UnixNano())/1e9, strconv.Itoa(id))
+	}
+	for _, w := range st.Workers {
+		slot, cpu := strconv.Itoa(w.Worker), ""
+		if w.CPU != nil {
+			cpu = strconv.Itoa(*w.CPU)
+		}
+		ch <- prometheus.MustNewConstMetric(c.workerInfo, prometheus.GaugeValue, 1, slot, strconv.Itoa(w.Gen), strconv.Itoa(w.PID), string(w.State), cpu)
+		ch <- prometheus.MustNewConstMetric(c.workerQueue, prometheus.GaugeValue, float64(w.Queue), slot)
+		ch <- prometheus.MustNewConstMetric(c.workerRestarts, prometheus.CounterValue, float64(w.Restarts), slot)
 	}
 	for i, l := range st.Listeners {
 		name := l.Name
@@ -138,16 +159,16 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 // exeVersions remembers the executable and version of each generation's
-// process, read from /proc/PID/exe: the file that process runs even after
-// it was replaced on disk (install, mv). Two scrapes may collect at once,
-// hence the lock.
+// process (each worker's, in a pool), read from /proc/PID/exe: the file
+// that process runs even after it was replaced on disk (install, mv). Two
+// scrapes may collect at once, hence the lock.
 type exeVersions struct {
-	mu   sync.Mutex
-	byID map[int]exeVersion
+	mu    sync.Mutex
+	byPID map[int]exeVersion
 }
 
 type exeVersion struct {
-	pid       int
+	gen       int // a pid reused by a later generation is read again
 	exe, vers string
 }
 
@@ -157,10 +178,10 @@ type exeVersion struct {
 func (e *exeVersions) of(g supervisor.GenerationStatus) (string, string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if v, ok := e.byID[g.ID]; ok && v.pid == g.PID {
+	if v, ok := e.byPID[g.PID]; ok && v.gen == g.ID {
 		return v.exe, v.vers
 	}
-	v := exeVersion{pid: g.PID, exe: "unknown", vers: "unknown"}
+	v := exeVersion{gen: g.ID, exe: "unknown", vers: "unknown"}
 	proc := "/proc/" + strconv.Itoa(g.PID) + "/exe"
 	if path, err := os.Readlink(proc); err == nil {
 		v.exe = strings.TrimSuffix(path, " (deleted)")
@@ -173,21 +194,21 @@ func (e *exeVersions) of(g supervisor.GenerationStatus) (string, string) {
 		f.Close()
 	}
 	if g.State != supervisor.StateStarting && v.vers != "unknown" {
-		if e.byID == nil {
-			e.byID = map[int]exeVersion{}
+		if e.byPID == nil {
+			e.byPID = map[int]exeVersion{}
 		}
-		e.byID[g.ID] = v
+		e.byPID[g.PID] = v
 	}
 	return v.exe, v.vers
 }
 
-// prune forgets generations that are gone.
+// prune forgets processes that are gone.
 func (e *exeVersions) prune(live []supervisor.GenerationStatus) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	for id := range e.byID {
-		if !slices.ContainsFunc(live, func(g supervisor.GenerationStatus) bool { return g.ID == id }) {
-			delete(e.byID, id)
+	for pid := range e.byPID {
+		if !slices.ContainsFunc(live, func(g supervisor.GenerationStatus) bool { return g.PID == pid }) {
+			delete(e.byPID, pid)
 		}
 	}
 }

@@ -213,6 +213,16 @@ func TestWorkersNeverReadyStopsRollout(t *testing.T) {
 		return len(st.Workers) == 2 && st.Workers[0].Gen == 2 && st.Workers[1].Gen == 1 && st.Workers[1].Pending == 0 && len(st.Generations) == 2
 	})
 	a.checkWorkerSockets(t, st)
+	_, text, _ := ctl(t, "status", "--control", a.ctl)
+	for _, want := range []*regexp.Regexp{
+		regexp.MustCompile(`(?m)^WORKER\s+GEN\s+PID\s+STATE\s+CPU\s+QUEUE\s+RESTARTS$`),
+		regexp.MustCompile(`(?m)^0\s+2\s+` + strconv.Itoa(st.Workers[0].PID) + `\s+ready\s`),
+		regexp.MustCompile(`(?m)^1\s+1\s+` + strconv.Itoa(st.Workers[1].PID) + `\s+ready\s`),
+	} {
+		if !want.MatchString(text) {
+			t.Errorf("hotswap status lacks a line matching %s:\n%s", want, text)
+		}
+	}
 	if err := os.Remove(a.flags + ".w1"); err != nil {
 		t.Fatal(err)
 	}
@@ -235,7 +245,9 @@ func TestWorkersCrashedWorkerRestartedAlone(t *testing.T) {
 	if !proctest.InNetns(t) {
 		return
 	}
-	a := startWorkers(t, "--notify --stall-on 10s", []string{"--ready", "notify"})
+	promtool := proctest.Command(t, "promtool", "prometheus")
+	a := startWorkers(t, "--notify --stall-on 10s", []string{"--ready", "notify", "--metrics", "127.0.0.1:0"})
+	metrics := a.hs.WaitEvent(10*time.Second, "metrics listening", nil).Str("address")
 	st := a.waitWorkers(1, 10*time.Second)
 	w0, w1 := st.Workers[0].PID, st.Workers[1].PID
 	ino := st.Generations[1].Queues[0].Inode
@@ -270,6 +282,18 @@ func TestWorkersCrashedWorkerRestartedAlone(t *testing.T) {
 		t.Errorf("restarted worker 1 has socket inode %d, want the killed one's %d (queue kept)", got, ino)
 	}
 	a.checkWorkerSockets(t, st)
+	body := scrape(t, metrics)
+	promtoolCheck(t, promtool, "after a worker restart", body)
+	for _, re := range []string{
+		`(?m)^hotswap_worker_restarts_total\{worker="1"\} 1$`,
+		`(?m)^hotswap_worker_restarts_total\{worker="0"\} 0$`,
+		`(?m)^hotswap_worker_info\{cpu="",generation="1",pid="` + strconv.Itoa(st.Workers[1].PID) + `",state="ready",worker="1"\} 1$`,
+		`(?m)^hotswap_worker_queue_length\{worker="0"\} \d+$`,
+	} {
+		if !regexp.MustCompile(re).MatchString(body) {
+			t.Errorf("metrics lack a line matching %s:\n%s", re, body)
+		}
+	}
 }
 
 // TestWorkersCPUAffinity: with --cpu-affinity, worker i and every thread
