@@ -173,6 +173,7 @@ func TestWorkersReloadUnderLoad(t *testing.T) {
 	}{
 		{"rolling", []string{"--rollout", "rolling"}, 30, true},
 		{"all", []string{"--rollout", "all"}, 10, true},
+		{"all, 4 workers", []string{"--rollout", "all", "--workers", "4"}, 10, true},
 		{"all, naive", []string{"--rollout", "all", "--unsafe-skip-drain"}, 10, false},
 	} {
 		a := startWorkers(t, "--notify", append([]string{"--ready", "notify"}, tc.flags...), "--on-term", "exit")

@@ -49,6 +49,7 @@ type Group struct {
 	pol     Policy
 	closed  bool
 	frozen  bool       // another process steers the group now: attach nothing
+	spares  int        // spare sockets Take keeps at the tail; 0: Spares
 	foreign []Listener // found by Activate, for the next Audit to report
 	lost    []*Member  // likewise
 }
@@ -202,7 +203,7 @@ func (g *Group) Take() (*Member, error) {
 	if g.closed {
 		return nil, ErrClosed
 	}
-	if err := g.fillSparesLocked(Spares); err != nil {
+	if err := g.fillSparesLocked(g.sparesLocked()); err != nil {
 		return nil, err
 	}
 	var m *Member
@@ -213,11 +214,22 @@ func (g *Group) Take() (*Member, error) {
 		}
 	}
 	m.spare = false
-	if err := g.fillSparesLocked(Spares); err != nil {
+	if err := g.fillSparesLocked(g.sparesLocked()); err != nil {
 		return nil, err
 	}
 	return m, g.attachLocked()
 }
+
+// SetSpares makes Take keep n spare sockets at the tail instead of
+// [Spares]: one per member that may leave the group between two
+// re-attaches (a worker pool whose every old worker stops at once).
+func (g *Group) SetSpares(n int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.spares = max(n, Spares)
+}
+
+func (g *Group) sparesLocked() int { return max(g.spares, Spares) }
 
 // fillSparesLocked listens spare sockets at the end of the group until it
 // has n.
@@ -343,7 +355,7 @@ func (g *Group) Thaw() error {
 	if err := g.syncLocked(); err != nil {
 		return err
 	}
-	if err := g.fillSparesLocked(Spares); err != nil {
+	if err := g.fillSparesLocked(g.sparesLocked()); err != nil {
 		return err
 	}
 	return g.attachLocked()

@@ -69,6 +69,12 @@ func (s *Supervisor) openListener(spec ListenSpec) (*listener, error) {
 		// The first member fixes the port (also for port 0) and makes
 		// sure the address can be bound now, not at the first start.
 		l.group, l.mode = g, ModeReusePort
+		if s.pool() {
+			// Every old worker of --rollout all (or every new one of a
+			// stopped rollout) may leave before the next re-attach: a
+			// spare each keeps the program's indices right meanwhile.
+			g.SetSpares(s.workers())
+		}
 		return l, nil
 	}
 	if s.udp != nil && isUDP(spec.Network) {
