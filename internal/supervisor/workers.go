@@ -4,13 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/hotswap-dev/hotswap/internal/reuse"
-	"golang.org/x/sys/unix"
+	"github.com/hotswap-dev/hotswap/internal/sys"
 )
 
 // A worker pool (--workers N) runs each generation as N processes of the
@@ -102,19 +101,7 @@ func (c *Config) validateWorkers() error {
 
 // AllowedCPUs are the CPUs hotswap may run on, in order: worker i of
 // --cpu-affinity is pinned to the i-th (round robin).
-func AllowedCPUs() ([]int, error) {
-	var set unix.CPUSet
-	if err := unix.SchedGetaffinity(0, &set); err != nil {
-		return nil, os.NewSyscallError("sched_getaffinity", err)
-	}
-	var cpus []int
-	for c := range len(set) * 64 {
-		if set.IsSet(c) {
-			cpus = append(cpus, c)
-		}
-	}
-	return cpus, nil
-}
+func AllowedCPUs() ([]int, error) { return sys.AllowedCPUs() }
 
 // AutoWorkers is --workers auto: the CPUs hotswap may run on.
 func AutoWorkers() (int, error) {
@@ -133,26 +120,14 @@ func (s *Supervisor) cpuOf(i int) int {
 	return s.cpus[i%len(s.cpus)]
 }
 
-// startPinned runs start (which forks) on an OS thread pinned to cpu, so
-// the child inherits that affinity from its first instruction: pinning it
+// startPinned runs start (which forks) on a thread pinned to cpu, so the
+// child inherits that affinity from its first instruction: pinning it
 // after the fork would miss threads a Go or Java child starts at once.
-// The thread's own mask is restored before it is unlocked.
 func startPinned(cpu int, start func() error) error {
 	if cpu < 0 {
 		return start()
 	}
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	var old, one unix.CPUSet
-	if err := unix.SchedGetaffinity(0, &old); err != nil {
-		return os.NewSyscallError("sched_getaffinity", err)
-	}
-	one.Set(cpu)
-	if err := unix.SchedSetaffinity(0, &one); err != nil {
-		return fmt.Errorf("pin to CPU %d: %w", cpu, os.NewSyscallError("sched_setaffinity", err))
-	}
-	defer unix.SchedSetaffinity(0, &old)
-	return start()
+	return sys.OnCPU(cpu, start)
 }
 
 // poolPolicy is the steering policy of listener i for the pool: every

@@ -5,11 +5,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
-	"runtime"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/hotswap-dev/hotswap/internal/sys"
 )
 
 // FromCPU sends n requests to addr, each on a new connection dialled from
@@ -18,26 +16,18 @@ import (
 // that sent it, so this is how a test or benchmark knows which CPU a
 // reuseport group's steering program saw (SKF_AD_CPU).
 func FromCPU(addr string, cpu, n int) (map[string]int, error) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	var old, one unix.CPUSet
-	if err := unix.SchedGetaffinity(0, &old); err != nil {
-		return nil, os.NewSyscallError("sched_getaffinity", err)
-	}
-	defer unix.SchedSetaffinity(0, &old)
-	one.Set(cpu)
-	if err := unix.SchedSetaffinity(0, &one); err != nil {
-		return nil, fmt.Errorf("pin to CPU %d: %w", cpu, os.NewSyscallError("sched_setaffinity", err))
-	}
 	got := map[string]int{}
-	for range n {
-		v, err := getOnThread(addr)
-		if err != nil {
-			return got, fmt.Errorf("from CPU %d: %w", cpu, err)
+	err := sys.OnCPU(cpu, func() error {
+		for range n {
+			v, err := getOnThread(addr)
+			if err != nil {
+				return fmt.Errorf("from CPU %d: %w", cpu, err)
+			}
+			got[v]++
 		}
-		got[v]++
-	}
-	return got, nil
+		return nil
+	})
+	return got, err
 }
 
 // getOnThread sends GET / over a connection whose connect() runs on the
