@@ -3,11 +3,13 @@ package main
 import (
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -96,11 +98,8 @@ func askWorkers(t *testing.T, addr string, n int) map[int]string {
 	return got
 }
 
-// checkWorkerSockets holds the pool to what the kernel says: each worker
-// has its own listening socket (sock_diag), held by its process and by no
-// other worker, and reports its own HOTSWAP_WORKER; the group has nothing
-// else but its spares.
-func (a *app) checkWorkerSockets(t *testing.T, st supervisor.Status) {
+// listeners are the sockets listening on a's port (sock_diag), and the port.
+func (a *app) listeners(t *testing.T) ([]reuse.Listener, int) {
 	t.Helper()
 	_, p, _ := net.SplitHostPort(a.addr)
 	port, _ := strconv.Atoi(p)
@@ -108,6 +107,16 @@ func (a *app) checkWorkerSockets(t *testing.T, st supervisor.Status) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return ls, port
+}
+
+// checkWorkerSockets holds the pool to what the kernel says: each worker
+// has its own listening socket (sock_diag), held by its process and by no
+// other worker, and reports its own HOTSWAP_WORKER; the group has nothing
+// else but its spares.
+func (a *app) checkWorkerSockets(t *testing.T, st supervisor.Status) {
+	t.Helper()
+	ls, port := a.listeners(t)
 	inKernel := map[uint64]bool{}
 	for _, l := range ls {
 		inKernel[l.Inode] = true
@@ -374,6 +383,168 @@ func threadCPUs(t *testing.T, pid int) []string {
 		if m := re.FindSubmatch(b); m != nil && !seen[string(m[1])] {
 			seen[string(m[1])] = true
 			out = append(out, string(m[1]))
+		}
+	}
+	return out
+}
+
+// TestWorkersRandomized: a seeded sequence of rolling reloads, reloads
+// whose worker k never becomes ready, SIGKILLs of a random worker, and
+// SIGKILLs of a random process while a reload rolls, against a pool of 3
+// under load. After each step settles, the kernel's listeners on the port
+// (sock_diag) are exactly one per worker, each held by that worker's
+// process, plus the group's spares with empty queues, and hotswap
+// repaired nothing. No request fails but those a killed worker had
+// accepted, counted apart. HOTSWAP_WORKERS_SEED replays a run.
+func TestWorkersRandomized(t *testing.T) {
+	if !proctest.InNetns(t) {
+		return
+	}
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv("HOTSWAP_WORKERS_SEED"); s != "" {
+		var err error
+		if seed, err = strconv.ParseUint(s, 10, 64); err != nil {
+			t.Fatalf("HOTSWAP_WORKERS_SEED=%q: %v", s, err)
+		}
+	}
+	t.Logf("seed %d (replay: HOTSWAP_WORKERS_SEED=%d)", seed, seed)
+	rng := rand.New(rand.NewPCG(seed, 16))
+	const workers, steps = 3, 16
+	a := startWorkers(t, "--notify", []string{"--workers", strconv.Itoa(workers), "--ready", "notify", "--ready-timeout", "1s", "--restart-backoff-max", "400ms"})
+	run := load.Start(t.Context(), load.Config{Addr: a.addr, Concurrency: 16, Duration: 2 * time.Minute, Timeout: 5 * time.Second})
+	c := &chaos{t: t, a: a}
+	counts := map[string]int{}
+	for step := 1; step <= steps; step++ {
+		st := a.settled(t, workers)
+		a.checkPool(t, st, fmt.Sprintf("before step %d", step))
+		if t.Failed() {
+			run.Stop()
+			t.Fatalf("seed %d: the invariant broke before step %d", seed, step)
+		}
+		k := rng.IntN(workers)
+		switch what := rng.IntN(4); what {
+		case 0:
+			counts["good reload"]++
+			if code, out := a.reloadCmd(fmt.Sprintf("s%d", step), "--notify"); code != 0 {
+				t.Errorf("step %d: good reload: exit %d: %s", step, code, out)
+			}
+		case 1:
+			counts["worker never ready"]++
+			bad := fmt.Sprintf("%s.w%d", a.flags, k)
+			if err := os.WriteFile(bad, nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			code, out := a.reloadCmd(fmt.Sprintf("s%d", step), "--notify")
+			os.Remove(bad)
+			if code != 1 || !strings.Contains(out, fmt.Sprintf("worker %d: not ready", k)) {
+				t.Errorf("step %d: reload whose worker %d is never ready: exit %d: %s", step, k, code, out)
+			}
+		case 2:
+			counts["worker SIGKILLed"]++
+			a.kill(t, st.Workers[k].PID)
+		case 3:
+			counts["SIGKILL during a rolling reload"]++
+			a.write(fmt.Sprintf("s%d", step), "--notify")
+			a.hs.Signal(syscall.SIGHUP)
+			time.Sleep(time.Duration(rng.IntN(150)) * time.Millisecond)
+			now, err := askStatus(a.ctl)
+			if err != nil {
+				t.Fatal(err)
+			}
+			g := now.Generations[rng.IntN(len(now.Generations))]
+			t.Logf("step %d: SIGKILL worker %d of generation %d (pid %d, %s)", step, g.Worker, g.ID, g.PID, g.State)
+			a.kill(t, g.PID)
+		}
+	}
+	st := a.settled(t, workers)
+	a.checkPool(t, st, "at the end")
+	time.Sleep(100 * time.Millisecond)
+	res := run.Stop()
+	lost, bad := splitFailures(res, c.deaths())
+	t.Logf("steps %v; load %v; lost by a killed worker %d; reloads %+v, restarts %d", counts, res, lost, st.Reloads, st.Restarts)
+	for _, s := range bad {
+		t.Errorf("seed %d: failed request: %s at %s after %s, not explained by a killed worker", seed, s.Err, s.Start.Format("15:04:05.000"), s.Dur.Round(time.Millisecond))
+	}
+}
+
+// kill SIGKILLs pid and waits until hotswap has reaped it.
+func (a *app) kill(t *testing.T, pid int) {
+	t.Helper()
+	syscall.Kill(pid, syscall.SIGKILL)
+	waitState(t, a.hs, a.ctl, 10*time.Second, fmt.Sprintf("pid %d reaped", pid), func(st supervisor.Status) bool {
+		return !slices.ContainsFunc(st.Generations, func(g supervisor.GenerationStatus) bool { return g.PID == pid })
+	})
+}
+
+// settled waits until no reload is in progress, every slot is served by a
+// ready worker with no restart due, and no other process is live.
+func (a *app) settled(t *testing.T, workers int) supervisor.Status {
+	t.Helper()
+	return waitState(t, a.hs, a.ctl, 30*time.Second, "the pool settled", func(st supervisor.Status) bool {
+		if st.Reloading || len(st.Workers) != workers || len(st.Generations) != workers {
+			return false
+		}
+		for _, w := range st.Workers {
+			if w.State != supervisor.StateReady || !w.NextRestart.IsZero() {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// checkPool holds a settled pool to the kernel: one listening socket per
+// worker, held by its process, plus the spares with empty queues; no
+// steering repair. A socket whose queue hotswap is relaying (a worker
+// killed while its slot's new worker was gating) listens for a moment
+// more: it may take up to 2s to hold.
+func (a *app) checkPool(t *testing.T, st supervisor.Status, when string) {
+	t.Helper()
+	var problems []string
+	for end := time.Now().Add(2 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if problems = a.poolViolations(t, st); len(problems) == 0 || time.Now().After(end) {
+			break
+		}
+		var err error
+		if st, err = askStatus(a.ctl); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, p := range problems {
+		t.Errorf("%s: %s", when, p)
+	}
+}
+
+func (a *app) poolViolations(t *testing.T, st supervisor.Status) []string {
+	t.Helper()
+	var out []string
+	errorf := func(format string, args ...any) { out = append(out, fmt.Sprintf(format, args...)) }
+	ls, _ := a.listeners(t)
+	mine := map[uint64]int{}
+	for _, g := range st.Generations {
+		ino := g.Queues[0].Inode
+		mine[ino] = g.PID
+		if !holds(g.PID, ino) {
+			errorf("worker %d (pid %d) does not hold its socket inode %d", g.Worker, g.PID, ino)
+		}
+	}
+	others := 0
+	for _, l := range ls {
+		if _, ok := mine[l.Inode]; ok {
+			delete(mine, l.Inode)
+			continue
+		}
+		others++
+		if l.Queue != 0 {
+			errorf("socket inode %d of no worker has %d connections queued", l.Inode, l.Queue)
+		}
+	}
+	if len(mine) != 0 || others != st.Listeners[0].Spares {
+		errorf("workers' sockets not listening %v, %d other sockets for %d spares: %+v", mine, others, st.Listeners[0].Spares, ls)
+	}
+	if st.SteeringRepairs != 0 {
+		for _, e := range a.hs.Events(proctest.RepairMessage) {
+			errorf("steering repair after %s: %s; model %s; kernel %s; generations %s", e.Str("after"), e.Str("problems"), e.Str("model"), e.Str("kernel"), e.Str("generations"))
 		}
 	}
 	return out
