@@ -181,6 +181,13 @@ func TestLoopPoolAll(t *testing.T) {
 		}
 		synctest.Wait()
 		l.wantWorkers(2, 2)
+		// A held reload (blue/green) is refused, and starts nothing.
+		if err := mustOutcome(t, l.reload(true)); err == nil || !strings.Contains(err.Error(), "does not work with --workers") {
+			t.Errorf("held reload of a pool: %v, want refused", err)
+		}
+		if l.f.worker(3, 0) != nil {
+			t.Error("a refused held reload started a worker")
+		}
 		l.stop()
 	})
 }

@@ -347,7 +347,7 @@ func (s *Supervisor) onReload(r reloadReq) {
 		r.reply <- errNeedsReusePort
 		return
 	case r.hold && s.pool():
-		r.reply <- errors.New("held reloads (blue/green) do not work with --workers yet: reload with --rollout rolling or all")
+		r.reply <- errors.New("a held reload (blue/green) does not work with --workers yet: nothing was started; use a plain hotswap reload, which rolls the workers one at a time")
 		return
 	case s.canary != nil:
 		r.reply <- fmt.Errorf("generation %d is held as a canary: promote or roll it back first", s.canary.id)
