@@ -14,6 +14,7 @@ import (
 
 	"github.com/hotswap-dev/hotswap/internal/load"
 	"github.com/hotswap-dev/hotswap/internal/proctest"
+	"github.com/hotswap-dev/hotswap/internal/proctest/ctltest"
 	"github.com/hotswap-dev/hotswap/internal/supervisor"
 )
 
@@ -27,7 +28,6 @@ func TestMain(m *testing.M) {
 type app struct {
 	t              *testing.T
 	hs             *proctest.Proc
-	ctl            string // hotswap's control socket
 	addr           string
 	verFile, flags string
 	gen            int // the generation expected to serve
@@ -65,7 +65,6 @@ func (a *app) start(addr, goapp string, hsFlags []string, goappFlags ...string) 
 	args := append([]string{"--log-format", "json", "-l", "http=tcp://" + addr}, hsFlags...)
 	args = append(args, "--", "sh", "-c", script, goapp, a.verFile, a.flags)
 	a.hs = proctest.Start(t, hotswap, append(args, goappFlags...)...)
-	a.ctl = controlPath(a.hs, hsFlags)
 	a.addr = a.waitServing(1, 10*time.Second).Listeners[0].Address
 	return a
 }
@@ -88,14 +87,7 @@ func (a *app) reload(n int, version, flags string) proctest.Event {
 	a.t.Helper()
 	a.write(version, flags)
 	return a.hs.ReloadOutcome(n, 10*time.Second, func() {
-		before, err := askStatus(a.ctl)
-		if err != nil {
-			a.t.Fatalf("status before the reload to generation %d: %v", n, err)
-		}
-		a.hs.Signal(syscall.SIGHUP)
-		waitState(a.t, a.hs, a.ctl, 30*time.Second, fmt.Sprintf("done with the reload to generation %d", n), func(st supervisor.Status) bool {
-			return servingGen(n)(st) || st.Reloads.Failed > before.Reloads.Failed
-		})
+		ctltest.Reload(a.hs, n, 30*time.Second, func() { a.hs.Signal(syscall.SIGHUP) })
 	})
 }
 
@@ -125,12 +117,13 @@ func reloadUnderLoad(t *testing.T, mode string) {
 	const reloads = 30
 	for n := 2; n <= reloads+1; n++ {
 		version := fmt.Sprintf("v%d", n)
+		old, _ := ctltest.Gen(ctltest.Status(a.hs), n-1)
 		if e := a.reload(n, version, ""); e.Msg() != "reload succeeded" {
 			t.Fatalf("reload to generation %d: %v", n, e)
 		}
-		old := a.hs.WaitEvent(10*time.Second, "generation exited", proctest.Gen(n-1))
-		if proctest.Alive(pidOf(old)) {
-			t.Errorf("generation %d (pid %d) still running after it exited", n-1, pidOf(old))
+		a.waitGone(n-1, 10*time.Second)
+		if proctest.Alive(old.PID) {
+			t.Errorf("generation %d (pid %d) still running after it was reaped", n-1, old.PID)
 		}
 		if got := get(t, a.addr); got != version {
 			t.Fatalf("after reload %d: answered by %q, want %q", n, got, version)
@@ -235,6 +228,8 @@ func TestReloadFailureKeepsOldServing(t *testing.T) {
 	}
 }
 
+// waitLine waits for hotswap's one-line summary of an outcome on stderr:
+// the line is the feature (what a user reads), so it is matched as text.
 func waitLine(t *testing.T, p *proctest.Proc, prefix string) string {
 	t.Helper()
 	return p.WaitLine(prefix, 5*time.Second)
@@ -246,8 +241,10 @@ func waitLine(t *testing.T, p *proctest.Proc, prefix string) string {
 func TestCrashRestartWithBackoff(t *testing.T) {
 	a := startApp(t, []string{"--ready", "50ms"}, "--crash-after", "150ms")
 	run := load.Start(t.Context(), load.Config{Addr: a.addr, Concurrency: 4, Duration: 20 * time.Second})
-	a.hs.WaitEvent(15*time.Second, "generation started", proctest.Gen(4))
+	ctltest.Wait(a.hs, 15*time.Second, "generation 4 started (3 restarts)", func(st supervisor.Status) bool { return st.Restarts >= 3 })
 	res := run.Stop()
+	// The status holds only the backoff of the next restart; the
+	// sequence of them is in the log events.
 	var backoffs []time.Duration
 	for _, e := range a.hs.Events("restarting after backoff") {
 		backoffs = append(backoffs, time.Duration(e.Int("backoff")))
@@ -266,13 +263,13 @@ func TestCrashRestartWithBackoff(t *testing.T) {
 func TestExitStatus(t *testing.T) {
 	hotswap := proctest.Build(t, hotswapPkg)
 	p := proctest.Start(t, hotswap, "--log-format", "json", "--ready", "50ms", "-l", "tcp://127.0.0.1:0", "--", "sleep", "60")
-	p.WaitEvent(10*time.Second, "generation ready", proctest.Gen(1))
+	ctltest.WaitServing(p, 1, 10*time.Second)
 	p.Signal(syscall.SIGTERM)
 	if code := p.Wait(10 * time.Second); code != 128+int(syscall.SIGTERM) {
 		t.Errorf("exit status %d, want %d (sleep killed by SIGTERM)", code, 128+int(syscall.SIGTERM))
 	}
 	p = proctest.Start(t, hotswap, "--log-format", "json", "--ready", "50ms", "-l", "tcp://127.0.0.1:0", "--", "sh", "-c", "trap 'exit 7' TERM; while :; do sleep 0.05; done")
-	p.WaitEvent(10*time.Second, "generation ready", proctest.Gen(1))
+	ctltest.WaitServing(p, 1, 10*time.Second)
 	p.Signal(syscall.SIGINT)
 	if code := p.Wait(10 * time.Second); code != 7 {
 		t.Errorf("exit status %d, want 7", code)
@@ -368,7 +365,7 @@ func TestOutputPrefix(t *testing.T) {
 	if e := a.reload(2, "v2", ""); e.Msg() != "reload succeeded" {
 		t.Fatalf("reload: %v", e)
 	}
-	a.hs.WaitEvent(10*time.Second, "generation exited", proctest.Gen(1))
+	a.waitGone(1, 10*time.Second)
 	want := map[string]bool{"[gen 1] goapp v1 gen 1": false, "[gen 2] goapp v2 gen 2": false}
 	for _, l := range a.hs.Lines() {
 		for p := range want {

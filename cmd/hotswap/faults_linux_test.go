@@ -472,7 +472,6 @@ func startCopy(t *testing.T, hsFlags []string) *app {
 	args := append([]string{"--log-format", "json", "-l", "http=tcp://127.0.0.1:0"}, hsFlags...)
 	a := &app{t: t, verFile: filepath.Join(dir, "version"), flags: filepath.Join(dir, "flags"), gen: 1}
 	a.hs = proctest.Start(t, hotswap, append(args, "--", bin, "--version", "v1")...)
-	a.ctl = controlPath(a.hs, hsFlags)
 	a.addr = a.waitServing(1, 10*time.Second).Listeners[0].Address
 	return a
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/hotswap-dev/hotswap/internal/load"
 	"github.com/hotswap-dev/hotswap/internal/proctest"
+	"github.com/hotswap-dev/hotswap/internal/proctest/ctltest"
 	"github.com/hotswap-dev/hotswap/internal/reuse"
 	"github.com/hotswap-dev/hotswap/internal/supervisor"
 )
@@ -76,15 +77,8 @@ func (a *app) status(t *testing.T) statusJSON {
 // returns the status.
 func (a *app) waitSettled(t *testing.T, d time.Duration) statusJSON {
 	t.Helper()
-	var st statusJSON
-	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
-		st = a.status(t)
-		if len(st.Generations) == 1 && st.Generations[0].ID == st.Current && st.Generations[0].State == supervisor.StateReady {
-			return st
-		}
-	}
-	t.Fatalf("hotswap did not settle on one ready generation in %v: %+v", d, st.Generations)
-	return st
+	st := ctltest.Wait(a.hs, d, "settled on one ready generation", ctltest.Settled)
+	return statusJSON{Status: &st}
 }
 
 // checkOneListenerPerGeneration asks the kernel (sock_diag) for the

@@ -1,0 +1,190 @@
+// Package ctltest waits on a running hotswap's state through its control
+// socket, with the request `hotswap status --json` sends, instead of on
+// its log wording: rewording a log line breaks no test but the one that
+// asserts that line. It is imported only by _test.go files.
+//
+// It is a package of its own because internal/proctest cannot import the
+// supervisor: the supervisor's, reuse's and intercept's own tests import
+// proctest.
+package ctltest
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/hotswap-dev/hotswap/internal/control"
+	"github.com/hotswap-dev/hotswap/internal/proctest"
+	"github.com/hotswap-dev/hotswap/internal/supervisor"
+)
+
+// Cond is a condition on hotswap's status.
+type Cond func(supervisor.Status) bool
+
+// Path returns the control socket of the hotswap p runs: the value of its
+// --control flag, or the default socket of its pid. Only hotswap's own
+// flags count, not the command's after "--".
+func Path(p *proctest.Proc) string {
+	args := p.Cmd.Args[1:]
+	for i, a := range args {
+		if a == "--" {
+			break
+		}
+		if v, ok := strings.CutPrefix(a, "--control="); ok {
+			return v
+		}
+		if a == "--control" && i+1 < len(args) {
+			return args[i+1]
+		}
+	}
+	return control.DefaultPath(p.Cmd.Process.Pid)
+}
+
+// Ask asks the hotswap whose control socket is path for its status once.
+func Ask(path string) (supervisor.Status, error) {
+	c, err := control.Dial(path, time.Now().Add(5*time.Second))
+	if err != nil {
+		return supervisor.Status{}, err
+	}
+	defer c.Close()
+	resp, err := c.Do(control.Request{V: control.Version, Op: control.OpStatus})
+	switch {
+	case err != nil:
+		return supervisor.Status{}, err
+	case !resp.OK || resp.Status == nil:
+		return supervisor.Status{}, errors.New(resp.Error)
+	}
+	return *resp.Status, nil
+}
+
+// Status asks p's hotswap for its status once; it fails the test when it
+// does not answer.
+func Status(p *proctest.Proc) supervisor.Status {
+	p.T().Helper()
+	st, err := Ask(Path(p))
+	if err != nil {
+		p.T().Fatalf("status of hotswap (pid %d): %v; output:\n%s", p.Cmd.Process.Pid, err, strings.Join(p.Lines(), "\n"))
+	}
+	return st
+}
+
+// Wait polls the status of p's hotswap until ok accepts it, for at most
+// d, and returns it. It fails the test, with the last status or error and
+// hotswap's output, when d passes or hotswap exits first; what names the
+// state waited for in that message.
+func Wait(p *proctest.Proc, d time.Duration, what string, ok Cond) supervisor.Status {
+	p.T().Helper()
+	return WaitAt(p, Path(p), d, what, ok)
+}
+
+// WaitAt is [Wait] on the control socket at path, for a hotswap that is
+// not p itself (one p runs in a container, or one that took p's place).
+func WaitAt(p *proctest.Proc, path string, d time.Duration, what string, ok Cond) supervisor.Status {
+	t := p.T()
+	t.Helper()
+	var last string
+	for deadline := time.Now().Add(d); ; time.Sleep(10 * time.Millisecond) {
+		st, err := Ask(path)
+		if err == nil && ok(st) {
+			return st
+		}
+		if err != nil {
+			last = fmt.Sprintf("error %v", err)
+		} else {
+			last = fmt.Sprintf("status %+v", st)
+		}
+		switch {
+		case p.Exited():
+			t.Fatalf("hotswap exited before %s; last %s; output:\n%s", what, last, strings.Join(p.Lines(), "\n"))
+		case time.Now().After(deadline):
+			t.Fatalf("not %s within %v; last %s; output:\n%s", what, d, last, strings.Join(p.Lines(), "\n"))
+		}
+	}
+}
+
+// Gen returns generation n of st, if st lists it.
+func Gen(st supervisor.Status, n int) (supervisor.GenerationStatus, bool) {
+	for _, g := range st.Generations {
+		if g.ID == n {
+			return g, true
+		}
+	}
+	return supervisor.GenerationStatus{}, false
+}
+
+// Serving accepts a status in which generation n is current and has
+// passed its gate.
+func Serving(n int) Cond {
+	return func(st supervisor.Status) bool {
+		g, ok := Gen(st, n)
+		return ok && st.Current == n && g.State == supervisor.StateReady
+	}
+}
+
+// Started accepts a status that lists generation n, in any state: it has
+// been started and not yet reaped.
+func Started(n int) Cond {
+	return func(st supervisor.Status) bool {
+		_, ok := Gen(st, n)
+		return ok
+	}
+}
+
+// Gone accepts a status that does not list generation n: it exited and
+// was reaped, or never started (wait for it only once it was seen).
+func Gone(n int) Cond {
+	return func(st supervisor.Status) bool { return !Started(n)(st) }
+}
+
+// Settled accepts a status in which only the current generation is live
+// and it has passed its gate: no reload or old generation is left.
+func Settled(st supervisor.Status) bool {
+	return len(st.Generations) == 1 && Serving(st.Current)(st) && !st.Reloading
+}
+
+// Listening accepts a status that lists a listener.
+func Listening(st supervisor.Status) bool { return len(st.Listeners) > 0 }
+
+// WaitServing waits up to d until generation n of p serves.
+func WaitServing(p *proctest.Proc, n int, d time.Duration) supervisor.Status {
+	p.T().Helper()
+	return Wait(p, d, fmt.Sprintf("serving generation %d", n), Serving(n))
+}
+
+// WaitGone waits up to d until generation n of p has exited and been
+// reaped.
+func WaitGone(p *proctest.Proc, n int, d time.Duration) supervisor.Status {
+	p.T().Helper()
+	return Wait(p, d, fmt.Sprintf("rid of generation %d", n), Gone(n))
+}
+
+// WaitStarted waits up to d until p has started generation n and returns
+// it (its pid).
+func WaitStarted(p *proctest.Proc, n int, d time.Duration) supervisor.GenerationStatus {
+	p.T().Helper()
+	g, _ := Gen(Wait(p, d, fmt.Sprintf("started generation %d", n), Started(n)), n)
+	return g
+}
+
+// Addr waits up to d until p listens and returns the address of its first
+// listener (the first -l), port resolved.
+func Addr(p *proctest.Proc, d time.Duration) string {
+	p.T().Helper()
+	return Wait(p, d, "listening", Listening).Listeners[0].Address
+}
+
+// Reload calls trigger (a SIGHUP, a `hotswap reload`, a changed file) and
+// waits up to d until the reload to generation n is done, on the counts
+// of reloads in the status: generation n serves after one more reload
+// succeeded, or one more reload failed (its reason is the status's
+// LastFailure). It returns the status and whether the reload succeeded.
+func Reload(p *proctest.Proc, n int, d time.Duration, trigger func()) (supervisor.Status, bool) {
+	p.T().Helper()
+	before := Status(p)
+	trigger()
+	st := Wait(p, d, fmt.Sprintf("done with the reload to generation %d", n), func(st supervisor.Status) bool {
+		return st.Reloads.Failed > before.Reloads.Failed || (st.Reloads.OK > before.Reloads.OK && Serving(n)(st))
+	})
+	return st, st.Reloads.Failed == before.Reloads.Failed
+}
