@@ -11,6 +11,7 @@ package ctltest
 import (
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 	"time"
 
@@ -81,11 +82,18 @@ func Wait(p *proctest.Proc, d time.Duration, what string, ok Cond) supervisor.St
 // WaitAt is [Wait] on the control socket at path, for a hotswap that is
 // not p itself (one p runs in a container, or one that took p's place).
 func WaitAt(p *proctest.Proc, path string, d time.Duration, what string, ok Cond) supervisor.Status {
+	p.T().Helper()
+	return WaitOn(p, d, what, func() (supervisor.Status, error) { return Ask(path) }, ok)
+}
+
+// WaitOn is [Wait] on the status that ask returns, for a control socket
+// that is found only once p runs (in a container p started).
+func WaitOn(p *proctest.Proc, d time.Duration, what string, ask func() (supervisor.Status, error), ok Cond) supervisor.Status {
 	t := p.T()
 	t.Helper()
 	var last string
 	for deadline := time.Now().Add(d); ; time.Sleep(10 * time.Millisecond) {
-		st, err := Ask(path)
+		st, err := ask()
 		if err == nil && ok(st) {
 			return st
 		}
@@ -187,4 +195,12 @@ func Reload(p *proctest.Proc, n int, d time.Duration, trigger func()) (superviso
 		return st.Reloads.Failed > before.Reloads.Failed || (st.Reloads.OK > before.Reloads.OK && Serving(n)(st))
 	})
 	return st, st.Reloads.Failed == before.Reloads.Failed
+}
+
+// Reason returns why the reload to generation n failed, from the last
+// failure of st: without the "generation N (pid P) " it begins with when
+// the generation started.
+func Reason(st supervisor.Status, n int) string {
+	prefix := regexp.MustCompile(fmt.Sprintf(`^generation %d \(pid \d+\) `, n))
+	return prefix.ReplaceAllString(st.LastFailure, "")
 }
