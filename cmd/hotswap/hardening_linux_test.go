@@ -331,8 +331,8 @@ func TestHardeningSubreaper(t *testing.T) {
 			}
 		}
 	})
-	if e := a.reload(2, "v2", ""); e.Msg() != "reload succeeded" {
-		t.Fatalf("reload: %v", e)
+	if r := a.reload(2, "v2", ""); !r.OK {
+		t.Fatalf("reload: %v", r)
 	}
 	a.waitGone(1, 15*time.Second)
 	if pp := ppid(gc); pp != a.hs.Cmd.Process.Pid {
@@ -340,8 +340,8 @@ func TestHardeningSubreaper(t *testing.T) {
 	}
 	syscall.Kill(gc, syscall.SIGKILL)
 	waitReaped(t, gc, 3*time.Second)
-	if e := a.reload(3, "v3", ""); e.Msg() != "reload succeeded" {
-		t.Fatalf("reload after reaping: %v", e)
+	if r := a.reload(3, "v3", ""); !r.OK {
+		t.Fatalf("reload after reaping: %v", r)
 	}
 	for _, e := range a.hs.Events("generation exited") {
 		if strings.Contains(e.Str("status"), "wait") {

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/hotswap-dev/hotswap/internal/load"
-	"github.com/hotswap-dev/hotswap/internal/proctest"
 	"github.com/hotswap-dev/hotswap/internal/proctest/ctltest"
 	"github.com/hotswap-dev/hotswap/internal/reuse"
 	"github.com/hotswap-dev/hotswap/internal/supervisor"
@@ -33,13 +32,13 @@ func TestReusePortFailedReloadsLeakNothing(t *testing.T) {
 	for round := range 2 {
 		for _, bad := range []string{"--sleep 100ms", "--health-status 500"} {
 			n++
-			if e := a.reload(n, fmt.Sprintf("bad%d", n), bad); e.Msg() != "reload failed" {
-				t.Fatalf("round %d: reload to %s: %v, want reload failed", round, bad, e)
+			if r := a.reload(n, fmt.Sprintf("bad%d", n), bad); r.OK {
+				t.Fatalf("round %d: reload to %s: %v, want reload failed", round, bad, r)
 			}
 		}
 		n++
-		if e := a.reload(n, fmt.Sprintf("v%d", n), ""); e.Msg() != "reload succeeded" {
-			t.Fatalf("round %d: good reload: %v", round, e)
+		if r := a.reload(n, fmt.Sprintf("v%d", n), ""); !r.OK {
+			t.Fatalf("round %d: good reload: %v", round, r)
 		}
 	}
 	time.Sleep(300 * time.Millisecond)
@@ -142,10 +141,10 @@ func TestReusePortForeignListenerNeverSteeredTo(t *testing.T) {
 	defer foreign.Close()
 	run := load.Start(t.Context(), load.Config{Addr: a.addr, Concurrency: 16, Duration: time.Minute})
 	for n := 2; n <= 6; n++ {
-		if e := a.reload(n, fmt.Sprintf("v%d", n), ""); e.Msg() != "reload succeeded" {
-			t.Fatalf("reload %d: %v", n, e)
+		if r := a.reload(n, fmt.Sprintf("v%d", n), ""); !r.OK {
+			t.Fatalf("reload %d: %v", n, r)
 		}
-		a.hs.WaitEvent(10*time.Second, "generation exited", proctest.Gen(n-1))
+		a.waitGone(n-1, 10*time.Second)
 	}
 	res := run.Stop()
 	t.Logf("load: %v", res)

@@ -9,10 +9,16 @@
 package ctltest
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/hotswap-dev/hotswap/internal/control"
@@ -24,8 +30,9 @@ import (
 type Cond func(supervisor.Status) bool
 
 // Path returns the control socket of the hotswap p runs: the value of its
-// --control flag, or the default socket of its pid. Only hotswap's own
-// flags count, not the command's after "--".
+// --control flag, or the default socket of its pid (for its user and
+// environment). Only hotswap's own flags count, not the command's after
+// "--".
 func Path(p *proctest.Proc) string {
 	args := p.Cmd.Args[1:]
 	for i, a := range args {
@@ -39,7 +46,61 @@ func Path(p *proctest.Proc) string {
 			return args[i+1]
 		}
 	}
-	return control.DefaultPath(p.Cmd.Process.Pid)
+	uid := os.Geteuid()
+	if c := credential(p); c != nil {
+		uid = int(c.Uid)
+	}
+	return filepath.Join(control.DirOf(uid, getenv(p.Cmd.Env)), strconv.Itoa(p.Cmd.Process.Pid)+".sock")
+}
+
+// credential is the user p runs as, if not the test's.
+func credential(p *proctest.Proc) *syscall.Credential {
+	if a := p.Cmd.SysProcAttr; a != nil && a.Credential != nil && int(a.Credential.Uid) != os.Geteuid() {
+		return a.Credential
+	}
+	return nil
+}
+
+// getenv reads env as a process started with it sees it (nil: this
+// process's environment).
+func getenv(env []string) func(string) string {
+	if env == nil {
+		return os.Getenv
+	}
+	return func(key string) string {
+		var v string
+		for _, e := range env {
+			if k, val, ok := strings.Cut(e, "="); ok && k == key {
+				v = val // the last one wins
+			}
+		}
+		return v
+	}
+}
+
+// asker returns how to ask p's hotswap, at path, for its status: over the
+// control socket; or, when hotswap runs as another user (a control client
+// talks only to a server of its own uid or root), with `hotswap status
+// --json` run as that user.
+func asker(p *proctest.Proc, path string) func() (supervisor.Status, error) {
+	cred := credential(p)
+	if cred == nil {
+		return func() (supervisor.Status, error) { return Ask(path) }
+	}
+	return func() (supervisor.Status, error) {
+		cmd := exec.Command(p.Cmd.Path, "status", "--json", "--control", path)
+		cmd.Env = p.Cmd.Env
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			return supervisor.Status{}, fmt.Errorf("hotswap status --json as uid %d: %v: %s", cred.Uid, err, strings.TrimSpace(stderr.String()))
+		}
+		var st supervisor.Status
+		err = json.Unmarshal(out, &st)
+		return st, err
+	}
 }
 
 // Ask asks the hotswap whose control socket is path for its status once.
@@ -63,7 +124,7 @@ func Ask(path string) (supervisor.Status, error) {
 // does not answer.
 func Status(p *proctest.Proc) supervisor.Status {
 	p.T().Helper()
-	st, err := Ask(Path(p))
+	st, err := asker(p, Path(p))()
 	if err != nil {
 		p.T().Fatalf("status of hotswap (pid %d): %v; output:\n%s", p.Cmd.Process.Pid, err, strings.Join(p.Lines(), "\n"))
 	}
@@ -72,18 +133,19 @@ func Status(p *proctest.Proc) supervisor.Status {
 
 // Wait polls the status of p's hotswap until ok accepts it, for at most
 // d, and returns it. It fails the test, with the last status or error and
-// hotswap's output, when d passes or hotswap exits first; what names the
-// state waited for in that message.
+// hotswap's output, when d passes, or when p has exited and the socket
+// does not answer; what names the state waited for in that message.
 func Wait(p *proctest.Proc, d time.Duration, what string, ok Cond) supervisor.Status {
 	p.T().Helper()
 	return WaitAt(p, Path(p), d, what, ok)
 }
 
 // WaitAt is [Wait] on the control socket at path, for a hotswap that is
-// not p itself (one p runs in a container, or one that took p's place).
+// not p itself (one that took p's place in a self-upgrade, logging to
+// p's stderr).
 func WaitAt(p *proctest.Proc, path string, d time.Duration, what string, ok Cond) supervisor.Status {
 	p.T().Helper()
-	return WaitOn(p, d, what, func() (supervisor.Status, error) { return Ask(path) }, ok)
+	return WaitOn(p, d, what, asker(p, path), ok)
 }
 
 // WaitOn is [Wait] on the status that ask returns, for a control socket
@@ -103,7 +165,7 @@ func WaitOn(p *proctest.Proc, d time.Duration, what string, ask func() (supervis
 			last = fmt.Sprintf("status %+v", st)
 		}
 		switch {
-		case p.Exited():
+		case err != nil && p.Exited():
 			t.Fatalf("hotswap exited before %s; last %s; output:\n%s", what, last, strings.Join(p.Lines(), "\n"))
 		case time.Now().After(deadline):
 			t.Fatalf("not %s within %v; last %s; output:\n%s", what, d, last, strings.Join(p.Lines(), "\n"))
@@ -189,9 +251,19 @@ func Addr(p *proctest.Proc, d time.Duration) string {
 // LastFailure). It returns the status and whether the reload succeeded.
 func Reload(p *proctest.Proc, n int, d time.Duration, trigger func()) (supervisor.Status, bool) {
 	p.T().Helper()
-	before := Status(p)
+	return ReloadAt(p, Path(p), n, d, trigger)
+}
+
+// ReloadAt is [Reload] on the control socket at path (see [WaitAt]).
+func ReloadAt(p *proctest.Proc, path string, n int, d time.Duration, trigger func()) (supervisor.Status, bool) {
+	t := p.T()
+	t.Helper()
+	before, err := asker(p, path)()
+	if err != nil {
+		t.Fatalf("status at %s before the reload to generation %d: %v", path, n, err)
+	}
 	trigger()
-	st := Wait(p, d, fmt.Sprintf("done with the reload to generation %d", n), func(st supervisor.Status) bool {
+	st := WaitAt(p, path, d, fmt.Sprintf("done with the reload to generation %d", n), func(st supervisor.Status) bool {
 		return st.Reloads.Failed > before.Reloads.Failed || (st.Reloads.OK > before.Reloads.OK && Serving(n)(st))
 	})
 	return st, st.Reloads.Failed == before.Reloads.Failed
@@ -203,4 +275,22 @@ func Reload(p *proctest.Proc, n int, d time.Duration, trigger func()) (superviso
 func Reason(st supervisor.Status, n int) string {
 	prefix := regexp.MustCompile(fmt.Sprintf(`^generation %d \(pid \d+\) `, n))
 	return prefix.ReplaceAllString(st.LastFailure, "")
+}
+
+// Replace calls trigger and waits up to d until the reload to generation
+// n succeeded and generation n-1 is gone. It fails the test when the
+// reload failed, or when n-1's process is still alive once hotswap
+// reaped it. It returns the status once n-1 is gone.
+func Replace(p *proctest.Proc, n int, d time.Duration, trigger func()) supervisor.Status {
+	t := p.T()
+	t.Helper()
+	old, _ := Gen(Status(p), n-1)
+	if st, ok := Reload(p, n, d, trigger); !ok {
+		t.Fatalf("reload to generation %d failed: %s", n, st.LastFailure)
+	}
+	st := WaitGone(p, n-1, d)
+	if old.PID != 0 && proctest.Alive(old.PID) {
+		t.Errorf("generation %d (pid %d) still running after hotswap reaped it", n-1, old.PID)
+	}
+	return st
 }
