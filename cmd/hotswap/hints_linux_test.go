@@ -208,9 +208,9 @@ func TestHintBindHeldAddress(t *testing.T) {
 // to its bind and fails; the crash-restart warning then carries the hint.
 func TestHintBindAfterReady(t *testing.T) {
 	hotswap := proctest.Build(t, hotswapPkg)
-	p := proctest.Start(t, hotswap, "--log-format", "json", "--control", "none", "--ready", "100ms", "-l", "tcp://127.0.0.1:0", "--",
+	p := proctest.Start(t, hotswap, "--log-format", "json", "--control", filepath.Join(t.TempDir(), "ctl.sock"), "--ready", "100ms", "-l", "tcp://127.0.0.1:0", "--",
 		"sh", "-c", "sleep 0.3; echo 'bind(): Address already in use [core/socket.c line 769]' >&2; exit 1")
-	addr := p.WaitEvent(10*time.Second, "listening", nil).Str("address")
+	addr := ctltest.Addr(p, 10*time.Second)
 	e := p.WaitEvent(10*time.Second, "generation exited on its own", proctest.Gen(1))
 	want := "it could not bind " + addr + ", which hotswap holds; let it take the inherited socket (fd 3, LISTEN_FDS) or add --intercept"
 	if e.Str("hint") != want {
@@ -224,9 +224,12 @@ func TestHintBindAfterReady(t *testing.T) {
 // reads dies of SIGPIPE).
 func TestStderrOutlivesHotswap(t *testing.T) {
 	hotswap := proctest.Build(t, hotswapPkg)
-	p := proctest.Start(t, hotswap, "--log-format", "json", "--control", "none", "--ready", "100ms", "-l", "tcp://127.0.0.1:0", "--",
+	// The control socket is in the test's directory: a killed hotswap
+	// cannot remove it.
+	p := proctest.Start(t, hotswap, "--log-format", "json", "--control", filepath.Join(t.TempDir(), "ctl.sock"), "--ready", "100ms", "-l", "tcp://127.0.0.1:0", "--",
 		"sh", "-c", "while :; do echo tick >&2; sleep 0.02; done")
-	pid := p.WaitEvent(10*time.Second, "generation ready", proctest.Gen(1)).Int("pid")
+	g, _ := ctltest.Gen(ctltest.WaitServing(p, 1, 10*time.Second), 1)
+	pid := g.PID
 	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
 	p.Signal(syscall.SIGKILL)
 	waitGone(t, p.Cmd.Process.Pid, 5*time.Second) // not p.Wait: the generation holds hotswap's stdout

@@ -910,11 +910,9 @@ func TestNestedTableflipChild(t *testing.T) {
 	if _, err := os.Lstat(control.DefaultPath(oldPid)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the old hotswap's own control socket %s after the upgrade: %v, want removed", control.DefaultPath(oldPid), err)
 	}
-	ready := p.Events("generation ready")
-	if len(ready) != 2 {
-		t.Fatalf("%d generations ready, want the old and the new outer hotswap's first", len(ready))
-	}
-	inner := ready[1].Int("pid")
+	st := ctltest.WaitAt(p, control.DefaultPath(newPid), 15*time.Second, "the new outer hotswap serving its first generation", ctltest.Serving(1))
+	g, _ := ctltest.Gen(st, 1)
+	inner := g.PID
 	t.Logf("new outer hotswap %d serves through inner hotswap %d", newPid, inner)
 	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", inner))
 	if err != nil {

@@ -32,18 +32,24 @@ type Cond func(supervisor.Status) bool
 // Path returns the control socket of the hotswap p runs: the value of its
 // --control flag, or the default socket of its pid (for its user and
 // environment). Only hotswap's own flags count, not the command's after
-// "--".
+// "--". A hotswap run with --control none fails the test: there is
+// nothing to ask.
 func Path(p *proctest.Proc) string {
 	args := p.Cmd.Args[1:]
 	for i, a := range args {
 		if a == "--" {
 			break
 		}
-		if v, ok := strings.CutPrefix(a, "--control="); ok {
-			return v
-		}
+		v, ok := strings.CutPrefix(a, "--control=")
 		if a == "--control" && i+1 < len(args) {
-			return args[i+1]
+			v, ok = args[i+1], true
+		}
+		switch {
+		case ok && v == "none":
+			p.T().Helper()
+			p.T().Fatalf("hotswap runs with --control none: no status to ask (give it --control PATH in t.TempDir())")
+		case ok:
+			return v
 		}
 	}
 	uid := os.Geteuid()
