@@ -18,6 +18,7 @@ import (
 
 	"github.com/hotswap-dev/hotswap/internal/load"
 	"github.com/hotswap-dev/hotswap/internal/proctest"
+	"github.com/hotswap-dev/hotswap/internal/proctest/ctltest"
 	"github.com/hotswap-dev/hotswap/internal/reuse"
 	"github.com/hotswap-dev/hotswap/internal/supervisor"
 )
@@ -39,7 +40,6 @@ func startWorkers(t *testing.T, flags string, hsFlags []string, goappFlags ...st
 	args := append([]string{"--log-format", "json", "-l", "http=tcp://127.0.0.1:0"}, hsFlags...)
 	args = append(args, "--", "sh", "-c", workerScript, proctest.Build(t, goappPkg), a.verFile, a.flags)
 	a.hs = proctest.Start(t, proctest.Build(t, hotswapPkg), append(args, goappFlags...)...)
-	a.ctl = controlPath(a.hs, hsFlags)
 	a.addr = a.waitWorkers(1, 10*time.Second).Listeners[0].Address
 	return a
 }
@@ -48,7 +48,7 @@ func startWorkers(t *testing.T, flags string, hsFlags []string, goappFlags ...st
 // generation n and no other process is live.
 func (a *app) waitWorkers(n int, d time.Duration) supervisor.Status {
 	a.t.Helper()
-	return waitState(a.t, a.hs, a.ctl, d, fmt.Sprintf("every worker of generation %d serving", n), func(st supervisor.Status) bool {
+	return ctltest.Wait(a.hs, d, fmt.Sprintf("every worker of generation %d serving", n), func(st supervisor.Status) bool {
 		if len(st.Workers) == 0 || len(st.Generations) != len(st.Workers) {
 			return false
 		}
@@ -66,7 +66,7 @@ func (a *app) waitWorkers(n int, d time.Duration) supervisor.Status {
 func (a *app) reloadCmd(version, flags string) (int, string) {
 	a.t.Helper()
 	a.write(version, flags)
-	code, out, errOut := ctl(a.t, "reload", "--control", a.ctl)
+	code, out, errOut := ctl(a.t, "reload", "--control", ctltest.Path(a.hs))
 	return code, out + errOut
 }
 
@@ -190,11 +190,11 @@ func TestWorkersNeverReadyStopsRollout(t *testing.T) {
 	if code != 1 || !strings.Contains(out, "worker 1") || !strings.Contains(out, "worker 0 generation 2, worker 1 generation 1") {
 		t.Errorf("hotswap reload: exit %d: %q; want 1, naming worker 1 and saying worker 0 serves generation 2, worker 1 generation 1", code, out)
 	}
-	st := waitState(t, a.hs, a.ctl, 10*time.Second, "worker 0 on generation 2, worker 1 on 1, the failed worker gone", func(st supervisor.Status) bool {
+	st := ctltest.Wait(a.hs, 10*time.Second, "worker 0 on generation 2, worker 1 on 1, the failed worker gone", func(st supervisor.Status) bool {
 		return len(st.Workers) == 2 && st.Workers[0].Gen == 2 && st.Workers[1].Gen == 1 && st.Workers[1].Pending == 0 && len(st.Generations) == 2
 	})
 	a.checkWorkerSockets(t, st)
-	_, text, _ := ctl(t, "status", "--control", a.ctl)
+	_, text, _ := ctl(t, "status", "--control", ctltest.Path(a.hs))
 	for _, want := range []*regexp.Regexp{
 		regexp.MustCompile(`(?m)^WORKER\s+GEN\s+PID\s+STATE\s+CPU\s+QUEUE\s+RESTARTS$`),
 		regexp.MustCompile(`(?m)^0\s+2\s+` + strconv.Itoa(st.Workers[0].PID) + `\s+ready\s`),
@@ -237,13 +237,13 @@ func TestWorkersCrashedWorkerRestartedAlone(t *testing.T) {
 	if err := syscall.Kill(w1, syscall.SIGUSR1); err != nil { // stop accepting
 		t.Fatal(err)
 	}
-	queued := waitState(t, a.hs, a.ctl, 10*time.Second, "connections queued on worker 1", func(st supervisor.Status) bool {
+	queued := ctltest.Wait(a.hs, 10*time.Second, "connections queued on worker 1", func(st supervisor.Status) bool {
 		return st.Workers[1].Queue >= 8
 	}).Workers[1].Queue
 	if err := syscall.Kill(w1, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	st = waitState(t, a.hs, a.ctl, 10*time.Second, "worker 1 restarted and ready", func(st supervisor.Status) bool {
+	st = ctltest.Wait(a.hs, 10*time.Second, "worker 1 restarted and ready", func(st supervisor.Status) bool {
 		w := st.Workers[1]
 		return w.PID != w1 && w.State == supervisor.StateReady && w.Restarts == 1
 	})
@@ -418,7 +418,7 @@ func TestWorkersRandomized(t *testing.T) {
 			a.write(fmt.Sprintf("s%d", step), "--notify")
 			a.hs.Signal(syscall.SIGHUP)
 			time.Sleep(time.Duration(rng.IntN(150)) * time.Millisecond)
-			now, err := askStatus(a.ctl)
+			now, err := ctltest.Ask(ctltest.Path(a.hs))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -442,7 +442,7 @@ func TestWorkersRandomized(t *testing.T) {
 func (a *app) kill(t *testing.T, pid int) {
 	t.Helper()
 	syscall.Kill(pid, syscall.SIGKILL)
-	waitState(t, a.hs, a.ctl, 10*time.Second, fmt.Sprintf("pid %d reaped", pid), func(st supervisor.Status) bool {
+	ctltest.Wait(a.hs, 10*time.Second, fmt.Sprintf("pid %d reaped", pid), func(st supervisor.Status) bool {
 		return !slices.ContainsFunc(st.Generations, func(g supervisor.GenerationStatus) bool { return g.PID == pid })
 	})
 }
@@ -451,7 +451,7 @@ func (a *app) kill(t *testing.T, pid int) {
 // ready worker with no restart due, and no other process is live.
 func (a *app) settled(t *testing.T, workers int) supervisor.Status {
 	t.Helper()
-	return waitState(t, a.hs, a.ctl, 30*time.Second, "the pool settled", func(st supervisor.Status) bool {
+	return ctltest.Wait(a.hs, 30*time.Second, "the pool settled", func(st supervisor.Status) bool {
 		if st.Reloading || len(st.Workers) != workers || len(st.Generations) != workers {
 			return false
 		}
@@ -477,7 +477,7 @@ func (a *app) checkPool(t *testing.T, st supervisor.Status, when string) {
 			break
 		}
 		var err error
-		if st, err = askStatus(a.ctl); err != nil {
+		if st, err = ctltest.Ask(ctltest.Path(a.hs)); err != nil {
 			t.Fatal(err)
 		}
 	}
