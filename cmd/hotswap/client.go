@@ -42,8 +42,12 @@ const clientUsage = `Usage:
 Blue/green (--mode reuseport):
   hotswap reload --hold     start a new generation and, once ready, keep it
                             beside the current one as a canary at weight 0
+  hotswap reload --hold --workers K
+                            with --workers N: a canary of K (1..N) workers
   hotswap weight PCT        send PCT percent of new connections to the canary
   hotswap promote           the canary becomes current; the old one drains
+                            (a canary of K < N workers takes slots 0..K-1,
+                            then its generation rolls over the others)
   hotswap rollback          everything back to the current generation; the
                             canary drains
 
@@ -83,11 +87,13 @@ func runClient(op string, args []string) int {
 	fs.StringVar(&o.pidfile, "pidfile", "", "talk to the hotswap whose pid is in `PATH` (its default control socket)")
 	fs.DurationVar(&o.timeout, "timeout", DefaultClientTimeout, "give up waiting for the answer after this long")
 	var hold bool
+	var workers int
 	switch op {
 	case control.OpStatus:
 		fs.BoolVar(&o.json, "json", false, "print the status as JSON")
 	case control.OpReload:
 		fs.BoolVar(&hold, "hold", false, "reuseport mode: keep the new generation as a canary beside the current one (weight 0)")
+		fs.IntVar(&workers, "workers", 0, "with --hold and a worker pool: the canary runs `K` workers (default: as many as the pool)")
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
@@ -96,7 +102,10 @@ func runClient(op string, args []string) int {
 		}
 		return fail(exitUsage, "%s: %v", op, err)
 	}
-	req := control.Request{V: control.Version, Op: op, Hold: hold}
+	if workers != 0 && (!hold || workers < 0) {
+		return fail(exitUsage, "%s: --workers %d: want a positive number of canary workers, with --hold", op, workers)
+	}
+	req := control.Request{V: control.Version, Op: op, Hold: hold, Workers: workers}
 	rest := fs.Args()
 	if op == control.OpWeight {
 		if len(rest) != 1 {

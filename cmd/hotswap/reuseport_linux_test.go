@@ -208,12 +208,7 @@ func TestBlueGreen(t *testing.T) {
 	a.write("v2", "")
 	t.Log(ctl("reload", "--hold"))
 	t.Log(ctl("weight", "20"))
-	split := load.Start(t.Context(), load.Config{Addr: a.addr, Concurrency: 16, MaxRequests: 3000, Duration: time.Minute})
-	for ok, failed := split.Count(); ok+failed < 3000; ok, failed = split.Count() {
-		time.Sleep(20 * time.Millisecond)
-	}
-	res := split.Stop()
-	share := 100 * float64(res.Versions["v2"]) / float64(res.OK)
+	res, share := splitShare(t, a.addr, 3000, "v2")
 	t.Logf("weight 20: %v; v2 share %.1f%%", res, share)
 	if res.Failed != 0 || res.OK < 2000 {
 		t.Errorf("split load: %v, want at least 2,000 requests and 0 failed", res)
@@ -297,6 +292,18 @@ func TestReusePortSelfUpgradeUnderLoad(t *testing.T) {
 	}
 	syscall.Kill(newPid, syscall.SIGTERM)
 	waitGone(t, newPid, 15*time.Second)
+}
+
+// splitShare sends n requests (16 clients, a new connection each) and
+// returns the result and version's share of the successes, in percent.
+func splitShare(t *testing.T, addr string, n int, version string) (load.Result, float64) {
+	t.Helper()
+	split := load.Start(t.Context(), load.Config{Addr: addr, Concurrency: 16, MaxRequests: n, Duration: time.Minute})
+	for ok, failed := split.Count(); ok+failed < n; ok, failed = split.Count() {
+		time.Sleep(20 * time.Millisecond)
+	}
+	res := split.Stop()
+	return res, 100 * float64(res.Versions[version]) / float64(max(res.OK, 1))
 }
 
 // waitListeners waits up to 5s until exactly n TCP sockets listen on port

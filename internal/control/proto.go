@@ -27,6 +27,7 @@ import (
 //	-> {"v":1,"op":"signal","signal":"USR1"}
 //	<- {"v":1,"ok":true}
 //	-> {"v":1,"op":"reload","hold":true}        (reuseport: keep it as a canary at weight 0)
+//	-> {"v":1,"op":"reload","hold":true,"workers":1}  (a worker pool's canary of 1 worker)
 //	-> {"v":1,"op":"weight","percent":20}       (that share of new connections to the canary)
 //	-> {"v":1,"op":"promote"}                   (or "rollback")
 //	-> {"v":1,"op":"status","deadline":1764628800000}  (Unix ms: not carried out after it)
@@ -60,6 +61,9 @@ type Request struct {
 	Signal string `json:"signal,omitempty"` // OpSignal: TERM, SIGUSR1, 10, ...
 	// Hold, with OpReload, keeps the new generation as a canary.
 	Hold bool `json:"hold,omitempty"`
+	// Workers, with Hold, is how many workers a worker pool's canary
+	// runs (0 or absent: as many as the pool).
+	Workers int `json:"workers,omitempty"`
 	// Percent, with OpWeight, is the canary's share, 0 to 100.
 	Percent *int `json:"percent,omitempty"`
 	// Deadline, if set, is when the client stops waiting, in Unix
@@ -111,6 +115,12 @@ func DecodeRequest(line []byte) (Request, error) {
 	}
 	if r.Hold && r.Op != OpReload {
 		return Request{}, fmt.Errorf("decode control request: %s takes no hold", r.Op)
+	}
+	if r.Workers != 0 && !r.Hold {
+		return Request{}, fmt.Errorf("decode control request: workers goes with a held reload, and only there")
+	}
+	if r.Workers < 0 {
+		return Request{}, fmt.Errorf("decode control request: workers %d: want 1 or more", r.Workers)
 	}
 	if (r.Percent != nil) != (r.Op == OpWeight) {
 		return Request{}, fmt.Errorf("decode control request: percent goes with weight, and only there")

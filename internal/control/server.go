@@ -43,7 +43,7 @@ var ErrInUse = errors.New("control: control socket in use")
 // Target is what the control socket drives; [supervisor.Supervisor] is one.
 type Target interface {
 	Reload(ctx context.Context) error
-	ReloadHold(ctx context.Context) error
+	ReloadHold(ctx context.Context, workers int) error
 	SetWeight(ctx context.Context, pct int) error
 	Promote(ctx context.Context) error
 	Rollback(ctx context.Context) error
@@ -290,7 +290,7 @@ func (c *Server) do(ctx context.Context, req Request, cred peer) Response {
 	var err error
 	switch req.Op {
 	case OpReload:
-		return c.reload(ctx, req.Hold)
+		return c.reload(ctx, req.Hold, req.Workers)
 	case OpWeight:
 		err = c.cfg.Target.SetWeight(ctx, *req.Percent)
 	case OpPromote:
@@ -315,11 +315,11 @@ func (c *Server) do(ctx context.Context, req Request, cred peer) Response {
 	return finish(resp, err)
 }
 
-func (c *Server) reload(ctx context.Context, hold bool) Response {
+func (c *Server) reload(ctx context.Context, hold bool, workers int) Response {
 	resp := Response{V: Version}
 	reload := c.cfg.Target.Reload
 	if hold {
-		reload = c.cfg.Target.ReloadHold
+		reload = func(ctx context.Context) error { return c.cfg.Target.ReloadHold(ctx, workers) }
 	}
 	err := reload(ctx)
 	var re *supervisor.ReloadError

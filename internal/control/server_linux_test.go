@@ -38,7 +38,7 @@ func (f *fakeTarget) record(call string) error {
 	return nil
 }
 
-func (f *fakeTarget) ReloadHold(context.Context) error { return f.record("hold") }
+func (f *fakeTarget) ReloadHold(context.Context, int) error { return f.record("hold") }
 func (f *fakeTarget) SetWeight(_ context.Context, pct int) error {
 	return f.record(fmt.Sprintf("weight %d", pct))
 }

@@ -41,6 +41,9 @@ type program struct {
 	// byCPU[c], when >= 0, receives the connections whose SYN CPU c
 	// handled; the others go to slots.
 	byCPU []int
+	// canary, when set with slots, receives pct percent of new
+	// connections, split evenly between these indices.
+	canary []int
 }
 
 // compile assembles p into a classic BPF program. Every index it can return
@@ -67,39 +70,58 @@ func (p program) compile() ([]bpf.RawInstruction, error) {
 	return a.assemble()
 }
 
-// pool returns byCPU[SKF_AD_CPU] when that names a member, else one of
-// slots chosen with SKF_AD_RANDOM modulo their count.
+// pool returns, for pct percent of connections, one of canary; for the
+// others byCPU[SKF_AD_CPU] when that names a member, else one of slots,
+// each chosen with SKF_AD_RANDOM modulo their count.
 func (p program) pool(a *asm) {
-	if slices.ContainsFunc(p.byCPU, func(i int) bool { return i >= 0 }) {
+	if len(p.canary) > 0 && p.pct > 0 {
+		if p.pct < 100 {
+			a.emit(bpf.LoadExtension{Num: bpf.ExtRand},
+				bpf.ALUOpConstant{Op: bpf.ALUOpMod, Val: 100})
+			a.jump(bpf.JumpLessThan, uint32(p.pct), "canary", "")
+			workers(a, "slot", p.slots, p.byCPU)
+		}
+		a.label("canary")
+		workers(a, "canary", p.canary, nil)
+		return
+	}
+	workers(a, "slot", p.slots, p.byCPU)
+}
+
+// workers returns byCPU[SKF_AD_CPU] when that names a member, else one of
+// idx chosen with SKF_AD_RANDOM modulo their count; name prefixes its
+// labels.
+func workers(a *asm, name string, idx, byCPU []int) {
+	if slices.ContainsFunc(byCPU, func(i int) bool { return i >= 0 }) {
 		a.emit(bpf.LoadExtension{Num: bpf.ExtCPUID})
-		for c, i := range p.byCPU {
+		for c, i := range byCPU {
 			if i >= 0 {
-				a.jump(bpf.JumpEqual, uint32(c), "cpu"+strconv.Itoa(c), "")
+				a.jump(bpf.JumpEqual, uint32(c), name+"cpu"+strconv.Itoa(c), "")
 			}
 		}
-		a.jump(bpf.JumpEqual, 0, "spread", "spread") // no CPU matched
-		for c, i := range p.byCPU {
+		a.jump(bpf.JumpEqual, 0, name+"spread", name+"spread") // no CPU matched
+		for c, i := range byCPU {
 			if i >= 0 {
-				a.label("cpu" + strconv.Itoa(c))
+				a.label(name + "cpu" + strconv.Itoa(c))
 				a.emit(bpf.RetConstant{Val: uint32(i)})
 			}
 		}
-		a.label("spread")
+		a.label(name + "spread")
 	}
-	n := len(p.slots)
+	n := len(idx)
 	if n == 1 {
-		a.emit(bpf.RetConstant{Val: uint32(p.slots[0])})
+		a.emit(bpf.RetConstant{Val: uint32(idx[0])})
 		return
 	}
 	a.emit(bpf.LoadExtension{Num: bpf.ExtRand},
 		bpf.ALUOpConstant{Op: bpf.ALUOpMod, Val: uint32(n)})
 	for k := range n - 1 {
-		a.jump(bpf.JumpEqual, uint32(k), "slot"+strconv.Itoa(k), "")
+		a.jump(bpf.JumpEqual, uint32(k), name+strconv.Itoa(k), "")
 	}
-	a.emit(bpf.RetConstant{Val: uint32(p.slots[n-1])})
+	a.emit(bpf.RetConstant{Val: uint32(idx[n-1])})
 	for k := range n - 1 {
-		a.label("slot" + strconv.Itoa(k))
-		a.emit(bpf.RetConstant{Val: uint32(p.slots[k])})
+		a.label(name + strconv.Itoa(k))
+		a.emit(bpf.RetConstant{Val: uint32(idx[k])})
 	}
 }
 

@@ -111,6 +111,11 @@ type Policy struct {
 	// CPU that handled the SYN (SKF_AD_CPU): the worker pinned to that
 	// CPU. A CPU without a member falls back to Slots.
 	ByCPU []*Member
+	// Canary, when set with Slots, are the workers of a canary pool: they
+	// receive Percent percent of new connections (chosen per SYN with
+	// SKF_AD_RANDOM), split evenly between them; the rest go to Slots
+	// and ByCPU as without it.
+	Canary []*Member
 }
 
 // NewGroup prepares a group for network ("tcp", "tcp4" or "tcp6") and
@@ -440,7 +445,7 @@ func (g *Group) Steer(p Policy) error {
 	if p.Percent < 0 || p.Percent > 100 {
 		return fmt.Errorf("steer %s: percent %d out of range", g.address, p.Percent)
 	}
-	for _, m := range slices.Concat([]*Member{p.To, p.Other, p.Probe}, p.Slots, p.ByCPU) {
+	for _, m := range slices.Concat([]*Member{p.To, p.Other, p.Probe}, p.Slots, p.ByCPU, p.Canary) {
 		if m == nil {
 			continue
 		}
@@ -751,6 +756,15 @@ func (g *Group) programLocked(oldest *Member) program {
 		for _, m := range g.pol.ByCPU {
 			p.byCPU = append(p.byCPU, idx(m))
 		}
+		for _, m := range g.pol.Canary {
+			if i := idx(m); i >= 0 {
+				p.canary = append(p.canary, i)
+			}
+		}
+		if len(p.slots) == 0 {
+			// No pool worker listens: the canary's take everything.
+			p.slots, p.canary, p.byCPU = p.canary, nil, nil
+		}
 		if len(p.slots) > 0 {
 			return p
 		}
@@ -778,6 +792,9 @@ func (p Policy) without(m *Member) Policy {
 	}
 	if slices.Contains(p.Slots, m) {
 		p.Slots = slices.DeleteFunc(slices.Clone(p.Slots), func(o *Member) bool { return o == m })
+	}
+	if slices.Contains(p.Canary, m) {
+		p.Canary = slices.DeleteFunc(slices.Clone(p.Canary), func(o *Member) bool { return o == m })
 	}
 	if i := slices.Index(p.ByCPU, m); i >= 0 {
 		p.ByCPU = slices.Clone(p.ByCPU)

@@ -79,3 +79,37 @@ func TestSteerByCPU(t *testing.T) {
 		}
 	}
 }
+
+// TestSteerPoolCanary: a canary pool beside the current one receives
+// Percent percent of new connections, split between its workers; the rest
+// are split between the current pool's, and the probe member gets none.
+func TestSteerPoolCanary(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	g, ms, _, seen := modelGroup(t, "tcp4", "127.0.0.1:0", 5)
+	pol := Policy{Slots: []*Member{ms[0], ms[1]}, Canary: []*Member{ms[2], ms[3]}, Percent: 30, Probe: ms[4]}
+	if err := g.Steer(pol); err != nil {
+		t.Fatal(err)
+	}
+	const n = 1000
+	got := landed(t, seen, n, dialer("tcp", g.Addr()))
+	t.Logf("30%% to a canary of 2 beside a pool of 2: %v", got)
+	if c := got["C"] + got["D"]; c < 240 || c > 360 || got["C"] < 90 || got["D"] < 90 {
+		t.Errorf("got %v, want 300 ±60 on C and D, each about half", got)
+	}
+	if got["A"] < 260 || got["B"] < 260 || got["E"] != 0 || got["none"] != 0 {
+		t.Errorf("got %v, want about 350 each on A and B, none on E (the probe member), all landed", got)
+	}
+	// At 100 every new connection goes to the canary; at 0 none.
+	for _, pct := range []int{100, 0} {
+		pol.Percent = pct
+		if err := g.Steer(pol); err != nil {
+			t.Fatal(err)
+		}
+		got := landed(t, seen, 200, dialer("tcp", g.Addr()))
+		if c := got["C"] + got["D"]; c != 2*pct {
+			t.Errorf("weight %d: got %v, want %d on the canary", pct, got, 2*pct)
+		}
+	}
+}

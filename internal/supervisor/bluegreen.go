@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"time"
 )
 
 // Blue/green in reuseport mode: [Supervisor.ReloadHold] starts and gates a
@@ -26,9 +28,25 @@ var ErrNoCanary = errors.New("supervisor: no canary generation is held (start on
 var errNeedsReusePort = errors.New("blue/green needs --mode reuseport: in shared mode every generation takes connections from one queue")
 
 // ReloadHold starts a new generation and, once it is ready, holds it as a
-// canary at weight 0 beside the current one. It returns like Reload.
-func (s *Supervisor) ReloadHold(ctx context.Context) error {
-	return s.reload(ctx, true)
+// canary at weight 0 beside the current one. It returns like Reload. With
+// a worker pool the canary runs workers processes (0: as many as the pool,
+// at most that); SetWeight's share is split between them, the rest between
+// the current pool's, and Promote rolls the pool to the canary.
+func (s *Supervisor) ReloadHold(ctx context.Context, workers int) error {
+	return s.reload(ctx, true, workers)
+}
+
+// checkHold refuses a held reload's canary size that does not fit.
+func (s *Supervisor) checkHold(r reloadReq) error {
+	switch {
+	case r.workers < 0:
+		return fmt.Errorf("canary of %d workers: want 1 or more; nothing was started", r.workers)
+	case r.workers > 0 && !r.hold:
+		return errors.New("a number of canary workers goes with a held reload only; nothing was started")
+	case r.workers > s.workers():
+		return fmt.Errorf("canary of %d workers: the pool has %d (--workers), a canary at most that many; nothing was started", r.workers, s.workers())
+	}
+	return nil
 }
 
 // SetWeight sends pct percent of new connections to the canary.
@@ -37,37 +55,83 @@ func (s *Supervisor) SetWeight(ctx context.Context, pct int) error {
 		return fmt.Errorf("weight %d: want 0 to 100", pct)
 	}
 	return s.call(ctx, func() error {
-		if s.canary == nil {
+		if len(s.canary) == 0 {
 			return ErrNoCanary
 		}
-		if err := s.steer(s.canary, s.slots[0].current, pct, nil); err != nil {
+		was := s.weight
+		s.weight = pct
+		if err := s.steerCanary(); err != nil {
+			s.weight = was
 			return err
 		}
-		s.weight = pct
-		s.canary.log.Info("canary weight", "percent", pct)
+		s.canary[0].log.Info("canary weight", "percent", pct, "workers", len(s.canary))
 		return nil
 	})
 }
 
+// steerCanary steers new connections between the current generation (or
+// pool) and the held canary at its weight, or all to the current one
+// when none is held.
+func (s *Supervisor) steerCanary() error {
+	if s.pool() {
+		return s.steer(nil, nil, 0, nil) // poolPolicy adds the canary
+	}
+	if len(s.canary) > 0 {
+		return s.steer(s.canary[0], s.slots[0].current, s.weight, nil)
+	}
+	return s.steer(s.slots[0].current, nil, 0, nil)
+}
+
 // Promote makes the canary the current generation and drains the old one.
+// With a worker pool, canary worker i takes slot i at once (the old
+// worker i drains); a canary of fewer workers than the pool then rolls
+// its generation over the remaining slots one at a time, like a rolling
+// reload, and Promote returns when that is done.
 func (s *Supervisor) Promote(ctx context.Context) error {
-	return s.call(ctx, func() error {
+	rolled := make(chan error, 1)
+	rolling := false
+	err := s.call(ctx, func() error {
 		c := s.canary
-		if c == nil {
+		if len(c) == 0 {
 			return ErrNoCanary
 		}
-		old := s.slots[0].current
-		s.slots[0].current, s.canary, s.weight = c, nil, 0
-		c.state = StateReady
-		if err := s.steer(c, nil, 0, nil); err != nil {
-			return err
+		s.canary, s.weight = nil, 0
+		if !s.pool() {
+			old := s.slots[0].current
+			s.slots[0].current = c[0]
+			c[0].state = StateReady
+			if err := s.steer(c[0], nil, 0, nil); err != nil {
+				return err
+			}
+			c[0].log.Info("canary promoted")
+			if old != nil {
+				s.drain(old, true)
+			}
+			return nil
 		}
-		c.log.Info("canary promoted")
-		if old != nil {
-			s.drain(old, true)
+		for i, g := range c {
+			g.state = StateReady
+			s.cutover(s.slots[i], g)
+		}
+		c[0].log.Info("canary promoted", "workers", len(c), "pool", len(s.slots))
+		if len(c) < len(s.slots) {
+			rolling = true
+			s.reloadT0 = time.Now()
+			s.waiting = append(s.waiting, reloadReq{reply: rolled})
+			s.roll = &rollout{id: c[0].id, next: len(c)}
+			s.rollStep()
 		}
 		return nil
 	})
+	if err != nil || !rolling {
+		return err
+	}
+	select {
+	case err := <-rolled:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // Rollback sends every new connection back to the current generation and
@@ -75,35 +139,54 @@ func (s *Supervisor) Promote(ctx context.Context) error {
 func (s *Supervisor) Rollback(ctx context.Context) error {
 	return s.call(ctx, func() error {
 		c := s.canary
-		if c == nil {
+		if len(c) == 0 {
 			return ErrNoCanary
 		}
 		s.canary, s.weight = nil, 0
-		if err := s.steer(s.slots[0].current, nil, 0, nil); err != nil {
+		if err := s.steerCanary(); err != nil {
 			return err
 		}
-		c.log.Info("canary rolled back")
-		s.drain(c, true)
+		c[0].log.Info("canary rolled back", "workers", len(c))
+		for _, g := range c {
+			s.drain(g, true)
+		}
 		return nil
 	})
 }
 
-// holdCanary keeps the freshly ready generation g beside the current one.
-func (s *Supervisor) holdCanary(g *gen) {
-	s.canary, s.weight = g, 0
-	g.state = StateCanary
-	if err := s.steer(g, s.slots[0].current, 0, nil); err != nil {
-		g.log.Error("steer to the canary", "error", err)
+// holdCanary keeps the freshly ready generation c (its workers, one
+// without a pool) beside the current one.
+func (s *Supervisor) holdCanary(c []*gen) {
+	s.canary, s.weight = c, 0
+	for _, g := range c {
+		g.state = StateCanary
 	}
-	g.log.Info("canary held", "percent", 0)
+	if err := s.steerCanary(); err != nil {
+		c[0].log.Error("steer to the canary", "error", err)
+	}
+	c[0].log.Info("canary held", "percent", 0, "workers", len(c))
 }
 
-// canaryExited forgets a canary that exited on its own.
+// isCanary reports whether g is a worker of the held canary.
+func (s *Supervisor) isCanary(g *gen) bool { return slices.Contains(s.canary, g) }
+
+// canaryExited forgets a canary that exited on its own. A canary pool
+// whose worker exited is rolled back whole: its other workers drain.
 func (s *Supervisor) canaryExited(g *gen) {
+	c := s.canary
 	s.canary, s.weight = nil, 0
-	g.log.Warn("canary exited, all connections back to the current generation")
-	if err := s.steer(s.slots[0].current, nil, 0, nil); err != nil {
+	if len(c) > 1 {
+		g.log.Warn("a canary worker exited: the canary is rolled back, all connections back to the current pool", "worker", g.worker, "workers", len(c))
+	} else {
+		g.log.Warn("canary exited, all connections back to the current generation")
+	}
+	if err := s.steerCanary(); err != nil {
 		s.log.Error("steer back to the current generation", "error", err)
+	}
+	for _, o := range c {
+		if o != g {
+			s.drain(o, true)
+		}
 	}
 }
 

@@ -112,6 +112,16 @@
 //	a serving worker exits on its own             steered away from; its sockets wait, queue and    TestLoopPoolCrash
 //	                                              all; restarted alone after its own backoff, in
 //	                                              its generation
+//	held reload, K workers (0: N; more: refused)  K canary workers start in slots 0..K-1, gated     TestLoopPoolCanary
+//	                                              one by one, held at weight 0; the pool serves
+//	SetWeight P (pool)                            P % of new connections to the canary's workers    TestLoopPoolCanary
+//	                                              (evenly), the rest to the pool's as before
+//	Promote (pool)                                canary worker i takes slot i, old worker i        TestLoopPoolCanary
+//	                                              drains; K < N: its generation rolls over slots
+//	                                              K..N-1; answered after the last old exits
+//	Rollback (pool)                               every canary worker drains                        TestLoopPoolCanary
+//	a canary worker exits on its own              the whole canary rolled back (the others drain)   TestLoopPoolCanary
+//	a pool worker crashes beside a canary         restarted in its slot; the canary stays held      TestLoopPoolCanary
 //
 // Why a reuseport reload waits for the previous old generation, and how
 // the groups keep their steering right while sockets come and go, is in

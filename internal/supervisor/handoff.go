@@ -94,8 +94,8 @@ func (s *Supervisor) quiet() error {
 		return errors.New("no generation is serving: try again when one is ready")
 	case s.reloading() || len(s.queued) > 0:
 		return errors.New("a reload is in progress: try again when it is done")
-	case s.canary != nil:
-		return fmt.Errorf("generation %d is held as a canary: promote or roll it back, then try again", s.canary.id)
+	case len(s.canary) > 0:
+		return fmt.Errorf("generation %d is held as a canary: promote or roll it back, then try again", s.canary[0].id)
 	case s.draining() > 0:
 		return fmt.Errorf("%d old generations are still draining: try again when they have exited", s.draining())
 	case s.adopting():

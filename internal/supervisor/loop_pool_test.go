@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -181,12 +182,124 @@ func TestLoopPoolAll(t *testing.T) {
 		}
 		synctest.Wait()
 		l.wantWorkers(2, 2)
-		// A held reload (blue/green) is refused, and starts nothing.
-		if err := mustOutcome(t, l.reload(true)); err == nil || !strings.Contains(err.Error(), "does not work with --workers") {
-			t.Errorf("held reload of a pool: %v, want refused", err)
+		l.stop()
+	})
+}
+
+// TestLoopPoolCanary: a held reload of a pool starts a canary of K
+// workers (all at once, gated one by one) beside the current pool; promote
+// gives canary worker i slot i and rolls the canary's generation over the
+// other slots; rollback drains every canary worker; a canary worker that
+// exits on its own rolls the whole canary back; a current worker that
+// crashes while a canary is held is restarted, the canary stays.
+func TestLoopPoolCanary(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		l := newPool(t, RolloutRolling)
+		l.startPool()
+		if err := mustOutcome(t, l.reloadHold(true, 3)); err == nil || !strings.Contains(err.Error(), "at most that many") {
+			t.Errorf("canary of 3 workers beside a pool of 2: %v, want refused", err)
 		}
-		if l.f.worker(3, 0) != nil {
-			t.Error("a refused held reload started a worker")
+		if l.f.worker(2, 0) != nil {
+			t.Fatal("a refused held reload started a worker")
+		}
+		// A canary of 1 worker.
+		r := l.reloadHold(true, 1)
+		if l.f.worker(2, 1) != nil {
+			t.Fatal("a canary of 1 worker started worker 1")
+		}
+		l.readyW(2, 0, nil)
+		if err := mustOutcome(t, r); err != nil {
+			t.Fatalf("held reload of a pool: %v", err)
+		}
+		l.wantWorkers(1, 1)
+		if st := l.status(); st.Canary != 2 || st.CanaryWorkers != 1 {
+			t.Errorf("canary %d of %d workers, want generation 2 of 1", st.Canary, st.CanaryWorkers)
+		}
+		if err := mustOutcome(t, l.reload(false)); err == nil || !strings.Contains(err.Error(), "held as a canary") {
+			t.Errorf("reload while a canary is held: %v, want refused", err)
+		}
+		if err := l.s.SetWeight(ctx, 40); err != nil {
+			t.Fatal(err)
+		}
+		if st := l.status(); st.Weight != 40 {
+			t.Errorf("canary weight %d, want 40", st.Weight)
+		}
+		// Promote: the canary worker takes slot 0, old worker 0 drains,
+		// then generation 2 rolls over slot 1.
+		p := make(chan error, 1)
+		go func() { p <- l.s.Promote(ctx) }()
+		synctest.Wait()
+		if drain := <-l.f.worker(1, 0).stopped; !drain {
+			t.Error("promote stopped old worker 0 without a drain")
+		}
+		synctest.Wait()
+		if l.f.worker(2, 1) == nil {
+			t.Fatal("promote of a canary of 1 did not start worker 1 of its generation")
+		}
+		if _, ok := done(p); ok {
+			t.Fatal("promote answered with slot 1 not rolled")
+		}
+		l.readyW(2, 1, nil)
+		if drain := <-l.f.worker(1, 1).stopped; !drain {
+			t.Error("promote stopped old worker 1 without a drain")
+		}
+		synctest.Wait()
+		if err := mustOutcome(t, p); err != nil {
+			t.Fatalf("promote: %v", err)
+		}
+		l.wantWorkers(2, 2)
+		if st := l.status(); st.Canary != 0 || st.Weight != 0 {
+			t.Errorf("after promote: canary %d at %d%%, want none", st.Canary, st.Weight)
+		}
+		// A canary of the whole pool, rolled back: both canary workers drain.
+		r = l.reloadHold(true, 0)
+		l.readyW(3, 0, nil)
+		l.readyW(3, 1, nil)
+		if err := mustOutcome(t, r); err != nil {
+			t.Fatal(err)
+		}
+		if st := l.status(); st.CanaryWorkers != 2 {
+			t.Errorf("canary of %d workers, want the pool's 2", st.CanaryWorkers)
+		}
+		if err := l.s.Rollback(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for w := range 2 {
+			if drain := <-l.f.worker(3, w).stopped; !drain {
+				t.Errorf("rollback stopped canary worker %d without a drain", w)
+			}
+		}
+		synctest.Wait()
+		l.wantWorkers(2, 2)
+		// A canary worker that dies rolls the canary back.
+		r = l.reloadHold(true, 2)
+		l.readyW(4, 0, nil)
+		l.readyW(4, 1, nil)
+		mustOutcome(t, r)
+		go l.s.reaped(l.f.worker(4, 1).g, errors.New("exited with status 3"))
+		synctest.Wait()
+		if drain := <-l.f.worker(4, 0).stopped; !drain {
+			t.Error("the canary's other worker was stopped without a drain")
+		}
+		synctest.Wait()
+		if st := l.status(); st.Canary != 0 {
+			t.Errorf("canary %d after its worker died, want none", st.Canary)
+		}
+		l.wantWorkers(2, 2)
+		// A current worker that crashes beside a canary is restarted.
+		r = l.reloadHold(true, 1)
+		l.readyW(5, 0, nil)
+		mustOutcome(t, r)
+		go l.s.reaped(l.f.worker(2, 1).g, errors.New("exited with signal KILL"))
+		synctest.Wait()
+		l.wantWorkers(2, 0)
+		time.Sleep(DefaultBackoffMin)
+		synctest.Wait()
+		l.readyW(2, 1, nil)
+		l.wantWorkers(2, 2)
+		if st := l.status(); st.Canary != 5 {
+			t.Errorf("canary %d after a current worker's restart, want 5 held", st.Canary)
 		}
 		l.stop()
 	})

@@ -154,9 +154,13 @@ func (l *loop) exit(id int, status string) {
 }
 
 // reload starts a reload and returns its outcome channel.
-func (l *loop) reload(hold bool) <-chan error {
+func (l *loop) reload(hold bool) <-chan error { return l.reloadHold(hold, 0) }
+
+// reloadHold is a reload; with hold, a held one of a canary of workers
+// workers (0: the pool's).
+func (l *loop) reloadHold(hold bool, workers int) <-chan error {
 	c := make(chan error, 1)
-	go func() { c <- l.s.reload(context.Background(), hold) }()
+	go func() { c <- l.s.reload(context.Background(), hold, workers) }()
 	synctest.Wait()
 	return c
 }

@@ -54,11 +54,14 @@ type Status struct {
 	Current     int                `json:"current"`
 	// Workers, for a worker pool (--workers), is one entry per worker
 	// slot: who serves it and its socket's queue.
-	Workers  []WorkerStatus `json:"workers,omitempty"`
-	Canary   int            `json:"canary,omitempty"`
-	Weight   int            `json:"canary_weight,omitempty"`
-	Reloads  ReloadCounts   `json:"reloads"`
-	Restarts int            `json:"restarts"`
+	Workers []WorkerStatus `json:"workers,omitempty"`
+	Canary  int            `json:"canary,omitempty"`
+	Weight  int            `json:"canary_weight,omitempty"`
+	// CanaryWorkers, for a worker pool, is how many workers the canary
+	// runs.
+	CanaryWorkers int          `json:"canary_workers,omitempty"`
+	Reloads       ReloadCounts `json:"reloads"`
+	Restarts      int          `json:"restarts"`
 	// NextRestart, when set, is when a generation that crashed is started
 	// again, after Backoff (exponential, capped at Config.BackoffMax).
 	NextRestart time.Time     `json:"next_restart,omitzero"`
@@ -170,8 +173,11 @@ func (s *Supervisor) status() Status {
 		ForeignSockets:  s.stats.foreign,
 	}
 	st.Current = s.servingID()
-	if s.canary != nil {
-		st.Canary, st.Weight = s.canary.id, s.weight
+	if len(s.canary) > 0 {
+		st.Canary, st.Weight = s.canary[0].id, s.weight
+		if s.pool() {
+			st.CanaryWorkers = len(s.canary)
+		}
 	}
 	for _, sl := range s.slots {
 		if !sl.restartAt.IsZero() && (st.NextRestart.IsZero() || sl.restartAt.Before(st.NextRestart)) {

@@ -56,7 +56,7 @@ type Supervisor struct {
 	starts    int      // workers started, for unique notify socket names
 	cpus      []int    // the CPUs hotswap may run on, for --cpu-affinity
 	waitDrain bool     // the reload in s.waiting waits for an old generation to stop
-	canary    *gen     // a ready generation held beside current (bluegreen.go)
+	canary    []*gen   // a ready generation's workers held beside current (bluegreen.go)
 	weight    int      // percent of new connections to the canary
 	live      map[genKey]*gen
 	waiting   []reloadReq // callers of the reload in progress
@@ -92,8 +92,11 @@ type counters struct {
 }
 
 type reloadReq struct {
-	hold  bool // keep the new generation as a canary (bluegreen.go)
-	reply chan error
+	hold bool // keep the new generation as a canary (bluegreen.go)
+	// workers, with hold, is how many workers the canary of a pool runs
+	// (0: as many as the pool).
+	workers int
+	reply   chan error
 }
 
 type sigReq struct {
@@ -294,10 +297,10 @@ func (s *Supervisor) next() int {
 // Reload starts a new generation and waits until it serves (nil) or was
 // rolled back (a *ReloadError). Reloads requested while one is in progress
 // are coalesced into one more reload after it.
-func (s *Supervisor) Reload(ctx context.Context) error { return s.reload(ctx, false) }
+func (s *Supervisor) Reload(ctx context.Context) error { return s.reload(ctx, false, 0) }
 
-func (s *Supervisor) reload(ctx context.Context, hold bool) error {
-	r := reloadReq{hold: hold, reply: make(chan error, 1)}
+func (s *Supervisor) reload(ctx context.Context, hold bool, workers int) error {
+	r := reloadReq{hold: hold, workers: workers, reply: make(chan error, 1)}
 	select {
 	case s.reloadc <- r:
 	case <-ctx.Done():
@@ -346,11 +349,11 @@ func (s *Supervisor) onReload(r reloadReq) {
 	case r.hold && s.cfg.Mode != ModeReusePort:
 		r.reply <- errNeedsReusePort
 		return
-	case r.hold && s.pool():
-		r.reply <- errors.New("a held reload (blue/green) does not work with --workers yet: nothing was started; use a plain hotswap reload, which rolls the workers one at a time")
+	case s.checkHold(r) != nil:
+		r.reply <- s.checkHold(r)
 		return
-	case s.canary != nil:
-		r.reply <- fmt.Errorf("generation %d is held as a canary: promote or roll it back first", s.canary.id)
+	case len(s.canary) > 0:
+		r.reply <- fmt.Errorf("generation %d is held as a canary: promote or roll it back first", s.canary[0].id)
 		return
 	case r.hold && (s.reloading() || s.waitDrain || len(s.queued) > 0):
 		r.reply <- errors.New("a reload is in progress: hold a canary after it")
@@ -431,6 +434,13 @@ func (s *Supervisor) finishReload(err error) {
 		r.reply <- err
 	}
 	s.waiting, s.queued = s.queued, nil
+	if len(s.canary) > 0 {
+		// Reloads asked for while the canary was gated.
+		for _, r := range s.waiting {
+			r.reply <- fmt.Errorf("generation %d is held as a canary: promote or roll it back first", s.canary[0].id)
+		}
+		s.waiting = nil
+	}
 	if len(s.waiting) > 0 {
 		s.beginReload()
 	}
@@ -513,7 +523,7 @@ func (s *Supervisor) onGate(r gateResult) error {
 		}
 		s.markReady(g)
 		if len(s.waiting) > 0 && s.waiting[0].hold {
-			s.holdCanary(g)
+			s.holdCanary([]*gen{g})
 			s.finishReload(nil)
 			return nil
 		}
@@ -635,6 +645,11 @@ func (s *Supervisor) drain(g *gen, wait bool) {
 	s.wg.Go(func() { s.procs.stop(g, wait) })
 }
 
+// canaryTakesOver reports whether a held canary replaces a current
+// generation that dies. A pool's crashed worker is restarted instead,
+// beside the canary.
+func (s *Supervisor) canaryTakesOver() bool { return len(s.canary) > 0 && !s.pool() }
+
 func (s *Supervisor) onExit(g *gen) error {
 	delete(s.live, g.key())
 	sl := s.slotOf(g)
@@ -643,7 +658,7 @@ func (s *Supervisor) onExit(g *gen) error {
 	up := time.Since(g.started)
 	g.log.Info("generation exited", "status", describeExit(g.ps), "up", up.Round(time.Millisecond))
 	if g == sl.current && prev != StateDraining {
-		if s.canary == nil {
+		if !s.canaryTakesOver() {
 			// Its sockets stay open and keep their queues for the restart.
 			s.leaveMembers(g, func(ms []*reuse.Member) { sl.orphans = ms })
 		} else {
@@ -675,12 +690,12 @@ func (s *Supervisor) onExit(g *gen) error {
 	if s.roll != nil && s.roll.wait && !s.drainingSockets() {
 		s.rollStep()
 	}
-	if g == s.canary {
+	if s.isCanary(g) {
 		s.canaryExited(g)
 	}
-	if g == sl.current && s.canary != nil {
+	if g == sl.current && s.canaryTakesOver() {
 		// The canary takes over from a current generation that died.
-		c := s.canary
+		c := s.canary[0]
 		s.canary, s.weight, sl.current = nil, 0, c
 		c.state = StateReady
 		c.log.Warn("current generation exited, the canary takes over", "exited", g.id)

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"os"
@@ -64,7 +65,11 @@ type slot struct {
 
 // rollout is the reload in progress: generation id replacing the pool.
 type rollout struct {
-	id   int
+	id  int
+	all bool // RolloutAll: start every slot's worker, then gate them
+	// hold, for a held reload, is how many canary workers it starts (in
+	// slots 0..hold-1, all at once) and gates; then they are held.
+	hold int
 	next int // the next slot to start (rolling) or to gate (all)
 	// wait is set while a rolling step waits for the previous slot's old
 	// worker to exit.
@@ -148,7 +153,12 @@ func (s *Supervisor) poolPolicy(i int, probe *gen) reuse.Policy {
 			}
 		}
 	}
-	p := reuse.Policy{Probe: member(probe, i)}
+	p := reuse.Policy{Probe: member(probe, i), Percent: s.weight}
+	for _, g := range s.canary {
+		if m := member(g, i); m != nil {
+			p.Canary = append(p.Canary, m)
+		}
+	}
 	for _, g := range ws {
 		m := member(g, i)
 		if m == nil {
@@ -169,9 +179,13 @@ func (s *Supervisor) poolPolicy(i int, probe *gen) reuse.Policy {
 
 // beginRollout starts replacing the pool with a new generation.
 func (s *Supervisor) beginRollout() {
-	s.roll = &rollout{id: s.next()}
-	if s.cfg.Rollout == RolloutAll {
-		for _, sl := range s.slots {
+	s.roll = &rollout{id: s.next(), all: s.cfg.Rollout == RolloutAll}
+	if len(s.waiting) > 0 && s.waiting[0].hold {
+		s.roll.hold = cmp.Or(s.waiting[0].workers, len(s.slots))
+		s.roll.all = false
+	}
+	if n := cmp.Or(s.roll.hold, len(s.slots)); s.roll.all || s.roll.hold > 0 {
+		for _, sl := range s.slots[:n] {
 			g, err := s.procs.start(s.roll.id, sl.i, nil)
 			if err != nil {
 				s.abortRollout(s.reloadError(s.roll.id, 0, err))
@@ -220,7 +234,23 @@ func (s *Supervisor) onPoolGate(sl *slot, g *gen, err error) {
 		return
 	}
 	s.markReady(g)
-	if s.cfg.Rollout == RolloutAll {
+	if r.hold > 0 {
+		r.next++
+		if r.next < r.hold {
+			s.gate(s.slots[r.next].pending)
+			return
+		}
+		var c []*gen
+		for _, o := range s.slots[:r.hold] {
+			c = append(c, o.pending)
+			o.pending = nil
+		}
+		s.roll = nil
+		s.holdCanary(c)
+		s.finishReload(nil)
+		return
+	}
+	if r.all {
 		r.next++
 		if r.next < len(s.slots) {
 			// One gate at a time: a probe of the public port reaches
