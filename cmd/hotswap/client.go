@@ -103,7 +103,7 @@ func runClient(op string, args []string) int {
 		return fail(exitUsage, "%s: %v", op, err)
 	}
 	if workers != 0 && (!hold || workers < 0) {
-		return fail(exitUsage, "%s: --workers %d: want a positive number of canary workers, with --hold", op, workers)
+		return fail(exitUsage, "%s: --workers %d: goes with --hold, the number of a canary's workers (1 or more); a plain reload replaces every worker; nothing was changed", op, workers)
 	}
 	req := control.Request{V: control.Version, Op: op, Hold: hold, Workers: workers}
 	rest := fs.Args()
@@ -248,7 +248,11 @@ func printStatus(w io.Writer, st *supervisor.Status, asJSON bool) int {
 		fmt.Fprintf(w, "crashed: restarting in %v (backoff %v)\n", time.Until(st.NextRestart).Round(time.Millisecond), st.Backoff)
 	}
 	if st.Canary != 0 {
-		fmt.Fprintf(w, "canary: generation %d at weight %d%%\n", st.Canary, st.Weight)
+		of := ""
+		if st.CanaryWorkers > 0 {
+			of = fmt.Sprintf(" (%d of %d workers)", st.CanaryWorkers, len(st.Workers))
+		}
+		fmt.Fprintf(w, "canary: generation %d%s at weight %d%%\n", st.Canary, of, st.Weight)
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "\nLISTENER\tADDRESS\tMODE\tQUEUE")
