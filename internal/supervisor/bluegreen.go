@@ -147,9 +147,7 @@ func (s *Supervisor) Rollback(ctx context.Context) error {
 			return err
 		}
 		c[0].log.Info("canary rolled back", "workers", len(c))
-		for _, g := range c {
-			s.drain(g, true)
-		}
+		s.retire(c)
 		return nil
 	})
 }
@@ -183,9 +181,33 @@ func (s *Supervisor) canaryExited(g *gen) {
 	if err := s.steerCanary(); err != nil {
 		s.log.Error("steer back to the current generation", "error", err)
 	}
-	for _, o := range c {
-		if o != g {
-			s.drain(o, true)
+	s.retire(slices.DeleteFunc(c, func(o *gen) bool { return o == g }))
+}
+
+// retire drains gs, steered away from already, one at a time: the next
+// once the previous has exited. A group applies departures found together
+// in the order of their Remove calls, and two workers that exit at the
+// same moment can leave the kernel's group in the other order: the model
+// then swaps two spares, and the next Take hands out a socket the program
+// does not name (TestWorkersBlueGreen saw a canary's share queue on a
+// spare). Reloads wait until every retired worker has exited.
+func (s *Supervisor) retire(gs []*gen) {
+	s.retiring = append(s.retiring, gs...)
+	s.retireNext()
+}
+
+// retireNext drains the next retired worker once no generation with
+// sockets is draining.
+func (s *Supervisor) retireNext() {
+	for len(s.retiring) > 0 {
+		if s.socketsLeaving() {
+			return
+		}
+		g := s.retiring[0]
+		s.retiring = s.retiring[1:]
+		if g.state != StateExited {
+			s.drain(g, true)
+			return
 		}
 	}
 }

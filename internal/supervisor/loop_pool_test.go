@@ -262,13 +262,25 @@ func TestLoopPoolCanary(t *testing.T) {
 		if st := l.status(); st.CanaryWorkers != 2 {
 			t.Errorf("canary of %d workers, want the pool's 2", st.CanaryWorkers)
 		}
+		// Rolled back, the canary's workers drain one at a time: one
+		// socket leaves the group between two re-attaches.
+		l.f.worker(3, 0).hold = make(chan struct{})
 		if err := l.s.Rollback(ctx); err != nil {
 			t.Fatal(err)
 		}
-		for w := range 2 {
-			if drain := <-l.f.worker(3, w).stopped; !drain {
-				t.Errorf("rollback stopped canary worker %d without a drain", w)
-			}
+		if drain := <-l.f.worker(3, 0).stopped; !drain {
+			t.Error("rollback stopped canary worker 0 without a drain")
+		}
+		synctest.Wait()
+		select {
+		case <-l.f.worker(3, 1).stopped:
+			t.Error("canary worker 1 stopped while worker 0 was still stopping")
+		default:
+		}
+		close(l.f.worker(3, 0).hold)
+		synctest.Wait()
+		if drain := <-l.f.worker(3, 1).stopped; !drain {
+			t.Error("rollback stopped canary worker 1 without a drain")
 		}
 		synctest.Wait()
 		l.wantWorkers(2, 2)

@@ -57,6 +57,7 @@ type Supervisor struct {
 	cpus      []int    // the CPUs hotswap may run on, for --cpu-affinity
 	waitDrain bool     // the reload in s.waiting waits for an old generation to stop
 	canary    []*gen   // a ready generation's workers held beside current (bluegreen.go)
+	retiring  []*gen   // rolled-back canary workers waiting to drain, one at a time (bluegreen.go)
 	weight    int      // percent of new connections to the canary
 	live      map[genKey]*gen
 	waiting   []reloadReq // callers of the reload in progress
@@ -599,8 +600,15 @@ func (s *Supervisor) firstReady(g *gen) {
 }
 
 // drainingSockets reports whether a generation with reuseport sockets
-// of its own is being stopped and has not exited yet.
+// of its own is being stopped and has not exited yet, or a rolled-back
+// canary worker waits to be (retire).
 func (s *Supervisor) drainingSockets() bool {
+	return len(s.retiring) > 0 || s.socketsLeaving()
+}
+
+// socketsLeaving reports whether a generation with reuseport sockets is
+// draining.
+func (s *Supervisor) socketsLeaving() bool {
 	for _, g := range s.live {
 		if g.state == StateDraining && g.members != nil {
 			return true
@@ -683,6 +691,7 @@ func (s *Supervisor) onExit(g *gen) error {
 		s.udp.exited(g.id, g == sl.current && prev != StateDraining)
 	}
 	s.sync()
+	s.retireNext()
 	if s.waitDrain && !s.drainingSockets() {
 		s.waitDrain = false
 		s.beginReload()
