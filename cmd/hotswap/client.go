@@ -260,7 +260,7 @@ func printStatus(w io.Writer, st *supervisor.Status, asJSON bool) int {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\n", l.Name, l.Address, l.Mode, l.Queue, l.Backlog)
 	}
 	if len(st.Workers) > 0 {
-		fmt.Fprintln(tw, "\nWORKER\tGEN\tPID\tSTATE\tCPU\tQUEUE\tRESTARTS")
+		fmt.Fprintln(tw, "\nWORKER\tGEN\tPID\tSTATE\tCPU\tQUEUE\tCONNS\tRESTARTS")
 		for _, w := range st.Workers {
 			state, cpu := string(w.State), "-"
 			switch {
@@ -272,7 +272,7 @@ func printStatus(w io.Writer, st *supervisor.Status, asJSON bool) int {
 			if w.CPU != nil {
 				cpu = strconv.Itoa(*w.CPU)
 			}
-			fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%s\t%d\t%d\n", w.Worker, w.Gen, w.PID, state, cpu, w.Queue, w.Restarts)
+			fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%s\t%d\t%d\t%d\n", w.Worker, w.Gen, w.PID, state, cpu, w.Queue, w.Conns, w.Restarts)
 		}
 	}
 	containers := slices.ContainsFunc(st.Generations, func(g supervisor.GenerationStatus) bool { return g.Container != nil })

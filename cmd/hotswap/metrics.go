@@ -73,6 +73,7 @@ type statusCollector struct {
 	repairs, foreign                            *prometheus.Desc
 	genInfo, genStart                           *prometheus.Desc
 	workerInfo, workerQueue, workerRestarts     *prometheus.Desc
+	workerConns                                 *prometheus.Desc
 	exes                                        exeVersions
 }
 
@@ -96,11 +97,12 @@ func newStatusCollector(sup *supervisor.Supervisor) *statusCollector {
 			[]string{"worker", "generation", "pid", "state", "cpu"}, nil),
 		workerQueue:    prometheus.NewDesc("hotswap_worker_queue_length", "With --workers, connections waiting in a worker slot's accept queues.", []string{"worker"}, nil),
 		workerRestarts: prometheus.NewDesc("hotswap_worker_restarts_total", "With --workers, workers of a slot started again after the one serving it died on its own.", []string{"worker"}, nil),
+		workerConns:    prometheus.NewDesc("hotswap_worker_open_connections", "With --workers, connections on the TCP listeners' ports that a slot's serving worker (and its children) holds open at the scrape, from sock_diag and /proc/PID/fd; the kernel counts no connections accepted per socket.", []string{"worker"}, nil),
 	}
 }
 
 func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.up, c.reloads, c.restarts, c.gens, c.queue, c.backlog, c.repairs, c.foreign, c.genInfo, c.genStart, c.workerInfo, c.workerQueue, c.workerRestarts} {
+	for _, d := range []*prometheus.Desc{c.up, c.reloads, c.restarts, c.gens, c.queue, c.backlog, c.repairs, c.foreign, c.genInfo, c.genStart, c.workerInfo, c.workerQueue, c.workerRestarts, c.workerConns} {
 		ch <- d
 	}
 }
@@ -147,6 +149,7 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.workerInfo, prometheus.GaugeValue, 1, slot, strconv.Itoa(w.Gen), strconv.Itoa(w.PID), string(w.State), cpu)
 		ch <- prometheus.MustNewConstMetric(c.workerQueue, prometheus.GaugeValue, float64(w.Queue), slot)
 		ch <- prometheus.MustNewConstMetric(c.workerRestarts, prometheus.CounterValue, float64(w.Restarts), slot)
+		ch <- prometheus.MustNewConstMetric(c.workerConns, prometheus.GaugeValue, float64(w.Conns), slot)
 	}
 	for i, l := range st.Listeners {
 		name := l.Name

@@ -196,7 +196,7 @@ func TestWorkersNeverReadyStopsRollout(t *testing.T) {
 	a.checkWorkerSockets(t, st)
 	_, text, _ := ctl(t, "status", "--control", ctltest.Path(a.hs))
 	for _, want := range []*regexp.Regexp{
-		regexp.MustCompile(`(?m)^WORKER\s+GEN\s+PID\s+STATE\s+CPU\s+QUEUE\s+RESTARTS$`),
+		regexp.MustCompile(`(?m)^WORKER\s+GEN\s+PID\s+STATE\s+CPU\s+QUEUE\s+CONNS\s+RESTARTS$`),
 		regexp.MustCompile(`(?m)^0\s+2\s+` + strconv.Itoa(st.Workers[0].PID) + `\s+ready\s`),
 		regexp.MustCompile(`(?m)^1\s+1\s+` + strconv.Itoa(st.Workers[1].PID) + `\s+ready\s`),
 	} {
@@ -270,6 +270,7 @@ func TestWorkersCrashedWorkerRestartedAlone(t *testing.T) {
 		`(?m)^hotswap_worker_restarts_total\{worker="0"\} 0$`,
 		`(?m)^hotswap_worker_info\{cpu="",generation="1",pid="` + strconv.Itoa(st.Workers[1].PID) + `",state="ready",worker="1"\} 1$`,
 		`(?m)^hotswap_worker_queue_length\{worker="0"\} \d+$`,
+		`(?m)^hotswap_worker_open_connections\{worker="1"\} \d+$`,
 	} {
 		if !regexp.MustCompile(re).MatchString(body) {
 			t.Errorf("metrics lack a line matching %s:\n%s", re, body)
@@ -531,4 +532,48 @@ func (a *app) poolViolations(t *testing.T, st supervisor.Status) []string {
 		}
 	}
 	return out
+}
+
+// TestWorkersOpenConns: each worker's open_conns in the status is the
+// number of keep-alive connections it answered and still holds, and falls
+// to 0 when the clients close them.
+func TestWorkersOpenConns(t *testing.T) {
+	if !proctest.InNetns(t) {
+		return
+	}
+	a := startWorkers(t, "--notify", []string{"--ready", "notify"})
+	a.waitWorkers(1, 10*time.Second)
+	want := map[int]int{}
+	var clients []*http.Transport
+	for range 20 {
+		tr := &http.Transport{MaxIdleConnsPerHost: 1}
+		clients = append(clients, tr)
+		resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Get("http://" + a.addr + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close() // the connection stays open, idle
+		w, _ := strconv.Atoi(resp.Header.Get("X-Worker"))
+		want[w]++
+	}
+	t.Logf("20 keep-alive connections by worker: %v", want)
+	counts := func(st supervisor.Status) map[int]int {
+		got := map[int]int{}
+		for _, w := range st.Workers {
+			got[w.Worker] = w.Conns
+		}
+		return got
+	}
+	ctltest.Wait(a.hs, 5*time.Second, fmt.Sprintf("open_conns %v", want), func(st supervisor.Status) bool {
+		got := counts(st)
+		return got[0] == want[0] && got[1] == want[1]
+	})
+	for _, tr := range clients {
+		tr.CloseIdleConnections()
+	}
+	ctltest.Wait(a.hs, 5*time.Second, "open_conns 0 after the clients closed", func(st supervisor.Status) bool {
+		got := counts(st)
+		return got[0] == 0 && got[1] == 0
+	})
 }

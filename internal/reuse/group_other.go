@@ -97,3 +97,6 @@ func (*ConnSet) Refresh() error { return errGroupUnsupported }
 
 // Busy is not supported on this platform.
 func (*ConnSet) Busy() int { return 0 }
+
+// OpenConns is not supported on this platform.
+func OpenConns(string, []int, []int) (map[int]int, error) { return nil, errGroupUnsupported }

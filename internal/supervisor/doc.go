@@ -119,7 +119,8 @@
 //	Promote (pool)                                canary worker i takes slot i, old worker i        TestLoopPoolCanary
 //	                                              drains; K < N: its generation rolls over slots
 //	                                              K..N-1; answered after the last old exits
-//	Rollback (pool)                               every canary worker drains                        TestLoopPoolCanary
+//	Rollback (pool)                               the canary's workers drain one at a time; reloads TestLoopPoolCanary
+//	                                              wait until the last has exited
 //	a canary worker exits on its own              the whole canary rolled back (the others drain)   TestLoopPoolCanary
 //	a pool worker crashes beside a canary         restarted in its slot; the canary stays held      TestLoopPoolCanary
 //

@@ -5,8 +5,10 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"net"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -123,6 +125,11 @@ type WorkerStatus struct {
 	// worker's, or the ones a crashed worker's restart will take).
 	Queue    uint32 `json:"queue"`
 	Restarts int    `json:"restarts"`
+	// Conns is how many connections on the TCP listeners' ports the
+	// serving worker (and its children) holds open at the moment of the
+	// status, from sock_diag and /proc/PID/fd (reuse.OpenConns): the kernel
+	// counts no connections accepted per socket.
+	Conns int `json:"open_conns"`
 	// NextRestart is when its crashed worker is started again.
 	NextRestart time.Time `json:"next_restart,omitzero"`
 }
@@ -235,11 +242,13 @@ func (s *Supervisor) status() Status {
 // workerStatus is one entry per slot of the pool.
 func (s *Supervisor) workerStatus() []WorkerStatus {
 	var ws []WorkerStatus
+	conns := s.workerConns()
 	for _, sl := range s.slots {
 		w := WorkerStatus{Worker: sl.i, Restarts: sl.restarts, NextRestart: sl.restartAt}
 		ms := sl.orphans
 		if g := sl.current; g != nil {
 			w.Gen, w.PID, w.State, ms = g.id, g.pid, g.state, g.members
+			w.Conns = conns[g.pid]
 			if s.cfg.CPUAffinity && g.cpu >= 0 {
 				w.CPU = &g.cpu
 			}
@@ -256,4 +265,33 @@ func (s *Supervisor) workerStatus() []WorkerStatus {
 		ws = append(ws, w)
 	}
 	return ws
+}
+
+// workerConns counts the connections each serving worker holds open on
+// the TCP listeners' ports, by pid.
+func (s *Supervisor) workerConns() map[int]int {
+	var ports, pids []int
+	for _, l := range s.listeners {
+		if !strings.HasPrefix(l.spec.Network, "tcp") {
+			continue
+		}
+		if _, p, err := net.SplitHostPort(l.addr()); err == nil {
+			if n, err := strconv.Atoi(p); err == nil && n > 0 {
+				ports = append(ports, n)
+			}
+		}
+	}
+	for _, sl := range s.slots {
+		if g := sl.current; g != nil && g.pid > 0 {
+			pids = append(pids, g.pid)
+		}
+	}
+	if len(ports) == 0 || len(pids) == 0 {
+		return nil
+	}
+	conns, err := reuse.OpenConns("tcp", ports, pids)
+	if err != nil {
+		s.log.Debug("count the workers' open connections", "error", err)
+	}
+	return conns
 }
