@@ -118,6 +118,7 @@ func (l *listener) close() {
 // steered to; orphaned members are taken first.
 func (s *Supervisor) members(id int) (files []*os.File, ms []*reuse.Member, retErr error) {
 	ms = make([]*reuse.Member, len(s.listeners))
+	c := s.census()
 	defer func() {
 		if retErr != nil {
 			s.dropMembers(ms)
@@ -131,7 +132,7 @@ func (s *Supervisor) members(id int) (files []*os.File, ms []*reuse.Member, retE
 		m := s.orphans[i] // taken by takeOrphans once the generation runs
 		if m == nil {
 			var err error
-			if m, err = l.group.Take(); err != nil {
+			if m, err = c.Take(l.group); err != nil {
 				return nil, nil, fmt.Errorf("listener %s for generation %d: %w", l.spec, id, err)
 			}
 		}
@@ -168,12 +169,19 @@ func (s *Supervisor) dropMembers(ms []*reuse.Member) {
 
 // release closes the supervisor's copies of a generation's members: the
 // child's own close is then the last one (docs/kernel.md, "Close order").
+// One census after the last close tells every group which sockets left.
 func (s *Supervisor) release(ms []*reuse.Member) {
+	c := s.census()
 	for i, m := range ms {
 		if m != nil {
-			if err := s.listeners[i].group.Remove(m); err != nil && !errors.Is(err, reuse.ErrClosed) && !errors.Is(err, reuse.ErrRemoved) {
+			if err := c.Remove(s.listeners[i].group, m); err != nil && !errors.Is(err, reuse.ErrClosed) && !errors.Is(err, reuse.ErrRemoved) {
 				s.log.Warn("remove reuseport member", "listener", s.listeners[i].spec.Name, "error", err)
 			}
+		}
+	}
+	for i, m := range ms {
+		if m != nil {
+			s.syncGroup(c, s.listeners[i])
 		}
 	}
 }
@@ -198,13 +206,32 @@ func (s *Supervisor) leaveMembers(g *gen, keep func([]*reuse.Member)) {
 // sync updates every group's model after a generation holding members
 // has exited.
 func (s *Supervisor) sync() {
+	c := s.census()
 	for _, l := range s.listeners {
 		if l.reuseport() {
-			if err := l.group.Sync(); err != nil && !errors.Is(err, reuse.ErrClosed) {
-				s.log.Warn("sync reuseport group", "listener", l.spec.Name, "error", err)
-			}
+			s.syncGroup(c, l)
 		}
 	}
+}
+
+func (s *Supervisor) syncGroup(c *reuse.Census, l *listener) {
+	if err := c.Sync(l.group); err != nil && !errors.Is(err, reuse.ErrClosed) {
+		s.log.Warn("sync reuseport group", "listener", l.spec.Name, "error", err)
+	}
+}
+
+// census prepares one read of the kernel's listeners for a pass over
+// every reuseport group: one sock_diag dump per address family, where a
+// look per group would cost a walk of every listening socket each
+// (docs/kernel.md, "One dump walks every listener").
+func (s *Supervisor) census() *reuse.Census {
+	var gs []*reuse.Group
+	for _, l := range s.listeners {
+		if l.reuseport() {
+			gs = append(gs, l.group)
+		}
+	}
+	return reuse.NewCensus(gs)
 }
 
 // steer attaches, in every group, the policy "new connections to to (or
@@ -215,6 +242,7 @@ func (s *Supervisor) steer(to, other *gen, pct int, probe *gen) error {
 	if s.udp != nil {
 		errs = append(errs, s.udpSteer(to, other, pct, probe))
 	}
+	c := s.census()
 	for i, l := range s.listeners {
 		if !l.reuseport() {
 			continue
@@ -223,7 +251,7 @@ func (s *Supervisor) steer(to, other *gen, pct int, probe *gen) error {
 		if p.Other == nil {
 			p.Percent = 0
 		}
-		if err := l.group.Steer(p); err != nil {
+		if err := c.Steer(l.group, p); err != nil {
 			errs = append(errs, fmt.Errorf("steer %s: %w", l.spec, err))
 		}
 	}
