@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -232,6 +233,48 @@ func TestStderrOutlivesHotswap(t *testing.T) {
 	if after := len(p.Lines()); after <= before {
 		t.Errorf("no stderr line reached hotswap's stderr after it was killed (%d, then %d lines)", before, after)
 	}
+}
+
+// TestStderrRelayOnePerRun: one relay process copies every generation's
+// stderr, the same one across reloads (not a process per generation), and
+// each generation's lines arrive.
+func TestStderrRelayOnePerRun(t *testing.T) {
+	hotswap := proctest.Build(t, hotswapPkg)
+	p := proctest.Start(t, hotswap, "--log-format", "json", "--control", "none", "--ready", "100ms", "-l", "tcp://127.0.0.1:0", "--",
+		"sh", "-c", `echo "said by $HOTSWAP_GENERATION" >&2; exec sleep 60`)
+	p.WaitEvent(10*time.Second, "generation ready", proctest.Gen(1))
+	first := relaysOf(t, p.Cmd.Process.Pid)
+	for n := 2; n <= 4; n++ {
+		if e := p.ReloadOutcome(n, 10*time.Second, func() { p.Signal(syscall.SIGHUP) }); e.Msg() != "reload succeeded" {
+			t.Fatalf("reload to generation %d: %v", n, e)
+		}
+	}
+	for n := 1; n <= 4; n++ {
+		p.WaitLine(fmt.Sprintf("said by %d", n), 5*time.Second)
+	}
+	if last := relaysOf(t, p.Cmd.Process.Pid); len(first) != 1 || !slices.Equal(first, last) {
+		t.Errorf("stderr relay processes: %v with generation 1, %v after 3 reloads; want the same one", first, last)
+	}
+}
+
+// relaysOf returns the pids of pid's children that are stderr relays.
+func relaysOf(t *testing.T, pid int) []int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var relays []int
+	for _, e := range ents {
+		c, err := strconv.Atoi(e.Name())
+		if err != nil || ppid(c) != pid {
+			continue
+		}
+		if cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", c)); strings.HasPrefix(string(cmdline), "hotswap-stderr-") {
+			relays = append(relays, c)
+		}
+	}
+	return relays
 }
 
 // TestHintStopSignal: a generation still running at the end of the drain
