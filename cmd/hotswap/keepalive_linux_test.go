@@ -43,6 +43,11 @@ func TestKeepAliveNoRetry(t *testing.T) {
 			a.hs.Signal(syscall.SIGTERM)
 			a.hs.Wait(30 * time.Second)
 			t.Logf("%s, %d reloads: %v; versions %v", tc.name, reloads, res, res.Versions)
+			var drained []time.Duration
+			for _, e := range a.hs.Events("drained") {
+				drained = append(drained, time.Duration(e.Int("after")).Round(time.Millisecond))
+			}
+			t.Logf("old generations drained after %v", drained)
 			if res.OK < 1000 {
 				t.Errorf("only %d requests succeeded: the load did not run", res.OK)
 			}

@@ -5,6 +5,8 @@ import (
 	"net"
 	"net/netip"
 	"os"
+
+	"golang.org/x/sys/unix"
 )
 
 // HealthName is the LISTEN_FDNAMES name of the {port} socket a generation
@@ -24,18 +26,35 @@ type HealthSocket struct {
 	addr netip.AddrPort
 }
 
-// ListenHealth binds and listens on a new [HealthSocket].
+// ListenHealth binds and listens on a new [HealthSocket]. The socket is
+// non-blocking, for the child: no connection comes to it after the gate,
+// so a process with several acceptors on a blocking one (nginx's workers,
+// which keep an inherited socket's mode) can leave one blocked in accept()
+// for good after a wake-up another won, and that worker then serves none
+// of its connections and never handles its stop signal. (ln.File() would
+// hand it blocking: its file is Go's, and os/exec's Fd() switches it.)
 func ListenHealth() (*HealthSocket, error) {
 	ln, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		return nil, fmt.Errorf("healthgate: health socket: %w", err)
 	}
-	defer ln.Close()
-	f, err := ln.File() // a CLOEXEC duplicate; the listener's own fd closes
+	defer ln.Close() // the duplicate below keeps the socket
+	rc, err := ln.SyscallConn()
 	if err != nil {
 		return nil, fmt.Errorf("healthgate: health socket: %w", err)
 	}
-	return &HealthSocket{f: f, addr: ln.Addr().(*net.TCPAddr).AddrPort()}, nil
+	dup := -1
+	var dupErr error
+	if err := rc.Control(func(fd uintptr) { dup, dupErr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return nil, fmt.Errorf("healthgate: health socket: %w", err)
+	}
+	if dupErr != nil {
+		return nil, fmt.Errorf("healthgate: health socket: %w", os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", dupErr))
+	}
+	addr := ln.Addr().(*net.TCPAddr).AddrPort()
+	// The description is already non-blocking (Go's), so this file is
+	// one Fd() leaves alone.
+	return &HealthSocket{f: os.NewFile(uintptr(dup), "health:"+addr.String()), addr: addr}, nil
 }
 
 // File returns the socket, for the generation's ExtraFiles.

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -86,5 +88,33 @@ func TestHealthSocketVerify(t *testing.T) {
 	defer c2.Close()
 	if err := h.Verify(c2); err == nil || !strings.Contains(err.Error(), "not on the generation's health socket") {
 		t.Errorf("a connection to %v: got %v, want refused", other.Addr(), err)
+	}
+}
+
+// TestHealthSocketStaysNonBlocking: the child that receives the health
+// socket through os/exec's ExtraFiles finds it non-blocking (os/exec calls
+// Fd() on each, which makes a file Go's poller owns blocking), so none of
+// its acceptors can block in accept() on a port nobody connects to after
+// the gate.
+func TestHealthSocketStaysNonBlocking(t *testing.T) {
+	h, err := ListenHealth()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	cmd := exec.Command("cat", "/proc/self/fdinfo/3")
+	cmd.ExtraFiles = []*os.File{h.File()}
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var flags int64 = -1
+	for _, l := range strings.Split(string(out), "\n") {
+		if v, ok := strings.CutPrefix(l, "flags:"); ok {
+			flags, _ = strconv.ParseInt(strings.TrimSpace(v), 8, 64)
+		}
+	}
+	if flags < 0 || flags&unix.O_NONBLOCK == 0 {
+		t.Errorf("the child's fd 3 has flags %o, want O_NONBLOCK (fdinfo: %q)", flags, out)
 	}
 }

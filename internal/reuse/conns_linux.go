@@ -77,6 +77,9 @@ type Conn struct {
 	// steady: c was Idle at the previous look too, with the same byte
 	// counts (set by [ConnSet.Refresh]).
 	steady bool
+	// sent: c sent data between two looks since the snapshot; turned: it
+	// received data between two later looks (set by [ConnSet.Refresh]).
+	sent, turned bool
 }
 
 // Idle reports whether c looks between requests: nothing is unread or
@@ -406,13 +409,16 @@ func (s *ConnSet) Refresh() error {
 	}
 	prev := make(map[uint64]Conn, len(s.Conns))
 	for _, c := range s.Conns {
-		if c.Idle() {
-			prev[c.Inode] = c
-		}
+		prev[c.Inode] = c
 	}
 	for i, c := range out {
 		p, ok := prev[c.Inode]
-		out[i].steady = ok && c.Idle() && p.BytesSent == c.BytesSent && p.BytesRecvd == c.BytesRecvd
+		if !ok {
+			continue
+		}
+		out[i].steady = p.Idle() && c.Idle() && p.BytesSent == c.BytesSent && p.BytesRecvd == c.BytesRecvd
+		out[i].turned = p.turned || p.sent && c.BytesRecvd > p.BytesRecvd
+		out[i].sent = p.sent || c.BytesSent > p.BytesSent
 	}
 	s.Conns = out
 	return nil
@@ -428,9 +434,15 @@ func (s *ConnSet) MaxRTT() time.Duration {
 	return m
 }
 
-// Busy counts the connections of s that are not settled between
-// requests: not [Conn.Idle], or not Idle with the same byte counts at the
-// previous look ([ConnSet.Refresh]) as well. A fresh snapshot is all busy.
+// Busy counts the connections of s that may still be in the middle of an
+// exchange that was under way when s was taken. A connection is settled
+// when it is [Conn.Idle] with the same byte counts at the previous look
+// ([ConnSet.Refresh]) as well, or when it has turned over: it sent data
+// between two looks and then received data between two later ones, so the
+// client has read what was sent and is talking again (a keep-alive client
+// that got its response and sent its next request). A fresh snapshot is
+// all busy.
+//
 // Two idle looks with nothing moved between them rule out a response
 // caught between two of its writes (whose next write came before the
 // second look) and a keep-alive request read in the tick its previous
@@ -438,13 +450,20 @@ func (s *ConnSet) MaxRTT() time.Duration {
 // rule out is a server that takes longer than the time between looks
 // (at most a few ms) to write the next part of a response, or to answer a
 // request that arrived in the tick its previous response left: stopped
-// then, a server that exits at once on its stop signal loses it. Under a
-// closed-loop keep-alive load such a server loses requests after any
-// wait, since its clients never pause.
+// then, a server that exits at once on its stop signal loses it.
+//
+// A connection that turned over is not waited for: under a closed-loop
+// keep-alive load it is never idle at two looks in a row, and waiting
+// for it would only keep its client on the old generation for the whole
+// bound. A server that drains gracefully (fdpass.ServeHTTP, Go's
+// Shutdown, nginx's QUIT) answers its request in flight; one that exits at
+// once on its stop signal loses that request after any wait, since such a
+// client never pauses. Turning over can also be a request body sent after
+// an interim response (100 Continue), which such a server loses too.
 func (s *ConnSet) Busy() int {
 	n := 0
 	for _, c := range s.Conns {
-		if !c.Idle() || !c.steady {
+		if !c.turned && (!c.Idle() || !c.steady) {
 			n++
 		}
 	}

@@ -248,15 +248,83 @@ func TestBusyWantsTwoQuietLooks(t *testing.T) {
 	if n := set.Busy(); n != 0 {
 		t.Errorf("answered, nothing moved since the previous look: %d busy, want 0", n)
 	}
-	// The next request, read and not answered: whatever the stamps say
-	// (the same tick as the response or not), bytes came in since the
-	// previous look.
+	// The next request, read and not answered: the connection turned
+	// over (the client read the response sent since the snapshot and is
+	// talking again), so it no longer holds the stop.
 	io.WriteString(pr.client, "GET\n")
 	read(served, "GET\n")
 	refresh(set)
-	if n := set.Busy(); n != 1 {
-		t.Errorf("next request read, not answered: %d busy, want 1", n)
+	if n := set.Busy(); n != 0 {
+		t.Errorf("next request after a response sent during the drain: %d busy, want 0 (turned over)", n)
 	}
+}
+
+// TestBusyTurnedOver: a closed-loop keep-alive connection is never idle at
+// two looks in a row, so the drain must not wait for it once it has turned
+// over: a response sent between two looks, then the next request received
+// between two later ones. A request received in the same interval as the
+// response went out does not count, nor does a long upload that never got
+// anything back.
+func TestBusyTurnedOver(t *testing.T) {
+	ln, p := listenLoopback(t)
+	prs := dialPairs(t, ln, 2)
+	ka, up := prs[0], prs[1]
+	kaClient, kaServed := bufio.NewReader(ka.client), bufio.NewReader(ka.served)
+	line := func(r *bufio.Reader) {
+		t.Helper()
+		if _, err := r.ReadString('\n'); err != nil {
+			t.Fatal(err)
+		}
+	}
+	refresh := func(set *ConnSet) {
+		t.Helper()
+		time.Sleep(20 * time.Millisecond)
+		if err := set.Refresh(); err != nil {
+			t.Fatal(err)
+		}
+		if len(set.Conns) != 2 {
+			t.Fatalf("%d connections, want 2", len(set.Conns))
+		}
+	}
+	wantBusy := func(set *ConnSet, want int, what string) {
+		t.Helper()
+		if n := set.Busy(); n != want {
+			t.Errorf("%s: %d busy, want %d", what, n, want)
+		}
+	}
+	// ka: a request read, not answered. up: an upload under way.
+	io.WriteString(ka.client, "GET\n")
+	line(kaServed)
+	io.WriteString(up.client, "PUT part 1\n")
+	time.Sleep(20 * time.Millisecond)
+	set := snapshot(t, os.Getpid(), p)
+	wantBusy(set, 2, "snapshot")
+	// The response and the next request in one interval: the order is
+	// unknown, so ka stays busy (it is not idle: the request is unread).
+	io.WriteString(ka.served, "200\n")
+	line(kaClient)
+	io.WriteString(ka.client, "GET\n")
+	io.WriteString(up.client, "PUT part 2\n")
+	refresh(set)
+	wantBusy(set, 2, "response and next request in one interval")
+	// Next interval: ka's request read and answered, another one sent;
+	// the upload goes on.
+	line(kaServed)
+	io.WriteString(ka.served, "200\n")
+	line(kaClient)
+	io.WriteString(ka.client, "GET\n")
+	line(kaServed)
+	io.WriteString(up.client, "PUT part 3\n")
+	refresh(set)
+	wantBusy(set, 1, "ka turned over, the upload still going")
+	// An interim answer to the upload, then more of its body: that is a
+	// turn over too (the documented case a server that exits at once can
+	// lose).
+	io.WriteString(up.served, "100\n")
+	refresh(set)
+	io.WriteString(up.client, "PUT part 4\n")
+	refresh(set)
+	wantBusy(set, 0, "both turned over")
 }
 
 // TestSnapshotHolderClosed: a socket the tree lists twice is read from a

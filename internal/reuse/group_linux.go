@@ -28,13 +28,8 @@ func bindSibling(network, address string) (f *os.File, ino uint64, port int, ret
 	}()
 	var st unix.Stat_t
 	err = sys.Control(f, func(fd int) error {
-		// Non-blocking, for the child: a process with several acceptors
-		// on one blocking listener (nginx's workers, which keep an
-		// inherited socket's mode) can leave one blocked in accept()
-		// after a wake-up another won. A shared socket wakes it with the
-		// next connection; a member steered away from never does, and
-		// the worker neither serves what it had accepted nor handles its
-		// stop signal (docs/kernel.md).
+		// Non-blocking, for the child, as every listener is ([ListenFile]);
+		// a UDP member too, which is never listen()ed.
 		if err := unix.SetNonblock(fd, true); err != nil {
 			return os.NewSyscallError("fcntl O_NONBLOCK", err)
 		}

@@ -31,7 +31,16 @@ func Listen(network, address string, opts Options) (*os.File, error) {
 	return f, nil
 }
 
-// ListenFile calls listen() on a bound socket; backlog 0 means somaxconn.
+// ListenFile calls listen() on a bound socket, backlog 0 meaning
+// somaxconn, and makes it non-blocking, for the child: a process with
+// several acceptors on one blocking listener (nginx's workers, which keep
+// an inherited socket's mode) can leave one blocked in accept() after a
+// wake-up another won, and it stays blocked until a connection comes that
+// no other acceptor takes first. On a member steered away from, or on any
+// listener once the load stops, none comes: the worker serves none of the
+// connections it had accepted and never handles its stop signal
+// (docs/kernel.md, "A blocking listener"). f stays a file Go's poller does
+// not own, so os/exec's Fd() leaves the flag alone.
 func ListenFile(f *os.File, backlog int) error {
 	if backlog <= 0 {
 		// listen() caps the backlog at net.core.somaxconn as it is now
@@ -39,7 +48,10 @@ func ListenFile(f *os.File, backlog int) error {
 		backlog = math.MaxInt32
 	}
 	return sys.Control(f, func(fd int) error {
-		return os.NewSyscallError("listen", sys.Retry(func() error { return unix.Listen(fd, backlog) }))
+		if err := sys.Retry(func() error { return unix.Listen(fd, backlog) }); err != nil {
+			return os.NewSyscallError("listen", err)
+		}
+		return os.NewSyscallError("fcntl O_NONBLOCK", unix.SetNonblock(fd, true))
 	})
 }
 
