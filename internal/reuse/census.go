@@ -43,10 +43,12 @@ func NewCensus(gs []*Group) *Census {
 
 // listenersLocked returns the listening sockets on g's port, from the
 // census when it covers g and g has not changed since the read, else from
-// a dump of its own; g.mu is held. A nil census always dumps.
-func (c *Census) listenersLocked(g *Group) ([]Listener, error) {
+// a dump of its own; g.mu is held. A nil census always dumps. fromCensus
+// says which.
+func (c *Census) listenersLocked(g *Group) (ls []Listener, fromCensus bool, err error) {
 	if c == nil || !c.groups[g] {
-		return Listeners(g.network, g.port)
+		ls, err = Listeners(g.network, g.port)
+		return ls, false, err
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -66,18 +68,65 @@ func (c *Census) listenersLocked(g *Group) ([]Listener, error) {
 		}
 	}
 	if c.err != nil {
-		return nil, c.err
+		return nil, false, c.err
 	}
 	if g.changes.Load() != c.epochs[g] {
-		return Listeners(g.network, g.port)
+		ls, err = Listeners(g.network, g.port)
+		return ls, false, err
 	}
-	var out []Listener
 	for _, l := range c.socks[g.port] {
 		if g.network == "tcp" || (g.network == "tcp4") == l.Addr.Addr().Is4() {
-			out = append(out, l)
+			ls = append(ls, l)
 		}
 	}
-	return out, nil
+	return ls, true, nil
+}
+
+// agreeLocked records that g's model now follows from the census (it
+// applied the departures and foreign sockets the census showed), so the
+// census still holds for g; g.mu is held.
+func (c *Census) agreeLocked(g *Group) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.read && c.err == nil {
+		c.epochs[g] = g.changes.Load()
+	}
+}
+
+// listenedLocked records in the census a socket g has just listened,
+// after a look through the census, so the census still holds for g; g.mu
+// is held.
+func (c *Census) listenedLocked(g *Group, l Listener) {
+	if c == nil || !c.groups[g] {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.read && c.err == nil && c.epochs[g]+1 == g.changes.Load() {
+		c.socks[g.port] = append(c.socks[g.port], l)
+		c.epochs[g]++
+	}
+}
+
+// Fresh reports whether the census has been read and still holds for
+// every group it covers: none changed since, but by applying what it
+// showed. A pass that follows another on the same goroutine can then use
+// it instead of reading the kernel again.
+func (c *Census) Fresh() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.read || c.err != nil {
+		return false
+	}
+	for g := range c.groups {
+		if g.changes.Load() != c.epochs[g] {
+			return false
+		}
+	}
+	return true
 }
 
 // Audit is [Group.Audit] through the census.

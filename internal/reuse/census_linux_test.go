@@ -72,4 +72,36 @@ func TestCensus(t *testing.T) {
 	if n := fs[1].g.Len(); n != 3 {
 		t.Errorf("changed group has %d members, want 3", n)
 	}
+	// Take listens a spare into the census it looked through: the census
+	// still holds, and the audit after it reads nothing and sees every
+	// spare.
+	c = NewCensus(gs)
+	for _, g := range gs {
+		if _, err := c.Take(g); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !c.Fresh() {
+		t.Fatal("census not fresh after a pass of Take through it")
+	}
+	before = listenerDumps.Load()
+	for _, g := range gs {
+		a, err := c.Audit(g)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(a.Lost) > 0 || len(a.Foreign) > 0 || len(a.Kernel) != g.Len()+g.Spares() {
+			t.Errorf("audit of %s after Take: lost %v, foreign %v, %d sockets listed for %d in the model", g.Addr(), a.Lost, a.Foreign, len(a.Kernel), g.Len()+g.Spares())
+		}
+	}
+	if n := listenerDumps.Load() - before; n != 0 {
+		t.Errorf("got %d dumps for the audit after Take, want 0", n)
+	}
+	// Through a fresh census of its own the kernel agrees.
+	c = NewCensus(gs)
+	for _, g := range gs {
+		if a, err := c.Audit(g); err != nil || len(a.Lost) > 0 || len(a.Foreign) > 0 || len(a.Kernel) != g.Len()+g.Spares() {
+			t.Errorf("audit of %s from the kernel: %v, lost %v, foreign %v, %d sockets", g.Addr(), err, a.Lost, a.Foreign, len(a.Kernel))
+		}
+	}
 }

@@ -250,6 +250,9 @@ func (g *Group) fillSparesLocked(n int, c *Census) error {
 			return fmt.Errorf("add member %s: %w", g.address, err)
 		}
 		g.changes.Add(1)
+		if ap, err := netip.ParseAddrPort(g.address); err == nil {
+			c.listenedLocked(g, Listener{Addr: ap, Inode: ino, UID: uint32(os.Geteuid())})
+		}
 		g.order = append(g.order, &Member{g: g, f: f, ino: ino, state: stateListening, spare: true})
 	}
 	return nil
@@ -527,12 +530,16 @@ func (g *Group) syncLocked(c *Census) error {
 	if !slices.ContainsFunc(g.order, func(m *Member) bool { return m.state == stateLeaving || m.state == stateForeign }) {
 		return nil
 	}
-	ls, err := c.listenersLocked(g)
+	ls, fromCensus, err := c.listenersLocked(g)
 	if err != nil {
 		return fmt.Errorf("sync group %s: %w", g.address, err)
 	}
 	live := inodes(ls)
-	if len(g.departLocked(live, false)) == 0 {
+	gone := g.departLocked(live, false)
+	if fromCensus {
+		c.agreeLocked(g)
+	}
+	if len(gone) == 0 {
 		return nil
 	}
 	return g.attachLocked()
@@ -651,9 +658,12 @@ func (g *Group) audit(c *Census) (Audit, error) {
 // lost members, adds foreign sockets to g.foreign, and re-attaches if the
 // model changed.
 func (g *Group) auditLocked(c *Census) ([]Listener, []*Member, error) {
-	ls, err := c.listenersLocked(g)
+	ls, fromCensus, err := c.listenersLocked(g)
 	if err != nil {
 		return nil, nil, fmt.Errorf("audit group %s: %w", g.address, err)
+	}
+	if fromCensus {
+		defer c.agreeLocked(g)
 	}
 	live := inodes(ls)
 	changed := false

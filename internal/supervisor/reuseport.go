@@ -119,6 +119,7 @@ func (l *listener) close() {
 func (s *Supervisor) members(id int) (files []*os.File, ms []*reuse.Member, retErr error) {
 	ms = make([]*reuse.Member, len(s.listeners))
 	c := s.census()
+	s.lastCensus = c
 	defer func() {
 		if retErr != nil {
 			s.dropMembers(ms)
@@ -207,6 +208,7 @@ func (s *Supervisor) leaveMembers(g *gen, keep func([]*reuse.Member)) {
 // has exited.
 func (s *Supervisor) sync() {
 	c := s.census()
+	s.lastCensus = c
 	for _, l := range s.listeners {
 		if l.reuseport() {
 			s.syncGroup(c, l)
@@ -237,17 +239,27 @@ func (s *Supervisor) census() *reuse.Census {
 // steer attaches, in every group, the policy "new connections to to (or
 // pct percent to to and the rest to other); probes to probe". A nil
 // generation leaves that role to the group's default (the oldest member).
+// The probe role goes only to the group that probe's gate dials: in the
+// others it would be a program to attach for nothing (each attach is a
+// compile in the kernel, for every group at every reload).
 func (s *Supervisor) steer(to, other *gen, pct int, probe *gen) error {
 	var errs []error
 	if s.udp != nil {
 		errs = append(errs, s.udpSteer(to, other, pct, probe))
+	}
+	probedAt := -1
+	if probe != nil {
+		probedAt = s.probed(probeAddr(s.gateCheck(probe)))
 	}
 	c := s.census()
 	for i, l := range s.listeners {
 		if !l.reuseport() {
 			continue
 		}
-		p := reuse.Policy{To: member(to, i), Other: member(other, i), Percent: pct, Probe: member(probe, i)}
+		p := reuse.Policy{To: member(to, i), Other: member(other, i), Percent: pct}
+		if i == probedAt {
+			p.Probe = member(probe, i)
+		}
 		if p.Other == nil {
 			p.Percent = 0
 		}
@@ -269,15 +281,20 @@ func member(g *gen, i int) *reuse.Member {
 // to reach the generation being gated: the probe address of the reuseport
 // group listening on addr, if any.
 func (s *Supervisor) probeFor(addr string) (netip.AddrPort, bool) {
-	for _, l := range s.listeners {
-		if !l.reuseport() {
-			continue
-		}
-		if sameAddr(addr, l.group.Addr()) {
-			return l.group.ProbeAddr(), true
-		}
+	if i := s.probed(addr); i >= 0 {
+		return s.listeners[i].group.ProbeAddr(), true
 	}
 	return netip.AddrPort{}, false
+}
+
+// probed returns the index of the reuseport listener on addr, or -1.
+func (s *Supervisor) probed(addr string) int {
+	for i, l := range s.listeners {
+		if l.reuseport() && sameAddr(addr, l.group.Addr()) {
+			return i
+		}
+	}
+	return -1
 }
 
 func sameAddr(a, b string) bool {

@@ -37,9 +37,15 @@ import (
 // (Status.ForeignSockets); it is not a repair.
 
 // checkGroups audits every reuseport group; why names the event.
-// One census serves every group.
+// One census serves every group: the one the event's last pass read
+// when it still holds (members listened their spares into it, sync
+// applied what it showed), else a new one.
 func (s *Supervisor) checkGroups(why string) {
-	c := s.census()
+	c := s.lastCensus
+	s.lastCensus = nil
+	if c == nil || !c.Fresh() {
+		c = s.census()
+	}
 	for i, l := range s.listeners {
 		if l.reuseport() {
 			s.checkGroup(c, i, l, why)
