@@ -57,8 +57,13 @@ func TestGunicornReloadUnderLoad(t *testing.T) {
 	hs := proctest.StartCmd(t, cmd)
 	addr := hs.WaitEvent(10*time.Second, "listening", nil).Str("address")
 	hs.WaitEvent(15*time.Second, "generation ready", proctest.Gen(1))
-	if !slices.ContainsFunc(hs.Lines(), func(l string) bool { return strings.Contains(l, "Listening at: http://"+addr) }) {
-		t.Fatalf("gunicorn does not say it listens on %s, the socket hotswap handed over", addr)
+	// gunicorn's stderr reaches hotswap's through the generation's tee,
+	// which may pass its line on after READY=1 has come.
+	says := func(l string) bool { return strings.Contains(l, "Listening at: http://"+addr) }
+	for end := time.Now().Add(5 * time.Second); !slices.ContainsFunc(hs.Lines(), says); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("gunicorn does not say it listens on %s, the socket hotswap handed over", addr)
+		}
 	}
 	proctest.WaitVersion(t, addr, "v1", 5*time.Second)
 
