@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"fmt"
 	"net"
 	"os"
@@ -254,6 +255,52 @@ func TestStderrRelayOnePerRun(t *testing.T) {
 	}
 	if last := relaysOf(t, p.Cmd.Process.Pid); len(first) != 1 || !slices.Equal(first, last) {
 		t.Errorf("stderr relay processes: %v with generation 1, %v after 3 reloads; want the same one", first, last)
+	}
+}
+
+// TestStderrRelayClosedLogPipe: hotswap's stderr is a pipe whose reader
+// went away (`hotswap 2>&1 | logger`, the logger gone). A generation that
+// then writes 1 MB to its stderr, far more than a pipe holds, gets it all
+// out: it is neither blocked nor killed, since the relay's writes fail
+// with EPIPE, not SIGPIPE, and it goes on reading. A reload still
+// succeeds.
+func TestStderrRelayClosedLogPipe(t *testing.T) {
+	hotswap := proctest.Build(t, hotswapPkg)
+	dir := t.TempDir()
+	sock, start, done := filepath.Join(dir, "hotswap.sock"), filepath.Join(dir, "start"), filepath.Join(dir, "done")
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(hotswap, "--control", sock, "--ready", "100ms", "-l", "tcp://127.0.0.1:0", "--", "sh", "-c",
+		`[ "$HOTSWAP_GENERATION" = 1 ] || exec sleep 60; while [ ! -e "$1" ]; do sleep 0.01; done; head -c 1048576 /dev/zero >&2 && touch "$2"; exec sleep 60`,
+		"sh", start, done)
+	cmd.Stdout, cmd.Stderr = w, w
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	sc := bufio.NewScanner(r)
+	for sc.Scan() && !strings.Contains(sc.Text(), "generation ready") {
+	}
+	r.Close() // the logger is gone
+	if err := os.WriteFile(start, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for end := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(done); err == nil {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatal("generation 1 did not get its 1 MB of stderr out within 10s of the log pipe closing")
+		}
+	}
+	if st := statusOf(t, sock); st.Current != 1 || len(st.Generations) != 1 {
+		t.Fatalf("after the write: current %d, %d generations; want generation 1 alone", st.Current, len(st.Generations))
+	}
+	if code, out, _ := ctl(t, "reload", "--control", sock); code != 0 {
+		t.Fatalf("reload with the log pipe closed: exit %d %q", code, out)
 	}
 }
 
