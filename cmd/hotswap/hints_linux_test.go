@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
 	"net"
 	"os"
@@ -265,26 +264,11 @@ func TestStderrRelayOnePerRun(t *testing.T) {
 // with EPIPE, not SIGPIPE, and it goes on reading. A reload still
 // succeeds.
 func TestStderrRelayClosedLogPipe(t *testing.T) {
-	hotswap := proctest.Build(t, hotswapPkg)
 	dir := t.TempDir()
 	sock, start, done := filepath.Join(dir, "hotswap.sock"), filepath.Join(dir, "start"), filepath.Join(dir, "done")
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(hotswap, "--control", sock, "--ready", "100ms", "-l", "tcp://127.0.0.1:0", "--", "sh", "-c",
+	startClosedLogPipe(t, sock, "--ready", "100ms", "-l", "tcp://127.0.0.1:0", "--", "sh", "-c",
 		`[ "$HOTSWAP_GENERATION" = 1 ] || exec sleep 60; while [ ! -e "$1" ]; do sleep 0.01; done; head -c 1048576 /dev/zero >&2 && touch "$2"; exec sleep 60`,
 		"sh", start, done)
-	cmd.Stdout, cmd.Stderr = w, w
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	w.Close()
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	sc := bufio.NewScanner(r)
-	for sc.Scan() && !strings.Contains(sc.Text(), "generation ready") {
-	}
-	r.Close() // the logger is gone
 	if err := os.WriteFile(start, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
