@@ -17,7 +17,7 @@ func TestBenchmarkTiny(t *testing.T) {
 		restarts: 2, conc: 4, gap: 50 * time.Millisecond, handover: 2,
 		rounds: 1, pathDur: 200 * time.Millisecond, reloads: 3, idle: 200 * time.Millisecond,
 		wide: 5, wideN: 3,
-		noNginx: true, noPodman: true, quicLong: 5, quicReloads: 2,
+		noNginx: true, noPodman: true, quicLong: 5, quicReloads: 2, poolN: []int{2},
 	}
 	rep, err := benchmark(t.Context(), cfg, os.Stderr)
 	if err != nil {
@@ -52,6 +52,17 @@ func TestBenchmarkTiny(t *testing.T) {
 			t.Errorf("resources %s x%d: %d reloads measured, goroutines %d, error %q", r.Mode, r.Listeners, len(r.PerReload), r.GoroutinesBefore, r.Err)
 		}
 	}
+	if len(rep.Pool) != 4 {
+		t.Errorf("got %d worker-pool rows, want 4", len(rep.Pool))
+	}
+	for _, p := range rep.Pool {
+		t.Logf("pool %s N=%d: %v, max/min %s, CPU-local %.2f %s", p.Name, p.Workers, p.Path, p.share(), p.Local, p.Err)
+		// The kernel-hash row runs this program in serve mode, which the
+		// test binary is not.
+		if p.Err != "" && p.Err != errNoServe.Error() {
+			t.Errorf("pool %s: %s", p.Name, p.Err)
+		}
+	}
 	if err := rep.write(out); err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +70,7 @@ func TestBenchmarkTiny(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"| hotswap, shared mode | new conn | 2 |", failuresPNG, timelinePNG, "## Data path", "open fds", "## QUIC (HTTP/3) failures per reload"} {
+	for _, want := range []string{"| hotswap, shared mode | new conn | 2 |", failuresPNG, timelinePNG, "## Data path", "## Worker pools", "open fds", "## QUIC (HTTP/3) failures per reload"} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("benchmarks.md lacks %q:\n%s", want, md)
 		}

@@ -18,6 +18,7 @@ type pathResult struct {
 	P99       []time.Duration // per round
 	Failed    int
 	Errors    map[string]int
+	Versions  map[string]int // answers by X-Version, over every round
 }
 
 // measureDataPath loads goapp directly, under hotswap and behind nginx's
@@ -76,6 +77,12 @@ func runPaths(ctx context.Context, cfg config, addrs []path) []*pathResult {
 			}
 			for k, n := range res.Errors {
 				r.Errors[k] += n
+			}
+			if r.Versions == nil {
+				r.Versions = map[string]int{}
+			}
+			for k, n := range res.Versions {
+				r.Versions[k] += n
 			}
 		}
 	}

@@ -20,6 +20,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -47,6 +48,8 @@ type config struct {
 	hotswap  string // a hotswap binary to use instead of building one
 	// QUIC rows (quic.go): long-lived HTTP/3 connections, reloads.
 	quicLong, quicReloads int
+	// poolN are the worker counts of the worker-pool rows (pool.go).
+	poolN []int
 }
 
 func main() {
@@ -55,7 +58,7 @@ func main() {
 
 func run(args []string) int {
 	var cfg config
-	var methods, serveAddr, serveVersion string
+	var methods, serveAddr, serveVersion, poolN string
 	var inner, keepAlive bool
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.StringVar(&cfg.root, "root", ".", "module root: where cmd/hotswap and examples/goapp are built from")
@@ -74,6 +77,7 @@ func run(args []string) int {
 	fs.IntVar(&cfg.wide, "listeners", 1000, "listeners of the many-listener row (0: none)")
 	fs.IntVar(&cfg.wideN, "listener-reloads", 20, "reloads of the many-listener row")
 	fs.IntVar(&cfg.soak, "soak", 0, "instead of the benchmark: this many reloads in reuseport mode, printing hotswap's figures over the first and the last 100")
+	fs.StringVar(&poolN, "pool-workers", "1,2", "comma-separated worker counts of the worker-pool rows (\"\" skips them)")
 	fs.StringVar(&cfg.hotswap, "hotswap", "", "use this hotswap binary instead of building ./cmd/hotswap")
 	fs.BoolVar(&cfg.noNginx, "no-nginx", false, "skip nginx even when it is installed")
 	fs.BoolVar(&cfg.noPodman, "no-podman", false, "skip the container rows (podman)")
@@ -95,6 +99,17 @@ func run(args []string) int {
 	cfg.exe = exe
 	if methods != "" {
 		cfg.methods = strings.Split(methods, ",")
+	}
+	for f := range strings.SplitSeq(poolN, ",") {
+		if f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 1 {
+			fmt.Fprintf(os.Stderr, "bench: -pool-workers %q: want worker counts such as 1,2,4\n", poolN)
+			return 2
+		}
+		cfg.poolN = append(cfg.poolN, n)
 	}
 	if inner {
 		if err := netnsInner(cfg, keepAlive); err != nil {
@@ -236,6 +251,9 @@ func benchmark(ctx context.Context, cfg config, log *os.File) (*report, error) {
 			logf("data path %-30s keep-alive=%-5v %.0f req/s, p99 %v, failed %d %v", p.Name, p.KeepAlive, medianF(p.RPS), median(p.P99), p.Failed, p.Errors)
 		}
 		logf("container data path done %s", rep.CPathErr)
+	}
+	if len(cfg.poolN) > 0 {
+		rep.Pool = measurePools(ctx, cfg, b, logf)
 	}
 	if cfg.reloads > 0 {
 		type run struct {

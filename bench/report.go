@@ -22,6 +22,7 @@ type report struct {
 	CPath    []*pathResult // the data path of containers
 	CPathErr string
 	Res      []resourceStats
+	Pool     []poolRun
 	plots    []string // file names written next to benchmarks.md
 }
 
@@ -78,6 +79,7 @@ func (r *report) markdown(doc bool) string {
 		"Under hotswap the child accepts from the socket itself, so the path should match goapp alone; nginx proxies to the same goapp (upstream keep-alive).")
 	r.pathTable(w, "Data path, containers", r.CPath, r.CPathErr,
 		"goapp in a podman container (runc, --network host): alone, binding the port itself; under hotswap, each generation a `podman run` container that accepts from hotswap's socket; and behind nginx proxy_pass to the container alone. See [containers.md](containers.md).")
+	r.poolTable(w)
 	r.resourceTable(w)
 	if doc {
 		w("%s", method2doc)

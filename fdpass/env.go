@@ -17,6 +17,11 @@ const (
 
 	// Generation is hotswap's own: the number of the generation, from 1.
 	Generation = "HOTSWAP_GENERATION"
+	// Worker and Workers are set for a worker pool (--workers): this
+	// process's place in its generation's pool, 0 to Workers-1, and the
+	// pool's size.
+	Worker  = "HOTSWAP_WORKER"
+	Workers = "HOTSWAP_WORKERS"
 	// QUICCID is the connection-ID layout a QUIC server must use on its
 	// UDP listeners for its connections to survive a reload: see [CIDLayout].
 	QUICCID = "HOTSWAP_QUIC_CID"

@@ -17,6 +17,7 @@ import (
 
 	"github.com/hotswap-dev/hotswap/internal/load"
 	"github.com/hotswap-dev/hotswap/internal/proctest"
+	"github.com/hotswap-dev/hotswap/internal/proctest/ctltest"
 	"github.com/hotswap-dev/hotswap/internal/reuse"
 	"github.com/hotswap-dev/hotswap/internal/supervisor"
 )
@@ -311,7 +312,9 @@ func (c *chaos) deaths() []time.Time {
 	return out
 }
 
-// lastGen is the newest generation hotswap started.
+// lastGen is the newest generation hotswap started. The status lists
+// only live generations (a rolled back one is gone): the log keeps them
+// all, as it keeps when each died (deaths).
 func (c *chaos) lastGen() int {
 	n := 0
 	for _, e := range c.a.hs.Events("generation started") {
@@ -324,14 +327,14 @@ func (c *chaos) lastGen() int {
 func (c *chaos) reload(flags string, wantOK bool) {
 	c.t.Helper()
 	n := c.lastGen() + 1
-	e := c.a.reload(n, fmt.Sprintf("s%d", c.step), flags)
+	r := c.a.reload(n, fmt.Sprintf("s%d", c.step), flags)
 	c.a.write(fmt.Sprintf("s%d", c.step), "") // what a restart or the next reload runs
-	if ok := e.Msg() == "reload succeeded"; ok != wantOK {
+	if r.OK != wantOK {
 		// A reload may be refused while --max-draining old generations
 		// still drain (a stubborn one takes --drain-timeout): that is
 		// the documented outcome, and it says so.
-		if !wantOK || !strings.Contains(e.Str("reason"), "still draining") {
-			c.t.Errorf("step %d: reload to generation %d with %q: %v, want success %v", c.step, n, flags, e, wantOK)
+		if !wantOK || !strings.Contains(r.Reason, "still draining") {
+			c.t.Errorf("step %d: reload to generation %d with %q: %v, want success %v", c.step, n, flags, r, wantOK)
 		}
 	}
 }
@@ -340,19 +343,19 @@ func (c *chaos) reload(flags string, wantOK bool) {
 // becomes ready; the restart runs a good version.
 func (c *chaos) crashAfterReady() {
 	n := c.lastGen() + 1
-	e := c.a.reload(n, fmt.Sprintf("s%d", c.step), "--crash-after 1s")
+	r := c.a.reload(n, fmt.Sprintf("s%d", c.step), "--crash-after 1s")
 	c.a.write(fmt.Sprintf("s%d", c.step), "")
-	if e.Msg() != "reload succeeded" {
+	if !r.OK {
 		// On a loaded machine the gate may take longer than the crash:
 		// then it is a version that exits before it is ready, rolled
 		// back. Any other failure is not.
-		if !strings.Contains(e.Str("reason"), "exited with status 3") {
-			c.t.Errorf("step %d: reload to the crashing version: %v", c.step, e)
+		if !strings.Contains(r.Reason, "exited with status 3") {
+			c.t.Errorf("step %d: reload to the crashing version: %v", c.step, r)
 		}
 		return
 	}
-	c.a.hs.WaitEvent(10*time.Second, "generation exited", proctest.Gen(n))
-	c.a.hs.WaitEvent(20*time.Second, "generation ready", proctest.Gen(n+1))
+	c.a.waitGone(n, 10*time.Second)
+	c.a.waitServing(n+1, 20*time.Second)
 }
 
 // killCurrent SIGKILLs the current generation and waits for its restart.
@@ -368,29 +371,25 @@ func (c *chaos) killCurrent() {
 	// kill comes while a reload's generation is gating: it takes over
 	// the dead one's clients instead of a restart.
 	if c.kills++; c.kills%2 == 0 {
-		e := c.a.hs.ReloadOutcome(n, 30*time.Second, func() {
+		st, ok := ctltest.Reload(c.a.hs, n, 30*time.Second, func() {
 			c.a.write(fmt.Sprintf("s%d", c.step), "--start-delay 300ms")
 			c.a.hs.Signal(syscall.SIGHUP)
-			c.a.hs.WaitEvent(10*time.Second, "generation started", proctest.Gen(n))
+			ctltest.WaitStarted(c.a.hs, n, 10*time.Second)
 			syscall.Kill(pid, syscall.SIGKILL)
 		})
 		c.a.write(fmt.Sprintf("s%d", c.step), "")
-		if e.Msg() != "reload succeeded" {
-			c.t.Errorf("step %d: reload while the current generation was killed: %v", c.step, e)
+		if !ok {
+			c.t.Errorf("step %d: reload while the current generation was killed: %s", c.step, st.LastFailure)
 		}
 		return
 	}
 	syscall.Kill(pid, syscall.SIGKILL)
-	c.a.hs.WaitEvent(20*time.Second, "generation ready", proctest.Gen(n))
+	c.a.waitServing(n, 20*time.Second)
 }
 
 func (c *chaos) pidOf(st statusJSON, id int) int {
-	for _, g := range st.Generations {
-		if g.ID == id {
-			return g.PID
-		}
-	}
-	return 0
+	g, _ := ctltest.Gen(*st.Status, id)
+	return g.PID
 }
 
 // burst sends 20 SIGHUPs 5ms apart; they coalesce, and the last reload
@@ -547,7 +546,7 @@ func (c *chaos) status() statusJSON {
 
 // dumpLog logs hotswap's last 150 lines, for a failed step.
 func (c *chaos) dumpLog() {
-	lines := c.a.hs.Lines()
+	lines := c.a.hs.Lines() // the test's status polls are logged at debug only
 	c.t.Logf("hotswap's last lines:\n%s", strings.Join(lines[max(0, len(lines)-150):], "\n"))
 }
 

@@ -246,6 +246,22 @@ func printStatus(w io.Writer, st *supervisor.Status, asJSON bool) int {
 	for _, l := range st.Listeners {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\n", l.Name, l.Address, l.Mode, l.Queue, l.Backlog)
 	}
+	if len(st.Workers) > 0 {
+		fmt.Fprintln(tw, "\nWORKER\tGEN\tPID\tSTATE\tCPU\tQUEUE\tRESTARTS")
+		for _, w := range st.Workers {
+			state, cpu := string(w.State), "-"
+			switch {
+			case w.PID == 0 && !w.NextRestart.IsZero():
+				state = fmt.Sprintf("restarting in %v", time.Until(w.NextRestart).Round(time.Millisecond))
+			case w.Pending != 0:
+				state += fmt.Sprintf(" (reload gating pid %d)", w.Pending)
+			}
+			if w.CPU != nil {
+				cpu = strconv.Itoa(*w.CPU)
+			}
+			fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%s\t%d\t%d\n", w.Worker, w.Gen, w.PID, state, cpu, w.Queue, w.Restarts)
+		}
+	}
 	containers := slices.ContainsFunc(st.Generations, func(g supervisor.GenerationStatus) bool { return g.Container != nil })
 	header := "\nGEN\tPID\tSTATE\tSTARTED\tREADY AFTER\tQUEUE"
 	if containers {

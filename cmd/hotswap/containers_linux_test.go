@@ -13,8 +13,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hotswap-dev/hotswap/internal/control"
 	"github.com/hotswap-dev/hotswap/internal/load"
 	"github.com/hotswap-dev/hotswap/internal/proctest"
+	"github.com/hotswap-dev/hotswap/internal/proctest/ctltest"
+	"github.com/hotswap-dev/hotswap/internal/supervisor"
 	"github.com/hotswap-dev/hotswap/internal/sys"
 )
 
@@ -56,9 +59,8 @@ func startContainers(t *testing.T, pm *podman, listen, image string, hsFlags ...
 	args = append(args, "--")
 	args = append(args, pm.run("--name", filepath.Base(pm.repo)+"-{gen}", "{file:"+a.tagFile+"}")...)
 	a.hs = proctest.Start(t, proctest.Build(t, hotswapPkg), args...)
-	a.addr = a.hs.WaitEvent(10*time.Second, "listening", nil).Str("address")
-	a.control = a.hs.WaitEvent(10*time.Second, "control socket", nil).Str("path")
-	a.hs.WaitEvent(60*time.Second, "generation ready", proctest.Gen(1))
+	a.addr = ctltest.WaitServing(a.hs, 1, 60*time.Second).Listeners[0].Address
+	a.control = ctltest.Path(a.hs)
 	return a
 }
 
@@ -69,11 +71,12 @@ func (a *containerApp) setImage(image string) {
 	}
 }
 
-// swap deploys image as generation n with SIGHUP and returns the outcome.
-func (a *containerApp) swap(n int, image string) proctest.Event {
+// swap deploys image as generation n with SIGHUP and returns the status
+// once it is done and whether it succeeded.
+func (a *containerApp) swap(n int, image string) (supervisor.Status, bool) {
 	a.t.Helper()
 	a.setImage(image)
-	return a.hs.ReloadOutcome(n, 60*time.Second, func() { a.hs.Signal(syscall.SIGHUP) })
+	return ctltest.Reload(a.hs, n, 60*time.Second, func() { a.hs.Signal(syscall.SIGHUP) })
 }
 
 // checkServing checks that generation n serves image in a container of
@@ -179,12 +182,13 @@ func TestContainerSwaps(t *testing.T) {
 	t0 = time.Now()
 	var ready []time.Duration
 	for n := 2; n <= swaps+1; n++ {
-		e := a.swap(n, images[n])
-		if e.Msg() != "reload succeeded" {
-			t.Fatalf("swap to %s: %v", images[n], e)
+		st, ok := a.swap(n, images[n])
+		if !ok {
+			t.Fatalf("swap to %s failed: %s", images[n], st.LastFailure)
 		}
-		ready = append(ready, time.Duration(e.Int("after")))
-		a.hs.WaitEvent(60*time.Second, "generation exited", proctest.Gen(n-1))
+		g, _ := ctltest.Gen(st, n)
+		ready = append(ready, g.ReadyAfter)
+		ctltest.WaitGone(a.hs, n-1, 60*time.Second)
 		if got := get(t, a.addr); got != fmt.Sprintf("v%d", n) {
 			t.Fatalf("after swap %d: answered by %q, want v%d", n-1, got, n)
 		}
@@ -232,11 +236,10 @@ func TestContainerRollback(t *testing.T) {
 		{unready, "not ready after 10s: GET http://" + addr + "/healthz: 503 Service Unavailable"},
 	} {
 		n, image := n+2, tc.image
-		e := a.swap(n, image)
-		if e.Msg() != "reload failed" || e.Str("reason") != tc.reason {
-			t.Fatalf("swap to %s: %v, want reload failed: %s", image, e, tc.reason)
+		if st, ok := a.swap(n, image); ok || ctltest.Reason(st, n) != tc.reason {
+			t.Fatalf("swap to %s: succeeded %v, last failure %q, want it failed: %s", image, ok, st.LastFailure, tc.reason)
 		}
-		a.hs.WaitEvent(30*time.Second, "generation exited", proctest.Gen(n))
+		ctltest.WaitGone(a.hs, n, 30*time.Second)
 		if got := get(t, a.addr); got != "v1" {
 			t.Fatalf("after the failed swap to %s: answered by %q, want v1", image, got)
 		}
@@ -245,10 +248,10 @@ func TestContainerRollback(t *testing.T) {
 			t.Fatalf("after the failed swap to %s: containers %v, want only the serving one", image, ids)
 		}
 	}
-	if e := a.swap(4, stubborn); e.Msg() != "reload succeeded" {
-		t.Fatalf("swap to %s: %v", stubborn, e)
+	if st, ok := a.swap(4, stubborn); !ok {
+		t.Fatalf("swap to %s failed: %s", stubborn, st.LastFailure)
 	}
-	a.hs.WaitEvent(30*time.Second, "generation exited", proctest.Gen(1))
+	ctltest.WaitGone(a.hs, 1, 30*time.Second)
 	time.Sleep(200 * time.Millisecond)
 	fresh, kept := stop()
 	checkLoads(t, a.hs, fresh, kept, "stubborn")
@@ -257,6 +260,8 @@ func TestContainerRollback(t *testing.T) {
 	if d := time.Since(t0); d > 3*time.Second+containerSlack {
 		t.Errorf("stop of a server that ignores SIGTERM took %v, want the 3s drain timeout and at most %v more", d, containerSlack)
 	}
+	// hotswap has exited: its warning that it killed the generation is
+	// the record of the kill.
 	a.hs.WaitEvent(time.Second, "generation did not stop in time, killing it", proctest.Gen(4))
 }
 
@@ -289,7 +294,15 @@ func TestContainerPID1(t *testing.T) {
 	name := filepath.Base(pm.repo) + "-pid1"
 	run := pm.run("--name", name, image)
 	ctr := proctest.Start(t, run[0], run[1:]...)
-	ctr.WaitEvent(60*time.Second, "generation ready", proctest.Gen(1))
+	// hotswap's control socket, reached from the host through its root.
+	inCtr := func() (supervisor.Status, error) {
+		out, err := pm.cmd("inspect", "--format", "{{.State.Pid}}", name).Output()
+		if err != nil {
+			return supervisor.Status{}, err
+		}
+		return ctltest.Ask(fmt.Sprintf("/proc/%s/root%s", strings.TrimSpace(string(out)), control.DefaultPath(1)))
+	}
+	ctltest.WaitOn(ctr, 60*time.Second, "serving generation 1", inCtr, ctltest.Serving(1))
 	hotswapPID := pm.hostPID(name)
 	stop := twoLoads(t, addr)
 	time.Sleep(200 * time.Millisecond)
@@ -299,11 +312,13 @@ func TestContainerPID1(t *testing.T) {
 		t.Fatal(err)
 	}
 	pm.must("cp", version, name+":/version")
-	e := ctr.ReloadOutcome(2, 60*time.Second, func() { pm.must("kill", "--signal", "HUP", name) })
-	if e.Msg() != "reload succeeded" {
-		t.Fatalf("podman kill -s HUP: %v", e)
+	pm.must("kill", "--signal", "HUP", name)
+	if st := ctltest.WaitOn(ctr, 60*time.Second, "done with the reload to generation 2", inCtr, func(st supervisor.Status) bool {
+		return st.Reloads.OK+st.Reloads.Failed > 0
+	}); !ctltest.Serving(2)(st) {
+		t.Fatalf("podman kill -s HUP: the reload failed: %s", st.LastFailure)
 	}
-	ctr.WaitEvent(30*time.Second, "generation exited", proctest.Gen(1))
+	ctltest.WaitOn(ctr, 30*time.Second, "rid of generation 1", inCtr, ctltest.Gone(1))
 	if got := get(t, addr); got != "v2" {
 		t.Fatalf("after the reload: answered by %q, want v2", got)
 	}
@@ -326,6 +341,7 @@ func TestContainerPID1(t *testing.T) {
 	if d := time.Since(t0); d > 5*time.Second+containerSlack {
 		t.Errorf("podman stop took %v, want the 5s drain time and at most %v more", d, containerSlack)
 	}
+	// hotswap has exited: its log says it stopped on the signal.
 	ctr.WaitEvent(time.Second, "stopping", nil)
 	if ids := pm.containers(); len(ids) != 0 {
 		t.Errorf("containers left: %v", ids)
@@ -407,8 +423,10 @@ func TestContainerCrashRestart(t *testing.T) {
 	old := st.Generations[0].Container.ID
 	a.setImage(v2) // written, not deployed
 	pm.must("kill", "--signal", "KILL", old)
-	a.hs.WaitEvent(30*time.Second, "generation exited on its own", proctest.Gen(1))
-	a.hs.WaitEvent(60*time.Second, "generation ready", proctest.Gen(2))
+	ctltest.WaitServing(a.hs, 2, 90*time.Second)
+	if st := ctltest.Status(a.hs); st.Restarts != 1 || st.Reloads.OK != 0 {
+		t.Errorf("after the kill: %d restarts, %d reloads, want the crash restart only", st.Restarts, st.Reloads.OK)
+	}
 	a.checkServing(2, v1)
 	if got := get(t, a.addr); got != "v1" {
 		t.Errorf("after the crash restart: answered by %q, want v1", got)
@@ -440,6 +458,7 @@ func TestContainerNaiveDeployLoses(t *testing.T) {
 	start := func(v string) *proctest.Proc {
 		run := pm.run(images[v])
 		p := proctest.Start(t, run[0], run[1:]...)
+		// No hotswap here: the server's own start line is all there is.
 		p.WaitLine("goapp "+v, 60*time.Second)
 		return p
 	}

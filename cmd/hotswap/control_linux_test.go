@@ -87,6 +87,8 @@ func TestControlPlane(t *testing.T) {
 	sock := filepath.Join(dir, "hotswap.sock")
 	signals := filepath.Join(dir, "signals")
 	a := startApp(t, []string{"--ready", "300ms", "--control", sock, "--metrics", "127.0.0.1:0"}, "--report-signals", signals)
+	// The status does not list --metrics: its port 0 is resolved only in
+	// the log.
 	metrics := a.hs.WaitEvent(10*time.Second, "metrics listening", nil).Str("address")
 
 	a.write("v2", "")
@@ -269,6 +271,7 @@ func TestControlRefusesOtherUsers(t *testing.T) {
 	if code != exitFailure || !strings.Contains(errOut, "permission denied: uid 65534") {
 		t.Errorf("uid 65534 past the file mode: exit %d, %q; want %d, refused by uid", code, errOut, exitFailure)
 	}
+	// The warning, naming the refused uid, is the feature.
 	a.hs.WaitEvent(5*time.Second, "control connection refused", func(e proctest.Event) bool { return e.Int("uid") == 65534 })
 
 	for _, g := range []string{"garbage\n", strings.Repeat("{", 10000), `{"v":1,"op":"sta`, "\x00\x01\x02"} {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/hotswap-dev/hotswap/internal/load"
 	"github.com/hotswap-dev/hotswap/internal/proctest"
+	"github.com/hotswap-dev/hotswap/internal/proctest/ctltest"
 	"github.com/hotswap-dev/hotswap/internal/supervisor"
 )
 
@@ -27,10 +28,10 @@ func TestMain(m *testing.M) {
 type app struct {
 	t              *testing.T
 	hs             *proctest.Proc
-	ctl            string // hotswap's control socket
 	addr           string
 	verFile, flags string
-	gen            int // the generation expected to serve
+	gen            int  // the generation expected to serve
+	pool           bool // a worker pool (workers_linux_test.go)
 }
 
 // startApp runs hotswap with hsFlags around goapp with goappFlags.
@@ -65,7 +66,6 @@ func (a *app) start(addr, goapp string, hsFlags []string, goappFlags ...string) 
 	args := append([]string{"--log-format", "json", "-l", "http=tcp://" + addr}, hsFlags...)
 	args = append(args, "--", "sh", "-c", script, goapp, a.verFile, a.flags)
 	a.hs = proctest.Start(t, hotswap, append(args, goappFlags...)...)
-	a.ctl = controlPath(a.hs, hsFlags)
 	a.addr = a.waitServing(1, 10*time.Second).Listeners[0].Address
 	return a
 }
@@ -82,21 +82,33 @@ func (a *app) write(version, flags string) {
 
 // reload changes the version, sends SIGHUP and waits on hotswap's status
 // until the reload to generation n is done: generation n serves, or one
-// more reload failed. It returns the outcome's log event, "reload
-// succeeded" or "reload failed", whose reason some tests check.
-func (a *app) reload(n int, version, flags string) proctest.Event {
+// more reload failed.
+func (a *app) reload(n int, version, flags string) reloaded {
 	a.t.Helper()
 	a.write(version, flags)
-	return a.hs.ReloadOutcome(n, 10*time.Second, func() {
-		before, err := askStatus(a.ctl)
-		if err != nil {
-			a.t.Fatalf("status before the reload to generation %d: %v", n, err)
-		}
-		a.hs.Signal(syscall.SIGHUP)
-		waitState(a.t, a.hs, a.ctl, 30*time.Second, fmt.Sprintf("done with the reload to generation %d", n), func(st supervisor.Status) bool {
-			return servingGen(n)(st) || st.Reloads.Failed > before.Reloads.Failed
-		})
-	})
+	st, ok := ctltest.Reload(a.hs, n, 30*time.Second, func() { a.hs.Signal(syscall.SIGHUP) })
+	r := reloaded{Status: st, OK: ok}
+	if !ok {
+		r.Reason = ctltest.Reason(st, n)
+	}
+	return r
+}
+
+// reloaded is the outcome of a reload, as the status tells it once the
+// reload is done.
+type reloaded struct {
+	supervisor.Status
+	OK bool
+	// Reason is why it failed: the status's last failure without the
+	// "generation N (pid P)" it begins with when one started.
+	Reason string
+}
+
+func (r reloaded) String() string {
+	if r.OK {
+		return fmt.Sprintf("reload succeeded: serving generation %d", r.Current)
+	}
+	return "reload failed: " + r.LastFailure
 }
 
 // get sends one request on a new connection and returns X-Version.
@@ -125,13 +137,8 @@ func reloadUnderLoad(t *testing.T, mode string) {
 	const reloads = 30
 	for n := 2; n <= reloads+1; n++ {
 		version := fmt.Sprintf("v%d", n)
-		if e := a.reload(n, version, ""); e.Msg() != "reload succeeded" {
-			t.Fatalf("reload to generation %d: %v", n, e)
-		}
-		old := a.hs.WaitEvent(10*time.Second, "generation exited", proctest.Gen(n-1))
-		if proctest.Alive(pidOf(old)) {
-			t.Errorf("generation %d (pid %d) still running after it exited", n-1, pidOf(old))
-		}
+		a.write(version, "")
+		ctltest.Replace(a.hs, n, 30*time.Second, func() { a.hs.Signal(syscall.SIGHUP) })
 		if got := get(t, a.addr); got != version {
 			t.Fatalf("after reload %d: answered by %q, want %q", n, got, version)
 		}
@@ -212,9 +219,9 @@ func TestNaiveRestartLoses(t *testing.T) {
 func TestReloadFailureKeepsOldServing(t *testing.T) {
 	a := startApp(t, []string{"--ready", "300ms"})
 	run := load.Start(t.Context(), load.Config{Addr: a.addr, Concurrency: 16, Duration: time.Minute})
-	e := a.reload(2, "v2", "--exit-at-start 1")
-	if e.Msg() != "reload failed" {
-		t.Fatalf("got %q, want reload failed", e.Msg())
+	r := a.reload(2, "v2", "--exit-at-start 1")
+	if r.OK {
+		t.Fatalf("got %q, want reload failed", r)
 	}
 	line := waitLine(t, a.hs, "hotswap: reload failed")
 	want := regexp.MustCompile(`^hotswap: reload failed: generation 2 \(pid \d+\) exited with status 1; still serving generation 1 \(pid \d+\)$`)
@@ -225,8 +232,8 @@ func TestReloadFailureKeepsOldServing(t *testing.T) {
 		t.Errorf("after a failed reload: answered by %q, want v1", got)
 	}
 	// The next reload works.
-	if e := a.reload(3, "v3", ""); e.Msg() != "reload succeeded" {
-		t.Fatalf("reload after a failure: %v", e)
+	if r := a.reload(3, "v3", ""); !r.OK {
+		t.Fatalf("reload after a failure: %v", r)
 	}
 	res := run.Stop()
 	t.Logf("load: %v", res)
@@ -235,6 +242,8 @@ func TestReloadFailureKeepsOldServing(t *testing.T) {
 	}
 }
 
+// waitLine waits for hotswap's one-line summary of an outcome on stderr:
+// the line is the feature (what a user reads), so it is matched as text.
 func waitLine(t *testing.T, p *proctest.Proc, prefix string) string {
 	t.Helper()
 	return p.WaitLine(prefix, 5*time.Second)
@@ -246,8 +255,10 @@ func waitLine(t *testing.T, p *proctest.Proc, prefix string) string {
 func TestCrashRestartWithBackoff(t *testing.T) {
 	a := startApp(t, []string{"--ready", "50ms"}, "--crash-after", "150ms")
 	run := load.Start(t.Context(), load.Config{Addr: a.addr, Concurrency: 4, Duration: 20 * time.Second})
-	a.hs.WaitEvent(15*time.Second, "generation started", proctest.Gen(4))
+	ctltest.Wait(a.hs, 15*time.Second, "generation 4 started (3 restarts)", func(st supervisor.Status) bool { return st.Restarts >= 3 })
 	res := run.Stop()
+	// The status holds only the backoff of the next restart; the
+	// sequence of them is in the log events.
 	var backoffs []time.Duration
 	for _, e := range a.hs.Events("restarting after backoff") {
 		backoffs = append(backoffs, time.Duration(e.Int("backoff")))
@@ -266,13 +277,13 @@ func TestCrashRestartWithBackoff(t *testing.T) {
 func TestExitStatus(t *testing.T) {
 	hotswap := proctest.Build(t, hotswapPkg)
 	p := proctest.Start(t, hotswap, "--log-format", "json", "--ready", "50ms", "-l", "tcp://127.0.0.1:0", "--", "sleep", "60")
-	p.WaitEvent(10*time.Second, "generation ready", proctest.Gen(1))
+	ctltest.WaitServing(p, 1, 10*time.Second)
 	p.Signal(syscall.SIGTERM)
 	if code := p.Wait(10 * time.Second); code != 128+int(syscall.SIGTERM) {
 		t.Errorf("exit status %d, want %d (sleep killed by SIGTERM)", code, 128+int(syscall.SIGTERM))
 	}
 	p = proctest.Start(t, hotswap, "--log-format", "json", "--ready", "50ms", "-l", "tcp://127.0.0.1:0", "--", "sh", "-c", "trap 'exit 7' TERM; while :; do sleep 0.05; done")
-	p.WaitEvent(10*time.Second, "generation ready", proctest.Gen(1))
+	ctltest.WaitServing(p, 1, 10*time.Second)
 	p.Signal(syscall.SIGINT)
 	if code := p.Wait(10 * time.Second); code != 7 {
 		t.Errorf("exit status %d, want 7", code)
@@ -345,12 +356,12 @@ func TestBadInput(t *testing.T) {
 // the reason, and the serving generation is untouched.
 func TestMaxDraining(t *testing.T) {
 	a := startApp(t, []string{"--mode", "shared", "--ready", "100ms", "--max-draining", "1", "--drain-timeout", "4s"}, "--ignore-term")
-	if e := a.reload(2, "v2", ""); e.Msg() != "reload succeeded" {
-		t.Fatalf("first reload: %v", e)
+	if r := a.reload(2, "v2", ""); !r.OK {
+		t.Fatalf("first reload: %v", r)
 	}
-	e := a.reload(3, "v3", "")
-	if e.Msg() != "reload failed" {
-		t.Fatalf("reload with a generation draining: %v, want reload failed", e)
+	r := a.reload(3, "v3", "")
+	if r.OK {
+		t.Fatalf("reload with a generation draining: %v, want reload failed", r)
 	}
 	line := waitLine(t, a.hs, "hotswap: reload failed")
 	if !strings.Contains(line, "1 old generations are still draining (--max-draining 1); nothing was started; still serving generation 2 (pid") {
@@ -365,10 +376,10 @@ func TestMaxDraining(t *testing.T) {
 // output carries its number; without it the output passes untouched.
 func TestOutputPrefix(t *testing.T) {
 	a := startApp(t, []string{"--ready", "100ms", "--output-prefix", "[gen {gen}] "})
-	if e := a.reload(2, "v2", ""); e.Msg() != "reload succeeded" {
-		t.Fatalf("reload: %v", e)
+	if r := a.reload(2, "v2", ""); !r.OK {
+		t.Fatalf("reload: %v", r)
 	}
-	a.hs.WaitEvent(10*time.Second, "generation exited", proctest.Gen(1))
+	a.waitGone(1, 10*time.Second)
 	want := map[string]bool{"[gen 1] goapp v1 gen 1": false, "[gen 2] goapp v2 gen 2": false}
 	for _, l := range a.hs.Lines() {
 		for p := range want {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -78,6 +79,9 @@ type options struct {
 	logFormat    string
 	logLevel     string
 	outputPrefix string
+	workers      string
+	rollout      string
+	cpuAffinity  bool
 	version      bool
 	command      []string
 
@@ -101,7 +105,10 @@ func newFlagSet(o *options) *pflag.FlagSet {
 	fs.DurationVar(&o.connWait, "drain-conn-wait", supervisor.DefaultDrainConnWait, "reuseport mode: before the stop signal, wait at most this long for the old generation's busy connections (a request unanswered) to become idle")
 	fs.DurationVar(&o.backoffMax, "restart-backoff-max", supervisor.DefaultBackoffMax, "a generation that dies on its own is restarted after a backoff that doubles from 100ms up to this, while clients wait in the queue")
 	fs.IntVar(&o.maxDraining, "max-draining", supervisor.DefaultMaxDraining, "at most `N` old generations draining at once; a reload beyond that fails at once (reuseport mode: a reload waits until the previous old generation has exited)")
-	fs.StringVar(&o.ready, "ready", supervisor.DefaultReady, "readiness `SPEC`: DURATION (stayed up), notify (READY=1 over sd_notify), http://HOST:PORT/PATH or https:// (2xx), tcp://HOST:PORT (accepts), exec:COMMAND (exits 0); {gen}, {pid} and {port} are expanded ({port}: a socket hotswap binds on 127.0.0.1 and hands over as the fd named health)")
+	fs.StringVar(&o.workers, "workers", "", "run each generation as `N` processes (auto: one per CPU hotswap may run on); in reuseport mode each worker gets its own socket per TCP listener, HOTSWAP_WORKER (0..N-1) and HOTSWAP_WORKERS; {worker} expands in the command and --ready")
+	fs.StringVar(&o.rollout, "rollout", string(supervisor.RolloutRolling), "with --workers, how a reload replaces the pool: rolling (worker i of the new generation starts, is gated and takes slot i; the old worker i drains and stops; then i+1) or all (the whole pool at once)")
+	fs.BoolVar(&o.cpuAffinity, "cpu-affinity", false, "with --workers, pin worker i to the i-th CPU hotswap may run on and steer each new connection to the worker of the CPU that handled its SYN")
+	fs.StringVar(&o.ready, "ready", supervisor.DefaultReady, "readiness `SPEC`: DURATION (stayed up), notify (READY=1 over sd_notify), http://HOST:PORT/PATH or https:// (2xx), tcp://HOST:PORT (accepts), exec:COMMAND (exits 0); {gen}, {worker}, {pid} and {port} are expanded ({port}: a socket hotswap binds on 127.0.0.1 and hands over as the fd named health)")
 	fs.DurationVar(&o.readyTimeout, "ready-timeout", supervisor.DefaultReadyTimeout, "a generation not ready after this long is stopped and rolled back")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: trace, debug, info, warn or error")
@@ -176,6 +183,9 @@ func (o *options) config(log hclog.Logger) (supervisor.Config, error) {
 	}
 	cfg.Mode = mode
 	cfg.SkipDrain = o.skipDrain
+	if err := o.applyWorkers(&cfg); err != nil {
+		return cfg, err
+	}
 	sig, err := supervisor.ParseSignal(o.stopSignal)
 	if err != nil {
 		return cfg, fmt.Errorf("--stop-signal: %w", err)
@@ -204,6 +214,34 @@ func (o *options) config(log hclog.Logger) (supervisor.Config, error) {
 		return cfg, fmt.Errorf("--restart-backoff-max %s: want at least %s, the first backoff", o.backoffMax, supervisor.DefaultBackoffMin)
 	}
 	return cfg, nil
+}
+
+// applyWorkers sets the worker pool of cfg from --workers, --rollout and
+// --cpu-affinity.
+func (o *options) applyWorkers(cfg *supervisor.Config) error {
+	rollout, err := supervisor.ParseRollout(o.rollout)
+	if err != nil {
+		return fmt.Errorf("--rollout: %w", err)
+	}
+	cfg.Rollout, cfg.CPUAffinity = rollout, o.cpuAffinity
+	switch o.workers {
+	case "":
+		if o.cpuAffinity {
+			return errors.New("--cpu-affinity needs --workers")
+		}
+		return nil
+	case "auto":
+		if cfg.Workers, err = supervisor.AutoWorkers(); err != nil {
+			return fmt.Errorf("--workers auto: %w", err)
+		}
+		return nil
+	}
+	n, err := strconv.Atoi(o.workers)
+	if err != nil || n < 1 || n > 1024 {
+		return fmt.Errorf("--workers %q: want a number from 1 to 1024, or auto", o.workers)
+	}
+	cfg.Workers = n
+	return nil
 }
 
 func newLogger(o *options) (hclog.Logger, error) {

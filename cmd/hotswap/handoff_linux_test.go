@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hotswap-dev/hotswap/internal/proctest"
+	"github.com/hotswap-dev/hotswap/internal/proctest/ctltest"
 	"golang.org/x/sys/unix"
 )
 
@@ -115,12 +116,8 @@ func TestHandoffProtocols(t *testing.T) {
 	for gen := 1; gen <= 2; gen++ {
 		r := read(gen)
 		if gen == 1 {
-			// hotswap's log is read in order: once generation 1 is ready
-			// there, both "listening" lines have been read too (the
-			// generation's report may come first).
-			p.WaitEvent(10*time.Second, "generation ready", proctest.Gen(1))
-			for _, e := range p.Events("listening") {
-				addrs = append(addrs, e.Str("address"))
+			for _, l := range ctltest.WaitServing(p, 1, 10*time.Second).Listeners {
+				addrs = append(addrs, l.Address)
 			}
 			p.Signal(syscall.SIGHUP) // the same checks for the second generation
 		}
@@ -144,7 +141,7 @@ func TestHandoffProtocols(t *testing.T) {
 			t.Errorf("generation %d: fd 3 %s, fd 4 %s; want %v in listener order", gen, r.Socks[3], r.Socks[4], addrs)
 		}
 	}
-	p.WaitEvent(10*time.Second, "generation exited", proctest.Gen(1))
+	ctltest.WaitGone(p, 1, 10*time.Second)
 	p.Signal(syscall.SIGTERM)
 	if code := p.Wait(10 * time.Second); code != 0 {
 		t.Errorf("hotswap exited %d, want 0", code)

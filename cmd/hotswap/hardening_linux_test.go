@@ -20,6 +20,7 @@ import (
 	"github.com/hotswap-dev/hotswap/fdpass"
 	"github.com/hotswap-dev/hotswap/internal/load"
 	"github.com/hotswap-dev/hotswap/internal/proctest"
+	"github.com/hotswap-dev/hotswap/internal/proctest/ctltest"
 )
 
 // hardeningHelperEnv selects a helper main of this file in a child that
@@ -193,7 +194,6 @@ func startAppCmd(t *testing.T, hsFlags []string, goappFlags ...string) *app {
 	cmd := exec.Command(hotswap, append(args, goappFlags...)...)
 	cmd.WaitDelay = time.Second
 	a.hs = proctest.StartCmd(t, cmd)
-	a.ctl = controlPath(a.hs, hsFlags)
 	a.addr = a.waitServing(1, 10*time.Second).Listeners[0].Address
 	return a
 }
@@ -223,8 +223,7 @@ func TestHardeningUnixSocket(t *testing.T) {
 
 	hs := proctest.Start(t, hotswap, "--log-format", "json", "--ready", "200ms",
 		"-l", "http=unix://"+sock+"?mode=0640", "--", goapp, "--version", "v1")
-	ctlSock := controlPath(hs, nil)
-	waitState(t, hs, ctlSock, 10*time.Second, "serving generation 1", servingGen(1))
+	ctltest.WaitServing(hs, 1, 10*time.Second)
 	fi, err := os.Stat(sock)
 	if err != nil || fi.Mode().Perm() != 0o640 || fi.Mode()&os.ModeSocket == 0 {
 		t.Fatalf("socket %s: %v %v, want a socket with mode 0640", sock, fi.Mode(), err)
@@ -232,8 +231,8 @@ func TestHardeningUnixSocket(t *testing.T) {
 	run := load.Start(t.Context(), load.Config{Network: "unix", Addr: sock, Concurrency: 8, Duration: time.Minute})
 	for n := 2; n <= 6; n++ {
 		hs.Signal(syscall.SIGHUP)
-		waitState(t, hs, ctlSock, 15*time.Second, fmt.Sprintf("serving generation %d", n), servingGen(n))
-		waitState(t, hs, ctlSock, 15*time.Second, fmt.Sprintf("rid of generation %d", n-1), goneGen(n-1))
+		ctltest.WaitServing(hs, n, 15*time.Second)
+		ctltest.WaitGone(hs, n-1, 15*time.Second)
 		if _, err := os.Stat(sock); err != nil {
 			t.Fatalf("after reload %d: %v", n, err)
 		}
@@ -264,8 +263,7 @@ func TestHardeningUDPReload(t *testing.T) {
 	cmd := exec.Command(hotswap, "--log-format", "json", "--ready", "100ms", "-l", "udp=udp4://127.0.0.1:0", "--", self, "-test.run=^$")
 	cmd.Env = append(os.Environ(), hardeningHelperEnv+"=udp")
 	hs := proctest.StartCmd(t, cmd)
-	ctlSock := controlPath(hs, nil)
-	addr := waitState(t, hs, ctlSock, 10*time.Second, "serving generation 1", servingGen(1)).Listeners[0].Address
+	addr := ctltest.WaitServing(hs, 1, 10*time.Second).Listeners[0].Address
 
 	ctx, cancel := context.WithCancel(t.Context())
 	var sent, lost int
@@ -301,8 +299,8 @@ func TestHardeningUDPReload(t *testing.T) {
 	for n := 2; n <= 6; n++ {
 		time.Sleep(100 * time.Millisecond)
 		hs.Signal(syscall.SIGHUP)
-		waitState(t, hs, ctlSock, 15*time.Second, fmt.Sprintf("serving generation %d", n), servingGen(n))
-		waitState(t, hs, ctlSock, 15*time.Second, fmt.Sprintf("rid of generation %d", n-1), goneGen(n-1))
+		ctltest.WaitServing(hs, n, 15*time.Second)
+		ctltest.WaitGone(hs, n-1, 15*time.Second)
 	}
 	time.Sleep(200 * time.Millisecond)
 	cancel()
@@ -333,8 +331,8 @@ func TestHardeningSubreaper(t *testing.T) {
 			}
 		}
 	})
-	if e := a.reload(2, "v2", ""); e.Msg() != "reload succeeded" {
-		t.Fatalf("reload: %v", e)
+	if r := a.reload(2, "v2", ""); !r.OK {
+		t.Fatalf("reload: %v", r)
 	}
 	a.waitGone(1, 15*time.Second)
 	if pp := ppid(gc); pp != a.hs.Cmd.Process.Pid {
@@ -342,8 +340,8 @@ func TestHardeningSubreaper(t *testing.T) {
 	}
 	syscall.Kill(gc, syscall.SIGKILL)
 	waitReaped(t, gc, 3*time.Second)
-	if e := a.reload(3, "v3", ""); e.Msg() != "reload succeeded" {
-		t.Fatalf("reload after reaping: %v", e)
+	if r := a.reload(3, "v3", ""); !r.OK {
+		t.Fatalf("reload after reaping: %v", r)
 	}
 	for _, e := range a.hs.Events("generation exited") {
 		if strings.Contains(e.Str("status"), "wait") {

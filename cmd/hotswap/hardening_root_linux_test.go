@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hotswap-dev/hotswap/internal/proctest"
+	"github.com/hotswap-dev/hotswap/internal/proctest/ctltest"
 )
 
 // copyExecutable copies bin into dir with mode 0755.
@@ -88,9 +89,10 @@ func TestHardeningUserGroup(t *testing.T) {
 	app := copyExecutable(t, goapp, dir)
 	p := proctest.Start(t, hs, "--log-format", "json", "--user", "nobody", "--group", "65534", "--ready", "notify",
 		"-l", "http=tcp://127.0.0.1:0", "--", app, "--notify")
-	addr := p.WaitEvent(10*time.Second, "listening", nil).Str("address")
-	pid := p.WaitEvent(10*time.Second, "generation ready", proctest.Gen(1)).Int("pid")
-	st := procStatus(t, pid)
+	serving := ctltest.WaitServing(p, 1, 10*time.Second)
+	addr := serving.Listeners[0].Address
+	g, _ := ctltest.Gen(serving, 1)
+	st := procStatus(t, g.PID)
 	for k, want := range map[string]string{"Uid": "65534\t65534\t65534\t65534", "Gid": "65534\t65534\t65534\t65534", "CapEff": "0000000000000000", "CapAmb": "0000000000000000", "CapPrm": "0000000000000000"} {
 		if st[k] != want {
 			t.Errorf("generation %s %q, want %q", k, st[k], want)
@@ -102,8 +104,9 @@ func TestHardeningUserGroup(t *testing.T) {
 	if get(t, addr) == "" {
 		t.Error("no X-Version from the generation")
 	}
-	p.Signal(syscall.SIGHUP)
-	p.WaitEvent(15*time.Second, "reload succeeded", proctest.Gen(2))
+	if st, ok := ctltest.Reload(p, 2, 15*time.Second, func() { p.Signal(syscall.SIGHUP) }); !ok {
+		t.Fatalf("reload: %s", st.LastFailure)
+	}
 	p.Signal(syscall.SIGTERM)
 	if code := p.Wait(15 * time.Second); code != 0 {
 		t.Errorf("exit status %d, want 0", code)
@@ -127,11 +130,11 @@ func TestHardeningPid1(t *testing.T) {
 	cmd := exec.Command("unshare", "--pid", "--fork", "--kill-child", hotswap, "--log-format", "json", "--log-level", "debug",
 		"--control", filepath.Join(t.TempDir(), "ctl.sock"), "--ready", "200ms", "-l", "http=tcp://127.0.0.1:0", "--", goapp, "--spawn-grandchild")
 	p := proctest.StartCmd(t, cmd)
-	p.WaitEvent(10*time.Second, "generation ready", proctest.Gen(1))
+	ctltest.WaitServing(p, 1, 10*time.Second)
 	inner := grandchildPid(t, p)
 	hsPid := childOf(t, cmd.Process.Pid)
 	syscall.Kill(hsPid, syscall.SIGHUP)
-	p.WaitEvent(15*time.Second, "generation exited", proctest.Gen(1))
+	ctltest.WaitGone(p, 1, 15*time.Second)
 	outer := outerPid(t, inner, hsPid)
 	syscall.Kill(outer, syscall.SIGKILL)
 	waitReaped(t, outer, 5*time.Second) // by hotswap, pid 1 of the namespace

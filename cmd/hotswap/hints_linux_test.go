@@ -14,10 +14,15 @@ import (
 	"time"
 
 	"github.com/hotswap-dev/hotswap/internal/proctest"
+	"github.com/hotswap-dev/hotswap/internal/proctest/ctltest"
 )
 
 // The user's one line for each mistake, asserted whole: what failed, on
-// what, why, and the fix where hotswap knows it.
+// what, why, and the fix where hotswap knows it. The lines and hints are
+// the feature, so they are read from hotswap's output. A wait for state
+// before one asks the status; where hotswap exits or is killed first the
+// log is the only record left (the pid of a generation that failed, the
+// crash's hint), and those tests run with --control none.
 
 // oneLine runs hotswap with args and returns its exit status and its only
 // line of output; it fails the test when there is not exactly one.
@@ -179,13 +184,15 @@ func TestHintBindHeldAddress(t *testing.T) {
 	t.Run("reload", func(t *testing.T) {
 		port := icFreePort(t)
 		addr := fmt.Sprintf("127.0.0.1:%d", port)
-		cmd := exec.Command(hotswap, "--log-format", "json", "--control", "none", "--ready", "http://"+addr+"/", "-l", "tcp://"+addr, "--", node, "-e", nodeServer)
+		cmd := exec.Command(hotswap, "--log-format", "json", "--control", filepath.Join(t.TempDir(), "ctl.sock"), "--ready", "http://"+addr+"/", "-l", "tcp://"+addr, "--", node, "-e", nodeServer)
 		cmd.Env = append(os.Environ(), fmt.Sprintf("PORT=%d", port), "INHERIT=1")
 		p := proctest.StartCmd(t, cmd)
-		first := p.WaitEvent(15*time.Second, "generation ready", proctest.Gen(1)).Int("pid")
-		if e := p.ReloadOutcome(2, 15*time.Second, func() { p.Signal(syscall.SIGHUP) }); e.Msg() != "reload failed" {
-			t.Fatalf("reload to generation 2: %v, want it to fail", e)
+		g, _ := ctltest.Gen(ctltest.WaitServing(p, 1, 15*time.Second), 1)
+		first := g.PID
+		if st, ok := ctltest.Reload(p, 2, 15*time.Second, func() { p.Signal(syscall.SIGHUP) }); ok {
+			t.Fatalf("reload to generation 2 succeeded (serving %d), want it to fail", st.Current)
 		}
+		// Generation 2 is gone: its pid is in the log.
 		pid := p.WaitEvent(time.Second, "generation started", proctest.Gen(2)).Int("pid")
 		want := fmt.Sprintf("hotswap: reload failed: generation 2 (pid %d) exited with status 1: it could not bind %s, which hotswap holds; let it take the inherited socket (fd 3, LISTEN_FDS) or add --intercept; still serving generation 1 (pid %d)", pid, addr, first)
 		p.WaitLine("hotswap: reload failed:", 5*time.Second)
@@ -202,9 +209,9 @@ func TestHintBindHeldAddress(t *testing.T) {
 // to its bind and fails; the crash-restart warning then carries the hint.
 func TestHintBindAfterReady(t *testing.T) {
 	hotswap := proctest.Build(t, hotswapPkg)
-	p := proctest.Start(t, hotswap, "--log-format", "json", "--control", "none", "--ready", "100ms", "-l", "tcp://127.0.0.1:0", "--",
+	p := proctest.Start(t, hotswap, "--log-format", "json", "--control", filepath.Join(t.TempDir(), "ctl.sock"), "--ready", "100ms", "-l", "tcp://127.0.0.1:0", "--",
 		"sh", "-c", "sleep 0.3; echo 'bind(): Address already in use [core/socket.c line 769]' >&2; exit 1")
-	addr := p.WaitEvent(10*time.Second, "listening", nil).Str("address")
+	addr := ctltest.Addr(p, 10*time.Second)
 	e := p.WaitEvent(10*time.Second, "generation exited on its own", proctest.Gen(1))
 	want := "it could not bind " + addr + ", which hotswap holds; let it take the inherited socket (fd 3, LISTEN_FDS) or add --intercept"
 	if e.Str("hint") != want {
@@ -218,9 +225,12 @@ func TestHintBindAfterReady(t *testing.T) {
 // reads dies of SIGPIPE).
 func TestStderrOutlivesHotswap(t *testing.T) {
 	hotswap := proctest.Build(t, hotswapPkg)
-	p := proctest.Start(t, hotswap, "--log-format", "json", "--control", "none", "--ready", "100ms", "-l", "tcp://127.0.0.1:0", "--",
+	// The control socket is in the test's directory: a killed hotswap
+	// cannot remove it.
+	p := proctest.Start(t, hotswap, "--log-format", "json", "--control", filepath.Join(t.TempDir(), "ctl.sock"), "--ready", "100ms", "-l", "tcp://127.0.0.1:0", "--",
 		"sh", "-c", "while :; do echo tick >&2; sleep 0.02; done")
-	pid := p.WaitEvent(10*time.Second, "generation ready", proctest.Gen(1)).Int("pid")
+	g, _ := ctltest.Gen(ctltest.WaitServing(p, 1, 10*time.Second), 1)
+	pid := g.PID
 	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
 	p.Signal(syscall.SIGKILL)
 	waitGone(t, p.Cmd.Process.Pid, 5*time.Second) // not p.Wait: the generation holds hotswap's stdout
@@ -240,13 +250,13 @@ func TestStderrOutlivesHotswap(t *testing.T) {
 // each generation's lines arrive.
 func TestStderrRelayOnePerRun(t *testing.T) {
 	hotswap := proctest.Build(t, hotswapPkg)
-	p := proctest.Start(t, hotswap, "--log-format", "json", "--control", "none", "--ready", "100ms", "-l", "tcp://127.0.0.1:0", "--",
+	p := proctest.Start(t, hotswap, "--log-format", "json", "--ready", "100ms", "-l", "tcp://127.0.0.1:0", "--",
 		"sh", "-c", `echo "said by $HOTSWAP_GENERATION" >&2; exec sleep 60`)
-	p.WaitEvent(10*time.Second, "generation ready", proctest.Gen(1))
+	ctltest.WaitServing(p, 1, 10*time.Second)
 	first := relaysOf(t, p.Cmd.Process.Pid)
 	for n := 2; n <= 4; n++ {
-		if e := p.ReloadOutcome(n, 10*time.Second, func() { p.Signal(syscall.SIGHUP) }); e.Msg() != "reload succeeded" {
-			t.Fatalf("reload to generation %d: %v", n, e)
+		if st, ok := ctltest.Reload(p, n, 10*time.Second, func() { p.Signal(syscall.SIGHUP) }); !ok {
+			t.Fatalf("reload to generation %d failed: %s", n, st.LastFailure)
 		}
 	}
 	for n := 1; n <= 4; n++ {
@@ -314,10 +324,10 @@ func relaysOf(t *testing.T, pid int) []int {
 func TestHintStopSignal(t *testing.T) {
 	hotswap := proctest.Build(t, hotswapPkg)
 	t.Run("unknown server", func(t *testing.T) {
-		p := proctest.Start(t, hotswap, "--log-format", "json", "--control", "none", "--ready", "100ms", "--drain-timeout", "500ms",
+		p := proctest.Start(t, hotswap, "--log-format", "json", "--control", filepath.Join(t.TempDir(), "ctl.sock"), "--ready", "100ms", "--drain-timeout", "500ms",
 			"-l", "tcp://127.0.0.1:0", "--", "sh", "-c", "trap '' TERM; while :; do sleep 0.05; done")
-		p.WaitEvent(10*time.Second, "generation ready", proctest.Gen(1))
-		p.ReloadOutcome(2, 10*time.Second, func() { p.Signal(syscall.SIGHUP) })
+		ctltest.WaitServing(p, 1, 10*time.Second)
+		ctltest.Reload(p, 2, 10*time.Second, func() { p.Signal(syscall.SIGHUP) })
 		e := p.WaitEvent(10*time.Second, "generation did not stop in time, killing it", proctest.Gen(1))
 		if want := "it did not exit on SIGTERM: give --stop-signal the server's graceful stop signal, or a longer --drain-timeout"; e.Str("hint") != want {
 			t.Errorf("hint %q, want %q", e.Str("hint"), want)
@@ -326,11 +336,11 @@ func TestHintStopSignal(t *testing.T) {
 	t.Run("uwsgi", func(t *testing.T) {
 		uwsgi := uwsgiBinary(t)
 		addr := fmt.Sprintf("127.0.0.1:%d", icFreePort(t))
-		p := proctest.Start(t, hotswap, "--log-format", "json", "--control", "none", "--ready", "tcp://"+addr, "--drain-timeout", "2s",
+		p := proctest.Start(t, hotswap, "--log-format", "json", "--control", filepath.Join(t.TempDir(), "ctl.sock"), "--ready", "tcp://"+addr, "--drain-timeout", "2s",
 			"-l", "tcp://"+addr, "--", uwsgi, "--plugin", "python3", "--master", "--workers", "2", "--protocol", "http", "--socket", "fd://3",
 			"--wsgi-file", uwsgiApp(t))
-		p.WaitEvent(20*time.Second, "generation ready", proctest.Gen(1))
-		p.ReloadOutcome(2, 20*time.Second, func() { p.Signal(syscall.SIGHUP) })
+		ctltest.WaitServing(p, 1, 20*time.Second)
+		ctltest.Reload(p, 2, 20*time.Second, func() { p.Signal(syscall.SIGHUP) })
 		e := p.WaitEvent(20*time.Second, "generation did not stop in time, killing it", proctest.Gen(1))
 		if want := "uWSGI stops on SIGINT (SIGTERM makes it reload itself): add --stop-signal INT"; e.Str("hint") != want {
 			t.Errorf("hint %q, want %q", e.Str("hint"), want)
@@ -359,8 +369,8 @@ func TestHintStopSignalAtStart(t *testing.T) {
 		{[]string{"--", uwsgi, "--plugin", "python3", "--protocol", "http", "--socket", "fd://3", "--wsgi-file", dir + "/wsgi.py"}, "uWSGI stops on SIGINT (SIGTERM makes it reload itself): add --stop-signal INT"},
 		{[]string{"--", uwsgi, "--die-on-term", "--plugin", "python3", "--protocol", "http", "--socket", "fd://3", "--wsgi-file", dir + "/wsgi.py"}, ""},
 	} {
-		p := proctest.Start(t, hotswap, append([]string{"--log-format", "json", "--control", "none", "--ready", "200ms", "--drain-timeout", "2s", "-l", "tcp://127.0.0.1:0"}, tc.args...)...)
-		p.WaitEvent(20*time.Second, "generation ready", proctest.Gen(1))
+		p := proctest.Start(t, hotswap, append([]string{"--log-format", "json", "--control", filepath.Join(t.TempDir(), "ctl.sock"), "--ready", "200ms", "--drain-timeout", "2s", "-l", "tcp://127.0.0.1:0"}, tc.args...)...)
+		ctltest.WaitServing(p, 1, 20*time.Second)
 		cmd := tc.args[slices.Index(tc.args, "--")+1]
 		var got []string
 		for _, e := range p.Events("stop signal SIGTERM will not stop " + cmd + " gracefully") {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/hotswap-dev/hotswap/fdpass"
 	"github.com/hotswap-dev/hotswap/internal/proctest"
+	"github.com/hotswap-dev/hotswap/internal/proctest/ctltest"
 )
 
 // pythonArgv serves root/1 on host:port with the unmodified http.server.
@@ -41,8 +42,7 @@ func TestInterceptUnmatchedBindLeftAlone(t *testing.T) {
 			own := net.JoinHostPort(tc.bind, fmt.Sprint(port))
 			args := []string{"--log-format", "json", "--intercept", "--ready", "http://" + own + "/", "-l", "tcp://" + tc.listen(port), "--"}
 			hs := proctest.Start(t, hotswap, append(args, pythonArgv(tc.bind, port, root)...)...)
-			ours := hs.WaitEvent(10*time.Second, "listening", nil).Str("address")
-			hs.WaitEvent(15*time.Second, "generation ready", proctest.Gen(1))
+			ours := ctltest.WaitServing(hs, 1, 15*time.Second).Listeners[0].Address
 			if got, err := getBody(t, own); err != nil || got != "gen 1\n" {
 				t.Fatalf("child's own socket %s: %q, %v; want gen 1", own, got, err)
 			}
@@ -73,8 +73,8 @@ func answered(addr string, d time.Duration) (string, error) {
 // TestInterceptChildDiesWithHotswap: generations run with Pdeathsig
 // SIGKILL, so when hotswap is killed the server goes too (instead of
 // living on with every later bind failing with ENOSYS) and the port is
-// free for a restarted hotswap. (No control socket: a killed hotswap
-// cannot remove it.)
+// free for a restarted hotswap. (The control socket is in the test's
+// directory: a killed hotswap cannot remove it.)
 func TestInterceptChildDiesWithHotswap(t *testing.T) {
 	requireIntercept(t)
 	requireTarget(t, icTargets[0])
@@ -82,9 +82,10 @@ func TestInterceptChildDiesWithHotswap(t *testing.T) {
 	root := servedRoot(t)
 	port := icFreePort(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	hs := proctest.Start(t, hotswap, append([]string{"--log-format", "json", "--control", "none", "--intercept", "--ready", "300ms", "-l", "tcp://" + addr, "--"},
+	ctl := filepath.Join(t.TempDir(), "control.sock")
+	hs := proctest.Start(t, hotswap, append([]string{"--log-format", "json", "--control", ctl, "--intercept", "--ready", "300ms", "-l", "tcp://" + addr, "--"},
 		pythonArgv("127.0.0.1", port, root)...)...)
-	child := pidOf(hs.WaitEvent(10*time.Second, "generation started", proctest.Gen(1)))
+	child := ctltest.WaitStarted(hs, 1, 10*time.Second).PID
 	// Runs before proctest's cleanup: an orphaned child would hold
 	// hotswap's stdout and keep its Wait from returning.
 	t.Cleanup(func() {
@@ -92,7 +93,7 @@ func TestInterceptChildDiesWithHotswap(t *testing.T) {
 			syscall.Kill(child, syscall.SIGKILL)
 		}
 	})
-	hs.WaitEvent(10*time.Second, "generation ready", proctest.Gen(1))
+	ctltest.WaitServing(hs, 1, 10*time.Second)
 	if got, err := getBody(t, addr); err != nil || got != "gen 1\n" {
 		t.Fatalf("GET %s: %q, %v; want gen 1", addr, got, err)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/hotswap-dev/hotswap/internal/intercept"
 	"github.com/hotswap-dev/hotswap/internal/load"
 	"github.com/hotswap-dev/hotswap/internal/proctest"
+	"github.com/hotswap-dev/hotswap/internal/proctest/ctltest"
 )
 
 // The interception tests run unmodified servers that name their port in
@@ -174,7 +175,7 @@ func startIntercepted(t *testing.T, hotswap string, o runOpts, argv []string) *i
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: o.cred}
 	}
 	hs := proctest.StartCmd(t, cmd)
-	hs.WaitEvent(10*time.Second, "generation ready", proctest.Gen(1))
+	ctltest.WaitServing(hs, 1, 10*time.Second)
 	return &intercepted{t: t, hs: hs, addr: addr}
 }
 
@@ -182,34 +183,7 @@ func startIntercepted(t *testing.T, hotswap string, o runOpts, argv []string) *i
 // n-1 has exited.
 func (x *intercepted) reload(n int) {
 	x.t.Helper()
-	x.hs.Signal(syscall.SIGHUP)
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		for _, e := range x.hs.Events("reload failed") {
-			if e.Int("gen") == n {
-				x.t.Fatalf("reload to generation %d failed: %v", n, e)
-			}
-		}
-		if len(filterGen(x.hs.Events("reload succeeded"), n)) > 0 {
-			old := x.hs.WaitEvent(15*time.Second, "generation exited", proctest.Gen(n-1))
-			if proctest.Alive(pidOf(old)) {
-				x.t.Errorf("generation %d (pid %d) still running after it exited", n-1, pidOf(old))
-			}
-			return
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	x.t.Fatalf("no outcome for the reload to generation %d", n)
-}
-
-func filterGen(es []proctest.Event, n int) []proctest.Event {
-	var out []proctest.Event
-	for _, e := range es {
-		if e.Int("gen") == n {
-			out = append(out, e)
-		}
-	}
-	return out
+	ctltest.Replace(x.hs, n, 30*time.Second, func() { x.hs.Signal(syscall.SIGHUP) })
 }
 
 // body sends one request on a new connection and returns the answer.

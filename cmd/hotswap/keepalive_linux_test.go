@@ -34,8 +34,8 @@ func TestKeepAliveNoRetry(t *testing.T) {
 			const reloads = 10
 			for n := 2; n <= reloads+1; n++ {
 				time.Sleep(1500 * time.Millisecond)
-				if e := a.reload(n, fmt.Sprintf("v%d", n), ""); e.Msg() != "reload succeeded" {
-					t.Fatalf("reload to generation %d: %v", n, e)
+				if r := a.reload(n, fmt.Sprintf("v%d", n), ""); !r.OK {
+					t.Fatalf("reload to generation %d: %v", n, r)
 				}
 			}
 			time.Sleep(1500 * time.Millisecond)

@@ -97,11 +97,33 @@ func (c *statusCollector) families() []family {
 		help: "One series per live generation, always 1: its state, pid, the executable it runs and that executable's version (sha256: and the first 12 hex digits of its content's SHA-256)."}
 	start := family{name: "hotswap_generation_start_time_seconds", help: "When a live generation was started, in seconds since the Unix epoch.", typ: "gauge"}
 	c.exes.prune(st.Generations)
+	started := map[int]time.Time{} // a pool's generation: its first worker's start
+	var ids []int
 	for _, g := range st.Generations {
-		id := strconv.Itoa(g.ID)
 		exe, ver := c.exes.of(g)
-		info.add(1, "generation", id, "pid", strconv.Itoa(g.PID), "state", string(g.State), "executable", exe, "version", ver)
-		start.add(float64(g.Started.UnixNano())/1e9, "generation", id)
+		info.add(1, "generation", strconv.Itoa(g.ID), "pid", strconv.Itoa(g.PID), "state", string(g.State), "executable", exe, "version", ver)
+		if t, ok := started[g.ID]; !ok || g.Started.Before(t) {
+			if !ok {
+				ids = append(ids, g.ID)
+			}
+			started[g.ID] = g.Started
+		}
+	}
+	for _, id := range ids {
+		start.add(float64(started[id].UnixNano())/1e9, "generation", strconv.Itoa(id))
+	}
+	workerInfo := family{name: "hotswap_worker_info", typ: "gauge",
+		help: "With --workers, one series per worker slot, always 1: the generation and pid serving it (0 while it restarts), its state and the CPU it is pinned to (\"\" without --cpu-affinity)."}
+	workerQueue := family{name: "hotswap_worker_queue_length", help: "With --workers, connections waiting in a worker slot's accept queues.", typ: "gauge"}
+	workerRestarts := family{name: "hotswap_worker_restarts_total", help: "With --workers, workers of a slot started again after the one serving it died on its own.", typ: "counter"}
+	for _, w := range st.Workers {
+		slot, cpu := strconv.Itoa(w.Worker), ""
+		if w.CPU != nil {
+			cpu = strconv.Itoa(*w.CPU)
+		}
+		workerInfo.add(1, "worker", slot, "generation", strconv.Itoa(w.Gen), "pid", strconv.Itoa(w.PID), "state", string(w.State), "cpu", cpu)
+		workerQueue.add(float64(w.Queue), "worker", slot)
+		workerRestarts.add(float64(w.Restarts), "worker", slot)
 	}
 	queue := family{name: "hotswap_listener_queue_length", help: "Connections waiting in a listener's accept queue.", typ: "gauge"}
 	backlog := family{name: "hotswap_listener_backlog", help: "A listener's accept queue capacity.", typ: "gauge"}
@@ -113,20 +135,20 @@ func (c *statusCollector) families() []family {
 		queue.add(float64(l.Queue), "listener", name, "address", l.Address)
 		backlog.add(float64(l.Backlog), "listener", name, "address", l.Address)
 	}
-	return []family{up, reloads, restarts, repairs, foreign, gens, info, start, queue, backlog}
+	return []family{up, reloads, restarts, repairs, foreign, gens, info, start, workerInfo, workerQueue, workerRestarts, queue, backlog}
 }
 
 // exeVersions remembers the executable and version of each generation's
-// process, read from /proc/PID/exe: the file that process runs even after
-// it was replaced on disk (install, mv). Two scrapes may collect at once,
-// hence the lock.
+// process (each worker's, in a pool), read from /proc/PID/exe: the file
+// that process runs even after it was replaced on disk (install, mv). Two
+// scrapes may collect at once, hence the lock.
 type exeVersions struct {
-	mu   sync.Mutex
-	byID map[int]exeVersion
+	mu    sync.Mutex
+	byPID map[int]exeVersion
 }
 
 type exeVersion struct {
-	pid       int
+	gen       int // a pid reused by a later generation is read again
 	exe, vers string
 }
 
@@ -136,10 +158,10 @@ type exeVersion struct {
 func (e *exeVersions) of(g supervisor.GenerationStatus) (string, string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if v, ok := e.byID[g.ID]; ok && v.pid == g.PID {
+	if v, ok := e.byPID[g.PID]; ok && v.gen == g.ID {
 		return v.exe, v.vers
 	}
-	v := exeVersion{pid: g.PID, exe: "unknown", vers: "unknown"}
+	v := exeVersion{gen: g.ID, exe: "unknown", vers: "unknown"}
 	proc := "/proc/" + strconv.Itoa(g.PID) + "/exe"
 	if path, err := os.Readlink(proc); err == nil {
 		v.exe = strings.TrimSuffix(path, " (deleted)")
@@ -152,21 +174,21 @@ func (e *exeVersions) of(g supervisor.GenerationStatus) (string, string) {
 		f.Close()
 	}
 	if g.State != supervisor.StateStarting && v.vers != "unknown" {
-		if e.byID == nil {
-			e.byID = map[int]exeVersion{}
+		if e.byPID == nil {
+			e.byPID = map[int]exeVersion{}
 		}
-		e.byID[g.ID] = v
+		e.byPID[g.PID] = v
 	}
 	return v.exe, v.vers
 }
 
-// prune forgets generations that are gone.
+// prune forgets processes that are gone.
 func (e *exeVersions) prune(live []supervisor.GenerationStatus) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	for id := range e.byID {
-		if !slices.ContainsFunc(live, func(g supervisor.GenerationStatus) bool { return g.ID == id }) {
-			delete(e.byID, id)
+	for pid := range e.byPID {
+		if !slices.ContainsFunc(live, func(g supervisor.GenerationStatus) bool { return g.PID == pid }) {
+			delete(e.byPID, pid)
 		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/hotswap-dev/hotswap/internal/proctest"
+	"github.com/hotswap-dev/hotswap/internal/proctest/ctltest"
 	"github.com/hotswap-dev/hotswap/internal/quicload"
 	"github.com/hotswap-dev/hotswap/internal/supervisor"
 )
@@ -48,7 +49,7 @@ type quicRun struct {
 // generation's cutover.
 type quicOutcome struct {
 	res     quicload.Result
-	cutover map[int]time.Time // generation to when its "reload succeeded" was seen
+	cutover map[int]time.Time // generation to when the status showed it serving
 	stopped map[int]time.Time // generation to when hotswap logged its stop signal
 	sockets int               // UDP sockets on the port once the last old generation has exited
 	peak    int               // the most UDP sockets on the port right after a cutover
@@ -62,8 +63,7 @@ func (r quicRun) run(t *testing.T) quicOutcome {
 		"--drain-conn-wait", quicConnWait.String(), "--drain-timeout", "10s", "--max-draining", "32"}, r.hsFlags...)
 	args = append(args, "--", quicapp, "--version", "v{gen}", "--notify", "--grace", "5s")
 	hs := proctest.Start(t, hotswap, append(args, r.appFlags...)...)
-	addr := hs.WaitEvent(10*time.Second, "listening", nil).Str("address")
-	hs.WaitEvent(10*time.Second, "generation ready", proctest.Gen(1))
+	addr := ctltest.WaitServing(hs, 1, 10*time.Second).Listeners[0].Address
 	_, port, _ := strings.Cut(addr, ":")
 
 	out := quicOutcome{cutover: map[int]time.Time{}}
@@ -74,19 +74,20 @@ func (r quicRun) run(t *testing.T) quicOutcome {
 		}
 	}
 	for n := 2; n <= r.reloads+1; n++ {
-		e := hs.ReloadOutcome(n, 30*time.Second, func() { hs.Signal(syscall.SIGHUP) })
-		if e.Msg() != "reload succeeded" {
-			t.Fatalf("reload to generation %d: %v", n, e)
+		if st, ok := ctltest.Reload(hs, n, 30*time.Second, func() { hs.Signal(syscall.SIGHUP) }); !ok {
+			t.Fatalf("reload to generation %d failed: %s", n, st.LastFailure)
 		}
 		out.cutover[n] = time.Now()
 		out.peak = max(out.peak, udpSockets(t, port))
 		time.Sleep(400 * time.Millisecond)
 	}
 	// The last old generation drains, its clients move on.
-	hs.WaitEvent(30*time.Second, "generation exited", proctest.Gen(r.reloads))
+	ctltest.WaitGone(hs, r.reloads, 30*time.Second)
 	time.Sleep(500 * time.Millisecond)
 	out.res = load.Stop()
 	out.sockets = udpSockets(t, port)
+	// When each stop signal went out is history the status does not
+	// keep: the log events' timestamps hold it.
 	out.stopped = map[int]time.Time{}
 	for _, e := range hs.Events("stopping generation") {
 		at, err := time.Parse(time.RFC3339Nano, e.Str("@timestamp"))
@@ -260,7 +261,7 @@ func TestQUICRestartAfterCrash(t *testing.T) {
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	hs.WaitEvent(30*time.Second, "generation ready", proctest.Gen(2))
+	ctltest.WaitServing(hs, 2, 30*time.Second)
 	res := quicload.Start(t.Context(), quicload.Config{Addr: addr, New: 2, Duration: time.Second}).Wait()
 	t.Logf("after the restart: %s", res)
 	if res.Failed > 0 || res.OK == 0 {
@@ -294,15 +295,15 @@ func TestQUICExecProbeReachesNewGeneration(t *testing.T) {
 	check := "exec:" + script + " {gen}"
 	hs := proctest.Start(t, hotswap, "--log-format", "json", "-l", "quic=udp4://127.0.0.1:0",
 		"--ready", check, "--ready-timeout", "15s", "--drain-conn-wait", "200ms", "--", quicapp, "--version", "v{gen}")
-	addr := hs.WaitEvent(10*time.Second, "listening", nil).Str("address")
+	addr := ctltest.Addr(hs, 10*time.Second)
 	if err := os.WriteFile(addrFile, []byte(addr), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	hs.WaitEvent(20*time.Second, "generation ready", proctest.Gen(1))
+	ctltest.WaitServing(hs, 1, 20*time.Second)
 	load := quicload.Start(t.Context(), quicload.Config{Addr: addr, Long: 5, New: 1, Duration: time.Minute})
 	for n := 2; n <= 4; n++ {
-		if e := hs.ReloadOutcome(n, 30*time.Second, func() { hs.Signal(syscall.SIGHUP) }); e.Msg() != "reload succeeded" {
-			t.Fatalf("reload to generation %d: %v", n, e)
+		if st, ok := ctltest.Reload(hs, n, 30*time.Second, func() { hs.Signal(syscall.SIGHUP) }); !ok {
+			t.Fatalf("reload to generation %d failed: %s", n, st.LastFailure)
 		}
 	}
 	res := load.Stop()
@@ -319,6 +320,7 @@ func TestQUICSelfUpgradeRefused(t *testing.T) {
 	q := startQUIC(t)
 	hs, addr := q.hs, q.addr
 	hs.Signal(upgradeSignal)
+	// The refusal and its reason are the feature: the log event says them.
 	e := hs.WaitEvent(10*time.Second, "self-upgrade failed, still serving", nil)
 	if !strings.Contains(e.Str("error"), "UDP listeners in reuseport mode") {
 		t.Errorf("got %q, want the UDP listeners named", e.Str("error"))
@@ -379,8 +381,10 @@ func startQUIC(t *testing.T) quicHotswap {
 	q := quicHotswap{hotswap: proctest.Build(t, hotswapPkg), pidfile: filepath.Join(t.TempDir(), "hotswap.pid")}
 	q.hs = proctest.Start(t, q.hotswap, "--log-format", "json", "-l", "quic=udp4://127.0.0.1:0", "--ready", "notify",
 		"--pidfile", q.pidfile, "--", proctest.Build(t, quicappPkg), "--version", "v{gen}", "--notify")
-	q.addr = q.hs.WaitEvent(10*time.Second, "listening", nil).Str("address")
-	q.pid1 = q.hs.WaitEvent(10*time.Second, "generation ready", proctest.Gen(1)).Int("pid")
+	st := ctltest.WaitServing(q.hs, 1, 10*time.Second)
+	q.addr = st.Listeners[0].Address
+	g, _ := ctltest.Gen(st, 1)
+	q.pid1 = g.PID
 	return q
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/hotswap-dev/hotswap/internal/healthgate"
 	"github.com/hotswap-dev/hotswap/internal/load"
 	"github.com/hotswap-dev/hotswap/internal/proctest"
+	"github.com/hotswap-dev/hotswap/internal/proctest/ctltest"
 )
 
 // TestReadinessGateUnderLoad: the gate is a probe of a port only the new
@@ -26,23 +27,25 @@ func TestReadinessGateUnderLoad(t *testing.T) {
 	run := load.Start(t.Context(), load.Config{Addr: a.addr, Concurrency: 16, Duration: time.Minute})
 	time.Sleep(100 * time.Millisecond)
 
-	e := a.reload(2, "v2", "--exit-at-start 1")
-	if e.Msg() != "reload failed" || e.Str("reason") != "exited with status 1" {
-		t.Errorf("exits at start: %s (%s), want reload failed (exited with status 1)", e.Msg(), e.Str("reason"))
+	r := a.reload(2, "v2", "--exit-at-start 1")
+	if r.OK || r.Reason != "exited with status 1" {
+		t.Errorf("exits at start: %s (%s), want reload failed (exited with status 1)", r, r.Reason)
 	}
-	e = a.reload(3, "v3", "--health-status 500")
-	if e.Msg() != "reload failed" || !regexp.MustCompile(`^not ready after 2s: GET http://127.0.0.1:\d+/healthz: 500 Internal Server Error$`).MatchString(e.Str("reason")) {
-		t.Errorf("never ready: %s (%s), want reload failed, not ready after 2s with the 500", e.Msg(), e.Str("reason"))
+	r = a.reload(3, "v3", "--health-status 500")
+	if r.OK || !regexp.MustCompile(`^not ready after 2s: GET http://127.0.0.1:\d+/healthz: 500 Internal Server Error$`).MatchString(r.Reason) {
+		t.Errorf("never ready: %s (%s), want reload failed, not ready after 2s with the 500", r, r.Reason)
 	}
-	if x := a.hs.WaitEvent(10*time.Second, "generation exited", proctest.Gen(3)); x.Str("status") != "status 0" {
+	a.waitGone(3, 10*time.Second)
+	// How a reaped generation exited is told only in the log.
+	if x := a.hs.WaitEvent(5*time.Second, "generation exited", proctest.Gen(3)); x.Str("status") != "status 0" {
 		t.Errorf("the unready generation %s, want a graceful stop (status 0)", x.Str("status"))
 	}
-	e = a.reload(4, "v4", "--start-delay 1s")
-	if e.Msg() != "reload succeeded" {
-		t.Errorf("ready late: %s (%s), want reload succeeded", e.Msg(), e.Str("reason"))
+	r = a.reload(4, "v4", "--start-delay 1s")
+	if !r.OK {
+		t.Errorf("ready late: %s (%s), want reload succeeded", r, r.Reason)
 	}
-	if r := a.hs.WaitEvent(time.Second, "generation ready", proctest.Gen(4)); time.Duration(r.Int("after")) < time.Second {
-		t.Errorf("generation 4 ready after %v, before its 1s start delay: the gate did not wait", time.Duration(r.Int("after")))
+	if g, _ := ctltest.Gen(r.Status, 4); g.ReadyAfter < time.Second {
+		t.Errorf("generation 4 ready after %v, before its 1s start delay: the gate did not wait", g.ReadyAfter)
 	}
 	a.waitGone(1, 10*time.Second)
 	res := run.Stop()
@@ -60,11 +63,11 @@ func TestReadinessGateUnderLoad(t *testing.T) {
 func TestReadinessNotify(t *testing.T) {
 	a := startAppFlags(t, "127.0.0.1:0", "--notify", []string{"--ready", "notify", "--ready-timeout", "2s"})
 	run := load.Start(t.Context(), load.Config{Addr: a.addr, Concurrency: 16, Duration: time.Minute})
-	if e := a.reload(2, "v2", "--notify"); e.Msg() != "reload succeeded" {
-		t.Errorf("a version that sends READY=1: %v", e)
+	if r := a.reload(2, "v2", "--notify"); !r.OK {
+		t.Errorf("a version that sends READY=1: %v", r)
 	}
-	if e := a.reload(3, "v3", ""); e.Msg() != "reload failed" {
-		t.Errorf("a version that never sends READY=1: %s, want reload failed", e.Msg())
+	if r := a.reload(3, "v3", ""); r.OK {
+		t.Errorf("a version that never sends READY=1: %s, want reload failed", r)
 	}
 	res := run.Stop()
 	t.Logf("load: %v", res)
@@ -128,9 +131,10 @@ func TestNotifiesServiceManager(t *testing.T) {
 	if err := ns.Attach(p.Cmd.Process.Pid); err != nil {
 		t.Fatal(err)
 	}
-	p.WaitEvent(10*time.Second, "generation ready", proctest.Gen(1))
-	p.Signal(syscall.SIGHUP)
-	p.WaitEvent(10*time.Second, "reload succeeded", proctest.Gen(2))
+	ctltest.WaitServing(p, 1, 10*time.Second)
+	if st, ok := ctltest.Reload(p, 2, 10*time.Second, func() { p.Signal(syscall.SIGHUP) }); !ok {
+		t.Fatalf("reload: %s", st.LastFailure)
+	}
 	p.Signal(syscall.SIGTERM)
 	p.Wait(30 * time.Second)
 	time.Sleep(100 * time.Millisecond)

@@ -21,6 +21,7 @@ import (
 
 	"github.com/hotswap-dev/hotswap/internal/control"
 	"github.com/hotswap-dev/hotswap/internal/proctest"
+	"github.com/hotswap-dev/hotswap/internal/proctest/ctltest"
 	"github.com/hotswap-dev/hotswap/internal/supervisor"
 	"golang.org/x/sys/unix"
 )
@@ -149,7 +150,7 @@ func TestHealthPortSquatter(t *testing.T) {
 		"--health-listen", "127.0.0.1:{port}")
 	a.write("v2", "--start-delay 2s")
 	a.hs.Signal(syscall.SIGHUP)
-	pid := a.hs.WaitEvent(10*time.Second, "generation started", proctest.Gen(2)).Int("pid")
+	pid := ctltest.WaitStarted(a.hs, 2, 10*time.Second).PID
 	port := argvPort(t, pid)
 	squat.Args[len(squat.Args)-1] = port
 	out, err := squat.Output()
@@ -160,8 +161,8 @@ func TestHealthPortSquatter(t *testing.T) {
 	if !strings.HasPrefix(string(out), "refused:") || strings.Count(string(out), "address already in use") != 3 {
 		t.Errorf("squatter as uid 65534: %q, want every bind refused with EADDRINUSE", out)
 	}
-	if e := a.hs.ReloadOutcome(2, 30*time.Second, func() {}); e.Msg() != "reload succeeded" {
-		t.Fatalf("reload: %v", e)
+	if st, ok := ctltest.Reload(a.hs, 2, 30*time.Second, func() {}); !ok { // the SIGHUP above
+		t.Fatalf("reload: %s", st.LastFailure)
 	}
 	if got := get(t, a.addr); got != "v2" {
 		t.Errorf("after the reload answered by %q, want v2", got)
@@ -322,6 +323,9 @@ func TestMetricsIdleClients(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "hotswap.sock")
 	p := proctest.Start(t, "prlimit", "--nofile=512", hotswap, "--log-format", "json", "--control", sock,
 		"--metrics", "127.0.0.1:0", "--ready", "100ms", "-l", "http=tcp://127.0.0.1:0", "--", goapp)
+	// The log, not the status: the status does not list --metrics (its
+	// port 0 is resolved only in the log), and a status poll would leave
+	// control connections open while hotswap's descriptors are counted.
 	maddr := p.WaitEvent(10*time.Second, "metrics listening", nil).Str("address")
 	p.WaitEvent(10*time.Second, "generation ready", proctest.Gen(1))
 	pid := p.Cmd.Process.Pid
@@ -363,7 +367,7 @@ func TestMetricsIdleClients(t *testing.T) {
 	if !scraped {
 		t.Errorf("no scrape answered within %s while %d idle clients stay connected", 2*metricsReadTimeout, idle)
 	}
-	p.WaitEvent(time.Second, "metrics connection refused: too many open", nil)
+	p.WaitEvent(time.Second, "metrics connection refused: too many open", nil) // the warning is the feature
 }
 
 // fdCount counts the open descriptors of pid.
@@ -481,7 +485,7 @@ func TestPidfileSymlinkSwapper(t *testing.T) {
 		pidfile := filepath.Join(dir, "hotswap.pid")
 		p := proctest.Start(t, hotswap, "--log-format", "json", "--pidfile", pidfile, "--ready", "100ms",
 			"-l", "http=tcp://127.0.0.1:0", "--", goapp)
-		p.WaitEvent(10*time.Second, "generation ready", proctest.Gen(1))
+		ctltest.WaitServing(p, 1, 10*time.Second)
 		swapper.Wait()
 		t.Logf("swapper as uid 65534: %s", swapper.Stdout)
 		fi, err := os.Lstat(pidfile)
@@ -538,6 +542,7 @@ func TestFailedUpgradeSettlesAtOnce(t *testing.T) {
 	a.write("v2", "--no-such-flag")
 	t0 := time.Now()
 	a.hs.Signal(upgradeSignal)
+	// The refusal and its reason are the feature: the log event says them.
 	e := a.hs.WaitEvent(20*time.Second, "self-upgrade failed, still serving", nil)
 	took := time.Since(t0)
 	t.Logf("failed self-upgrade settled after %s: %s", took.Round(time.Millisecond), e.Str("error"))
@@ -605,6 +610,8 @@ func TestUnixSocketSymlinkSwapper(t *testing.T) {
 				t.Fatal(err)
 			}
 			p := proctest.Start(t, hotswap, append(append([]string{"--log-format", "json", "--ready", "100ms"}, tc.flags(sock)...), "--", "sleep", "30")...)
+			// The log, not the status: the control socket may be the file
+			// under attack, not to be talked to before it is checked.
 			p.WaitEvent(10*time.Second, "generation ready", proctest.Gen(1))
 			swapper.Wait()
 			t.Logf("swapper as uid 65534: %s", swapper.Stdout)
@@ -727,7 +734,7 @@ func TestUpgradeExplicitControl(t *testing.T) {
 	// file, and must leave it to the old one.
 	a.write("v2", "--no-such-flag")
 	a.hs.Signal(upgradeSignal)
-	a.hs.WaitEvent(20*time.Second, "self-upgrade failed, still serving", nil)
+	a.hs.WaitEvent(20*time.Second, "self-upgrade failed, still serving", nil) // no state tells a failed upgrade is over
 	if st := statusOf(t, sock); st.PID != oldPid {
 		t.Fatalf("after a failed upgrade the control socket answered by pid %d, want %d", st.PID, oldPid)
 	}
@@ -863,7 +870,7 @@ func TestControlIdleAndExpired(t *testing.T) {
 	if code, _, _ := ctl(t, "status", "--control", sock, "--timeout", "10s"); code != 0 {
 		t.Errorf("status behind 40 idle clients: exit %d, want 0 once their first-request deadline passed", code)
 	}
-	e := a.hs.WaitEvent(10*time.Second, "control request expired, not carried out", nil)
+	e := a.hs.WaitEvent(10*time.Second, "control request expired, not carried out", nil) // the warning is the feature
 	if e.Str("op") != "reload" {
 		t.Errorf("expired request %q, want reload", e.Str("op"))
 	}
@@ -882,6 +889,8 @@ func TestControlAcceptEMFILE(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "hotswap.sock")
 	p := proctest.Start(t, "prlimit", "--nofile=40", hotswap, "--log-format", "json", "--control", sock,
 		"--ready", "100ms", "-l", "tcp://127.0.0.1:0", "--", "sleep", "60")
+	// The log, not the status: the control socket is what this test
+	// exhausts, and the accept error it logs is the feature.
 	p.WaitEvent(10*time.Second, "generation ready", proctest.Gen(1))
 	idleControlConns(t, sock, 60) // more than hotswap has descriptors left
 	p.WaitEvent(5*time.Second, "accept control connection", nil)
@@ -911,7 +920,7 @@ func TestNestedTableflipChild(t *testing.T) {
 		"--", hotswap, "--control", "none", "--ready", "100ms", "-l", "http=tcp://127.0.0.1:0", "--", goapp)
 	cmd.WaitDelay = time.Second
 	p := proctest.StartCmd(t, cmd)
-	p.WaitEvent(15*time.Second, "generation ready", proctest.Gen(1))
+	ctltest.WaitServing(p, 1, 15*time.Second)
 	oldPid := p.Cmd.Process.Pid
 	p.Signal(upgradeSignal)
 	newPid := waitNewPid(t, pidfile, oldPid)
@@ -921,11 +930,9 @@ func TestNestedTableflipChild(t *testing.T) {
 	if _, err := os.Lstat(control.DefaultPath(oldPid)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the old hotswap's own control socket %s after the upgrade: %v, want removed", control.DefaultPath(oldPid), err)
 	}
-	ready := p.Events("generation ready")
-	if len(ready) != 2 {
-		t.Fatalf("%d generations ready, want the old and the new outer hotswap's first", len(ready))
-	}
-	inner := ready[1].Int("pid")
+	st := ctltest.WaitAt(p, control.DefaultPath(newPid), 15*time.Second, "the new outer hotswap serving its first generation", ctltest.Serving(1))
+	g, _ := ctltest.Gen(st, 1)
+	inner := g.PID
 	t.Logf("new outer hotswap %d serves through inner hotswap %d", newPid, inner)
 	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", inner))
 	if err != nil {
@@ -948,7 +955,8 @@ func TestNotifySocketPrivate(t *testing.T) {
 	app := copyExecutable(t, proctest.Build(t, goappPkg), dir)
 	p := proctest.Start(t, hs, "--log-format", "json", "--user", "nobody", "--ready", "notify",
 		"-l", "http=tcp://127.0.0.1:0", "--", app, "--notify")
-	pid := p.WaitEvent(10*time.Second, "generation ready", proctest.Gen(1)).Int("pid")
+	g, _ := ctltest.Gen(ctltest.WaitServing(p, 1, 10*time.Second), 1)
+	pid := g.PID
 	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
 	if err != nil {
 		t.Fatal(err)

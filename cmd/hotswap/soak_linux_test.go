@@ -10,6 +10,7 @@ import (
 
 	"github.com/hotswap-dev/hotswap/internal/load"
 	"github.com/hotswap-dev/hotswap/internal/proctest"
+	"github.com/hotswap-dev/hotswap/internal/proctest/ctltest"
 )
 
 // TestSoak reloads goapp 1,000 times (HOTSWAP_SOAK_RELOADS) under a light
@@ -27,8 +28,7 @@ func TestSoak(t *testing.T) {
 	goapp := proctest.Build(t, goappPkg)
 	p := proctest.Start(t, hotswap, "--log-format", "json", "--ready", "notify", "--drain-timeout", "5s",
 		"-l", "http=tcp://127.0.0.1:0", "--", goapp, "--notify", "--version", "soak")
-	addr := p.WaitEvent(10*time.Second, "listening", nil).Str("address")
-	p.WaitEvent(10*time.Second, "generation ready", proctest.Gen(1))
+	addr := ctltest.WaitServing(p, 1, 10*time.Second).Listeners[0].Address
 	pid := p.Cmd.Process.Pid
 	run := load.Start(t.Context(), load.Config{Addr: addr, Concurrency: 4, Duration: time.Hour, MaxRequests: 1 << 30})
 	// Warm up: the first reloads grow pools and maps to their working size.
@@ -62,10 +62,8 @@ func TestSoak(t *testing.T) {
 func soakReloads(t *testing.T, p *proctest.Proc, from, to int) {
 	t.Helper()
 	for n := from; n <= to; n++ {
-		p.Signal(syscall.SIGHUP)
-		e := p.WaitEvent(30*time.Second, "reload succeeded", proctest.Gen(n))
-		if e == nil {
-			t.Fatalf("reload %d failed", n)
+		if st, ok := ctltest.Reload(p, n, 30*time.Second, func() { p.Signal(syscall.SIGHUP) }); !ok {
+			t.Fatalf("reload %d failed: %s", n, st.LastFailure)
 		}
 	}
 }

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/hotswap-dev/hotswap/internal/load"
-	"github.com/hotswap-dev/hotswap/internal/proctest"
+	"github.com/hotswap-dev/hotswap/internal/proctest/ctltest"
 	"github.com/hotswap-dev/hotswap/internal/reuse"
 	"github.com/hotswap-dev/hotswap/internal/supervisor"
 )
@@ -32,13 +32,13 @@ func TestReusePortFailedReloadsLeakNothing(t *testing.T) {
 	for round := range 2 {
 		for _, bad := range []string{"--sleep 100ms", "--health-status 500"} {
 			n++
-			if e := a.reload(n, fmt.Sprintf("bad%d", n), bad); e.Msg() != "reload failed" {
-				t.Fatalf("round %d: reload to %s: %v, want reload failed", round, bad, e)
+			if r := a.reload(n, fmt.Sprintf("bad%d", n), bad); r.OK {
+				t.Fatalf("round %d: reload to %s: %v, want reload failed", round, bad, r)
 			}
 		}
 		n++
-		if e := a.reload(n, fmt.Sprintf("v%d", n), ""); e.Msg() != "reload succeeded" {
-			t.Fatalf("round %d: good reload: %v", round, e)
+		if r := a.reload(n, fmt.Sprintf("v%d", n), ""); !r.OK {
+			t.Fatalf("round %d: good reload: %v", round, r)
 		}
 	}
 	time.Sleep(300 * time.Millisecond)
@@ -76,15 +76,8 @@ func (a *app) status(t *testing.T) statusJSON {
 // returns the status.
 func (a *app) waitSettled(t *testing.T, d time.Duration) statusJSON {
 	t.Helper()
-	var st statusJSON
-	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
-		st = a.status(t)
-		if len(st.Generations) == 1 && st.Generations[0].ID == st.Current && st.Generations[0].State == supervisor.StateReady {
-			return st
-		}
-	}
-	t.Fatalf("hotswap did not settle on one ready generation in %v: %+v", d, st.Generations)
-	return st
+	st := ctltest.Wait(a.hs, d, "settled on one ready generation", ctltest.Settled)
+	return statusJSON{Status: &st}
 }
 
 // checkOneListenerPerGeneration asks the kernel (sock_diag) for the
@@ -148,10 +141,10 @@ func TestReusePortForeignListenerNeverSteeredTo(t *testing.T) {
 	defer foreign.Close()
 	run := load.Start(t.Context(), load.Config{Addr: a.addr, Concurrency: 16, Duration: time.Minute})
 	for n := 2; n <= 6; n++ {
-		if e := a.reload(n, fmt.Sprintf("v%d", n), ""); e.Msg() != "reload succeeded" {
-			t.Fatalf("reload %d: %v", n, e)
+		if r := a.reload(n, fmt.Sprintf("v%d", n), ""); !r.OK {
+			t.Fatalf("reload %d: %v", n, r)
 		}
-		a.hs.WaitEvent(10*time.Second, "generation exited", proctest.Gen(n-1))
+		a.waitGone(n-1, 10*time.Second)
 	}
 	res := run.Stop()
 	t.Logf("load: %v", res)

@@ -22,6 +22,11 @@ func healthCode(t *testing.T, addr string) int {
 	return resp.StatusCode
 }
 
+// The stop's own log lines are read as text: the status lists the
+// supervisor's listeners, not --stop-health (its port 0 is resolved only
+// in the log), and the line that begins a stop says why and when (its
+// timestamp is measured), while hotswap is on its way out.
+
 // TestStopWhenIdle: new connections keep arriving for 2s after SIGTERM;
 // with --stop-when-idle 1s every one is served, --stop-health says 503
 // from the SIGTERM on, and the stop begins 1s after the last one arrived.

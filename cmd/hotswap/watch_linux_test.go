@@ -11,6 +11,8 @@ import (
 
 	"github.com/hotswap-dev/hotswap/internal/load"
 	"github.com/hotswap-dev/hotswap/internal/proctest"
+	"github.com/hotswap-dev/hotswap/internal/proctest/ctltest"
+	"github.com/hotswap-dev/hotswap/internal/supervisor"
 )
 
 // watchSettle is how long after a reload no other may come: three times
@@ -227,9 +229,8 @@ func TestWatch(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			w := startWatched(t, dir, tc.layout)
-			e := w.a.hs.ReloadOutcome(2, 30*time.Second, func() { tc.change(t, dir) })
-			if e.Msg() != "reload succeeded" {
-				t.Fatalf("after the change: %v", e)
+			if st, ok := ctltest.Reload(w.a.hs, 2, 30*time.Second, func() { tc.change(t, dir) }); !ok {
+				t.Fatalf("after the change: the reload failed: %s", st.LastFailure)
 			}
 			proctest.WaitVersion(t, w.a.addr, tc.want, 5*time.Second)
 			st := w.settle(t, 1, 1)
@@ -251,7 +252,7 @@ func TestWatchBurst(t *testing.T) {
 		time.Sleep(time.Until(start.Add(time.Duration(i-1) * 20 * time.Millisecond)))
 	}
 	t.Logf("50 changes in %v", time.Since(start))
-	w.a.hs.WaitEvent(30*time.Second, "reload succeeded", nil)
+	ctltest.Wait(w.a.hs, 30*time.Second, "done with a reload", func(st supervisor.Status) bool { return st.Reloads.OK > 0 })
 	proctest.WaitVersion(t, w.a.addr, "v51", 10*time.Second)
 	w.settle(t, 1, 2)
 }

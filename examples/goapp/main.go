@@ -5,7 +5,8 @@
 // subject: slow, broken, crashing, stubborn or busy on demand.
 //
 // Every path except /healthz answers "version=<v> gen=<gen> pid=<pid>\n"
-// with the header X-Version: <v>; /healthz answers "ok\n".
+// with the header X-Version: <v> (in a worker pool "... worker=<i> ..." and
+// X-Worker: <i>, from HOTSWAP_WORKER); /healthz answers "ok\n".
 package main
 
 import (
@@ -218,8 +219,15 @@ func appendLine(path, line string) (retErr error) {
 // handler answers every request.
 func (a *app) handler() http.Handler {
 	body := fmt.Sprintf("version=%s gen=%s pid=%d\n", a.cfg.version, a.gen, a.pid)
+	worker, pool := os.LookupEnv(fdpass.Worker)
+	if pool {
+		body = fmt.Sprintf("version=%s gen=%s worker=%s pid=%d\n", a.cfg.version, a.gen, worker, a.pid)
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Version", a.cfg.version)
+		if pool {
+			w.Header().Set("X-Worker", worker)
+		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		if r.URL.Path == "/healthz" {
 			w.WriteHeader(a.cfg.healthStatus)

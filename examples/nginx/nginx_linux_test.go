@@ -16,6 +16,8 @@ import (
 
 	"github.com/hotswap-dev/hotswap/internal/load"
 	"github.com/hotswap-dev/hotswap/internal/proctest"
+	"github.com/hotswap-dev/hotswap/internal/proctest/ctltest"
+	"github.com/hotswap-dev/hotswap/internal/supervisor"
 )
 
 const hotswapPkg = "github.com/hotswap-dev/hotswap/cmd/hotswap"
@@ -86,8 +88,7 @@ func startSiteReady(t *testing.T, mode, stopSignal, ready string, hsFlags ...str
 		"NGINX_PREFIX="+filepath.Join(dir, "run"), "NGINX_BIN="+nginx)
 	t.Cleanup(s.checkNoOrphans) // after StartCmd's cleanup has stopped hotswap
 	s.hs = proctest.StartCmd(t, cmd)
-	s.addr = s.hs.WaitEvent(10*time.Second, "listening", nil).Str("address")
-	s.hs.WaitEvent(10*time.Second, "generation ready", proctest.Gen(1))
+	s.addr = ctltest.WaitServing(s.hs, 1, 10*time.Second).Listeners[0].Address
 	return s
 }
 
@@ -108,7 +109,7 @@ func (s *site) writeTemplate(conf []byte) {
 // master returns the pid of generation n's nginx master.
 func (s *site) master(n int) int {
 	s.t.Helper()
-	return s.hs.WaitEvent(10*time.Second, "generation started", proctest.Gen(n)).Int("pid")
+	return ctltest.WaitStarted(s.hs, n, 10*time.Second).PID
 }
 
 // family returns the master and its workers, and remembers them.
@@ -136,16 +137,17 @@ func (s *site) family(master int) []int {
 	return pids
 }
 
-// reload sends SIGHUP and waits for the outcome of generation n; it
-// returns the outcome and when the signal was sent.
-func (s *site) reload(n int) (proctest.Event, time.Time) {
+// reload sends SIGHUP and waits on hotswap's status for the outcome of
+// the reload to generation n; it returns the status, whether the reload
+// succeeded and when the signal was sent.
+func (s *site) reload(n int) (supervisor.Status, bool, time.Time) {
 	s.t.Helper()
 	var hup time.Time
-	e := s.hs.ReloadOutcome(n, 15*time.Second, func() {
+	st, ok := ctltest.Reload(s.hs, n, 15*time.Second, func() {
 		hup = time.Now()
 		s.hs.Signal(syscall.SIGHUP)
 	})
-	return e, hup
+	return st, ok, hup
 }
 
 // waitVersion polls the public address on new connections until version
@@ -186,14 +188,14 @@ func TestNginxReloadUnderLoad(t *testing.T) {
 		old := s.family(s.master(n - 1))
 		version := "v" + strconv.Itoa(n)
 		s.writeVersion(version)
-		e, hup := s.reload(n)
-		if e.Msg() != "reload succeeded" {
-			t.Fatalf("reload to generation %d: %v", n, e)
+		st, ok, hup := s.reload(n)
+		if !ok {
+			t.Fatalf("reload to generation %d failed: %s", n, st.LastFailure)
 		}
 		ready = append(ready, time.Since(hup))
 		s.waitVersion(version)
 		switched = append(switched, time.Since(hup))
-		s.hs.WaitEvent(15*time.Second, "generation exited", proctest.Gen(n-1))
+		ctltest.WaitGone(s.hs, n-1, 15*time.Second)
 		exited = append(exited, time.Since(hup))
 		for _, pid := range old {
 			if proctest.Alive(pid) {
@@ -230,11 +232,12 @@ func TestNginxBadConfigRollsBack(t *testing.T) {
 	run := load.Start(t.Context(), load.Config{Addr: s.addr, Concurrency: 16, Duration: time.Minute})
 	time.Sleep(200 * time.Millisecond)
 	s.writeTemplate(append(bytes.Clone(s.base), "no_such_directive on;\n"...))
-	e, _ := s.reload(2)
-	if e.Msg() != "reload failed" {
-		t.Fatalf("got %q, want reload failed", e.Msg())
+	st, ok, _ := s.reload(2)
+	if ok {
+		t.Fatalf("reload to a configuration nginx rejects succeeded, want it failed")
 	}
-	t.Logf("reason: %s", e.Str("reason"))
+	t.Logf("reason: %s", st.LastFailure)
+	// The one clear line on stderr is the feature: it is matched as text.
 	line := s.hs.WaitLine("hotswap: reload failed", 5*time.Second)
 	want := regexp.MustCompile(`^hotswap: reload failed: generation 2 \(pid \d+\) exited with status 1; still serving generation 1 \(pid \d+\)$`)
 	if !want.MatchString(line) {
@@ -247,8 +250,8 @@ func TestNginxBadConfigRollsBack(t *testing.T) {
 		t.Errorf("after a failed reload: answered by %q, want v1", got)
 	}
 	s.writeVersion("v3")
-	if e, _ := s.reload(3); e.Msg() != "reload succeeded" {
-		t.Fatalf("reload after a failure: %v", e)
+	if st, ok, _ := s.reload(3); !ok {
+		t.Fatalf("reload after a failure failed: %s", st.LastFailure)
 	}
 	s.waitVersion("v3")
 	res := run.Stop()
@@ -270,10 +273,10 @@ func TestNginxTermLoses(t *testing.T) {
 	run := load.Start(t.Context(), load.Config{Addr: s.addr, Concurrency: 16, Duration: time.Minute})
 	for n := 2; n <= 11; n++ {
 		s.writeVersion("v" + strconv.Itoa(n))
-		if e, _ := s.reload(n); e.Msg() != "reload succeeded" {
-			t.Fatalf("reload to generation %d: %v", n, e)
+		if st, ok, _ := s.reload(n); !ok {
+			t.Fatalf("reload to generation %d failed: %s", n, st.LastFailure)
 		}
-		s.hs.WaitEvent(15*time.Second, "generation exited", proctest.Gen(n-1))
+		ctltest.WaitGone(s.hs, n-1, 15*time.Second)
 		time.Sleep(50 * time.Millisecond)
 	}
 	res := run.Stop()

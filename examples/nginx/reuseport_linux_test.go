@@ -13,6 +13,7 @@ import (
 
 	"github.com/hotswap-dev/hotswap/internal/load"
 	"github.com/hotswap-dev/hotswap/internal/proctest"
+	"github.com/hotswap-dev/hotswap/internal/proctest/ctltest"
 	"github.com/hotswap-dev/hotswap/internal/reuse"
 )
 
@@ -36,12 +37,12 @@ func TestNginxReusePortReloads(t *testing.T) {
 		s.family(s.master(n - 1))
 		time.Sleep(time.Second)
 		s.writeVersion("v" + strconv.Itoa(n))
-		if e, _ := s.reload(n); e.Msg() != "reload succeeded" {
-			t.Fatalf("reload to generation %d: %v", n, e)
+		if st, ok, _ := s.reload(n); !ok {
+			t.Fatalf("reload to generation %d failed: %s", n, st.LastFailure)
 		}
 	}
 	s.family(s.master(reloads + 1))
-	s.hs.WaitEvent(15*time.Second, "generation exited", proctest.Gen(reloads))
+	ctltest.WaitGone(s.hs, reloads, 15*time.Second)
 	time.Sleep(300 * time.Millisecond)
 	res := run.Stop()
 	t.Logf("load: %v; versions seen: %d", res, len(res.Versions))

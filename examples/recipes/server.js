@@ -5,6 +5,7 @@ const http = require('http');
 const gen = process.env.HOTSWAP_GENERATION || '?';
 const server = http.createServer((req, res) => {
   res.setHeader('X-Version', 'gen ' + gen);
+  if (process.env.HOTSWAP_WORKER) res.setHeader('X-Worker', process.env.HOTSWAP_WORKER);
   res.end('ok\n');
 });
 if (process.env.USE_FD === '1') {

@@ -16,14 +16,22 @@ const DefaultPathHelp = "/run/hotswap/PID.sock as root, else $XDG_RUNTIME_DIR/ho
 
 // Dir is the directory of default control sockets: one socket per
 // hotswap, named after its pid, so instances on one machine never collide.
-func Dir() string {
-	if os.Geteuid() == 0 {
+func Dir() string { return DirOf(os.Geteuid(), os.Getenv) }
+
+// DirOf is [Dir] for a process of uid with the environment getenv reads
+// (a test asks a hotswap it started as another user).
+func DirOf(uid int, getenv func(string) string) string {
+	if uid == 0 {
 		return "/run/hotswap"
 	}
-	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
+	if d := getenv("XDG_RUNTIME_DIR"); d != "" {
 		return filepath.Join(d, "hotswap")
 	}
-	return filepath.Join(os.TempDir(), fmt.Sprintf("hotswap-%d", os.Geteuid()))
+	tmp := getenv("TMPDIR") // as os.TempDir
+	if tmp == "" {
+		tmp = "/tmp"
+	}
+	return filepath.Join(tmp, fmt.Sprintf("hotswap-%d", uid))
 }
 
 // DefaultPath is the control socket of the hotswap with pid, in [Dir].

@@ -239,7 +239,13 @@ func (c *Server) handle(conn *net.UnixConn) {
 			}
 			continue
 		}
-		c.log.Info("control request", "op", req.Op, "peer_pid", cred.pid, "peer_uid", cred.uid)
+		// Who changed what is worth a line; a status poll (a monitor, a
+		// deploy script waiting for a generation) would fill the log.
+		logReq := c.log.Info
+		if req.Op == OpStatus {
+			logReq = c.log.Debug
+		}
+		logReq("control request", "op", req.Op, "peer_pid", cred.pid, "peer_uid", cred.uid)
 		if !c.reply(conn, c.doBy(req, cred)) {
 			return
 		}

@@ -7,13 +7,15 @@ import (
 )
 
 // Vars are the per-generation values substituted for the placeholders
-// {gen}, {pid} and {port}. Gen is always substituted; PID and Port only
+// {gen}, {worker}, {pid} and {port}. Gen and Worker are always
+// substituted; PID and Port only
 // when positive, so that a placeholder whose value is not known yet stays
 // visible and [Wait] reports it instead of probing port 0.
 type Vars struct {
-	Gen  int // generation number
-	PID  int // the generation's pid
-	Port int // a free loopback port chosen for the generation, see FreePort
+	Gen    int // generation number
+	Worker int // the process's place in a worker pool, from 0
+	PID    int // the generation's pid
+	Port   int // a free loopback port chosen for the generation, see FreePort
 }
 
 // sampleVars fills every placeholder, to validate a spec at parse time.
@@ -43,12 +45,14 @@ func placeholders(s string) []string {
 	}
 }
 
-func knownPlaceholder(p string) bool { return p == "{gen}" || p == "{pid}" || p == "{port}" }
+func knownPlaceholder(p string) bool {
+	return p == "{gen}" || p == "{worker}" || p == "{pid}" || p == "{port}"
+}
 
 func checkPlaceholders(s string) error {
 	for _, p := range placeholders(s) {
 		if !knownPlaceholder(p) {
-			return fmt.Errorf("unknown placeholder %s (want {gen}, {pid} or {port})", p)
+			return fmt.Errorf("unknown placeholder %s (want {gen}, {worker}, {pid} or {port})", p)
 		}
 	}
 	return nil
@@ -68,7 +72,7 @@ func expand(s string, v Vars) string {
 	if !strings.Contains(s, "{") {
 		return s
 	}
-	pairs := []string{"{gen}", strconv.Itoa(v.Gen)}
+	pairs := []string{"{gen}", strconv.Itoa(v.Gen), "{worker}", strconv.Itoa(v.Worker)}
 	if v.PID > 0 {
 		pairs = append(pairs, "{pid}", strconv.Itoa(v.PID))
 	}

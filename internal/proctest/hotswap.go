@@ -7,31 +7,6 @@ import (
 	"time"
 )
 
-// ReloadOutcome calls trigger (a SIGHUP, a `hotswap reload`) and waits up
-// to d for the outcome of the reload to generation n: its "reload
-// succeeded" or "reload failed" event, or a "reload failed" naming no
-// generation (refused before one started) logged after trigger. It fails
-// the test when none comes.
-func (p *Proc) ReloadOutcome(n int, d time.Duration, trigger func()) Event {
-	p.t.Helper()
-	refused := len(p.Events("reload failed"))
-	trigger()
-	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-		for _, e := range p.Events("reload succeeded") {
-			if e.Int("gen") == n {
-				return e
-			}
-		}
-		for i, e := range p.Events("reload failed") {
-			if g := e.Int("gen"); g == n || (g == 0 && i >= refused) {
-				return e
-			}
-		}
-	}
-	p.t.Fatalf("no outcome for the reload to generation %d within %s; output:\n%s", n, d, strings.Join(p.Lines(), "\n"))
-	return nil
-}
-
 // WaitLine waits up to d for an output line starting with prefix.
 func (p *Proc) WaitLine(prefix string, d time.Duration) string {
 	p.t.Helper()

@@ -227,3 +227,6 @@ func Command(t testing.TB, name, pkg string) string {
 	RequireCI(t, err == nil, name+" (Debian package "+pkg+"; scripts/deps.sh installs it)")
 	return path
 }
+
+// T returns the test p belongs to.
+func (p *Proc) T() testing.TB { return p.t }

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"slices"
+	"strconv"
 
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
@@ -33,6 +35,18 @@ type program struct {
 	pct      int // percent of new connections to 'to' when other >= 0
 	probe    int // index receiving probe connections; -1 for none
 	probeSrc netip.AddrPort
+	// slots, when set, replace to: new connections are split evenly
+	// between these indices (a worker pool).
+	slots []int
+	// byCPU[c], when >= 0, receives the connections whose SYN CPU c
+	// handled; the others go to slots.
+	byCPU []int
+}
+
+// equal reports whether p and q are the same decision.
+func (p program) equal(q program) bool {
+	return p.to == q.to && p.other == q.other && p.pct == q.pct && p.probe == q.probe && p.probeSrc == q.probeSrc &&
+		slices.Equal(p.slots, q.slots) && slices.Equal(p.byCPU, q.byCPU)
 }
 
 // compile assembles p into a classic BPF program. Every index it can return
@@ -44,6 +58,10 @@ func (p program) compile() ([]bpf.RawInstruction, error) {
 		a.probeRule(p.probeSrc, unix.IPPROTO_TCP, p.probe)
 	}
 	a.label("rule")
+	if len(p.slots) > 0 {
+		p.pool(&a)
+		return a.assemble()
+	}
 	if p.other >= 0 && p.pct < 100 {
 		a.emit(bpf.LoadExtension{Num: bpf.ExtRand},
 			bpf.ALUOpConstant{Op: bpf.ALUOpMod, Val: 100})
@@ -53,6 +71,42 @@ func (p program) compile() ([]bpf.RawInstruction, error) {
 	a.label("to")
 	a.emit(bpf.RetConstant{Val: uint32(p.to)})
 	return a.assemble()
+}
+
+// pool returns byCPU[SKF_AD_CPU] when that names a member, else one of
+// slots chosen with SKF_AD_RANDOM modulo their count.
+func (p program) pool(a *asm) {
+	if slices.ContainsFunc(p.byCPU, func(i int) bool { return i >= 0 }) {
+		a.emit(bpf.LoadExtension{Num: bpf.ExtCPUID})
+		for c, i := range p.byCPU {
+			if i >= 0 {
+				a.jump(bpf.JumpEqual, uint32(c), "cpu"+strconv.Itoa(c), "")
+			}
+		}
+		a.jump(bpf.JumpEqual, 0, "spread", "spread") // no CPU matched
+		for c, i := range p.byCPU {
+			if i >= 0 {
+				a.label("cpu" + strconv.Itoa(c))
+				a.emit(bpf.RetConstant{Val: uint32(i)})
+			}
+		}
+		a.label("spread")
+	}
+	n := len(p.slots)
+	if n == 1 {
+		a.emit(bpf.RetConstant{Val: uint32(p.slots[0])})
+		return
+	}
+	a.emit(bpf.LoadExtension{Num: bpf.ExtRand},
+		bpf.ALUOpConstant{Op: bpf.ALUOpMod, Val: uint32(n)})
+	for k := range n - 1 {
+		a.jump(bpf.JumpEqual, uint32(k), "slot"+strconv.Itoa(k), "")
+	}
+	a.emit(bpf.RetConstant{Val: uint32(p.slots[n-1])})
+	for k := range n - 1 {
+		a.label("slot" + strconv.Itoa(k))
+		a.emit(bpf.RetConstant{Val: uint32(p.slots[k])})
+	}
 }
 
 // probeRule returns index for a packet of protocol proto from src, and

@@ -50,6 +50,7 @@ type Group struct {
 	pol     Policy
 	closed  bool
 	frozen  bool       // another process steers the group now: attach nothing
+	spares  int        // spare sockets Take keeps at the tail; 0: Spares
 	foreign []Listener // found by Activate, for the next Audit to report
 	lost    []*Member  // likewise
 	// attached is the program last attached, valid while attachedOK: the
@@ -111,6 +112,14 @@ type Policy struct {
 	// [Group.ProbeAddr]: a readiness probe through the public port reaches
 	// exactly this member.
 	Probe *Member
+	// Slots, when set and To is not, are the members of a worker pool
+	// (one per worker): new connections are split evenly between them,
+	// chosen per SYN with SKF_AD_RANDOM.
+	Slots []*Member
+	// ByCPU, when set, sends a new connection to ByCPU[c], c being the
+	// CPU that handled the SYN (SKF_AD_CPU): the worker pinned to that
+	// CPU. A CPU without a member falls back to Slots.
+	ByCPU []*Member
 }
 
 // NewGroup prepares a group for network ("tcp", "tcp4" or "tcp6") and
@@ -206,7 +215,7 @@ func (g *Group) take(c *Census) (*Member, error) {
 	if g.closed {
 		return nil, ErrClosed
 	}
-	if err := g.fillSparesLocked(Spares, c); err != nil {
+	if err := g.fillSparesLocked(g.sparesLocked(), c); err != nil {
 		return nil, err
 	}
 	var m *Member
@@ -217,11 +226,22 @@ func (g *Group) take(c *Census) (*Member, error) {
 		}
 	}
 	m.spare = false
-	if err := g.fillSparesLocked(Spares, c); err != nil {
+	if err := g.fillSparesLocked(g.sparesLocked(), c); err != nil {
 		return nil, err
 	}
 	return m, g.attachLocked()
 }
+
+// SetSpares makes Take keep n spare sockets at the tail instead of
+// [Spares]: one per member that may leave the group between two
+// re-attaches (a worker pool whose every old worker stops at once).
+func (g *Group) SetSpares(n int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.spares = max(n, Spares)
+}
+
+func (g *Group) sparesLocked() int { return max(g.spares, Spares) }
 
 // fillSparesLocked listens spare sockets at the end of the group until it
 // has n.
@@ -355,7 +375,7 @@ func (g *Group) Thaw() error {
 	if err := g.syncLocked(nil); err != nil {
 		return err
 	}
-	if err := g.fillSparesLocked(Spares, nil); err != nil {
+	if err := g.fillSparesLocked(g.sparesLocked(), nil); err != nil {
 		return err
 	}
 	return g.attachLocked()
@@ -452,7 +472,7 @@ func (g *Group) steer(c *Census, p Policy) error {
 	if p.Percent < 0 || p.Percent > 100 {
 		return fmt.Errorf("steer %s: percent %d out of range", g.address, p.Percent)
 	}
-	for _, m := range []*Member{p.To, p.Other, p.Probe} {
+	for _, m := range slices.Concat([]*Member{p.To, p.Other, p.Probe}, p.Slots, p.ByCPU) {
 		if m == nil {
 			continue
 		}
@@ -748,7 +768,7 @@ func (g *Group) attachLocked() error {
 	}
 	p := g.programLocked(oldest)
 	foreign := slices.ContainsFunc(g.order, func(m *Member) bool { return m.state == stateForeign })
-	if g.attachedOK && p == g.attached && !foreign {
+	if g.attachedOK && p.equal(g.attached) && !foreign {
 		// The same indices for the same sockets: a listen at the tail
 		// or the removal of a member the program does not name leaves
 		// it as it is. Attaching costs a compile in the kernel for
@@ -779,6 +799,20 @@ func (g *Group) programLocked(oldest *Member) program {
 	}
 	p := program{to: idx(g.pol.To), other: idx(g.pol.Other), pct: g.pol.Percent,
 		probe: idx(g.pol.Probe), probeSrc: g.probeAP}
+	if p.to < 0 && p.other < 0 {
+		for _, m := range g.pol.Slots {
+			if i := idx(m); i >= 0 {
+				p.slots = append(p.slots, i)
+			}
+		}
+		for _, m := range g.pol.ByCPU {
+			p.byCPU = append(p.byCPU, idx(m))
+		}
+		if len(p.slots) > 0 {
+			return p
+		}
+		p.byCPU = nil
+	}
 	if p.to < 0 {
 		p.to, p.pct = p.other, 100
 	}
@@ -798,6 +832,17 @@ func (p Policy) without(m *Member) Policy {
 	}
 	if p.Probe == m {
 		p.Probe = nil
+	}
+	if slices.Contains(p.Slots, m) {
+		p.Slots = slices.DeleteFunc(slices.Clone(p.Slots), func(o *Member) bool { return o == m })
+	}
+	if i := slices.Index(p.ByCPU, m); i >= 0 {
+		p.ByCPU = slices.Clone(p.ByCPU)
+		for i := range p.ByCPU {
+			if p.ByCPU[i] == m {
+				p.ByCPU[i] = nil
+			}
+		}
 	}
 	return p
 }

@@ -40,7 +40,7 @@ func (s *Supervisor) SetWeight(ctx context.Context, pct int) error {
 		if s.canary == nil {
 			return ErrNoCanary
 		}
-		if err := s.steer(s.canary, s.current, pct, nil); err != nil {
+		if err := s.steer(s.canary, s.slots[0].current, pct, nil); err != nil {
 			return err
 		}
 		s.weight = pct
@@ -56,8 +56,8 @@ func (s *Supervisor) Promote(ctx context.Context) error {
 		if c == nil {
 			return ErrNoCanary
 		}
-		old := s.current
-		s.current, s.canary, s.weight = c, nil, 0
+		old := s.slots[0].current
+		s.slots[0].current, s.canary, s.weight = c, nil, 0
 		c.state = StateReady
 		if err := s.steer(c, nil, 0, nil); err != nil {
 			return err
@@ -79,7 +79,7 @@ func (s *Supervisor) Rollback(ctx context.Context) error {
 			return ErrNoCanary
 		}
 		s.canary, s.weight = nil, 0
-		if err := s.steer(s.current, nil, 0, nil); err != nil {
+		if err := s.steer(s.slots[0].current, nil, 0, nil); err != nil {
 			return err
 		}
 		c.log.Info("canary rolled back")
@@ -92,7 +92,7 @@ func (s *Supervisor) Rollback(ctx context.Context) error {
 func (s *Supervisor) holdCanary(g *gen) {
 	s.canary, s.weight = g, 0
 	g.state = StateCanary
-	if err := s.steer(g, s.current, 0, nil); err != nil {
+	if err := s.steer(g, s.slots[0].current, 0, nil); err != nil {
 		g.log.Error("steer to the canary", "error", err)
 	}
 	g.log.Info("canary held", "percent", 0)
@@ -102,7 +102,7 @@ func (s *Supervisor) holdCanary(g *gen) {
 func (s *Supervisor) canaryExited(g *gen) {
 	s.canary, s.weight = nil, 0
 	g.log.Warn("canary exited, all connections back to the current generation")
-	if err := s.steer(s.current, nil, 0, nil); err != nil {
+	if err := s.steer(s.slots[0].current, nil, 0, nil); err != nil {
 		s.log.Error("steer back to the current generation", "error", err)
 	}
 }

@@ -176,6 +176,20 @@ type Config struct {
 	// to measure that.
 	SkipDrain bool
 
+	// Workers, when set, makes each generation a pool of that many
+	// processes of the command (workers.go): in reuseport mode each gets
+	// its own socket per TCP listener, HOTSWAP_WORKER and
+	// HOTSWAP_WORKERS, and {worker} expands in the command and the
+	// probes. 0 is one process without the pool variables.
+	Workers int
+	// Rollout is how a reload replaces a pool: RolloutRolling (the
+	// default) one worker at a time, RolloutAll the whole pool at once.
+	Rollout Rollout
+	// CPUAffinity pins worker i to the i-th CPU hotswap may run on
+	// (round robin) and steers each new connection to the worker of the
+	// CPU that handled its SYN.
+	CPUAffinity bool
+
 	// MaxDraining caps the old generations draining at once; a reload
 	// that would exceed it fails at once, saying so. Default 4.
 	MaxDraining int
@@ -271,6 +285,9 @@ func (c *Config) validate() error {
 		c.Mode = ModeReusePort
 	}
 	if _, err := ParseMode(string(c.Mode)); err != nil {
+		return err
+	}
+	if err := c.validateWorkers(); err != nil {
 		return err
 	}
 	setDefault(&c.DrainGrace, DefaultDrainGrace)

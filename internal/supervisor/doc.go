@@ -93,6 +93,26 @@
 //	self-upgrade while not quiet (nothing         refused, saying why                               TestLoopSelfUpgradeRefusals
 //	serving, a reload, a canary, a drain)
 //
+// A worker pool (--workers N, workers.go): each generation is N workers,
+// one per slot, each in the states above; the loop keeps per slot the
+// serving worker, the one a reload gates and the crash restart:
+//
+//	situation                                     outcome                                           test
+//	--------------------------------------------  ------------------------------------------------  ----------------------------
+//	start-up                                      every worker of generation 1 starts; gated one    TestLoopPool*, startPool
+//	                                              at a time; hotswap is ready when all are
+//	rolling reload                                slot i: new worker starts, gated, steered to;     TestLoopPoolRolling
+//	                                              the old one drains; slot i+1 starts once it
+//	                                              has exited; answered after the last old exits
+//	a new worker fails its gate (rolling)         rollout stopped: it is stopped, rolled slots      TestLoopPoolRollingStops
+//	                                              keep the new workers, the others the old; the
+//	                                              error names what serves each slot
+//	--rollout all                                 every new worker starts; gated one by one; then   TestLoopPoolAll
+//	                                              every slot cuts over, every old worker drains
+//	a serving worker exits on its own             steered away from; its sockets wait, queue and    TestLoopPoolCrash
+//	                                              all; restarted alone after its own backoff, in
+//	                                              its generation
+//
 // Why a reuseport reload waits for the previous old generation, and how
 // the groups keep their steering right while sockets come and go, is in
 // docs/architecture.md.

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -32,6 +33,9 @@ const (
 // exited is closed.
 type gen struct {
 	id      int
+	worker  int // its slot in a worker pool, 0 without one (workers.go)
+	cpu     int // the CPU it is pinned to with --cpu-affinity, else -1
+	gated   bool
 	pid     int
 	cmd     *exec.Cmd
 	started time.Time
@@ -66,9 +70,15 @@ type gen struct {
 	ps     *os.ProcessState
 }
 
-// startGen starts generation id through the exec shim with every listener.
-// values are the {file:PATH} values to use; nil reads the files.
-func (s *Supervisor) startGen(id int, values argFiles) (_ *gen, retErr error) {
+// genKey names a live process: its generation and its worker.
+type genKey struct{ id, worker int }
+
+func (g *gen) key() genKey { return genKey{g.id, g.worker} }
+
+// startGen starts worker w of generation id through the exec shim with
+// every listener. values are the {file:PATH} values to use; nil reads the
+// files.
+func (s *Supervisor) startGen(id, w int, values argFiles) (_ *gen, retErr error) {
 	if _, err := exec.LookPath(s.cfg.Command[0]); err != nil {
 		return nil, fmt.Errorf("start generation %d: command %s: %w", id, s.cfg.Command[0], unwrapExec(err))
 	}
@@ -78,7 +88,7 @@ func (s *Supervisor) startGen(id int, values argFiles) (_ *gen, retErr error) {
 			return nil, fmt.Errorf("start generation %d: %w", id, err)
 		}
 	}
-	ready, argv, env, err := s.prepareReady(id, values)
+	ready, argv, env, err := s.prepareReady(id, w, values)
 	if err != nil {
 		return nil, err
 	}
@@ -87,17 +97,21 @@ func (s *Supervisor) startGen(id int, values argFiles) (_ *gen, retErr error) {
 			ready.close()
 		}
 	}()
-	files, members, err := s.members(id)
+	sl := s.slots[w]
+	files, members, err := s.members(sl, id)
 	if err != nil {
 		return nil, err
 	}
 	defer func() {
 		if retErr != nil {
-			s.dropMembers(members)
+			s.dropMembers(sl, members)
 		} else {
-			s.takeOrphans(members)
+			s.takeOrphans(sl, members)
 		}
 	}()
+	if s.cfg.Workers > 0 {
+		env = append(env, fdpass.Worker+"="+strconv.Itoa(w), fdpass.Workers+"="+strconv.Itoa(s.cfg.Workers))
+	}
 	files, names := ready.handOut(files, s.names)
 	if s.podman != nil {
 		argv = s.podman.args(id, argv)
@@ -132,7 +146,8 @@ func (s *Supervisor) startGen(id int, values argFiles) (_ *gen, retErr error) {
 		// keeps it open must not hold up the generation's reaping.
 		cmd.WaitDelay = time.Second
 	}
-	if err := cmd.Start(); err != nil {
+	cpu := s.cpuOf(w)
+	if err := startPinned(cpu, cmd.Start); err != nil {
 		for _, h := range s.hooks {
 			h.abort(id)
 		}
@@ -140,11 +155,13 @@ func (s *Supervisor) startGen(id int, values argFiles) (_ *gen, retErr error) {
 	}
 	g := &gen{
 		id:      id,
+		worker:  w,
+		cpu:     cpu,
 		pid:     cmd.Process.Pid,
 		cmd:     cmd,
 		started: time.Now(),
 		state:   StateStarting,
-		log:     s.log.With("gen", id, "pid", cmd.Process.Pid),
+		log:     s.genLog(id, w, cmd.Process.Pid),
 		ready:   ready,
 		members: members,
 		files:   values,
@@ -163,6 +180,14 @@ func (s *Supervisor) startGen(id int, values argFiles) (_ *gen, retErr error) {
 	s.wg.Go(func() { s.wait(g) })
 	g.log.Info("generation started", "command", s.cfg.Command[0])
 	return g, nil
+}
+
+// genLog is the logger of worker w of generation id.
+func (s *Supervisor) genLog(id, w, pid int) hclog.Logger {
+	if s.pool() {
+		return s.log.With("gen", id, "worker", w, "pid", pid)
+	}
+	return s.log.With("gen", id, "pid", pid)
 }
 
 // shShim is the exec shim in POSIX sh: LISTEN_PID is the shell's own pid,

@@ -59,7 +59,7 @@ func (s *Supervisor) PrepareHandoff(ctx context.Context) (map[ListenSpec]*os.Fil
 			if !l.reuseport() {
 				continue
 			}
-			f, err := s.current.members[i].Dup()
+			f, err := s.slots[0].current.members[i].Dup()
 			if err != nil {
 				closeAll(files)
 				return fmt.Errorf("hand over %s: %w", l.spec, err)
@@ -74,7 +74,7 @@ func (s *Supervisor) PrepareHandoff(ctx context.Context) (map[ListenSpec]*os.Fil
 			}
 		}
 		s.handingOff = true
-		s.log.Info("reuseport groups frozen for a self-upgrade", "gen", s.current.id)
+		s.log.Info("reuseport groups frozen for a self-upgrade", "gen", s.slots[0].current.id)
 		return nil
 	})
 	if err != nil {
@@ -88,9 +88,11 @@ func (s *Supervisor) quiet() error {
 	switch {
 	case s.handingOff:
 		return errHandingOff
-	case s.current == nil || s.current.state != StateReady || s.restart != nil:
+	case s.pool():
+		return errors.New("self-upgrade with --workers is not supported: the hand-over passes one serving socket per listener")
+	case s.slots[0].current == nil || s.slots[0].current.state != StateReady || s.restart != nil:
 		return errors.New("no generation is serving: try again when one is ready")
-	case s.pending != nil || len(s.queued) > 0:
+	case s.reloading() || len(s.queued) > 0:
 		return errors.New("a reload is in progress: try again when it is done")
 	case s.canary != nil:
 		return fmt.Errorf("generation %d is held as a canary: promote or roll it back, then try again", s.canary.id)

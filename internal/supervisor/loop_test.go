@@ -25,7 +25,7 @@ import (
 type fakeProcs struct {
 	s  *Supervisor
 	mu sync.Mutex
-	gs map[int]*fakeGen
+	gs map[genKey]*fakeGen
 }
 
 type fakeGen struct {
@@ -36,10 +36,10 @@ type fakeGen struct {
 	signals []syscall.Signal
 }
 
-func (f *fakeProcs) start(id int, _ argFiles) (*gen, error) {
+func (f *fakeProcs) start(id, w int, _ argFiles) (*gen, error) {
 	s := f.s
-	g := &gen{id: id, pid: 10000 + id, started: time.Now(), state: StateStarting,
-		log: s.log.With("gen", id), exited: make(chan struct{})}
+	g := &gen{id: id, worker: w, cpu: -1, pid: 10000 + id + 1000*w, started: time.Now(), state: StateStarting,
+		log: s.log.With("gen", id, "worker", w), exited: make(chan struct{})}
 	if s.cfg.Mode == ModeReusePort {
 		// One member slot per listener, as a reuseport generation has:
 		// drainingSockets and the canary paths look at it.
@@ -47,14 +47,14 @@ func (f *fakeProcs) start(id int, _ argFiles) (*gen, error) {
 	}
 	g.ctx, g.cancel = context.WithCancelCause(context.Background())
 	f.mu.Lock()
-	f.gs[id] = &fakeGen{g: g, gate: make(chan error, 1), stopped: make(chan bool, 1)}
+	f.gs[g.key()] = &fakeGen{g: g, gate: make(chan error, 1), stopped: make(chan bool, 1)}
 	f.mu.Unlock()
 	return g, nil
 }
 
 func (f *fakeProcs) ready(ctx context.Context, g *gen) error {
 	select {
-	case err := <-f.gen(g.id).gate:
+	case err := <-f.worker(g.id, g.worker).gate:
 		return err
 	case <-ctx.Done():
 		return context.Cause(ctx)
@@ -62,7 +62,7 @@ func (f *fakeProcs) ready(ctx context.Context, g *gen) error {
 }
 
 func (f *fakeProcs) stop(g *gen, drain bool) {
-	fg := f.gen(g.id)
+	fg := f.worker(g.id, g.worker)
 	f.s.leaveMembers(g, nil)
 	fg.stopped <- drain
 	if fg.hold != nil {
@@ -76,17 +76,21 @@ func (f *fakeProcs) stop(g *gen, drain bool) {
 }
 
 func (f *fakeProcs) signal(g *gen, sig syscall.Signal) error {
-	fg := f.gen(g.id)
+	fg := f.worker(g.id, g.worker)
 	f.mu.Lock()
 	fg.signals = append(fg.signals, sig)
 	f.mu.Unlock()
 	return nil
 }
 
-func (f *fakeProcs) gen(id int) *fakeGen {
+func (f *fakeProcs) gen(id int) *fakeGen { return f.worker(id, 0) }
+
+// worker is worker w of generation id; a restarted worker of a pool
+// replaces its predecessor here.
+func (f *fakeProcs) worker(id, w int) *fakeGen {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.gs[id]
+	return f.gs[genKey{id, w}]
 }
 
 func (f *fakeProcs) started() int {
@@ -120,7 +124,7 @@ func newLoop(t *testing.T, mode Mode, tweak func(*Config)) *loop {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fakeProcs{s: s, gs: map[int]*fakeGen{}}
+	f := &fakeProcs{s: s, gs: map[genKey]*fakeGen{}}
 	s.procs = f
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &loop{t: t, s: s, f: f, cancel: cancel, runErr: make(chan error, 1)}

@@ -48,7 +48,7 @@ func (r readiness) port() int {
 // bound here and handed to the generation after its listeners, named
 // healthgate.HealthName; the supervisor's copy stays open until the
 // generation exits, so nobody else can bind the port meanwhile.
-func (s *Supervisor) prepareReady(id int, files argFiles) (_ readiness, _, _ []string, retErr error) {
+func (s *Supervisor) prepareReady(id, w int, files argFiles) (_ readiness, _, _ []string, retErr error) {
 	var r readiness
 	var env []string
 	defer func() {
@@ -64,14 +64,20 @@ func (s *Supervisor) prepareReady(id int, files argFiles) (_ readiness, _, _ []s
 		r.health = h
 	}
 	if s.cfg.Ready.NeedsNotify() {
-		ns, err := healthgate.ListenNotify(filepath.Join(s.runDir, "notify-"+strconv.Itoa(id)+".sock"))
+		name := "notify-" + strconv.Itoa(id) + ".sock"
+		if s.pool() {
+			// A restarted worker keeps its generation's number.
+			s.starts++
+			name = fmt.Sprintf("notify-%d-%d-%d.sock", id, w, s.starts)
+		}
+		ns, err := healthgate.ListenNotify(filepath.Join(s.runDir, name))
 		if err != nil {
 			return r, nil, nil, fmt.Errorf("notify socket for generation %d: %w", id, err)
 		}
 		r.notify = ns
 		env = append(env, fdpass.NotifySocket+"="+ns.Path())
 	}
-	argv := healthgate.ExpandArgs(files.expand(s.cfg.Command), healthgate.Vars{Gen: id, Port: r.port()})
+	argv := healthgate.ExpandArgs(files.expand(s.cfg.Command), healthgate.Vars{Gen: id, Worker: w, Port: r.port()})
 	return r, argv, env, nil
 }
 
@@ -115,7 +121,7 @@ func (s *Supervisor) waitReady(ctx context.Context, g *gen) error {
 
 // gateCheck is g's readiness check, its variables expanded.
 func (s *Supervisor) gateCheck(g *gen) healthgate.Check {
-	return s.cfg.Ready.Expand(healthgate.Vars{Gen: g.id, PID: g.pid, Port: g.ready.port()})
+	return s.cfg.Ready.Expand(healthgate.Vars{Gen: g.id, Worker: g.worker, PID: g.pid, Port: g.ready.port()})
 }
 
 // probeAddr is the host:port an http or tcp check connects to, or "".

@@ -69,6 +69,12 @@ func (s *Supervisor) openListener(spec ListenSpec) (*listener, error) {
 		// The first member fixes the port (also for port 0) and makes
 		// sure the address can be bound now, not at the first start.
 		l.group, l.mode = g, ModeReusePort
+		if s.pool() {
+			// Every old worker of --rollout all (or every new one of a
+			// stopped rollout) may leave before the next re-attach: a
+			// spare each keeps the program's indices right meanwhile.
+			g.SetSpares(s.workers())
+		}
 		return l, nil
 	}
 	if s.udp != nil && isUDP(spec.Network) {
@@ -116,13 +122,13 @@ func (l *listener) close() {
 // members makes generation id's sockets: the shared ones, and per
 // reuseport group a listening sibling that receives nothing until it is
 // steered to; orphaned members are taken first.
-func (s *Supervisor) members(id int) (files []*os.File, ms []*reuse.Member, retErr error) {
+func (s *Supervisor) members(sl *slot, id int) (files []*os.File, ms []*reuse.Member, retErr error) {
 	ms = make([]*reuse.Member, len(s.listeners))
 	c := s.census()
 	s.lastCensus = c
 	defer func() {
 		if retErr != nil {
-			s.dropMembers(ms)
+			s.dropMembers(sl, ms)
 		}
 	}()
 	for i, l := range s.listeners {
@@ -130,7 +136,7 @@ func (s *Supervisor) members(id int) (files []*os.File, ms []*reuse.Member, retE
 			files = append(files, l.shared)
 			continue
 		}
-		m := s.orphans[i] // taken by takeOrphans once the generation runs
+		m := sl.orphans[i] // taken by takeOrphans once the generation runs
 		if m == nil {
 			var err error
 			if m, err = c.Take(l.group); err != nil {
@@ -148,10 +154,10 @@ func (s *Supervisor) members(id int) (files []*os.File, ms []*reuse.Member, retE
 
 // takeOrphans records that the generation started with ms took the
 // orphans it was given.
-func (s *Supervisor) takeOrphans(ms []*reuse.Member) {
+func (s *Supervisor) takeOrphans(sl *slot, ms []*reuse.Member) {
 	for i, m := range ms {
-		if m != nil && s.orphans[i] == m {
-			s.orphans[i] = nil
+		if m != nil && sl.orphans[i] == m {
+			sl.orphans[i] = nil
 		}
 	}
 }
@@ -159,9 +165,9 @@ func (s *Supervisor) takeOrphans(ms []*reuse.Member) {
 // dropMembers releases the members made for a generation that did not
 // start; orphans it was given stay orphans, queue and all, for the next
 // try.
-func (s *Supervisor) dropMembers(ms []*reuse.Member) {
+func (s *Supervisor) dropMembers(sl *slot, ms []*reuse.Member) {
 	for i, m := range ms {
-		if m != nil && s.orphans[i] == m {
+		if m != nil && sl.orphans[i] == m {
 			ms[i] = nil
 		}
 	}
@@ -262,6 +268,12 @@ func (s *Supervisor) steer(to, other *gen, pct int, probe *gen) error {
 		}
 		if p.Other == nil {
 			p.Percent = 0
+		}
+		if s.pool() {
+			p = s.poolPolicy(i, probe)
+			if i != probedAt {
+				p.Probe = nil
+			}
 		}
 		if err := c.Steer(l.group, p); err != nil {
 			errs = append(errs, fmt.Errorf("steer %s: %w", l.spec, err))

@@ -1,9 +1,12 @@
 package supervisor
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -14,8 +17,12 @@ import (
 type ReloadError struct {
 	Gen, PID int   // the generation that failed; PID 0 if it never started
 	Err      error // why
-	// Serving and ServingPID name the generation still serving, 0 if none.
+	// Serving and ServingPID name the generation still serving, 0 if none
+	// (worker 0's in a pool).
 	Serving, ServingPID int
+	// Pool, for a worker pool, says which generation serves each worker:
+	// "worker 0 generation 5, worker 1 generation 4".
+	Pool string
 }
 
 func (e *ReloadError) Error() string {
@@ -29,6 +36,9 @@ func (e *ReloadError) Unwrap() error { return e.Err }
 
 // StillServing says what is true after the failure, for the user.
 func (e *ReloadError) StillServing() string {
+	if e.Pool != "" {
+		return "serving: " + e.Pool
+	}
 	if e.Serving == 0 {
 		return "no generation is serving"
 	}
@@ -42,10 +52,13 @@ type Status struct {
 	Listeners   []ListenerStatus   `json:"listeners"`
 	Generations []GenerationStatus `json:"generations"`
 	Current     int                `json:"current"`
-	Canary      int                `json:"canary,omitempty"`
-	Weight      int                `json:"canary_weight,omitempty"`
-	Reloads     ReloadCounts       `json:"reloads"`
-	Restarts    int                `json:"restarts"`
+	// Workers, for a worker pool (--workers), is one entry per worker
+	// slot: who serves it and its socket's queue.
+	Workers  []WorkerStatus `json:"workers,omitempty"`
+	Canary   int            `json:"canary,omitempty"`
+	Weight   int            `json:"canary_weight,omitempty"`
+	Reloads  ReloadCounts   `json:"reloads"`
+	Restarts int            `json:"restarts"`
 	// NextRestart, when set, is when a generation that crashed is started
 	// again, after Backoff (exponential, capped at Config.BackoffMax).
 	NextRestart time.Time     `json:"next_restart,omitzero"`
@@ -78,6 +91,7 @@ type ListenerStatus struct {
 // GenerationStatus describes one generation that has not been reaped.
 type GenerationStatus struct {
 	ID         int           `json:"gen"`
+	Worker     int           `json:"worker"` // its slot in a worker pool
 	PID        int           `json:"pid"`
 	State      State         `json:"state"`
 	Started    time.Time     `json:"started"`
@@ -89,6 +103,25 @@ type GenerationStatus struct {
 	QUICCID string `json:"quic_cid,omitempty"`
 	// Container is set when the command is `podman run`.
 	Container *ContainerStatus `json:"container,omitempty"`
+}
+
+// WorkerStatus is one slot of a worker pool.
+type WorkerStatus struct {
+	Worker int `json:"worker"`
+	// Gen and PID are the worker serving the slot (0 while it restarts);
+	// State is its state.
+	Gen   int   `json:"gen"`
+	PID   int   `json:"pid"`
+	State State `json:"state,omitempty"`
+	CPU   *int  `json:"cpu,omitempty"` // pinned with --cpu-affinity
+	// Pending is the worker a reload is gating for the slot, if any.
+	Pending int `json:"pending_pid,omitempty"`
+	// Queue is the accept queue of the slot's sockets (the serving
+	// worker's, or the ones a crashed worker's restart will take).
+	Queue    uint32 `json:"queue"`
+	Restarts int    `json:"restarts"`
+	// NextRestart is when its crashed worker is started again.
+	NextRestart time.Time `json:"next_restart,omitzero"`
 }
 
 // ContainerStatus is the container of a `podman run` generation.
@@ -132,18 +165,21 @@ func (s *Supervisor) status() Status {
 		Restarts:    s.stats.restarts,
 		LastFailure: s.lastFailed,
 
-		Reloading:       s.pending != nil || s.waitDrain || len(s.waiting)+len(s.queued) > 0,
+		Reloading:       s.reloading() || s.waitDrain || len(s.waiting)+len(s.queued) > 0,
 		SteeringRepairs: s.stats.repairs,
 		ForeignSockets:  s.stats.foreign,
 	}
-	if s.current != nil {
-		st.Current = s.current.id
-	}
+	st.Current = s.servingID()
 	if s.canary != nil {
 		st.Canary, st.Weight = s.canary.id, s.weight
 	}
-	if s.restart != nil {
-		st.NextRestart, st.Backoff = s.restartAt, s.backoff
+	for _, sl := range s.slots {
+		if !sl.restartAt.IsZero() && (st.NextRestart.IsZero() || sl.restartAt.Before(st.NextRestart)) {
+			st.NextRestart, st.Backoff = sl.restartAt, sl.backoff
+		}
+	}
+	if s.pool() {
+		st.Workers = s.workerStatus()
 	}
 	for i, l := range s.listeners {
 		ls := ListenerStatus{Name: l.spec.Name, Address: l.addr(), Mode: string(l.mode)}
@@ -163,12 +199,10 @@ func (s *Supervisor) status() Status {
 		}
 		st.Listeners = append(st.Listeners, ls)
 	}
-	for id := 1; id <= s.nextID; id++ {
-		g, ok := s.live[id]
-		if !ok {
-			continue
-		}
-		gs := GenerationStatus{ID: g.id, PID: g.pid, State: g.state, Started: g.started}
+	gens := slices.Collect(maps.Values(s.live))
+	slices.SortFunc(gens, func(a, b *gen) int { return cmp.Or(a.id-b.id, a.worker-b.worker) })
+	for _, g := range gens {
+		gs := GenerationStatus{ID: g.id, Worker: g.worker, PID: g.pid, State: g.state, Started: g.started}
 		for i, m := range g.members {
 			if m != nil {
 				q, _ := m.QueueLen()
@@ -190,4 +224,30 @@ func (s *Supervisor) status() Status {
 		st.Generations = append(st.Generations, gs)
 	}
 	return st
+}
+
+// workerStatus is one entry per slot of the pool.
+func (s *Supervisor) workerStatus() []WorkerStatus {
+	var ws []WorkerStatus
+	for _, sl := range s.slots {
+		w := WorkerStatus{Worker: sl.i, Restarts: sl.restarts, NextRestart: sl.restartAt}
+		ms := sl.orphans
+		if g := sl.current; g != nil {
+			w.Gen, w.PID, w.State, ms = g.id, g.pid, g.state, g.members
+			if s.cfg.CPUAffinity && g.cpu >= 0 {
+				w.CPU = &g.cpu
+			}
+		}
+		if sl.pending != nil {
+			w.Pending = sl.pending.pid
+		}
+		for _, m := range ms {
+			if m != nil {
+				q, _ := m.QueueLen()
+				w.Queue += q
+			}
+		}
+		ws = append(ws, w)
+	}
+	return ws
 }

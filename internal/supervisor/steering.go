@@ -127,8 +127,10 @@ func (s *Supervisor) owners(i int) map[*reuse.Member]string {
 			o[m] = fmt.Sprintf("generation %d, %s", g.id, g.state)
 		}
 	}
-	if i < len(s.orphans) && s.orphans[i] != nil && s.current == nil {
-		o[s.orphans[i]] = "the next generation (restart)"
+	for _, sl := range s.slots {
+		if i < len(sl.orphans) && sl.orphans[i] != nil && sl.current == nil {
+			o[sl.orphans[i]] = fmt.Sprintf("the next generation (restart of worker %d)", sl.i)
+		}
 	}
 	if i < len(s.adopted) && s.adopted[i] != nil {
 		o[s.adopted[i]] = "the previous hotswap's generation (adopted)"
@@ -152,13 +154,13 @@ func kernelView(a reuse.Audit) string {
 	return strings.Join(b, "; ")
 }
 
-// relayOrphans hands the queues of orphaned members (a crashed current
-// generation's, kept for a restart that a successful reload made
+// relayOrphans hands the queues of sl's orphaned members (a crashed
+// current generation's, kept for a restart that a successful reload made
 // unnecessary) to the serving generation, and closes them.
-func (s *Supervisor) relayOrphans() {
-	for i, m := range s.orphans {
+func (s *Supervisor) relayOrphans(sl *slot) {
+	for i, m := range sl.orphans {
 		if m != nil {
-			s.orphans[i] = nil
+			sl.orphans[i] = nil
 			s.handQueue(s.listeners[i], m)
 		}
 	}

@@ -47,27 +47,22 @@ type Supervisor struct {
 	procs procs // processes and gates (seam.go)
 
 	// Owned by the run loop.
-	nextID    int
-	current   *gen // the generation serving, or nil after a crash
-	pending   *gen // the generation a reload is gating
-	waitDrain bool // the reload in s.waiting waits for an old generation to stop
-	canary    *gen // a ready generation held beside current (bluegreen.go)
-	weight    int  // percent of new connections to the canary
-	live      map[int]*gen
+	nextID int
+	// slots are the places of a worker pool (workers.go), one without
+	// --workers: the worker serving each, the one a reload gates for it,
+	// its crash restart and orphaned sockets.
+	slots     []*slot
+	roll      *rollout // a worker pool's reload in progress
+	starts    int      // workers started, for unique notify socket names
+	cpus      []int    // the CPUs hotswap may run on, for --cpu-affinity
+	waitDrain bool     // the reload in s.waiting waits for an old generation to stop
+	canary    *gen     // a ready generation held beside current (bluegreen.go)
+	weight    int      // percent of new connections to the canary
+	live      map[genKey]*gen
 	waiting   []reloadReq // callers of the reload in progress
 	queued    []reloadReq // callers coalesced into the next reload
 	everReady bool
-	backoff   time.Duration
-	restart   *time.Timer
-	restartAt time.Time
-	lastExit  *os.ProcessState // of the last current generation to exit
-	// crashedFiles are the {file:PATH} values of the last current
-	// generation to exit, for its crash restart.
-	crashedFiles argFiles
-	// orphans are listening reuseport members without a generation, per
-	// listener: the first ones, then those of a crashed current
-	// generation; the next generation started takes them.
-	orphans []*reuse.Member
+	restart   *time.Timer // fires at the earliest slot restart due
 	// adopted are the members a previous hotswap handed over, per
 	// listener (handoff.go): clients stay on them until generation 1 is
 	// ready; then their copies are closed.
@@ -132,12 +127,22 @@ func New(cfg Config) (*Supervisor, error) {
 		readyc:  make(chan struct{}),
 		boundc:  make(chan struct{}),
 		done:    make(chan struct{}),
-		live:    map[int]*gen{},
+		live:    map[genKey]*gen{},
 
 		warnedStale: map[uint64]bool{},
 		previous:    map[uint64]bool{},
 	}
 	s.procs = osProcs{s}
+	for i := range s.workers() {
+		s.slots = append(s.slots, &slot{i: i})
+	}
+	if cfg.CPUAffinity {
+		cpus, err := AllowedCPUs()
+		if err != nil {
+			return nil, err
+		}
+		s.cpus = cpus
+	}
 	for _, l := range cfg.Listeners {
 		s.names = append(s.names, l.Name)
 	}
@@ -160,6 +165,9 @@ func New(cfg Config) (*Supervisor, error) {
 		s.hooks = append(s.hooks, h)
 	}
 	if u := newUDPSteer(cfg); u != nil {
+		if s.pool() {
+			return nil, errors.New("--workers with a UDP listener in reuseport mode: not supported; use --mode shared for it")
+		}
 		s.udp = u
 		s.hooks = append(s.hooks, u)
 	}
@@ -225,12 +233,18 @@ func (s *Supervisor) Run(ctx context.Context) error {
 }
 
 func (s *Supervisor) startFirst() error {
-	g, err := s.procs.start(s.next(), nil)
-	if err != nil {
-		return err
+	id := s.next()
+	for _, sl := range s.slots {
+		g, err := s.procs.start(id, sl.i, nil)
+		if err != nil {
+			return err
+		}
+		sl.current = g
+		s.live[g.key()] = g
 	}
-	s.current = g
-	s.gate(g)
+	// One gate at a time (onGate gates the next worker): a probe of the
+	// public port reaches exactly the worker being gated.
+	s.gate(s.slots[0].current)
 	s.checkGroups("first generation started")
 	return nil
 }
@@ -258,7 +272,6 @@ func (s *Supervisor) loop(ctx context.Context) error {
 			err = s.onGate(r)
 		case <-restartC:
 			why = "restart"
-			s.restart = nil
 			s.onRestart()
 		case r := <-s.sigc:
 			r.reply <- s.onSignal(r.sig)
@@ -318,13 +331,15 @@ func (s *Supervisor) Signal(ctx context.Context, sig syscall.Signal) error {
 }
 
 // ExitCode is, after Run has returned, the exit status of the last current
-// generation in shell convention (its code, or 128+signal).
+// generation (worker 0 of a pool) in shell convention (its code, or
+// 128+signal).
 func (s *Supervisor) ExitCode() int {
 	<-s.done
-	if s.current != nil && s.current.ps != nil {
-		return exitCode(s.current.ps)
+	sl := s.slots[0]
+	if sl.current != nil && sl.current.ps != nil {
+		return exitCode(sl.current.ps)
 	}
-	return exitCode(s.lastExit)
+	return exitCode(sl.lastExit)
 }
 
 func (s *Supervisor) onReload(r reloadReq) {
@@ -335,14 +350,17 @@ func (s *Supervisor) onReload(r reloadReq) {
 	case r.hold && s.cfg.Mode != ModeReusePort:
 		r.reply <- errNeedsReusePort
 		return
+	case r.hold && s.pool():
+		r.reply <- errors.New("a held reload (blue/green) does not work with --workers yet: nothing was started; use a plain hotswap reload, which rolls the workers one at a time")
+		return
 	case s.canary != nil:
 		r.reply <- fmt.Errorf("generation %d is held as a canary: promote or roll it back first", s.canary.id)
 		return
-	case r.hold && (s.pending != nil || s.waitDrain || len(s.queued) > 0):
+	case r.hold && (s.reloading() || s.waitDrain || len(s.queued) > 0):
 		r.reply <- errors.New("a reload is in progress: hold a canary after it")
 		return
 	}
-	if s.pending != nil || !s.everReady || s.waitDrain {
+	if s.reloading() || !s.everReady || s.waitDrain {
 		s.queued = append(s.queued, r)
 		return
 	}
@@ -371,13 +389,31 @@ func (s *Supervisor) beginReload() {
 		return
 	}
 	s.notifyUp(reloadingState())
-	g, err := s.procs.start(s.next(), nil)
+	if s.pool() {
+		s.beginRollout()
+		return
+	}
+	g, err := s.procs.start(s.next(), 0, nil)
 	if err != nil {
 		s.finishReload(s.reloadError(s.nextID, 0, err))
 		return
 	}
-	s.pending = g
+	s.slots[0].pending = g
 	s.gate(g)
+}
+
+// reloading reports whether a reload has started a generation that is
+// not serving yet.
+func (s *Supervisor) reloading() bool {
+	if s.roll != nil {
+		return true
+	}
+	for _, sl := range s.slots {
+		if sl.pending != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // finishReload answers the callers of the reload that ended and starts the
@@ -406,20 +442,24 @@ func (s *Supervisor) finishReload(err error) {
 
 func (s *Supervisor) reloadError(id, pid int, err error) *ReloadError {
 	re := &ReloadError{Gen: id, PID: pid, Err: err}
-	if s.current != nil && s.current.state == StateReady {
-		re.Serving, re.ServingPID = s.current.id, s.current.pid
+	if c := s.slots[0].current; c != nil && c.state == StateReady {
+		re.Serving, re.ServingPID = c.id, c.pid
+	}
+	if s.pool() {
+		re.Pool = s.poolServing()
 	}
 	return re
 }
 
 // gate waits, off the loop, for g to become ready.
 func (s *Supervisor) gate(g *gen) {
-	s.live[g.id] = g
+	s.live[g.key()] = g
+	g.gated = true
 	// Reuseport mode: clients stay with the current generation, the
 	// gate's probes reach g. A first or restarted generation is the
 	// current one: clients queue on its sockets (a restart took over the
 	// crashed generation's, queue included), never on a draining one's.
-	to := s.current
+	to := s.slots[0].current
 	if s.adopting() {
 		to = nil // clients stay on the adopted members, the oldest
 	}
@@ -457,16 +497,20 @@ func gateError(g *gen, err error) error {
 
 func (s *Supervisor) onGate(r gateResult) error {
 	g := r.g
+	sl := s.slotOf(g)
+	if s.pool() {
+		return s.onGatePool(sl, g, r.err)
+	}
 	switch g {
-	case s.pending:
-		s.pending = nil
+	case sl.pending:
+		sl.pending = nil
 		if r.err != nil {
-			if err := s.steer(s.current, nil, 0, nil); err != nil {
+			if err := s.steer(sl.current, nil, 0, nil); err != nil {
 				g.log.Error("steer back to the current generation", "error", err)
 			}
 			s.drain(g, false)
-			if s.current == nil {
-				s.scheduleRestart(0)
+			if sl.current == nil {
+				s.scheduleRestart(sl, 0)
 			}
 			s.finishReload(s.reloadError(g.id, g.pid, r.err))
 			return nil
@@ -477,20 +521,12 @@ func (s *Supervisor) onGate(r gateResult) error {
 			s.finishReload(nil)
 			return nil
 		}
-		old := s.current
-		s.current = g
-		if err := s.steer(g, nil, 0, nil); err != nil {
-			g.log.Error("cutover", "error", err)
-		}
-		if old != nil {
-			s.drain(old, true)
-		}
 		// The current generation crashed during this reload's gate: what
-		// waits on its sockets goes to the new one.
-		s.relayOrphans()
+		// waits on its sockets goes to the new one (cutover).
+		s.cutover(sl, g)
 		g.log.Info("reload succeeded", "after", g.readyAt.Sub(g.started))
 		s.finishReload(nil)
-	case s.current:
+	case sl.current:
 		if r.err != nil {
 			if !s.everReady {
 				return firstNotReady(g, r.err)
@@ -504,17 +540,56 @@ func (s *Supervisor) onGate(r gateResult) error {
 			g.log.Error("steer to the generation", "error", err)
 		}
 		s.releaseAdopted()
-		if !s.everReady {
-			s.everReady = true
-			close(s.readyc)
-			s.notifyUp(fmt.Sprintf("READY=1\nSTATUS=serving generation %d", g.id))
-			if len(s.queued) > 0 {
-				s.waiting, s.queued = s.queued, nil
-				s.beginReload()
+		s.firstReady(g)
+	}
+	return nil
+}
+
+// onGatePool is a gate's outcome for a worker of a pool: one a reload
+// started, or a first or restarted one.
+func (s *Supervisor) onGatePool(sl *slot, g *gen, err error) error {
+	switch g {
+	case sl.pending:
+		s.onPoolGate(sl, g, err)
+	case sl.current:
+		if err != nil {
+			if !s.everReady {
+				return firstNotReady(g, err)
 			}
+			g.log.Error("restarted worker not ready, stopping it", "worker", sl.i, "reason", err)
+			s.drain(g, false)
+			return nil
+		}
+		s.markReady(g)
+		if err := s.steer(nil, nil, 0, nil); err != nil {
+			g.log.Error("steer to the worker", "error", err)
+		}
+		if !s.everReady {
+			for _, o := range s.slots {
+				if o.current != nil && !o.current.gated {
+					s.gate(o.current)
+					return nil
+				}
+			}
+			s.firstReady(g)
 		}
 	}
 	return nil
+}
+
+// firstReady marks hotswap ready once the first generation (every worker
+// of it) is.
+func (s *Supervisor) firstReady(g *gen) {
+	if s.everReady {
+		return
+	}
+	s.everReady = true
+	close(s.readyc)
+	s.notifyUp(fmt.Sprintf("READY=1\nSTATUS=serving generation %d", g.id))
+	if len(s.queued) > 0 {
+		s.waiting, s.queued = s.queued, nil
+		s.beginReload()
+	}
 }
 
 // drainingSockets reports whether a generation with reuseport sockets
@@ -528,23 +603,24 @@ func (s *Supervisor) drainingSockets() bool {
 	return false
 }
 
-// draining counts the generations being stopped.
+// draining counts the generations being stopped (a pool's workers count
+// as their generation).
 func (s *Supervisor) draining() int {
-	n := 0
+	ids := map[int]bool{}
 	for _, g := range s.live {
 		if g.state == StateDraining {
-			n++
+			ids[g.id] = true
 		}
 	}
-	return n
+	return len(ids)
 }
 
-// servingID is the generation serving, or 0.
+// servingID is the generation serving (worker 0's in a pool), or 0.
 func (s *Supervisor) servingID() int {
-	if s.current == nil {
-		return 0
+	if c := s.slots[0].current; c != nil {
+		return c.id
 	}
-	return s.current.id
+	return 0
 }
 
 func (s *Supervisor) markReady(g *gen) {
@@ -564,15 +640,16 @@ func (s *Supervisor) drain(g *gen, wait bool) {
 }
 
 func (s *Supervisor) onExit(g *gen) error {
-	delete(s.live, g.id)
+	delete(s.live, g.key())
+	sl := s.slotOf(g)
 	prev := g.state
 	g.state = StateExited
 	up := time.Since(g.started)
 	g.log.Info("generation exited", "status", describeExit(g.ps), "up", up.Round(time.Millisecond))
-	if g == s.current && prev != StateDraining {
+	if g == sl.current && prev != StateDraining {
 		if s.canary == nil {
 			// Its sockets stay open and keep their queues for the restart.
-			s.leaveMembers(g, func(ms []*reuse.Member) { s.orphans = ms })
+			s.leaveMembers(g, func(ms []*reuse.Member) { sl.orphans = ms })
 		} else {
 			// The canary takes over below: what waits in the dead
 			// generation's queues is handed to it.
@@ -592,20 +669,23 @@ func (s *Supervisor) onExit(g *gen) error {
 	// keep a queue nobody accepts from.
 	s.leaveMembers(g, nil)
 	if s.udp != nil {
-		s.udp.exited(g.id, g == s.current && prev != StateDraining)
+		s.udp.exited(g.id, g == sl.current && prev != StateDraining)
 	}
 	s.sync()
 	if s.waitDrain && !s.drainingSockets() {
 		s.waitDrain = false
 		s.beginReload()
 	}
+	if s.roll != nil && s.roll.wait && !s.drainingSockets() {
+		s.rollStep()
+	}
 	if g == s.canary {
 		s.canaryExited(g)
 	}
-	if g == s.current && s.canary != nil {
+	if g == sl.current && s.canary != nil {
 		// The canary takes over from a current generation that died.
 		c := s.canary
-		s.canary, s.weight, s.current = nil, 0, c
+		s.canary, s.weight, sl.current = nil, 0, c
 		c.state = StateReady
 		c.log.Warn("current generation exited, the canary takes over", "exited", g.id)
 		if err := s.steer(c, nil, 0, nil); err != nil {
@@ -613,12 +693,12 @@ func (s *Supervisor) onExit(g *gen) error {
 		}
 		return nil
 	}
-	if g != s.current {
+	if g != sl.current {
 		return nil
 	}
-	s.lastExit = g.ps
-	s.current = nil
-	s.crashedFiles = g.files
+	sl.lastExit = g.ps
+	sl.current = nil
+	sl.crashedFiles, sl.crashedID = g.files, g.id
 	if !s.everReady {
 		return firstNotReady(g, nil)
 	}
@@ -629,50 +709,82 @@ func (s *Supervisor) onExit(g *gen) error {
 			g.log.Warn("generation exited on its own", "status", describeExit(g.ps))
 		}
 	}
-	if s.pending == nil {
-		s.scheduleRestart(up)
+	if s.pool() {
+		// New connections for its slot go to the other workers; its
+		// queue waits for the restart.
+		if err := s.steer(nil, nil, 0, nil); err != nil {
+			s.log.Error("steer away from the exited worker", "error", err)
+		}
+	}
+	if sl.pending == nil {
+		s.scheduleRestart(sl, up)
 	}
 	return nil
 }
 
-// scheduleRestart arms the crash-restart timer with exponential backoff;
-// a generation that stayed up for BackoffReset resets it.
-func (s *Supervisor) scheduleRestart(up time.Duration) {
+// scheduleRestart arms sl's crash restart with exponential backoff; a
+// worker that stayed up for BackoffReset resets it.
+func (s *Supervisor) scheduleRestart(sl *slot, up time.Duration) {
 	switch {
-	case s.backoff == 0 || up >= s.cfg.BackoffReset:
-		s.backoff = s.cfg.BackoffMin
+	case sl.backoff == 0 || up >= s.cfg.BackoffReset:
+		sl.backoff = s.cfg.BackoffMin
 	default:
-		s.backoff = min(2*s.backoff, s.cfg.BackoffMax)
+		sl.backoff = min(2*sl.backoff, s.cfg.BackoffMax)
 	}
-	s.log.Info("restarting after backoff", "backoff", s.backoff)
-	s.restart = time.NewTimer(s.backoff)
-	s.restartAt = time.Now().Add(s.backoff)
+	s.log.Info("restarting after backoff", "backoff", sl.backoff, "worker", sl.i)
+	sl.restartAt = time.Now().Add(sl.backoff)
+	s.armRestart()
 }
 
+// onRestart restarts every slot whose backoff has passed.
 func (s *Supervisor) onRestart() {
-	if s.current != nil || s.pending != nil {
-		return
+	now := time.Now()
+	for _, sl := range s.slots {
+		if sl.restartAt.IsZero() || sl.restartAt.After(now) {
+			continue
+		}
+		sl.restartAt = time.Time{}
+		if sl.current != nil || sl.pending != nil {
+			continue
+		}
+		// A pool's worker restarts in its generation; a lone generation
+		// restarts as the next one.
+		id := sl.crashedID
+		if !s.pool() || id == 0 {
+			id = s.next()
+		}
+		g, err := s.procs.start(id, sl.i, sl.crashedFiles)
+		if err != nil {
+			s.log.Error("restart failed", "worker", sl.i, "error", err)
+			s.scheduleRestart(sl, 0)
+			continue
+		}
+		s.stats.restarts++
+		sl.restarts++
+		s.cfg.Observer.Restarted(g.id)
+		sl.current = g
+		s.gate(g)
 	}
-	g, err := s.procs.start(s.next(), s.crashedFiles)
-	if err != nil {
-		s.log.Error("restart failed", "error", err)
-		s.scheduleRestart(0)
-		return
-	}
-	s.stats.restarts++
-	s.cfg.Observer.Restarted(g.id)
-	s.current = g
-	s.gate(g)
+	s.armRestart()
 }
 
 func (s *Supervisor) onSignal(sig syscall.Signal) error {
-	if s.current == nil {
+	var errs []error
+	n := 0
+	for _, sl := range s.slots {
+		g := sl.current
+		if g == nil {
+			continue
+		}
+		n++
+		if err := s.procs.signal(g, sig); err != nil {
+			errs = append(errs, fmt.Errorf("signal generation %d (pid %d): %w", g.id, g.pid, err))
+		}
+	}
+	if n == 0 {
 		return errors.New("no generation is running")
 	}
-	if err := s.procs.signal(s.current, sig); err != nil {
-		return fmt.Errorf("signal generation %d (pid %d): %w", s.current.id, s.current.pid, err)
-	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // stopAll stops every live generation concurrently and waits for them.
@@ -737,8 +849,11 @@ func (s *Supervisor) listen() error {
 				return fmt.Errorf("listen %s: %w", spec, err)
 			}
 		}
-		s.orphans = append(s.orphans, first)
+		s.slots[0].orphans = append(s.slots[0].orphans, first)
 		s.log.Info("listening", "name", spec.Name, "address", l.addr(), "mode", string(l.mode))
+	}
+	for _, sl := range s.slots[1:] {
+		sl.orphans = make([]*reuse.Member, len(s.listeners))
 	}
 	if s.cfg.Mode == ModeReusePort {
 		s.logMigrateReq()
