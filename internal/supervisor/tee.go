@@ -208,7 +208,15 @@ func (sr *stderrRelay) add(ow *outputWatch, r, dst *os.File) error {
 // startLocked starts the relay process and the goroutine that reads its
 // reports.
 func (sr *stderrRelay) startLocked() error {
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	// Close-on-exec under ForkLock, as the net package does where
+	// SOCK_CLOEXEC is missing: no child started meanwhile inherits them.
+	syscall.ForkLock.RLock()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET, 0)
+	if err == nil {
+		unix.CloseOnExec(fds[0])
+		unix.CloseOnExec(fds[1])
+	}
+	syscall.ForkLock.RUnlock()
 	if err != nil {
 		return os.NewSyscallError("socketpair", err)
 	}
