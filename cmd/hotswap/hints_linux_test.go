@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -242,6 +243,79 @@ func TestStderrOutlivesHotswap(t *testing.T) {
 	if after := len(p.Lines()); after <= before {
 		t.Errorf("no stderr line reached hotswap's stderr after it was killed (%d, then %d lines)", before, after)
 	}
+}
+
+// TestStderrRelayOnePerRun: one relay process copies every generation's
+// stderr, the same one across reloads (not a process per generation), and
+// each generation's lines arrive.
+func TestStderrRelayOnePerRun(t *testing.T) {
+	hotswap := proctest.Build(t, hotswapPkg)
+	p := proctest.Start(t, hotswap, "--log-format", "json", "--ready", "100ms", "-l", "tcp://127.0.0.1:0", "--",
+		"sh", "-c", `echo "said by $HOTSWAP_GENERATION" >&2; exec sleep 60`)
+	ctltest.WaitServing(p, 1, 10*time.Second)
+	first := relaysOf(t, p.Cmd.Process.Pid)
+	for n := 2; n <= 4; n++ {
+		if st, ok := ctltest.Reload(p, n, 10*time.Second, func() { p.Signal(syscall.SIGHUP) }); !ok {
+			t.Fatalf("reload to generation %d failed: %s", n, st.LastFailure)
+		}
+	}
+	for n := 1; n <= 4; n++ {
+		p.WaitLine(fmt.Sprintf("said by %d", n), 5*time.Second)
+	}
+	if last := relaysOf(t, p.Cmd.Process.Pid); len(first) != 1 || !slices.Equal(first, last) {
+		t.Errorf("stderr relay processes: %v with generation 1, %v after 3 reloads; want the same one", first, last)
+	}
+}
+
+// TestStderrRelayClosedLogPipe: hotswap's stderr is a pipe whose reader
+// went away (`hotswap 2>&1 | logger`, the logger gone). A generation that
+// then writes 1 MB to its stderr, far more than a pipe holds, gets it all
+// out: it is neither blocked nor killed, since the relay's writes fail
+// with EPIPE, not SIGPIPE, and it goes on reading. A reload still
+// succeeds.
+func TestStderrRelayClosedLogPipe(t *testing.T) {
+	dir := t.TempDir()
+	sock, start, done := filepath.Join(dir, "hotswap.sock"), filepath.Join(dir, "start"), filepath.Join(dir, "done")
+	startClosedLogPipe(t, sock, "--ready", "100ms", "-l", "tcp://127.0.0.1:0", "--", "sh", "-c",
+		`[ "$HOTSWAP_GENERATION" = 1 ] || exec sleep 60; while [ ! -e "$1" ]; do sleep 0.01; done; head -c 1048576 /dev/zero >&2 && touch "$2"; exec sleep 60`,
+		"sh", start, done)
+	if err := os.WriteFile(start, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for end := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(done); err == nil {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatal("generation 1 did not get its 1 MB of stderr out within 10s of the log pipe closing")
+		}
+	}
+	if st := statusOf(t, sock); st.Current != 1 || len(st.Generations) != 1 {
+		t.Fatalf("after the write: current %d, %d generations; want generation 1 alone", st.Current, len(st.Generations))
+	}
+	if code, out, _ := ctl(t, "reload", "--control", sock); code != 0 {
+		t.Fatalf("reload with the log pipe closed: exit %d %q", code, out)
+	}
+}
+
+// relaysOf returns the pids of pid's children that are stderr relays.
+func relaysOf(t *testing.T, pid int) []int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var relays []int
+	for _, e := range ents {
+		c, err := strconv.Atoi(e.Name())
+		if err != nil || ppid(c) != pid {
+			continue
+		}
+		if cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", c)); strings.HasPrefix(string(cmdline), "hotswap-stderr-") {
+			relays = append(relays, c)
+		}
+	}
+	return relays
 }
 
 // TestHintStopSignal: a generation still running at the end of the drain

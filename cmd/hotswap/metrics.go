@@ -18,9 +18,6 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hotswap-dev/hotswap/internal/supervisor"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // statusTimeout bounds the Status call of one scrape.
@@ -29,30 +26,26 @@ const statusTimeout = 5 * time.Second
 // metricsObserver records the supervisor's events that a status snapshot
 // cannot show: how long reloads and drains took.
 type metricsObserver struct {
-	reloadDur *prometheus.HistogramVec
-	drainDur  prometheus.Histogram
+	reloadDur *histogram
+	drainDur  *histogram
 }
 
 func newMetricsObserver() *metricsObserver {
 	return &metricsObserver{
-		reloadDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "hotswap_reload_duration_seconds",
-			Help:    "Time from the start of a reload until the new generation serves or was rolled back.",
-			Buckets: []float64{.05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120},
-		}, []string{"outcome"}),
-		drainDur: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "hotswap_drain_duration_seconds",
-			Help:    "Time from a generation's stop signal until it exited.",
-			Buckets: []float64{.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
-		}),
+		reloadDur: newHistogram("hotswap_reload_duration_seconds",
+			"Time from the start of a reload until the new generation serves or was rolled back.",
+			"outcome", []float64{.05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120}),
+		drainDur: newHistogram("hotswap_drain_duration_seconds",
+			"Time from a generation's stop signal until it exited.",
+			"", []float64{.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}),
 	}
 }
 
 func (m *metricsObserver) ReloadDone(_ int, d time.Duration, err error) {
-	m.reloadDur.WithLabelValues(outcome(err)).Observe(d.Seconds())
+	m.reloadDur.observe(outcome(err), d.Seconds())
 }
 
-func (m *metricsObserver) Stopped(_ int, d time.Duration) { m.drainDur.Observe(d.Seconds()) }
+func (m *metricsObserver) Stopped(_ int, d time.Duration) { m.drainDur.observe("", d.Seconds()) }
 
 func (m *metricsObserver) Restarted(int) {} // counted from the status
 
@@ -69,96 +62,82 @@ type statusCollector struct {
 	sup interface {
 		Status(ctx context.Context) (supervisor.Status, error)
 	}
-	up, reloads, restarts, gens, queue, backlog *prometheus.Desc
-	repairs, foreign                            *prometheus.Desc
-	genInfo, genStart                           *prometheus.Desc
-	workerInfo, workerQueue, workerRestarts     *prometheus.Desc
-	workerConns                                 *prometheus.Desc
-	exes                                        exeVersions
+	exes exeVersions
 }
 
-func newStatusCollector(sup *supervisor.Supervisor) *statusCollector {
-	return &statusCollector{
-		sup:      sup,
-		up:       prometheus.NewDesc("hotswap_up", "1 when the supervisor answered this scrape's status request.", nil, nil),
-		reloads:  prometheus.NewDesc("hotswap_reloads_total", "Reloads by outcome: ok (the new generation serves) or failed (rolled back).", []string{"outcome"}, nil),
-		restarts: prometheus.NewDesc("hotswap_child_restarts_total", "Generations started after the current one died on its own.", nil, nil),
-		gens:     prometheus.NewDesc("hotswap_generations", "Live generations by state.", []string{"state"}, nil),
-		queue:    prometheus.NewDesc("hotswap_listener_queue_length", "Connections waiting in a listener's accept queue.", []string{"listener", "address"}, nil),
-		backlog:  prometheus.NewDesc("hotswap_listener_backlog", "A listener's accept queue capacity.", []string{"listener", "address"}, nil),
-		repairs:  prometheus.NewDesc("hotswap_steering_repairs_total", "Mismatches between a reuseport group's model and the kernel's sockets that hotswap found and repaired (a leaked socket, a member shut down behind its back); 0 unless something is wrong.", nil, nil),
-		foreign:  prometheus.NewDesc("hotswap_steering_foreign_sockets_total", "Sockets of other processes found listening in a reuseport group; never steered to.", nil, nil),
-		genInfo: prometheus.NewDesc("hotswap_generation_info",
-			"One series per live generation, always 1: its state, pid, the executable it runs and that executable's version (sha256: and the first 12 hex digits of its content's SHA-256).",
-			[]string{"generation", "pid", "state", "executable", "version"}, nil),
-		genStart: prometheus.NewDesc("hotswap_generation_start_time_seconds", "When a live generation was started, in seconds since the Unix epoch.", []string{"generation"}, nil),
-		workerInfo: prometheus.NewDesc("hotswap_worker_info",
-			"With --workers, one series per worker slot, always 1: the generation and pid serving it (0 while it restarts), its state and the CPU it is pinned to (\"\" without --cpu-affinity).",
-			[]string{"worker", "generation", "pid", "state", "cpu"}, nil),
-		workerQueue:    prometheus.NewDesc("hotswap_worker_queue_length", "With --workers, connections waiting in a worker slot's accept queues.", []string{"worker"}, nil),
-		workerRestarts: prometheus.NewDesc("hotswap_worker_restarts_total", "With --workers, workers of a slot started again after the one serving it died on its own.", []string{"worker"}, nil),
-		workerConns:    prometheus.NewDesc("hotswap_worker_open_connections", "With --workers, connections on the TCP listeners' ports that a slot's serving worker (and its children) holds open at the scrape, from sock_diag and /proc/PID/fd; the kernel counts no connections accepted per socket.", []string{"worker"}, nil),
-	}
-}
-
-func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.up, c.reloads, c.restarts, c.gens, c.queue, c.backlog, c.repairs, c.foreign, c.genInfo, c.genStart, c.workerInfo, c.workerQueue, c.workerRestarts, c.workerConns} {
-		ch <- d
-	}
-}
-
-func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
+// families returns the families of one status snapshot.
+func (c *statusCollector) families() []family {
+	up := family{name: "hotswap_up", help: "1 when the supervisor answered this scrape's status request.", typ: "gauge"}
 	ctx, cancel := context.WithTimeout(context.Background(), statusTimeout)
 	defer cancel()
 	st, err := c.sup.Status(ctx)
 	if err != nil {
-		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, 0)
-		return
+		up.add(0)
+		return []family{up}
 	}
-	ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, 1)
-	ch <- prometheus.MustNewConstMetric(c.reloads, prometheus.CounterValue, float64(st.Reloads.OK), "ok")
-	ch <- prometheus.MustNewConstMetric(c.reloads, prometheus.CounterValue, float64(st.Reloads.Failed), "failed")
-	ch <- prometheus.MustNewConstMetric(c.restarts, prometheus.CounterValue, float64(st.Restarts))
-	ch <- prometheus.MustNewConstMetric(c.repairs, prometheus.CounterValue, float64(st.SteeringRepairs))
-	ch <- prometheus.MustNewConstMetric(c.foreign, prometheus.CounterValue, float64(st.ForeignSockets))
+	up.add(1)
+	reloads := family{name: "hotswap_reloads_total", help: "Reloads by outcome: ok (the new generation serves) or failed (rolled back).", typ: "counter"}
+	reloads.add(float64(st.Reloads.OK), "outcome", "ok")
+	reloads.add(float64(st.Reloads.Failed), "outcome", "failed")
+	restarts := family{name: "hotswap_child_restarts_total", help: "Generations started after the current one died on its own.", typ: "counter"}
+	restarts.add(float64(st.Restarts))
+	repairs := family{name: "hotswap_steering_repairs_total", help: "Mismatches between a reuseport group's model and the kernel's sockets that hotswap found and repaired (a leaked socket, a member shut down behind its back); 0 unless something is wrong.", typ: "counter"}
+	repairs.add(float64(st.SteeringRepairs))
+	foreign := family{name: "hotswap_steering_foreign_sockets_total", help: "Sockets of other processes found listening in a reuseport group; never steered to.", typ: "counter"}
+	foreign.add(float64(st.ForeignSockets))
+	gens := family{name: "hotswap_generations", help: "Live generations by state.", typ: "gauge"}
 	byState := map[supervisor.State]int{supervisor.StateStarting: 0, supervisor.StateReady: 0, supervisor.StateDraining: 0}
 	for _, g := range st.Generations {
 		byState[g.State]++
 	}
-	for state, n := range byState {
-		ch <- prometheus.MustNewConstMetric(c.gens, prometheus.GaugeValue, float64(n), string(state))
+	for _, state := range []supervisor.State{supervisor.StateStarting, supervisor.StateReady, supervisor.StateDraining} {
+		gens.add(float64(byState[state]), "state", string(state))
 	}
+	info := family{name: "hotswap_generation_info", typ: "gauge",
+		help: "One series per live generation, always 1: its state, pid, the executable it runs and that executable's version (sha256: and the first 12 hex digits of its content's SHA-256)."}
+	start := family{name: "hotswap_generation_start_time_seconds", help: "When a live generation was started, in seconds since the Unix epoch.", typ: "gauge"}
 	c.exes.prune(st.Generations)
 	started := map[int]time.Time{} // a pool's generation: its first worker's start
+	var ids []int
 	for _, g := range st.Generations {
-		id := strconv.Itoa(g.ID)
 		exe, ver := c.exes.of(g)
-		ch <- prometheus.MustNewConstMetric(c.genInfo, prometheus.GaugeValue, 1, id, strconv.Itoa(g.PID), string(g.State), exe, ver)
+		info.add(1, "generation", strconv.Itoa(g.ID), "pid", strconv.Itoa(g.PID), "state", string(g.State), "executable", exe, "version", ver)
 		if t, ok := started[g.ID]; !ok || g.Started.Before(t) {
+			if !ok {
+				ids = append(ids, g.ID)
+			}
 			started[g.ID] = g.Started
 		}
 	}
-	for id, t := range started {
-		ch <- prometheus.MustNewConstMetric(c.genStart, prometheus.GaugeValue, float64(t.UnixNano())/1e9, strconv.Itoa(id))
+	for _, id := range ids {
+		start.add(float64(started[id].UnixNano())/1e9, "generation", strconv.Itoa(id))
 	}
+	workerInfo := family{name: "hotswap_worker_info", typ: "gauge",
+		help: "With --workers, one series per worker slot, always 1: the generation and pid serving it (0 while it restarts), its state and the CPU it is pinned to (\"\" without --cpu-affinity)."}
+	workerQueue := family{name: "hotswap_worker_queue_length", help: "With --workers, connections waiting in a worker slot's accept queues.", typ: "gauge"}
+	workerRestarts := family{name: "hotswap_worker_restarts_total", help: "With --workers, workers of a slot started again after the one serving it died on its own.", typ: "counter"}
+	workerConns := family{name: "hotswap_worker_open_connections", help: "With --workers, connections on the TCP listeners' ports that a slot's serving worker (and its children) holds open at the scrape, from sock_diag and /proc/PID/fd; the kernel counts no connections accepted per socket.", typ: "gauge"}
 	for _, w := range st.Workers {
 		slot, cpu := strconv.Itoa(w.Worker), ""
 		if w.CPU != nil {
 			cpu = strconv.Itoa(*w.CPU)
 		}
-		ch <- prometheus.MustNewConstMetric(c.workerInfo, prometheus.GaugeValue, 1, slot, strconv.Itoa(w.Gen), strconv.Itoa(w.PID), string(w.State), cpu)
-		ch <- prometheus.MustNewConstMetric(c.workerQueue, prometheus.GaugeValue, float64(w.Queue), slot)
-		ch <- prometheus.MustNewConstMetric(c.workerRestarts, prometheus.CounterValue, float64(w.Restarts), slot)
-		ch <- prometheus.MustNewConstMetric(c.workerConns, prometheus.GaugeValue, float64(w.Conns), slot)
+		workerInfo.add(1, "worker", slot, "generation", strconv.Itoa(w.Gen), "pid", strconv.Itoa(w.PID), "state", string(w.State), "cpu", cpu)
+		workerQueue.add(float64(w.Queue), "worker", slot)
+		workerRestarts.add(float64(w.Restarts), "worker", slot)
+		workerConns.add(float64(w.Conns), "worker", slot)
 	}
+	queue := family{name: "hotswap_listener_queue_length", help: "Connections waiting in a listener's accept queue.", typ: "gauge"}
+	backlog := family{name: "hotswap_listener_backlog", help: "A listener's accept queue capacity.", typ: "gauge"}
 	for i, l := range st.Listeners {
 		name := l.Name
 		if name == "" {
 			name = strconv.Itoa(i)
 		}
-		ch <- prometheus.MustNewConstMetric(c.queue, prometheus.GaugeValue, float64(l.Queue), name, l.Address)
-		ch <- prometheus.MustNewConstMetric(c.backlog, prometheus.GaugeValue, float64(l.Backlog), name, l.Address)
+		queue.add(float64(l.Queue), "listener", name, "address", l.Address)
+		backlog.add(float64(l.Backlog), "listener", name, "address", l.Address)
 	}
+	return []family{up, reloads, restarts, repairs, foreign, gens, info, start, workerInfo, workerQueue, workerRestarts, workerConns, queue, backlog}
 }
 
 // exeVersions remembers the executable and version of each generation's
@@ -217,19 +196,19 @@ func (e *exeVersions) prune(live []supervisor.GenerationStatus) {
 }
 
 // newMetricsHandler serves hotswap's metrics, its build's, the Go
-// runtime's and the process's, from a registry of its own.
+// runtime's and the process's.
 func newMetricsHandler(sup *supervisor.Supervisor, obs *metricsObserver) http.Handler {
-	reg := prometheus.NewRegistry()
-	build := prometheus.NewGauge(prometheus.GaugeOpts{
-		Name:        "hotswap_build_info",
-		Help:        "Always 1: the version of this hotswap binary and the Go release that built it.",
-		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()},
+	c := &statusCollector{sup: sup}
+	build := family{name: "hotswap_build_info", help: "Always 1: the version of this hotswap binary and the Go release that built it.", typ: "gauge"}
+	build.add(1, "version", version, "goversion", runtime.Version())
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fs := append(c.families(), obs.reloadDur.family(), obs.drainDur.family(), build)
+		fs = append(fs, goFamilies()...)
+		fs = append(fs, processFamilies()...)
+		slices.SortFunc(fs, func(a, b family) int { return strings.Compare(a.name, b.name) })
+		w.Header().Set("Content-Type", metricsContentType)
+		writeFamilies(w, fs)
 	})
-	build.Set(1)
-	reg.MustRegister(newStatusCollector(sup), obs.reloadDur, obs.drainDur, build,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		collectors.NewBuildInfoCollector())
-	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
 }
 
 // Limits of the metrics server: a network client of the metrics port can

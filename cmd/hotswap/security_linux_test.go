@@ -3,8 +3,10 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -20,6 +22,7 @@ import (
 	"github.com/hotswap-dev/hotswap/internal/control"
 	"github.com/hotswap-dev/hotswap/internal/proctest"
 	"github.com/hotswap-dev/hotswap/internal/proctest/ctltest"
+	"github.com/hotswap-dev/hotswap/internal/supervisor"
 	"golang.org/x/sys/unix"
 )
 
@@ -186,25 +189,10 @@ func argvPort(t *testing.T, pid int) string {
 // succeeds, the generation (whose --output-prefix output hotswap copies to
 // the same dead pipe) keeps serving, and SIGTERM ends hotswap normally.
 func TestClosedLogPipe(t *testing.T) {
-	hotswap := proctest.Build(t, hotswapPkg)
 	goapp := proctest.Build(t, goappPkg)
 	sock := filepath.Join(t.TempDir(), "hotswap.sock")
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(hotswap, "--control", sock, "--output-prefix", "[gen {gen}] ", "--ready", "100ms",
+	cmd := startClosedLogPipe(t, sock, "--output-prefix", "[gen {gen}] ", "--ready", "100ms",
 		"-l", "http=tcp://127.0.0.1:0", "--", goapp, "--version", "v1")
-	cmd.Stdout, cmd.Stderr = w, w
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	w.Close()
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	sc := bufio.NewScanner(r)
-	for sc.Scan() && !strings.Contains(sc.Text(), "generation ready") {
-	}
-	r.Close() // the logger is gone
 	st := statusOf(t, sock)
 	addr := st.Listeners[0].Address
 	for n := 2; n <= 3; n++ {
@@ -219,10 +207,42 @@ func TestClosedLogPipe(t *testing.T) {
 		t.Errorf("current generation %d, want 3", st.Current)
 	}
 	cmd.Process.Signal(syscall.SIGTERM)
-	err = cmd.Wait()
+	err := cmd.Wait()
 	if ws := cmd.ProcessState.Sys().(syscall.WaitStatus); ws.Signaled() || ws.ExitStatus() != 0 {
 		t.Errorf("hotswap ended with %v, want exit 0 after SIGTERM", err)
 	}
+}
+
+// startClosedLogPipe starts hotswap --control sock with args, its stdout
+// and stderr a pipe, and closes the pipe's read end (the logger is gone)
+// once `hotswap status --json` shows generation 1 ready.
+func startClosedLogPipe(t *testing.T, sock string, args ...string) *exec.Cmd {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(proctest.Build(t, hotswapPkg), append([]string{"--control", sock}, args...)...)
+	cmd.Stdout, cmd.Stderr = w, w
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	go io.Copy(io.Discard, r) // until the close below
+	for end := time.Now().Add(15 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if code, out, _ := ctl(t, "status", "--json", "--control", sock); code == 0 {
+			st := statusJSON{Status: &supervisor.Status{}}
+			if json.Unmarshal([]byte(out), &st) == nil && len(st.Generations) == 1 && st.Generations[0].State == supervisor.StateReady {
+				break
+			}
+		}
+		if time.Now().After(end) {
+			t.Fatal("generation 1 not ready within 15s")
+		}
+	}
+	r.Close() // the logger is gone
+	return cmd
 }
 
 // TestOutputPrefixLongLine (item 13): a generation writes 200 MB without

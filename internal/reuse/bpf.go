@@ -46,6 +46,12 @@ type program struct {
 	canary []int
 }
 
+// equal reports whether p and q are the same decision.
+func (p program) equal(q program) bool {
+	return p.to == q.to && p.other == q.other && p.pct == q.pct && p.probe == q.probe && p.probeSrc == q.probeSrc &&
+		slices.Equal(p.slots, q.slots) && slices.Equal(p.byCPU, q.byCPU)
+}
+
 // compile assembles p into a classic BPF program. Every index it can return
 // is one of to, other and probe, so a program never names an index the
 // caller did not choose.

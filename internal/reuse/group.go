@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 )
 
 // Errors returned by [Group] and [Member].
@@ -52,6 +53,14 @@ type Group struct {
 	spares  int        // spare sockets Take keeps at the tail; 0: Spares
 	foreign []Listener // found by Activate, for the next Audit to report
 	lost    []*Member  // likewise
+	// attached is the program last attached, valid while attachedOK: the
+	// kernel keeps it with the group, whichever member leaves.
+	attached   program
+	attachedOK bool
+	// changes counts the changes of the model's membership (a listen or
+	// close of ours, a departure or a foreign socket seen), for a
+	// [Census] to tell whether its read predates the model.
+	changes atomic.Uint64
 }
 
 // Member is one socket of a [Group]: added (bound, not listening), then
@@ -176,7 +185,7 @@ func (g *Group) Activate(m *Member) error {
 	if err := g.checkLocked(m, stateAdded); err != nil {
 		return fmt.Errorf("activate member: %w", err)
 	}
-	if err := g.beforeListenLocked(); err != nil {
+	if err := g.beforeListenLocked(nil); err != nil {
 		return fmt.Errorf("activate member: %w", err)
 	}
 	if err := listenSibling(m.f); err != nil {
@@ -184,6 +193,7 @@ func (g *Group) Activate(m *Member) error {
 	}
 	m.state = stateListening
 	g.order = append(g.order, m)
+	g.changes.Add(1)
 	return g.attachLocked()
 }
 
@@ -202,13 +212,15 @@ const Spares = 2
 // socket, which already listens at the tail of the group and receives
 // nothing, and listens a new spare after it. The caller hands the member
 // to a child and removes it like one from [Group.Activate].
-func (g *Group) Take() (*Member, error) {
+func (g *Group) Take() (*Member, error) { return g.take(nil) }
+
+func (g *Group) take(c *Census) (*Member, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.closed {
 		return nil, ErrClosed
 	}
-	if err := g.fillSparesLocked(g.sparesLocked()); err != nil {
+	if err := g.fillSparesLocked(g.sparesLocked(), c); err != nil {
 		return nil, err
 	}
 	var m *Member
@@ -219,7 +231,7 @@ func (g *Group) Take() (*Member, error) {
 		}
 	}
 	m.spare = false
-	if err := g.fillSparesLocked(g.sparesLocked()); err != nil {
+	if err := g.fillSparesLocked(g.sparesLocked(), c); err != nil {
 		return nil, err
 	}
 	return m, g.attachLocked()
@@ -238,7 +250,7 @@ func (g *Group) sparesLocked() int { return max(g.spares, Spares) }
 
 // fillSparesLocked listens spare sockets at the end of the group until it
 // has n.
-func (g *Group) fillSparesLocked(n int) error {
+func (g *Group) fillSparesLocked(n int, c *Census) error {
 	have := 0
 	for _, m := range g.order {
 		if m.spare {
@@ -254,13 +266,17 @@ func (g *Group) fillSparesLocked(n int) error {
 			host, _, _ := net.SplitHostPort(g.address)
 			g.port, g.address = port, net.JoinHostPort(host, strconv.Itoa(port))
 		}
-		if err := g.beforeListenLocked(); err != nil {
+		if err := g.beforeListenLocked(c); err != nil {
 			f.Close()
 			return fmt.Errorf("add member %s: %w", g.address, err)
 		}
 		if err := listenSibling(f); err != nil {
 			f.Close()
 			return fmt.Errorf("add member %s: %w", g.address, err)
+		}
+		g.changes.Add(1)
+		if ap, err := netip.ParseAddrPort(g.address); err == nil {
+			c.listenedLocked(g, Listener{Addr: ap, Inode: ino, UID: uint32(os.Geteuid())})
 		}
 		g.order = append(g.order, &Member{g: g, f: f, ino: ino, state: stateListening, spare: true})
 	}
@@ -270,11 +286,11 @@ func (g *Group) fillSparesLocked(n int) error {
 // beforeListenLocked brings the model up to date before a listen():
 // listen() appends after every socket in the group, including one another
 // process added since the last look.
-func (g *Group) beforeListenLocked() error {
+func (g *Group) beforeListenLocked(c *Census) error {
 	if g.frozen || g.port == 0 {
-		return g.syncLocked()
+		return g.syncLocked(c)
 	}
-	_, lost, err := g.auditLocked()
+	_, lost, err := g.auditLocked(c)
 	g.lost = append(g.lost, lost...)
 	return err
 }
@@ -286,9 +302,10 @@ func (g *Group) dropSparesLocked() error {
 		if m.spare {
 			m.state, m.spare = stateLeaving, false
 			closeNil(&m.f)
+			g.changes.Add(1)
 		}
 	}
-	return g.syncLocked()
+	return g.syncLocked(nil)
 }
 
 // Adopt records f, a socket that already listens in the group (handed
@@ -315,10 +332,11 @@ func (g *Group) Adopt(f *os.File) (_ *Member, retErr error) {
 	if g.port != 0 && port != g.port {
 		return nil, fmt.Errorf("adopt member %s: socket listens on port %d: %w", g.address, port, ErrNotMember)
 	}
-	live, err := listeningInodes(g.network, port)
+	ls, err := Listeners(g.network, port)
 	if err != nil {
 		return nil, fmt.Errorf("adopt member %s: %w", g.address, err)
 	}
+	live := inodes(ls)
 	if !live[ino] {
 		return nil, fmt.Errorf("adopt member %s: %w", g.address, ErrNotActive)
 	}
@@ -331,6 +349,7 @@ func (g *Group) Adopt(f *os.File) (_ *Member, retErr error) {
 	}
 	m := &Member{g: g, f: f, ino: ino, state: stateListening}
 	g.order = append(g.order, m)
+	g.changes.Add(1)
 	return m, g.attachLocked()
 }
 
@@ -345,6 +364,7 @@ func (g *Group) Freeze() error {
 	defer g.mu.Unlock()
 	err := g.dropSparesLocked()
 	g.frozen = true
+	g.attachedOK = false // the other process attaches its own
 	return err
 }
 
@@ -357,10 +377,10 @@ func (g *Group) Thaw() error {
 		return ErrClosed
 	}
 	g.frozen = false
-	if err := g.syncLocked(); err != nil {
+	if err := g.syncLocked(nil); err != nil {
 		return err
 	}
-	if err := g.fillSparesLocked(g.sparesLocked()); err != nil {
+	if err := g.fillSparesLocked(g.sparesLocked(), nil); err != nil {
 		return err
 	}
 	return g.attachLocked()
@@ -373,7 +393,11 @@ func (g *Group) Thaw() error {
 // supervisor's copy before the child's final close, so that the child's
 // close is the last (docs/kernel.md, "Close order"), then call [Group.Sync]
 // once the child has exited.
-func (g *Group) Remove(m *Member) error {
+func (g *Group) Remove(m *Member) error { return g.remove(nil, m, true) }
+
+// remove is Remove; the look at the kernel after the close is left to the
+// caller unless sync.
+func (g *Group) remove(c *Census, m *Member, sync bool) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if err := g.checkLocked(m, -1); err != nil {
@@ -394,7 +418,11 @@ func (g *Group) Remove(m *Member) error {
 	if err := closeNil(&m.f); err != nil {
 		return fmt.Errorf("remove member: %w", err)
 	}
-	return g.syncLocked()
+	g.changes.Add(1)
+	if !sync {
+		return nil
+	}
+	return g.syncLocked(c)
 }
 
 // Sync updates the model for members whose socket left the group since the
@@ -402,13 +430,15 @@ func (g *Group) Remove(m *Member) error {
 // re-attaches the program. Each departure moves the last member into the
 // freed slot; departures found together are applied in the order of their
 // Remove calls.
-func (g *Group) Sync() error {
+func (g *Group) Sync() error { return g.sync(nil) }
+
+func (g *Group) sync(c *Census) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.closed {
 		return ErrClosed
 	}
-	return g.syncLocked()
+	return g.syncLocked(c)
 }
 
 // Len returns the number of sockets in the group's index order, including
@@ -436,7 +466,9 @@ func (g *Group) Index(m *Member) (int, bool) {
 
 // Steer compiles p for the current index order and attaches it. Every
 // member p names must be listening.
-func (g *Group) Steer(p Policy) error {
+func (g *Group) Steer(p Policy) error { return g.steer(nil, p) }
+
+func (g *Group) steer(c *Census, p Policy) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.closed {
@@ -453,7 +485,7 @@ func (g *Group) Steer(p Policy) error {
 			return fmt.Errorf("steer %s: %w", g.address, err)
 		}
 	}
-	if err := g.syncLocked(); err != nil {
+	if err := g.syncLocked(c); err != nil {
 		return fmt.Errorf("steer %s: %w", g.address, err)
 	}
 	g.pol = p
@@ -519,15 +551,20 @@ func (g *Group) checkLocked(m *Member, want memberState) error {
 // syncLocked drops leaving and foreign members whose socket no longer
 // listens, with the kernel's swap-with-last rule, and re-attaches if
 // anything changed.
-func (g *Group) syncLocked() error {
+func (g *Group) syncLocked(c *Census) error {
 	if !slices.ContainsFunc(g.order, func(m *Member) bool { return m.state == stateLeaving || m.state == stateForeign }) {
 		return nil
 	}
-	live, err := listeningInodes(g.network, g.port)
+	ls, fromCensus, err := c.listenersLocked(g)
 	if err != nil {
 		return fmt.Errorf("sync group %s: %w", g.address, err)
 	}
-	if len(g.departLocked(live, false)) == 0 {
+	live := inodes(ls)
+	gone := g.departLocked(live, false)
+	if fromCensus {
+		c.agreeLocked(g)
+	}
+	if len(gone) == 0 {
 		return nil
 	}
 	return g.attachLocked()
@@ -550,6 +587,7 @@ func (g *Group) departLocked(live map[uint64]bool, all bool) []*Member {
 			g.pol = g.pol.without(m)
 		}
 		m.state = stateGone
+		g.changes.Add(1)
 		gone = append(gone, m)
 	}
 	return gone
@@ -605,7 +643,9 @@ func (a Audit) QueueOf(ino uint64) (uint32, bool) {
 // foreign, and the program is re-attached if anything changed. Foreign
 // sockets found by [Group.Activate], which audits before it listens, are
 // reported by the next Audit.
-func (g *Group) Audit() (Audit, error) {
+func (g *Group) Audit() (Audit, error) { return g.audit(nil) }
+
+func (g *Group) audit(c *Census) (Audit, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.closed {
@@ -622,7 +662,7 @@ func (g *Group) Audit() (Audit, error) {
 		a.Model = append(a.Model, fmt.Sprintf("%d:%d:%s", i, m.ino, m.state))
 	}
 	var err error
-	if a.Kernel, a.Lost, err = g.auditLocked(); err != nil {
+	if a.Kernel, a.Lost, err = g.auditLocked(c); err != nil {
 		return a, err
 	}
 	a.Foreign, g.foreign = g.foreign, nil
@@ -642,15 +682,15 @@ func (g *Group) Audit() (Audit, error) {
 // auditLocked is Audit's work: it returns the kernel's sockets and the
 // lost members, adds foreign sockets to g.foreign, and re-attaches if the
 // model changed.
-func (g *Group) auditLocked() ([]Listener, []*Member, error) {
-	ls, err := Listeners(g.network, g.port)
+func (g *Group) auditLocked(c *Census) ([]Listener, []*Member, error) {
+	ls, fromCensus, err := c.listenersLocked(g)
 	if err != nil {
 		return nil, nil, fmt.Errorf("audit group %s: %w", g.address, err)
 	}
-	live := map[uint64]bool{}
-	for _, l := range ls {
-		live[l.Inode] = true
+	if fromCensus {
+		defer c.agreeLocked(g)
 	}
+	live := inodes(ls)
 	changed := false
 	var lost []*Member
 	for _, m := range g.departLocked(live, true) {
@@ -667,6 +707,7 @@ func (g *Group) auditLocked() ([]Listener, []*Member, error) {
 	for _, l := range ls {
 		if !known[l.Inode] {
 			g.order = append(g.order, &Member{g: g, ino: l.Inode, state: stateForeign})
+			g.changes.Add(1)
 			g.foreign = append(g.foreign, l)
 			changed = true
 		}
@@ -718,7 +759,10 @@ func (g *Group) attachLocked() error {
 		}
 	}
 	if via == nil {
-		return nil // nothing listening that we hold: nothing to steer
+		// Nothing listening that we hold: nothing to steer. The group
+		// may end here, and its program with it.
+		g.attachedOK = false
+		return nil
 	}
 	oldest := via
 	for _, m := range g.order {
@@ -727,13 +771,26 @@ func (g *Group) attachLocked() error {
 			break
 		}
 	}
-	raw, err := g.programLocked(oldest).compile()
+	p := g.programLocked(oldest)
+	foreign := slices.ContainsFunc(g.order, func(m *Member) bool { return m.state == stateForeign })
+	if g.attachedOK && p.equal(g.attached) && !foreign {
+		// The same indices for the same sockets: a listen at the tail
+		// or the removal of a member the program does not name leaves
+		// it as it is. Attaching costs a compile in the kernel for
+		// every group at every step of a reload. With a foreign socket
+		// in the group, whose owner may have attached a program of its
+		// own, ours is attached again every time.
+		return nil
+	}
+	raw, err := p.compile()
 	if err != nil {
 		return err
 	}
+	g.attachedOK = false
 	if err := attachProgram(via.f, raw); err != nil {
 		return fmt.Errorf("attach steering program %s: %w", g.address, err)
 	}
+	g.attached, g.attachedOK = p, true
 	return nil
 }
 
@@ -805,6 +862,15 @@ func (p Policy) without(m *Member) Policy {
 		}
 	}
 	return p
+}
+
+// inodes is the set of the listeners' inodes.
+func inodes(ls []Listener) map[uint64]bool {
+	live := make(map[uint64]bool, len(ls))
+	for _, l := range ls {
+		live[l.Inode] = true
+	}
+	return live
 }
 
 func closeNil(f **os.File) error {

@@ -1,6 +1,9 @@
 package reuse
 
 import (
+	"fmt"
+	"slices"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -11,20 +14,6 @@ const (
 	tcpListen      = 10
 )
 
-// listeningInodes returns the inodes of the listening TCP sockets on port
-// in the caller's network namespace, for the family of network.
-func listeningInodes(network string, port int) (map[uint64]bool, error) {
-	ls, err := Listeners(network, port)
-	if err != nil {
-		return nil, err
-	}
-	live := map[uint64]bool{}
-	for _, l := range ls {
-		live[l.Inode] = true
-	}
-	return live, nil
-}
-
 func diagFamilies(network string) []uint8 {
 	switch network {
 	case "tcp4":
@@ -33,4 +22,22 @@ func diagFamilies(network string) []uint8 {
 		return []uint8{unix.AF_INET6}
 	}
 	return []uint8{unix.AF_INET, unix.AF_INET6}
+}
+
+// censusDump returns the listening sockets on ports of the families of
+// networks, one dump per family.
+func censusDump(networks map[string]bool, ports map[int]bool) ([]Listener, error) {
+	var fams []uint8
+	for n := range networks {
+		for _, f := range diagFamilies(n) {
+			if !slices.Contains(fams, f) {
+				fams = append(fams, f)
+			}
+		}
+	}
+	ls, err := dumpListeners(fams, ports)
+	if err != nil {
+		return nil, fmt.Errorf("list listeners on %d ports: %w", len(ports), err)
+	}
+	return ls, nil
 }

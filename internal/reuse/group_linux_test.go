@@ -69,6 +69,9 @@ func checkModel(t *testing.T, g *Group, sinks map[*Member]*sink, seen *sync.Map)
 			t.Errorf("ret %d: got %v, want 3 on %s (order %s)", i, got, want, names(order, sinks))
 		}
 	}
+	g.mu.Lock()
+	g.attachedOK = false // the ret programs above replaced the group's
+	g.mu.Unlock()
 	for _, m := range order {
 		if m.state != stateListening {
 			continue

@@ -26,7 +26,9 @@ func reserveProbe(string, string) (*os.File, netip.AddrPort, error) {
 	return nil, netip.AddrPort{}, errGroupUnsupported
 }
 
-func listeningInodes(string, int) (map[uint64]bool, error) { return nil, errGroupUnsupported }
+func censusDump(map[string]bool, map[int]bool) ([]Listener, error) {
+	return nil, errGroupUnsupported
+}
 
 func inspectListener(*os.File) (uint64, int, error) { return 0, 0, errGroupUnsupported }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -42,7 +43,9 @@ func Listen(network, address string, opts Options) (*os.File, error) {
 // not own, so os/exec's Fd() leaves the flag alone.
 func ListenFile(f *os.File, backlog int) error {
 	if backlog <= 0 {
-		backlog = Somaxconn()
+		// listen() caps the backlog at net.core.somaxconn as it is now
+		// (listen(2)), without reading /proc/sys for every listen.
+		backlog = math.MaxInt32
 	}
 	return sys.Control(f, func(fd int) error {
 		if err := sys.Retry(func() error { return unix.Listen(fd, backlog) }); err != nil {

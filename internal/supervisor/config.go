@@ -233,9 +233,10 @@ type Config struct {
 	// os.Executable(). Its main must call fdpass.RunShim when
 	// fdpass.IsShim() is true.
 	Executable string
-	// TeeStderr: Executable also runs as the stderr tee of every
-	// generation (its main calls RunTee when IsTee() is true; tee.go).
-	// Otherwise hotswap copies a generation's stderr itself.
+	// TeeStderr: Executable also runs as the stderr relay, one process
+	// that copies every generation's stderr (its main calls RunTee when
+	// IsTee() is true; tee.go). Otherwise hotswap copies a generation's
+	// stderr itself.
 	TeeStderr bool
 }
 

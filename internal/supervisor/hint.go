@@ -94,7 +94,7 @@ func causeHint(g *gen) string {
 // The bind watch: without --intercept, a server that binds a --listen
 // address itself finds it taken by hotswap and usually exits at once,
 // saying "address already in use". Each generation's stderr goes through
-// a pipe copied to hotswap's stderr by a tee process (tee.go), or with
+// a pipe copied to hotswap's stderr by the stderr relay (tee.go), or with
 // --output-prefix by hotswap itself, watching for that.
 
 // A sign is something a generation said on stderr that points to a fix.
@@ -128,10 +128,15 @@ const watchLimit = 1 << 20
 type bindWatchHook struct {
 	s       *Supervisor
 	pending map[int]*outputWatch // between before and after or abort; run loop only
+	relay   *stderrRelay         // with Config.TeeStderr
 }
 
 func newBindWatchHook(s *Supervisor) *bindWatchHook {
-	return &bindWatchHook{s: s, pending: map[int]*outputWatch{}}
+	h := &bindWatchHook{s: s, pending: map[int]*outputWatch{}}
+	if s.cfg.TeeStderr {
+		h.relay = newStderrRelay(s.cfg.Executable)
+	}
+	return h
 }
 
 type outputWatch struct {
@@ -164,10 +169,10 @@ func (h *bindWatchHook) before(id int, cmd *exec.Cmd) error {
 	}
 	dst := cmd.Stderr
 	cmd.Stderr = w
-	if f, ok := dst.(*os.File); ok && h.s.cfg.TeeStderr {
-		if err := ow.startTee(h.s.cfg.Executable, r, f); err != nil {
+	if f, ok := dst.(*os.File); ok && h.relay != nil {
+		if err := h.relay.add(ow, r, f); err != nil {
 			w.Close()
-			return fmt.Errorf("stderr tee: %w", err)
+			return fmt.Errorf("stderr relay: %w", err)
 		}
 	} else {
 		// Not owned by s.wg: a descendant of the generation may hold
@@ -195,20 +200,7 @@ func (h *bindWatchHook) abort(id int) {
 func (ow *outputWatch) copy(dst io.Writer, r *os.File) {
 	defer close(ow.done)
 	defer r.Close()
-	buf := make([]byte, 32<<10)
-	scan := scanner{}
-	for {
-		n, err := r.Read(buf)
-		if n > 0 {
-			dst.Write(buf[:n])
-			if s := scan.add(buf[:n]); s != 0 {
-				ow.saw(s)
-			}
-		}
-		if err != nil {
-			break
-		}
-	}
+	copyScanning(dst, r, ow.saw)
 	if f, ok := dst.(interface{ Flush() }); ok {
 		f.Flush()
 	}

@@ -102,7 +102,7 @@ func (r readiness) close() {
 // waitReady runs g's readiness gate. ctx is cancelled with a cause when g
 // exits.
 func (s *Supervisor) waitReady(ctx context.Context, g *gen) error {
-	c := s.cfg.Ready.Expand(healthgate.Vars{Gen: g.id, Worker: g.worker, PID: g.pid, Port: g.ready.port()})
+	c := s.gateCheck(g)
 	opts := healthgate.Options{Timeout: s.cfg.ReadyTimeout}
 	if g.ready.health != nil {
 		opts.Verify = g.ready.health.Verify
@@ -117,6 +117,11 @@ func (s *Supervisor) waitReady(ctx context.Context, g *gen) error {
 		opts.Env = append(opts.Env, fdpass.ProbeSource+"="+g.udpProbe.String())
 	}
 	return healthgate.Wait(ctx, c, healthgate.Target{PID: g.pid, Notify: g.ready.notify, Options: opts})
+}
+
+// gateCheck is g's readiness check, its variables expanded.
+func (s *Supervisor) gateCheck(g *gen) healthgate.Check {
+	return s.cfg.Ready.Expand(healthgate.Vars{Gen: g.id, Worker: g.worker, PID: g.pid, Port: g.ready.port()})
 }
 
 // probeAddr is the host:port an http or tcp check connects to, or "".

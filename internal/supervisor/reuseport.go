@@ -124,6 +124,8 @@ func (l *listener) close() {
 // steered to; orphaned members are taken first.
 func (s *Supervisor) members(sl *slot, id int) (files []*os.File, ms []*reuse.Member, retErr error) {
 	ms = make([]*reuse.Member, len(s.listeners))
+	c := s.census()
+	s.lastCensus = c
 	defer func() {
 		if retErr != nil {
 			s.dropMembers(sl, ms)
@@ -137,7 +139,7 @@ func (s *Supervisor) members(sl *slot, id int) (files []*os.File, ms []*reuse.Me
 		m := sl.orphans[i] // taken by takeOrphans once the generation runs
 		if m == nil {
 			var err error
-			if m, err = l.group.Take(); err != nil {
+			if m, err = c.Take(l.group); err != nil {
 				return nil, nil, fmt.Errorf("listener %s for generation %d: %w", l.spec, id, err)
 			}
 		}
@@ -174,12 +176,19 @@ func (s *Supervisor) dropMembers(sl *slot, ms []*reuse.Member) {
 
 // release closes the supervisor's copies of a generation's members: the
 // child's own close is then the last one (docs/kernel.md, "Close order").
+// One census after the last close tells every group which sockets left.
 func (s *Supervisor) release(ms []*reuse.Member) {
+	c := s.census()
 	for i, m := range ms {
 		if m != nil {
-			if err := s.listeners[i].group.Remove(m); err != nil && !errors.Is(err, reuse.ErrClosed) && !errors.Is(err, reuse.ErrRemoved) {
+			if err := c.Remove(s.listeners[i].group, m); err != nil && !errors.Is(err, reuse.ErrClosed) && !errors.Is(err, reuse.ErrRemoved) {
 				s.log.Warn("remove reuseport member", "listener", s.listeners[i].spec.Name, "error", err)
 			}
+		}
+	}
+	for i, m := range ms {
+		if m != nil {
+			s.syncGroup(c, s.listeners[i])
 		}
 	}
 }
@@ -204,35 +213,69 @@ func (s *Supervisor) leaveMembers(g *gen, keep func([]*reuse.Member)) {
 // sync updates every group's model after a generation holding members
 // has exited.
 func (s *Supervisor) sync() {
+	c := s.census()
+	s.lastCensus = c
 	for _, l := range s.listeners {
 		if l.reuseport() {
-			if err := l.group.Sync(); err != nil && !errors.Is(err, reuse.ErrClosed) {
-				s.log.Warn("sync reuseport group", "listener", l.spec.Name, "error", err)
-			}
+			s.syncGroup(c, l)
 		}
 	}
+}
+
+func (s *Supervisor) syncGroup(c *reuse.Census, l *listener) {
+	if err := c.Sync(l.group); err != nil && !errors.Is(err, reuse.ErrClosed) {
+		s.log.Warn("sync reuseport group", "listener", l.spec.Name, "error", err)
+	}
+}
+
+// census prepares one read of the kernel's listeners for a pass over
+// every reuseport group: one sock_diag dump per address family, where a
+// look per group would cost a walk of every listening socket each
+// (docs/kernel.md, "One dump walks every listener").
+func (s *Supervisor) census() *reuse.Census {
+	var gs []*reuse.Group
+	for _, l := range s.listeners {
+		if l.reuseport() {
+			gs = append(gs, l.group)
+		}
+	}
+	return reuse.NewCensus(gs)
 }
 
 // steer attaches, in every group, the policy "new connections to to (or
 // pct percent to to and the rest to other); probes to probe". A nil
 // generation leaves that role to the group's default (the oldest member).
+// The probe role goes only to the group that probe's gate dials: in the
+// others it would be a program to attach for nothing (each attach is a
+// compile in the kernel, for every group at every reload).
 func (s *Supervisor) steer(to, other *gen, pct int, probe *gen) error {
 	var errs []error
 	if s.udp != nil {
 		errs = append(errs, s.udpSteer(to, other, pct, probe))
 	}
+	probedAt := -1
+	if probe != nil {
+		probedAt = s.probed(probeAddr(s.gateCheck(probe)))
+	}
+	c := s.census()
 	for i, l := range s.listeners {
 		if !l.reuseport() {
 			continue
 		}
-		p := reuse.Policy{To: member(to, i), Other: member(other, i), Percent: pct, Probe: member(probe, i)}
+		p := reuse.Policy{To: member(to, i), Other: member(other, i), Percent: pct}
+		if i == probedAt {
+			p.Probe = member(probe, i)
+		}
 		if p.Other == nil {
 			p.Percent = 0
 		}
 		if s.pool() {
 			p = s.poolPolicy(i, probe)
+			if i != probedAt {
+				p.Probe = nil
+			}
 		}
-		if err := l.group.Steer(p); err != nil {
+		if err := c.Steer(l.group, p); err != nil {
 			errs = append(errs, fmt.Errorf("steer %s: %w", l.spec, err))
 		}
 	}
@@ -250,15 +293,20 @@ func member(g *gen, i int) *reuse.Member {
 // to reach the generation being gated: the probe address of the reuseport
 // group listening on addr, if any.
 func (s *Supervisor) probeFor(addr string) (netip.AddrPort, bool) {
-	for _, l := range s.listeners {
-		if !l.reuseport() {
-			continue
-		}
-		if sameAddr(addr, l.group.Addr()) {
-			return l.group.ProbeAddr(), true
-		}
+	if i := s.probed(addr); i >= 0 {
+		return s.listeners[i].group.ProbeAddr(), true
 	}
 	return netip.AddrPort{}, false
+}
+
+// probed returns the index of the reuseport listener on addr, or -1.
+func (s *Supervisor) probed(addr string) int {
+	for i, l := range s.listeners {
+		if l.reuseport() && sameAddr(addr, l.group.Addr()) {
+			return i
+		}
+	}
+	return -1
 }
 
 func sameAddr(a, b string) bool {

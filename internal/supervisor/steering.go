@@ -37,16 +37,24 @@ import (
 // (Status.ForeignSockets); it is not a repair.
 
 // checkGroups audits every reuseport group; why names the event.
+// One census serves every group: the one the event's last pass read
+// when it still holds (members listened their spares into it, sync
+// applied what it showed), else a new one.
 func (s *Supervisor) checkGroups(why string) {
+	c := s.lastCensus
+	s.lastCensus = nil
+	if c == nil || !c.Fresh() {
+		c = s.census()
+	}
 	for i, l := range s.listeners {
 		if l.reuseport() {
-			s.checkGroup(i, l, why)
+			s.checkGroup(c, i, l, why)
 		}
 	}
 }
 
-func (s *Supervisor) checkGroup(i int, l *listener, why string) {
-	a, err := l.group.Audit()
+func (s *Supervisor) checkGroup(c *reuse.Census, i int, l *listener, why string) {
+	a, err := c.Audit(l.group)
 	if err != nil {
 		if !errors.Is(err, reuse.ErrClosed) {
 			s.log.Warn("read the reuseport group from the kernel", "listener", l.spec.Name, "error", err)

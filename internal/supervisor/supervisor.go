@@ -85,6 +85,10 @@ type Supervisor struct {
 	// relaying are the inodes of sockets whose queue handQueue is
 	// relaying (steering.go), written off the loop.
 	relaying sync.Map
+	// lastCensus is the census of the loop's last pass that read the
+	// kernel (members, sync), for the check after the event to use
+	// while it still holds; run loop only.
+	lastCensus *reuse.Census
 }
 
 type counters struct {

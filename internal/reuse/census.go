@@ -1,0 +1,148 @@
+package reuse
+
+import "sync"
+
+// Census is one read of the kernel's listening TCP sockets for many
+// groups: one sock_diag dump per address family covering every group's
+// port, where each group on its own dumps once per look for its own port.
+// The kernel walks every listening socket of the namespace for each dump,
+// so 1,000 groups looking one by one cost 1,000 walks of 3,000 sockets.
+//
+// The census is read at its first use, so that what happened before (a
+// pass of closes, say) is in it. A group whose membership changed since
+// (a listen or close of its own, by this pass or by another goroutine)
+// no longer trusts it and dumps its own port, as it does without a
+// census: the census never gives a group a view older than its model.
+// A census is for one pass over the groups; make a new one for the next.
+type Census struct {
+	ports    map[int]bool    // the groups' ports when the census was made
+	networks map[string]bool // and their networks
+	groups   map[*Group]bool
+
+	mu     sync.Mutex
+	read   bool
+	err    error
+	socks  map[int][]Listener // by port
+	epochs map[*Group]uint64  // each group's changes before the read
+}
+
+// NewCensus prepares a census of the ports of gs. It reads nothing yet.
+func NewCensus(gs []*Group) *Census {
+	c := &Census{ports: map[int]bool{}, networks: map[string]bool{}, groups: map[*Group]bool{}}
+	for _, g := range gs {
+		g.mu.Lock()
+		if g.port != 0 && !g.closed {
+			c.ports[g.port] = true
+			c.networks[g.network] = true
+			c.groups[g] = true
+		}
+		g.mu.Unlock()
+	}
+	return c
+}
+
+// listenersLocked returns the listening sockets on g's port, from the
+// census when it covers g and g has not changed since the read, else from
+// a dump of its own; g.mu is held. A nil census always dumps. fromCensus
+// says which.
+func (c *Census) listenersLocked(g *Group) (ls []Listener, fromCensus bool, err error) {
+	if c == nil || !c.groups[g] {
+		ls, err = Listeners(g.network, g.port)
+		return ls, false, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.read {
+		c.read = true
+		c.epochs = make(map[*Group]uint64, len(c.groups))
+		for o := range c.groups {
+			c.epochs[o] = o.changes.Load()
+		}
+		var ls []Listener
+		if ls, c.err = censusDump(c.networks, c.ports); c.err == nil {
+			c.socks = map[int][]Listener{}
+			for _, l := range ls {
+				p := int(l.Addr.Port())
+				c.socks[p] = append(c.socks[p], l)
+			}
+		}
+	}
+	if c.err != nil {
+		return nil, false, c.err
+	}
+	if g.changes.Load() != c.epochs[g] {
+		ls, err = Listeners(g.network, g.port)
+		return ls, false, err
+	}
+	for _, l := range c.socks[g.port] {
+		if g.network == "tcp" || (g.network == "tcp4") == l.Addr.Addr().Is4() {
+			ls = append(ls, l)
+		}
+	}
+	return ls, true, nil
+}
+
+// agreeLocked records that g's model now follows from the census (it
+// applied the departures and foreign sockets the census showed), so the
+// census still holds for g; g.mu is held.
+func (c *Census) agreeLocked(g *Group) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.read && c.err == nil {
+		c.epochs[g] = g.changes.Load()
+	}
+}
+
+// listenedLocked records in the census a socket g has just listened,
+// after a look through the census, so the census still holds for g; g.mu
+// is held.
+func (c *Census) listenedLocked(g *Group, l Listener) {
+	if c == nil || !c.groups[g] {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.read && c.err == nil && c.epochs[g]+1 == g.changes.Load() {
+		c.socks[g.port] = append(c.socks[g.port], l)
+		c.epochs[g]++
+	}
+}
+
+// Fresh reports whether the census has been read and still holds for
+// every group it covers: none changed since, but by applying what it
+// showed. A pass that follows another on the same goroutine can then use
+// it instead of reading the kernel again.
+func (c *Census) Fresh() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.read || c.err != nil {
+		return false
+	}
+	for g := range c.groups {
+		if g.changes.Load() != c.epochs[g] {
+			return false
+		}
+	}
+	return true
+}
+
+// Audit is [Group.Audit] through the census.
+func (c *Census) Audit(g *Group) (Audit, error) { return g.audit(c) }
+
+// Sync is [Group.Sync] through the census.
+func (c *Census) Sync(g *Group) error { return g.sync(c) }
+
+// Take is [Group.Take] through the census.
+func (c *Census) Take(g *Group) (*Member, error) { return g.take(c) }
+
+// Steer is [Group.Steer] through the census.
+func (c *Census) Steer(g *Group, p Policy) error { return g.steer(c, p) }
+
+// Remove is [Group.Remove] without its last step, the look at whether
+// the socket left the group: call [Census.Sync] on the group after the
+// last Remove of the pass, so that one read of the kernel sees every
+// close.
+func (c *Census) Remove(g *Group, m *Member) error { return g.remove(c, m, false) }
