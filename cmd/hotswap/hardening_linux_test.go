@@ -277,7 +277,12 @@ func TestHardeningUDPReload(t *testing.T) {
 		}
 		defer c.Close()
 		buf := make([]byte, 2048)
-		for i := 0; ctx.Err() == nil && i < 200000; i++ {
+		// Bounded by count and by the test (cancel below); the five
+		// reloads wait for each old generation to exit, which in the
+		// default mode is --drain-conn-wait (2 s) after its cutover, so
+		// the count must outlast about 10 s of fast answers (200,000 did
+		// not on a quiet machine: generation 6 was never asked).
+		for i := 0; ctx.Err() == nil && i < 5_000_000; i++ {
 			want := strconv.Itoa(i)
 			sent++
 			c.Write([]byte(want))

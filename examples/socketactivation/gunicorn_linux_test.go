@@ -98,9 +98,18 @@ func TestGunicornReloadUnderLoad(t *testing.T) {
 	}
 }
 
+// writeVersion replaces the version file whole, as a deploy would: gunicorn
+// sends READY=1 from its arbiter before its workers have booted, so a
+// worker of the generation just deployed may still be importing app (and
+// reading the file) when the next version is written; an in-place write
+// could hand it an empty file (CI saw 1,378 answers without a version).
 func writeVersion(t *testing.T, path, v string) {
 	t.Helper()
-	if err := os.WriteFile(path, []byte(v), 0o644); err != nil {
+	tmp := path + ".new"
+	if err := os.WriteFile(tmp, []byte(v), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
 		t.Fatal(err)
 	}
 }
