@@ -69,15 +69,15 @@ type Status struct {
 	NextRestart time.Time     `json:"next_restart,omitzero"`
 	Backoff     time.Duration `json:"restart_backoff_ns,omitempty"`
 	LastFailure string        `json:"last_failure,omitempty"`
+	// Reloading is set while a reload is in progress or queued (waiting
+	// for its gate, for an old generation to exit, or coalesced).
+	Reloading bool `json:"reloading,omitempty"`
 	// SteeringRepairs counts mismatches between a reuseport group's model
 	// and the kernel that hotswap found and repaired (a leaked socket, a
 	// member shut down behind its back); ForeignSockets counts sockets of
 	// other processes found in a group, never steered to.
-	// Reloading is set while a reload is in progress or queued (waiting
-	// for its gate, for an old generation to exit, or coalesced).
-	Reloading       bool `json:"reloading,omitempty"`
-	SteeringRepairs int  `json:"steering_repairs"`
-	ForeignSockets  int  `json:"foreign_sockets"`
+	SteeringRepairs int `json:"steering_repairs"`
+	ForeignSockets  int `json:"foreign_sockets"`
 }
 
 // ListenerStatus describes one socket the supervisor owns.
