@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"syscall"
 
@@ -37,10 +38,28 @@ const upgradeSignal = upgrade.Signal
 // millisecond of CPU for so small a heap.
 const gcPercent = 25
 
+// maxProcs is hotswap's GOMAXPROCS unless the environment sets one.
+// hotswap is a supervisor off the data path: it forks, waits and reads
+// the kernel's tables, never serves a request, so a second P buys no
+// throughput. Each P costs memory of its own (an mcache holding a span of
+// every size class, a goroutine run queue) and lets two threads run at
+// once, so that a blocking syscall on one (fork/exec, a /proc read) hands
+// the other P to yet another thread. The environment variable is left
+// alone: generations inherit hotswap's environment, and their GOMAXPROCS
+// is theirs to choose.
+const maxProcs = 1
+
 func main() {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(gcPercent)
 	}
+	if os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(maxProcs)
+	}
+	// hotswap serves no heap profile (no net/http/pprof), so the
+	// runtime's allocation sampling would only fill its profile buckets
+	// (a 1.4 MB hash table and a record per sampled stack) for nothing.
+	runtime.MemProfileRate = 0
 	if supervisor.IsTee() {
 		os.Exit(supervisor.RunTee())
 	}

@@ -133,30 +133,11 @@ func (c *container) cleanup() (killed, lingered bool) {
 	c.mu.Unlock()
 	if known {
 		lingered = !waitExit(fd, containerExitWait)
-		unix.Close(fd)
 	}
 	os.Remove(c.cidfile)
 	os.Remove(c.conmonfile)
 	os.Remove(c.pidfile)
 	return killed, lingered
-}
-
-// waitExit waits up to d for the process of pidfd fd to exit.
-func waitExit(fd int, d time.Duration) bool {
-	deadline := time.Now().Add(d)
-	for {
-		ms := int(time.Until(deadline).Milliseconds())
-		if ms <= 0 {
-			return false
-		}
-		n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, ms)
-		switch {
-		case err == nil && n > 0:
-			return true
-		case err != nil && err != unix.EINTR:
-			return false
-		}
-	}
 }
 
 // snapshot is [reuse.Snapshot] of the process trees that hold g's

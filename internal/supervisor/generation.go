@@ -236,6 +236,7 @@ func (s *Supervisor) output(id int, w io.Writer) io.Writer {
 
 // wait reaps g and reports its exit to the run loop.
 func (s *Supervisor) wait(g *gen) {
+	awaitExit(g.cmd.Process.Pid)
 	err := g.cmd.Wait()
 	for _, w := range []io.Writer{g.cmd.Stdout, g.cmd.Stderr} {
 		if p, ok := w.(*prefixWriter); ok {
