@@ -8,8 +8,11 @@ PIDFILE ?= $(CURDIR)/$(BIN)/hotswap-demo.pid
 
 all: build
 
+# hotswap is built without cgo, as it ships: a static binary, without
+# libc's pages in its memory (docs/architecture.md, "hotswap's own
+# footprint"); --user and --group reach NSS through getent.
 build:
-	$(GO) build -o $(BIN)/hotswap ./cmd/hotswap
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/hotswap ./cmd/hotswap
 	$(GO) build -o $(BIN)/goapp ./examples/goapp
 	$(GO) build -o $(BIN)/quicapp ./examples/quicapp
 

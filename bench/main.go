@@ -179,6 +179,9 @@ func build(cfg config) (_ *bins, retErr error) {
 	for pkg, out := range pkgs {
 		cmd := exec.Command("go", "build", "-o", out, pkg)
 		cmd.Dir = cfg.root
+		if pkg == "./cmd/hotswap" {
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // as make build builds it
+		}
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return nil, fmt.Errorf("go build %s: %w: %s", pkg, err, out)
 		}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests and benchmarks drive for real: nginx, busybox,
 # python3, gunicorn (a server that speaks systemd socket activation),
+# libnss-extrausers (a user only NSS knows, for --user),
 # iproute2 (ip), util-linux (unshare, prlimit), prometheus (promtool, which
 # checks the metrics), vim (an editor's save for --watch), certbot and pebble
 # (the ACME test server: a real certificate renewal), and the servers of
@@ -23,6 +24,8 @@ command -v vim >/dev/null 2>&1 || need+=(vim)
 command -v certbot >/dev/null 2>&1 || need+=(certbot)
 command -v pebble >/dev/null 2>&1 || need+=(pebble)
 command -v prlimit >/dev/null 2>&1 || need+=(util-linux) # hotswap out of descriptors (security tests)
+# A user only NSS knows (--user through getent; TestHardeningUserFromNSS).
+[ -e /usr/lib/x86_64-linux-gnu/libnss_extrausers.so.2 ] || [ -e /usr/lib/libnss_extrausers.so.2 ] || need+=(libnss-extrausers)
 # docs/servers.md recipes (examples/recipes).
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 command -v puma >/dev/null 2>&1 || need+=(puma)

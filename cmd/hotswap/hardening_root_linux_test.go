@@ -182,3 +182,89 @@ func outerPid(t *testing.T, inner, root int) int {
 	t.Fatalf("no process with pid %d in the namespace of %d", inner, root)
 	return 0
 }
+
+// TestHardeningUserFromNSS: a user and a group that only NSS knows
+// (libnss-extrausers, listed in an nsswitch.conf mounted over the host's
+// in a mount namespace of the test's own), in neither /etc/passwd nor
+// /etc/group, the only files the pure-Go os/user of a hotswap built
+// without cgo reads: --user finds the user through getent and runs the
+// generation with the supplementary group NSS gives it, --group finds the
+// group; without getent in PATH, one line says why the name is unknown.
+func TestHardeningUserFromNSS(t *testing.T) {
+	if !proctest.InMountNamespace(t) {
+		return
+	}
+	libs, _ := filepath.Glob("/usr/lib/*/libnss_extrausers.so.2")
+	libs2, _ := filepath.Glob("/usr/lib/libnss_extrausers.so.2")
+	proctest.RequireCI(t, len(libs)+len(libs2) > 0, "libnss-extrausers (Debian package; scripts/deps.sh installs it)")
+	const name, extra = "hotswap-nss-user", "hotswap-nss-extra"
+	for _, f := range []string{"/etc/passwd", "/etc/group"} {
+		if b, _ := os.ReadFile(f); strings.Contains(string(b), name) {
+			t.Fatalf("%s already has %s", f, name)
+		}
+	}
+	dir := t.TempDir()
+	db := filepath.Join(dir, "extrausers")
+	nss := filepath.Join(dir, "nsswitch.conf")
+	if err := os.Mkdir(db, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for file, text := range map[string]string{
+		filepath.Join(db, "passwd"): name + ":x:64123:64123::/:/bin/sh\n",
+		filepath.Join(db, "group"):  name + ":x:64123:\n" + extra + ":x:64124:" + name + "\n",
+		filepath.Join(db, "shadow"): "",
+		nss:                         "passwd: files extrausers\ngroup: files extrausers\n",
+	} {
+		if err := os.WriteFile(file, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for src, dst := range map[string]string{nss: "/etc/nsswitch.conf", db: "/var/lib/extrausers"} {
+		if err := syscall.Mount(src, dst, "", syscall.MS_BIND, ""); err != nil {
+			t.Fatalf("mount --bind %s %s: %v", src, dst, err)
+		}
+	}
+	if out, err := exec.Command("getent", "passwd", name).Output(); err != nil || !strings.HasPrefix(string(out), name+":") {
+		t.Fatalf("getent passwd %s in the test's namespace: %v %q", name, err, out)
+	}
+
+	hotswap := proctest.Build(t, hotswapPkg)
+	requireHardening(t, hotswap)
+	pub := publicDir(t)
+	hs := copyExecutable(t, hotswap, pub)
+	app := copyExecutable(t, proctest.Build(t, goappPkg), pub)
+	for _, tc := range []struct {
+		group    []string
+		gid      string
+		groupsOK string
+	}{
+		{nil, "64123", "64123 64124"},
+		{[]string{"--group", extra}, "64124", "64123 64124"},
+	} {
+		args := append([]string{"--log-format", "json", "--user", name}, tc.group...)
+		p := proctest.Start(t, hs, append(args, "--ready", "notify", "-l", "http=tcp://127.0.0.1:0", "--", app, "--notify")...)
+		g, _ := ctltest.Gen(ctltest.WaitServing(p, 1, 10*time.Second), 1)
+		st := procStatus(t, g.PID)
+		if want := "64123\t64123\t64123\t64123"; st["Uid"] != want {
+			t.Errorf("%v: generation Uid %q, want %q", tc.group, st["Uid"], want)
+		}
+		if want := strings.Repeat(tc.gid+"\t", 3) + tc.gid; st["Gid"] != want {
+			t.Errorf("%v: generation Gid %q, want %q", tc.group, st["Gid"], want)
+		}
+		if st["Groups"] != tc.groupsOK {
+			t.Errorf("%v: generation Groups %q, want %q (the user's own and the one NSS lists it in)", tc.group, st["Groups"], tc.groupsOK)
+		}
+		p.Signal(syscall.SIGTERM)
+		if code := p.Wait(15 * time.Second); code != 0 {
+			t.Errorf("%v: exit status %d, want 0", tc.group, code)
+		}
+	}
+
+	cmd := exec.Command(hs, "--user", name, "-l", "tcp://127.0.0.1:0", "--", app)
+	cmd.Env = []string{"PATH=" + pub} // no getent there
+	out, err := cmd.CombinedOutput()
+	want := "hotswap: --user " + name + ": not in /etc/passwd, and getent, which asks NSS (LDAP, sssd, systemd), is not installed\n"
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != exitUsage || string(out) != want {
+		t.Errorf("without getent: %v %q, want exit %d and %q", err, out, exitUsage, want)
+	}
+}

@@ -20,7 +20,7 @@ import (
 	"github.com/hotswap-dev/hotswap/internal/supervisor"
 )
 
-const hotswapPkg = "github.com/hotswap-dev/hotswap/cmd/hotswap"
+const hotswapPkg = proctest.HotswapPkg
 
 func TestMain(m *testing.M) { proctest.HelperMain(m, nil) }
 

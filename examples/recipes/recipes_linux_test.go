@@ -25,7 +25,7 @@ import (
 // any generation left once hotswap has stopped.
 
 const (
-	hotswapPkg   = "github.com/hotswap-dev/hotswap/cmd/hotswap"
+	hotswapPkg   = proctest.HotswapPkg
 	listenfdsPkg = "github.com/hotswap-dev/hotswap/examples/recipes/listenfds"
 	reloads      = 15
 )

@@ -23,12 +23,20 @@ var (
 	built    = map[string]string{}
 )
 
+// HotswapPkg is hotswap's own main package.
+const HotswapPkg = "github.com/hotswap-dev/hotswap/cmd/hotswap"
+
 // Build compiles the main package pkg (an import path) once per test binary
 // and returns the path of the binary; with -race when the test binary is a
 // race build (unless env has CGO_ENABLED=0: a static binary, for a
 // container image, cannot be one). Env entries (e.g. CGO_ENABLED=0) are passed to go build.
+// hotswap itself is built as make build builds it, with CGO_ENABLED=0,
+// except in a race build (-race needs cgo).
 func Build(t testing.TB, pkg string, env ...string) string {
 	t.Helper()
+	if pkg == HotswapPkg && !raceEnabled && !slices.Contains(env, "CGO_ENABLED=0") {
+		env = append(env, "CGO_ENABLED=0")
+	}
 	buildMu.Lock()
 	defer buildMu.Unlock()
 	key := pkg + " " + strings.Join(env, " ")
@@ -187,7 +195,10 @@ func RequireCI(t testing.TB, ok bool, what string) {
 func IsRoot() bool { return os.Geteuid() == 0 }
 
 // pidnsEnv marks the copy of a test binary that InPidNamespace runs.
-const pidnsEnv = "HOTSWAP_TEST_IN_PIDNS"
+const (
+	pidnsEnv   = "HOTSWAP_TEST_IN_PIDNS"
+	mountnsEnv = "HOTSWAP_TEST_IN_MOUNTNS"
+)
 
 // InPidNamespace reports whether the test runs as pid 1 of a pid namespace
 // of its own under the host's /proc, as hotswap does under `unshare --pid
@@ -202,17 +213,38 @@ func InPidNamespace(t *testing.T) bool {
 		}
 		return true
 	}
-	RequireCI(t, IsRoot(), "root (for unshare --pid)")
+	inNamespace(t, pidnsEnv, "--pid", "--fork", "--kill-child")
+	return false
+}
+
+// InMountNamespace reports whether the test runs in a mount namespace of
+// its own (private propagation), where it may mount over system files
+// without the host seeing it. When it does not, it runs the test there
+// as InPidNamespace does, and returns false.
+func InMountNamespace(t *testing.T) bool {
+	t.Helper()
+	if os.Getenv(mountnsEnv) != "" {
+		return true
+	}
+	inNamespace(t, mountnsEnv, "--mount", "--propagation", "private")
+	return false
+}
+
+// inNamespace runs t alone in a copy of the test binary under `unshare
+// flags...` with env set, and fails t if that fails.
+func inNamespace(t *testing.T, env string, flags ...string) {
+	t.Helper()
+	RequireCI(t, IsRoot(), "root (for unshare "+flags[0]+")")
 	_, err := exec.LookPath("unshare")
 	RequireCI(t, err == nil, "unshare (util-linux)")
-	cmd := exec.Command("unshare", "--pid", "--fork", "--kill-child", os.Args[0], "-test.run", "^"+t.Name()+"$", "-test.v", "-test.count=1")
-	cmd.Env = append(os.Environ(), pidnsEnv+"=1")
+	args := append(flags, os.Args[0], "-test.run", "^"+t.Name()+"$", "-test.v", "-test.count=1")
+	cmd := exec.Command("unshare", args...)
+	cmd.Env = append(os.Environ(), env+"=1")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		t.Fatalf("in a pid namespace: %v\n%s", err, out)
+		t.Fatalf("in a %s namespace: %v\n%s", strings.TrimPrefix(flags[0], "--"), err, out)
 	}
 	t.Logf("%s", out)
-	return false
 }
 
 type writerFunc func([]byte)

@@ -128,7 +128,7 @@ func parseUnixOptions(query string) (reuse.UnixOptions, error) {
 			if err != nil {
 				return o, fmt.Errorf("owner %q: %w", val, err)
 			}
-			owner().UID = int(atou32(u.Uid))
+			owner().UID = int(u.uid)
 		case "group":
 			gid, err := lookupGroup(val)
 			if err != nil {

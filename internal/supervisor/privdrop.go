@@ -1,11 +1,9 @@
 package supervisor
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -93,20 +91,12 @@ func ParseCredential(userName, group string) (*syscall.Credential, error) {
 	c := &syscall.Credential{Uid: uint32(os.Getuid()), Gid: uint32(os.Getgid())}
 	if userName != "" {
 		u, err := lookupUser(userName)
-		var unknown user.UnknownUserError
-		if errors.As(err, &unknown) {
-			return nil, fmt.Errorf("--user %s: no such user", userName)
-		}
 		if err != nil {
 			return nil, fmt.Errorf("--user %s: %w", userName, err)
 		}
-		c.Uid, c.Gid = atou32(u.Uid), atou32(u.Gid)
-		gids, err := u.GroupIds()
-		if err != nil {
+		c.Uid, c.Gid = u.uid, u.gid
+		if c.Groups, err = u.groups(); err != nil {
 			return nil, fmt.Errorf("--user %s: supplementary groups: %w", userName, err)
-		}
-		for _, g := range gids {
-			c.Groups = append(c.Groups, atou32(g))
 		}
 	}
 	if group != "" {
@@ -120,33 +110,6 @@ func ParseCredential(userName, group string) (*syscall.Credential, error) {
 		c.Groups = []uint32{c.Gid} // never keep root's supplementary groups
 	}
 	return c, nil
-}
-
-// lookupUser accepts a name or a numeric uid; a uid absent from the user
-// database runs with gid = uid and no supplementary group.
-func lookupUser(s string) (*user.User, error) {
-	u, err := user.Lookup(s)
-	if err == nil {
-		return u, nil
-	}
-	if _, nerr := strconv.ParseUint(s, 10, 32); nerr != nil {
-		return nil, err
-	}
-	if u, err := user.LookupId(s); err == nil {
-		return u, nil
-	}
-	return &user.User{Uid: s, Gid: s, Username: s}, nil
-}
-
-func lookupGroup(s string) (uint32, error) {
-	if g, err := user.LookupGroup(s); err == nil {
-		return atou32(g.Gid), nil
-	}
-	n, err := strconv.ParseUint(s, 10, 32)
-	if err != nil {
-		return 0, errors.New("no such group")
-	}
-	return uint32(n), nil
 }
 
 func atou32(s string) uint32 {
