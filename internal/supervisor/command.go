@@ -2,7 +2,7 @@ package supervisor
 
 import (
 	"bytes"
-	"debug/elf"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -85,17 +85,52 @@ func checkProgram(path string) error {
 			return fmt.Errorf("its #! interpreter %s: %v", fields[0], err)
 		}
 		return nil
-	case bytes.HasPrefix(head, []byte(elf.ELFMAG)):
-		ef, err := elf.NewFile(f)
+	case bytes.HasPrefix(head, []byte(elfMagic)):
+		st, err := f.Stat()
 		if err != nil {
+			return unwrapExec(err)
+		}
+		if !elfLoadable(head, st.Size()) {
 			return errors.New("not a program: a truncated or broken ELF file")
 		}
-		ef.Close()
 		return nil
 	case binfmtMisc():
 		return nil // a format registered with the kernel may take it
 	}
 	return errors.New("not a program: neither an ELF executable nor a script with a #! line")
+}
+
+const elfMagic = "\x7fELF"
+
+// elfLoadable reports whether head, the start of an ELF file of size
+// bytes, has what execve(2) reads first: a 32- or 64-bit header of either
+// byte order, and a program header table of entries of the right size
+// inside the file. (debug/elf would parse much more, and its tables would
+// grow hotswap's binary, and its resident memory, by a few hundred KB.)
+func elfLoadable(head []byte, size int64) bool {
+	if len(head) < 16 || head[6] != 1 {
+		return false
+	}
+	var bo binary.ByteOrder
+	switch head[5] {
+	case 1:
+		bo = binary.LittleEndian
+	case 2:
+		bo = binary.BigEndian
+	default:
+		return false
+	}
+	var off uint64
+	var entSize, num, wantSize uint16
+	switch {
+	case head[4] == 1 && len(head) >= 52:
+		off, entSize, num, wantSize = uint64(bo.Uint32(head[28:])), bo.Uint16(head[42:]), bo.Uint16(head[44:]), 32
+	case head[4] == 2 && len(head) >= 64:
+		off, entSize, num, wantSize = bo.Uint64(head[32:]), bo.Uint16(head[54:]), bo.Uint16(head[56:]), 56
+	default:
+		return false
+	}
+	return entSize == wantSize && num > 0 && off <= uint64(size) && uint64(num)*uint64(entSize) <= uint64(size)-off
 }
 
 // binfmtMisc reports whether the kernel has other executable formats
