@@ -11,6 +11,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hotswap-dev/hotswap/internal/supervisor"
+	"github.com/hotswap-dev/hotswap/internal/sys"
 	"github.com/hotswap-dev/hotswap/internal/upgrade"
 )
 
@@ -131,6 +132,7 @@ func serve(sup *supervisor.Supervisor, up *upgrade.Upgrader, o *options, log hcl
 		stop(nil)
 		up.Finish()
 	}()
+	wg.Go(func() { releaseStartupPages(ctx, sup, log) })
 	for _, start := range []func() error{
 		func() error { return o.watch.start(ctx, &wg, sup, log) },
 		func() error { return o.stop.startHealth(ctx, &wg, sup, up, log) },
@@ -186,4 +188,22 @@ func reloadOnSignal(ctx context.Context, sup *supervisor.Supervisor, log hclog.L
 	case !errors.Is(err, supervisor.ErrStopped) && !errors.Is(err, context.Canceled):
 		log.Error("reload", "error", err)
 	}
+}
+
+// releaseStartupPages unmaps the pages of hotswap's binary that only its
+// start used (flag parsing, init, TLS setup) once the first generation
+// serves; what reloads run comes back on its first use (see
+// docs/architecture.md, "hotswap's own footprint").
+func releaseStartupPages(ctx context.Context, sup *supervisor.Supervisor, log hclog.Logger) {
+	select {
+	case <-sup.Ready():
+	case <-ctx.Done():
+		return
+	}
+	kib, err := sys.ReleaseExecutablePages()
+	if err != nil {
+		log.Debug("release the start-up pages of hotswap's binary", "error", err)
+		return
+	}
+	log.Debug("released the start-up pages of hotswap's binary", "kib", kib)
 }
