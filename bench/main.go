@@ -20,6 +20,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -32,6 +33,7 @@ type config struct {
 	out      string        // directory for benchmarks.md and the plots
 	exe      string        // this program, for serve mode and the namespace
 	methods  []string      // method keys to run; all when empty
+	loads    []string      // loads to run each method under (loadKind.key); all when empty
 	restarts int           // restarts per method and load
 	conc     int           // concurrent clients
 	gap      time.Duration // pause after each restart
@@ -64,6 +66,8 @@ func run(args []string) int {
 	fs.StringVar(&cfg.root, "root", ".", "module root: where cmd/hotswap and examples/goapp are built from")
 	fs.StringVar(&cfg.out, "out", "docs", "write benchmarks.md and the plots here (relative to -root)")
 	fs.StringVar(&methods, "methods", "", "comma-separated methods to run (default all): "+strings.Join(methodKeys(), ","))
+	var loads string
+	fs.StringVar(&loads, "loads", "", "comma-separated loads to restart each method under (default all): "+strings.Join(loadKeys(), ","))
 	fs.IntVar(&cfg.restarts, "restarts", 20, "restarts per method and load")
 	fs.IntVar(&cfg.conc, "conc", 16, "concurrent clients of every load")
 	fs.DurationVar(&cfg.gap, "gap", 150*time.Millisecond, "pause after each restart")
@@ -99,6 +103,15 @@ func run(args []string) int {
 	cfg.exe = exe
 	if methods != "" {
 		cfg.methods = strings.Split(methods, ",")
+	}
+	if loads != "" {
+		cfg.loads = strings.Split(loads, ",")
+		for _, l := range cfg.loads {
+			if !slices.Contains(loadKeys(), l) {
+				fmt.Fprintf(os.Stderr, "bench: -loads %q: want some of %s\n", loads, strings.Join(loadKeys(), ","))
+				return 2
+			}
+		}
 	}
 	for f := range strings.SplitSeq(poolN, ",") {
 		if f == "" {
@@ -212,7 +225,7 @@ func benchmark(ctx context.Context, cfg config, log *os.File) (*report, error) {
 		fmt.Fprintf(log, "bench %6.1fs: "+format+"\n", append([]any{time.Since(start).Seconds()}, args...)...)
 	}
 	for _, m := range methodsFor(cfg, b) {
-		for _, l := range m.loadKinds() {
+		for _, l := range m.loadKinds(cfg) {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
