@@ -1,6 +1,11 @@
 package reuse
 
-import "sync"
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"sync"
+)
 
 // Census is one read of the kernel's listening TCP sockets for many
 // groups: one sock_diag dump per address family covering every group's
@@ -22,7 +27,9 @@ type Census struct {
 	mu     sync.Mutex
 	read   bool
 	err    error
-	socks  map[int][]Listener // by port
+	socks  []Listener         // sorted by port
+	at     map[int][2]int     // a port's range in socks
+	added  map[int][]Listener // listened since the read, by port
 	epochs map[*Group]uint64  // each group's changes before the read
 }
 
@@ -33,7 +40,7 @@ func NewCensus(gs []*Group) *Census {
 		g.mu.Lock()
 		if g.port != 0 && !g.closed {
 			c.ports[g.port] = true
-			c.networks[g.network] = true
+			c.networks[g.diagNetworkLocked()] = true
 			c.groups[g] = true
 		}
 		g.mu.Unlock()
@@ -47,7 +54,7 @@ func NewCensus(gs []*Group) *Census {
 // says which.
 func (c *Census) listenersLocked(g *Group) (ls []Listener, fromCensus bool, err error) {
 	if c == nil || !c.groups[g] {
-		ls, err = Listeners(g.network, g.port)
+		ls, err = Listeners(g.diagNetworkLocked(), g.port)
 		return ls, false, err
 	}
 	c.mu.Lock()
@@ -58,26 +65,36 @@ func (c *Census) listenersLocked(g *Group) (ls []Listener, fromCensus bool, err 
 		for o := range c.groups {
 			c.epochs[o] = o.changes.Load()
 		}
-		var ls []Listener
-		if ls, c.err = censusDump(c.networks, c.ports); c.err == nil {
-			c.socks = map[int][]Listener{}
-			for _, l := range ls {
-				p := int(l.Addr.Port())
-				c.socks[p] = append(c.socks[p], l)
+		if c.socks, c.err = censusDump(c.networks, c.ports); c.err == nil {
+			slices.SortStableFunc(c.socks, func(a, b Listener) int { return cmp.Compare(a.Addr.Port(), b.Addr.Port()) })
+			c.at = make(map[int][2]int, len(c.ports))
+			c.added = map[int][]Listener{}
+			for i := 0; i < len(c.socks); {
+				p, j := c.socks[i].Addr.Port(), i+1
+				for j < len(c.socks) && c.socks[j].Addr.Port() == p {
+					j++
+				}
+				c.at[int(p)] = [2]int{i, j}
+				i = j
 			}
 		}
 	}
 	if c.err != nil {
 		return nil, false, c.err
 	}
+	network := g.diagNetworkLocked()
 	if g.changes.Load() != c.epochs[g] {
-		ls, err = Listeners(g.network, g.port)
+		ls, err = Listeners(network, g.port)
 		return ls, false, err
 	}
-	for _, l := range c.socks[g.port] {
-		if g.network == "tcp" || (g.network == "tcp4") == l.Addr.Addr().Is4() {
-			ls = append(ls, l)
-		}
+	r := c.at[g.port]
+	ls = c.socks[r[0]:r[1]:r[1]] // shared: callers only read it
+	if more := c.added[g.port]; len(more) > 0 {
+		ls = append(ls, more...) // a copy: ls has no room
+	}
+	other := func(l Listener) bool { return network != "tcp" && (network == "tcp4") != l.Addr.Addr().Is4() }
+	if slices.ContainsFunc(ls, other) {
+		ls = slices.DeleteFunc(slices.Clone(ls), other)
 	}
 	return ls, true, nil
 }
@@ -106,7 +123,7 @@ func (c *Census) listenedLocked(g *Group, l Listener) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.read && c.err == nil && c.epochs[g]+1 == g.changes.Load() {
-		c.socks[g.port] = append(c.socks[g.port], l)
+		c.added[g.port] = append(c.added[g.port], l)
 		c.epochs[g]++
 	}
 }
@@ -127,6 +144,31 @@ func (c *Census) Fresh() bool {
 		}
 	}
 	return true
+}
+
+// QueueLen is [Member.QueueLen] through the census: the accept-queue
+// length the census read lists for m's socket. A nil census asks the
+// socket itself.
+func (c *Census) QueueLen(m *Member) (uint32, error) {
+	if c == nil {
+		return m.QueueLen()
+	}
+	g := m.g
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if m.f == nil {
+		return 0, ErrRemoved
+	}
+	ls, _, err := c.listenersLocked(g)
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range ls {
+		if l.Inode == m.ino {
+			return l.Queue, nil
+		}
+	}
+	return 0, fmt.Errorf("queue of member %d: %w", m.ino, ErrNotActive)
 }
 
 // Audit is [Group.Audit] through the census.

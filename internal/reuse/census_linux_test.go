@@ -1,6 +1,8 @@
 package reuse
 
 import (
+	"errors"
+	"net"
 	"testing"
 )
 
@@ -103,5 +105,54 @@ func TestCensus(t *testing.T) {
 		if a, err := c.Audit(g); err != nil || len(a.Lost) > 0 || len(a.Foreign) > 0 || len(a.Kernel) != g.Len()+g.Spares() {
 			t.Errorf("audit of %s from the kernel: %v, lost %v, foreign %v, %d sockets", g.Addr(), err, a.Lost, a.Foreign, len(a.Kernel))
 		}
+	}
+}
+
+// The drain reads the queues of many members through one census: the
+// queue lengths it lists are the kernel's, as TCP_INFO gives them socket
+// by socket; a member the group removed is no answer. A "tcp" group on an
+// IPv4 address dumps only IPv4 sockets: an IPv6 one cannot take its
+// connections.
+func TestCensusQueueLen(t *testing.T) {
+	g, err := NewGroup("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g.Close() })
+	m, err := g.Add()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Activate(m); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Steer(Policy{To: m}); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 { // queued, never accepted
+		c, err := net.Dial("tcp", g.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	want, err := m.QueueLen()
+	if err != nil || want != 3 {
+		t.Fatalf("TCP_INFO queue: %d, %v; want 3", want, err)
+	}
+	before := listenerDumps.Load()
+	c := NewCensus([]*Group{g})
+	got, err := c.QueueLen(m)
+	if err != nil || got != want {
+		t.Errorf("census queue: %d, %v; want %d", got, err, want)
+	}
+	if n := listenerDumps.Load() - before; n != 1 {
+		t.Errorf("got %d dumps for a group on 127.0.0.1, want 1 (IPv4 only)", n)
+	}
+	if err := g.Remove(m); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewCensus([]*Group{g}).QueueLen(m); !errors.Is(err, ErrRemoved) {
+		t.Errorf("census queue of a removed member: %v, want ErrRemoved", err)
 	}
 }

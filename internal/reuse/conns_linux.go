@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hotswap-dev/hotswap/internal/sys"
@@ -543,29 +544,66 @@ func diagExchange(req []byte, fn func(Conn)) error { return diagExchangeN(req, -
 // diagExchangeN sends req and passes every socket in the answers to fn:
 // until NLMSG_DONE for a dump (n < 0), or until n answers (a socket, or an
 // error such as ENOENT for one that is gone) to n exact lookups.
+//
+// Exchanges share one netlink socket and receive buffer, one exchange at a
+// time (diagLink): a reload makes a few exchanges, and a new socket and 64
+// KiB of garbage for each was most of what the reuseport mode allocated.
 func diagExchangeN(req []byte, n int, fn func(Conn)) error {
-	fd, err := sys.RetryInt(func() (int, error) {
-		return unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
-	})
-	if err != nil {
-		return os.NewSyscallError("socket NETLINK_SOCK_DIAG", err)
+	return diagExchangeMsgs(req, n, func(msg []byte) { fn(parseConn(msg)) })
+}
+
+// diagExchangeMsgs is diagExchangeN passing each inet_diag_msg (at least
+// diagMsgLen bytes, valid only during the call) as it is.
+func diagExchangeMsgs(req []byte, n int, fn func(msg []byte)) error {
+	link.mu.Lock()
+	defer link.mu.Unlock()
+	if link.fd < 0 {
+		fd, err := sys.RetryInt(func() (int, error) {
+			return unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+		})
+		if err != nil {
+			return os.NewSyscallError("socket NETLINK_SOCK_DIAG", err)
+		}
+		link.fd = fd
+		if link.buf == nil {
+			link.buf = make([]byte, 64<<10)
+		}
 	}
-	defer unix.Close(fd)
+	if err := link.exchange(req, n, fn); err != nil {
+		// A part of the answer may still wait in the socket: the next
+		// exchange gets a new one.
+		unix.Close(link.fd)
+		link.fd = -1
+		return err
+	}
+	return nil
+}
+
+// diagLink is the NETLINK_SOCK_DIAG socket of every exchange, with its
+// receive buffer; it holds no unread answer between exchanges.
+type diagLink struct {
+	mu  sync.Mutex
+	fd  int
+	buf []byte
+}
+
+var link = diagLink{fd: -1}
+
+func (l *diagLink) exchange(req []byte, n int, fn func(msg []byte)) error {
 	if err := sys.Retry(func() error {
-		return unix.Sendto(fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK})
+		return unix.Sendto(l.fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK})
 	}); err != nil {
 		return os.NewSyscallError("sendto sock_diag", err)
 	}
-	buf := make([]byte, 64<<10)
 	for {
-		got, _, err := unix.Recvfrom(fd, buf, 0)
+		got, _, err := unix.Recvfrom(l.fd, l.buf, 0)
 		if errors.Is(err, unix.EINTR) {
 			continue
 		}
 		if err != nil {
 			return os.NewSyscallError("recvfrom sock_diag", err)
 		}
-		done, answers, err := diagParseConns(buf[:got], fn)
+		done, answers, err := diagParseConns(l.buf[:got], fn)
 		if err != nil {
 			return err
 		}
@@ -583,7 +621,7 @@ func diagExchangeN(req []byte, n int, fn func(Conn)) error {
 // whether a dump is complete and how many answers (sockets or errors) the
 // datagram held. ENOENT, for a socket gone since, is an answer, not an
 // error.
-func diagParseConns(b []byte, fn func(Conn)) (done bool, answers int, err error) {
+func diagParseConns(b []byte, fn func(msg []byte)) (done bool, answers int, err error) {
 	ne := binary.NativeEndian
 	for len(b) >= unix.SizeofNlMsghdr {
 		l := int(ne.Uint32(b))
@@ -604,7 +642,7 @@ func diagParseConns(b []byte, fn func(Conn)) (done bool, answers int, err error)
 		case unix.SOCK_DIAG_BY_FAMILY:
 			answers++
 			if len(msg) >= diagMsgLen {
-				fn(parseConn(msg))
+				fn(msg)
 			}
 		}
 		b = b[min(len(b), (l+unix.NLMSG_ALIGNTO-1)&^(unix.NLMSG_ALIGNTO-1)):]

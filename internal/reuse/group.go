@@ -8,6 +8,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 )
@@ -143,6 +144,34 @@ func NewGroup(network, address string) (*Group, error) {
 		return nil, fmt.Errorf("new group %s: reserve probe port: %w", address, err)
 	}
 	return g, nil
+}
+
+// diagNetworkLocked is the network whose sockets can take the group's
+// connections, for sock_diag: sockets of one family only for an address
+// of that family. The kernel joins only sockets of one family into a
+// group, and for an IPv4 address, the unspecified one included, prefers
+// an IPv4 listener to any IPv6 one (compute_score), so no IPv6 socket
+// takes an IPv4 group's connections, and an IPv6 group on a specific
+// address gets no IPv4 ones. Only an IPv6 wildcard group (or a name)
+// shares its connections with both families. g.mu is held.
+func (g *Group) diagNetworkLocked() string {
+	if g.network != "tcp" {
+		return g.network
+	}
+	host, _, err := net.SplitHostPort(g.address)
+	if err != nil {
+		return g.network
+	}
+	ip, err := netip.ParseAddr(host)
+	switch {
+	case err != nil:
+		return g.network
+	case ip.Is4():
+		return "tcp4"
+	case ip.Is4In6() || ip.IsUnspecified():
+		return g.network
+	}
+	return "tcp6"
 }
 
 // Addr returns the group's address; its port is 0 until the first Add.
@@ -332,7 +361,7 @@ func (g *Group) Adopt(f *os.File) (_ *Member, retErr error) {
 	if g.port != 0 && port != g.port {
 		return nil, fmt.Errorf("adopt member %s: socket listens on port %d: %w", g.address, port, ErrNotMember)
 	}
-	ls, err := Listeners(g.network, port)
+	ls, err := Listeners(g.diagNetworkLocked(), port)
 	if err != nil {
 		return nil, fmt.Errorf("adopt member %s: %w", g.address, err)
 	}
@@ -559,8 +588,7 @@ func (g *Group) syncLocked(c *Census) error {
 	if err != nil {
 		return fmt.Errorf("sync group %s: %w", g.address, err)
 	}
-	live := inodes(ls)
-	gone := g.departLocked(live, false)
+	gone := g.departLocked(ls, false)
 	if fromCensus {
 		c.agreeLocked(g)
 	}
@@ -570,13 +598,19 @@ func (g *Group) syncLocked(c *Census) error {
 	return g.attachLocked()
 }
 
-// departLocked drops the members whose socket is not in live, in index
+// departLocked drops the members whose socket is not in ls, in index
 // order, moving the last member into each freed slot as the kernel does;
 // listening members too when all is set. It returns the members dropped.
-func (g *Group) departLocked(live map[uint64]bool, all bool) []*Member {
+func (g *Group) departLocked(ls []Listener, all bool) []*Member {
+	departs := func(m *Member) bool {
+		return !listed(ls, m.ino) && (all || m.state == stateLeaving || m.state == stateForeign)
+	}
+	if !slices.ContainsFunc(g.order, departs) {
+		return nil
+	}
 	var gone []*Member
 	for _, m := range slices.Clone(g.order) {
-		if live[m.ino] || (!all && m.state != stateLeaving && m.state != stateForeign) {
+		if !departs(m) {
 			continue
 		}
 		i := slices.Index(g.order, m)
@@ -593,14 +627,19 @@ func (g *Group) departLocked(live map[uint64]bool, all bool) []*Member {
 	return gone
 }
 
+// listed reports whether ls has the socket with inode ino (a group has a
+// few sockets: a scan costs less than a set).
+func listed(ls []Listener, ino uint64) bool {
+	return slices.ContainsFunc(ls, func(l Listener) bool { return l.Inode == ino })
+}
+
 // Audit is one comparison of a group's model with the kernel's sockets on
 // its port (sock_diag), made by [Group.Audit].
 type Audit struct {
 	// Kernel lists the sockets listening on the group's port.
 	Kernel []Listener
-	// Model is the model's index order before the audit, one
-	// "index:inode:state" per socket.
-	Model []string
+	// Model is the model's index order before the audit.
+	Model Model
 	// Foreign are sockets the model did not know: another process
 	// listened on the address with SO_REUSEPORT and joined the group.
 	// They are now recorded at the end of the order, where listen() put
@@ -620,6 +659,28 @@ type Audit struct {
 	// Frozen is set when another process steers the group now (Freeze):
 	// nothing was compared.
 	Frozen bool
+}
+
+// Model is a group's model of the kernel's index order: entry i is the
+// socket at index i.
+type Model []ModelEntry
+
+// ModelEntry is one socket of a [Model].
+type ModelEntry struct {
+	Inode uint64
+	State string
+}
+
+// String lists the model as "index:inode:state" words.
+func (m Model) String() string {
+	var b strings.Builder
+	for i, e := range m {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%d:%d:%s", i, e.Inode, e.State)
+	}
+	return b.String()
 }
 
 // Queue returns the kernel's accept-queue length of m's socket, and
@@ -657,9 +718,9 @@ func (g *Group) audit(c *Census) (Audit, error) {
 	if g.port == 0 {
 		return Audit{}, nil
 	}
-	var a Audit
+	a := Audit{Model: make(Model, len(g.order))}
 	for i, m := range g.order {
-		a.Model = append(a.Model, fmt.Sprintf("%d:%d:%s", i, m.ino, m.state))
+		a.Model[i] = ModelEntry{Inode: m.ino, State: m.state.String()}
 	}
 	var err error
 	if a.Kernel, a.Lost, err = g.auditLocked(c); err != nil {
@@ -690,22 +751,17 @@ func (g *Group) auditLocked(c *Census) ([]Listener, []*Member, error) {
 	if fromCensus {
 		defer c.agreeLocked(g)
 	}
-	live := inodes(ls)
 	changed := false
 	var lost []*Member
-	for _, m := range g.departLocked(live, true) {
+	for _, m := range g.departLocked(ls, true) {
 		changed = true
 		if m.f != nil {
 			lost = append(lost, m)
 			closeNil(&m.f) // shut down: it will never listen again
 		}
 	}
-	known := map[uint64]bool{}
-	for _, m := range g.order {
-		known[m.ino] = true
-	}
 	for _, l := range ls {
-		if !known[l.Inode] {
+		if !slices.ContainsFunc(g.order, func(m *Member) bool { return m.ino == l.Inode }) {
 			g.order = append(g.order, &Member{g: g, ino: l.Inode, state: stateForeign})
 			g.changes.Add(1)
 			g.foreign = append(g.foreign, l)

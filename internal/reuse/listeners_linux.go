@@ -33,17 +33,21 @@ func dumpListeners(families []uint8, ports map[int]bool) ([]Listener, error) {
 	for _, fam := range families {
 		listenerDumps.Add(1)
 		req := diagRequestV2(fam, unix.NLM_F_REQUEST|unix.NLM_F_DUMP, 1<<tcpListen, false, nil, portFilter(ports))
-		err := diagExchange(req, func(c Conn) {
-			// c.id is the inet_diag_sockid: sport, dport, src[16], ...
-			sport := binary.BigEndian.Uint16(c.id)
+		err := diagExchangeMsgs(req, -1, func(msg []byte) {
+			// inet_diag_msg: family, state, timer, retrans, then the
+			// inet_diag_sockid (sport, dport, src[16], ...), expires,
+			// rqueue, wqueue, uid, inode; read in place, since a dump
+			// lists every listener of the namespace.
+			sport := binary.BigEndian.Uint16(msg[4:])
 			if !ports[int(sport)] {
 				return // not asked for (no filter, or a kernel that ignored it)
 			}
-			ip := netip.AddrFrom16([16]byte(c.id[4:20]))
+			ip := netip.AddrFrom16([16]byte(msg[8:24]))
 			if fam == unix.AF_INET {
-				ip = netip.AddrFrom4([4]byte(c.id[4:8]))
+				ip = netip.AddrFrom4([4]byte(msg[8:12]))
 			}
-			out = append(out, Listener{Addr: netip.AddrPortFrom(ip, sport), Inode: c.Inode, UID: c.UID, Queue: c.RQueue})
+			ne := binary.NativeEndian
+			out = append(out, Listener{Addr: netip.AddrPortFrom(ip, sport), Inode: uint64(ne.Uint32(msg[68:])), UID: ne.Uint32(msg[64:]), Queue: ne.Uint32(msg[56:])})
 		})
 		if err != nil {
 			return nil, err

@@ -5,6 +5,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
+	"unsafe"
 
 	"github.com/hotswap-dev/hotswap/internal/sys"
 	"golang.org/x/sys/unix"
@@ -54,16 +56,24 @@ func addrOf(f *os.File) net.Addr {
 // its effective backlog, from TCP_INFO (tcpi_unacked and tcpi_sacked on a
 // LISTEN socket, docs/kernel.md).
 func QueueLen(f *os.File) (queued, backlog uint32, err error) {
+	ti := tcpInfos.Get().(*unix.TCPInfo)
+	defer tcpInfos.Put(ti)
 	err = sys.Control(f, func(fd int) error {
-		ti, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
-		if err != nil {
-			return os.NewSyscallError("getsockopt TCP_INFO", err)
+		// unix.GetsockoptTCPInfo allocates its result: the drain asks
+		// every member of every group at each look.
+		l := uint32(unix.SizeofTCPInfo)
+		_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.IPPROTO_TCP, unix.TCP_INFO,
+			uintptr(unsafe.Pointer(ti)), uintptr(unsafe.Pointer(&l)), 0)
+		if e != 0 {
+			return os.NewSyscallError("getsockopt TCP_INFO", e)
 		}
 		queued, backlog = ti.Unacked, ti.Sacked
 		return nil
 	})
 	return queued, backlog, err
 }
+
+var tcpInfos = sync.Pool{New: func() any { return new(unix.TCPInfo) }}
 
 // Somaxconn returns net.core.somaxconn of the caller's network namespace,
 // the largest backlog listen() grants; read each time, since it may change.

@@ -100,7 +100,7 @@ func (s *Supervisor) checkGroup(c *reuse.Census, i int, l *listener, why string)
 	}
 	s.stats.repairs += len(problems)
 	s.log.Error("reuseport group does not match the kernel: repaired", "listener", l.spec.Name, "after", why,
-		"problems", strings.Join(problems, "; "), "kernel", kernelView(a), "model", strings.Join(a.Model, " "), "generations", s.ownerView(owners))
+		"problems", strings.Join(problems, "; "), "kernel", kernelView(a), "model", a.Model.String(), "generations", s.ownerView(owners))
 	for _, m := range leaked {
 		s.handQueue(l, m)
 	}
