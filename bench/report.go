@@ -49,7 +49,11 @@ func (r *report) write(dir string) error {
 	// make chaos writes its figures to chaos.md; they stay in
 	// benchmarks.md, between the markers it looks for.
 	if chaos, err := os.ReadFile(filepath.Join(dir, "chaos.md")); err == nil {
-		md += "<!-- make chaos -->\n" + string(chaos) + "<!-- /make chaos -->\n"
+		md = splice(md, chaosBegin, chaosEnd, string(chaos))
+	}
+	// So does make soak's.
+	if soak, err := os.ReadFile(filepath.Join(dir, soakFile)); err == nil {
+		md = splice(md, soakBegin, soakEnd, string(soak))
 	}
 	return os.WriteFile(filepath.Join(dir, "benchmarks.md"), []byte(md), 0o644)
 }

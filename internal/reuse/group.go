@@ -146,6 +146,10 @@ func NewGroup(network, address string) (*Group, error) {
 	return g, nil
 }
 
+// euid is hotswap's effective uid, which it never changes (a member's
+// owner as sock_diag lists it).
+var euid = sync.OnceValue(func() uint32 { return uint32(os.Geteuid()) })
+
 // diagNetworkLocked is the network whose sockets can take the group's
 // connections, for sock_diag: sockets of one family only for an address
 // of that family. The kernel joins only sockets of one family into a
@@ -305,7 +309,7 @@ func (g *Group) fillSparesLocked(n int, c *Census) error {
 		}
 		g.changes.Add(1)
 		if ap, err := netip.ParseAddrPort(g.address); err == nil {
-			c.listenedLocked(g, Listener{Addr: ap, Inode: ino, UID: uint32(os.Geteuid())})
+			c.listenedLocked(g, Listener{Addr: ap, Inode: ino, UID: euid()})
 		}
 		g.order = append(g.order, &Member{g: g, f: f, ino: ino, state: stateListening, spare: true})
 	}

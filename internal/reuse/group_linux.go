@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"syscall"
 
 	"github.com/hotswap-dev/hotswap/internal/sys"
@@ -29,14 +30,20 @@ func bindSibling(network, address string) (f *os.File, ino uint64, port int, ret
 	var st unix.Stat_t
 	err = sys.Control(f, func(fd int) error {
 		// Non-blocking, for the child, as every listener is ([ListenFile]);
-		// a UDP member too, which is never listen()ed.
-		if err := unix.SetNonblock(fd, true); err != nil {
+		// a UDP member too, which is never listen()ed. A new socket has no
+		// other file status flag, so no F_GETFL first.
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, unix.O_NONBLOCK); err != nil {
 			return os.NewSyscallError("fcntl O_NONBLOCK", err)
 		}
 		return os.NewSyscallError("fstat", sys.Retry(func() error { return unix.Fstat(fd, &st) }))
 	})
 	if err != nil {
 		return nil, 0, 0, err
+	}
+	if _, p, err := net.SplitHostPort(address); err == nil && p != "0" {
+		if port, err = strconv.Atoi(p); err == nil {
+			return f, st.Ino, port, nil // the group's port, known
+		}
 	}
 	a, err := Addr(f)
 	if err != nil {

@@ -29,7 +29,7 @@ func Listeners(network string, port int) ([]Listener, error) {
 // one dump for many ports costs about what one for a single port does.
 // Beyond diagMaxPorts the ports are matched here instead of in the kernel.
 func dumpListeners(families []uint8, ports map[int]bool) ([]Listener, error) {
-	var out []Listener
+	out := make([]Listener, 0, min(int(lastListeners.Load()), 4*len(ports)))
 	for _, fam := range families {
 		listenerDumps.Add(1)
 		req := diagRequestV2(fam, unix.NLM_F_REQUEST|unix.NLM_F_DUMP, 1<<tcpListen, false, nil, portFilter(ports))
@@ -53,5 +53,11 @@ func dumpListeners(families []uint8, ports map[int]bool) ([]Listener, error) {
 			return nil, err
 		}
 	}
+	lastListeners.Store(int64(len(out)))
 	return out, nil
 }
+
+// lastListeners is how many sockets the last dump returned: the room the
+// next one makes at once (a census lists a few thousand with a thousand
+// groups).
+var lastListeners atomic.Int64

@@ -119,26 +119,46 @@ func (s *Supervisor) leavingOfLive(i int, ino uint64) bool {
 
 // owners maps every member of listener i that is rightly held to who
 // holds it: a live generation, the restart (orphans) or the first
-// generation taking over from a previous hotswap (adopted).
-func (s *Supervisor) owners(i int) map[*reuse.Member]string {
-	o := map[*reuse.Member]string{}
+// generation taking over from a previous hotswap (adopted). The names
+// are made only for a log line: the check runs for every group after
+// every event.
+func (s *Supervisor) owners(i int) map[*reuse.Member]owner {
+	o := map[*reuse.Member]owner{}
 	for _, g := range s.live {
 		if m := member(g, i); m != nil {
-			o[m] = fmt.Sprintf("generation %d, %s", g.id, g.state)
+			o[m] = owner{gen: g}
 		}
 	}
 	for _, sl := range s.slots {
 		if i < len(sl.orphans) && sl.orphans[i] != nil && sl.current == nil {
-			o[sl.orphans[i]] = fmt.Sprintf("the next generation (restart of worker %d)", sl.i)
+			o[sl.orphans[i]] = owner{restart: sl.i, orphan: true}
 		}
 	}
 	if i < len(s.adopted) && s.adopted[i] != nil {
-		o[s.adopted[i]] = "the previous hotswap's generation (adopted)"
+		o[s.adopted[i]] = owner{}
 	}
 	return o
 }
 
-func (s *Supervisor) ownerView(o map[*reuse.Member]string) string {
+// owner is who rightly holds a member: a live generation, the restart of
+// a slot, or (neither) the previous hotswap's generation.
+type owner struct {
+	gen     *gen
+	restart int
+	orphan  bool
+}
+
+func (o owner) String() string {
+	switch {
+	case o.gen != nil:
+		return fmt.Sprintf("generation %d, %s", o.gen.id, o.gen.state)
+	case o.orphan:
+		return fmt.Sprintf("the next generation (restart of worker %d)", o.restart)
+	}
+	return "the previous hotswap's generation (adopted)"
+}
+
+func (s *Supervisor) ownerView(o map[*reuse.Member]owner) string {
 	var b []string
 	for m, who := range o {
 		b = append(b, fmt.Sprintf("inode %d: %s", m.Inode(), who))
