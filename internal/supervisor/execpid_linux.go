@@ -52,7 +52,7 @@ func (s *Supervisor) directExec(path string) bool {
 
 // startDirect starts cmd, whose first environment entry is listenPIDSlot,
 // traced, writes its pid into the slot while it is stopped after execve,
-// and lets it run untraced. A start that could not be traced returns
+// and lets it run untraced. A start that could not be made so returns
 // errNoDirect (wrapped) with nothing left running: the caller starts the
 // command through a shim instead.
 func startDirect(cmd *exec.Cmd) error {
@@ -71,21 +71,30 @@ func startDirect(cmd *exec.Cmd) error {
 	cmd.SysProcAttr = &attr
 	if err := cmd.Start(); err != nil {
 		// PTRACE_TRACEME refused (ptrace_scope, seccomp, an LSM, hotswap
-		// itself traced) or an exec error: the shim reports the latter
-		// the way it always has.
+		// itself traced: EPERM, EACCES or ENOSYS), or an exec error, which
+		// the shim reports the way it always has (a binary being replaced
+		// right now, ETXTBSY, is no reason to give up on ptrace).
+		if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) || errors.Is(err, unix.ENOSYS) {
+			return fmt.Errorf("%w: %w: %w", errNoDirect, errNoTrace, err)
+		}
 		return fmt.Errorf("%w: %w", errNoDirect, err)
 	}
 	pid := cmd.Process.Pid
 	if err := writeListenPID(pid); err != nil {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
-		return fmt.Errorf("%w: write LISTEN_PID into pid %d: %w", errNoDirect, pid, err)
+		return fmt.Errorf("%w: %w: write LISTEN_PID into pid %d: %w", errNoDirect, errNoTrace, pid, err)
 	}
 	return nil
 }
 
-// errNoDirect marks a start that must be retried through a shim.
-var errNoDirect = errors.New("direct exec")
+// errNoDirect marks a start that must be retried through a shim;
+// errNoTrace, wrapped with it, says that the later ones must start through
+// one too: ptrace is refused here, or did not do what the start needs.
+var (
+	errNoDirect = errors.New("direct exec")
+	errNoTrace  = errors.New("ptrace unusable")
+)
 
 // maxStops bounds the signal stops passed on before the exec's own.
 const maxStops = 8

@@ -61,8 +61,24 @@ func TestStartDirectRefused(t *testing.T) {
 		}
 		done <- err
 	}()
-	if err := <-done; !errors.Is(err, errNoDirect) || !errors.Is(err, syscall.EPERM) {
-		t.Fatalf("startDirect with ptrace denied: %v, want errNoDirect and EPERM", err)
+	if err := <-done; !errors.Is(err, errNoDirect) || !errors.Is(err, errNoTrace) || !errors.Is(err, syscall.EPERM) {
+		t.Fatalf("startDirect with ptrace denied: %v, want errNoDirect, errNoTrace and EPERM", err)
+	}
+}
+
+// TestStartDirectExecError: an exec that fails for the program's own sake
+// (not an executable format, here) is retried through the shim, which
+// reports it as it always has, without giving up on direct starts.
+func TestStartDirectExecError(t *testing.T) {
+	bad := filepath.Join(t.TempDir(), "bad")
+	if err := os.WriteFile(bad, []byte("\x7fELF not really"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bad)
+	cmd.Env = []string{listenPIDSlot}
+	err := startDirect(cmd)
+	if !errors.Is(err, errNoDirect) || errors.Is(err, errNoTrace) || !errors.Is(err, syscall.ENOEXEC) {
+		t.Fatalf("startDirect of a non-executable format: %v, want errNoDirect and ENOEXEC without errNoTrace", err)
 	}
 }
 

@@ -14,6 +14,9 @@ var listenPIDSlot = ""
 
 func (s *Supervisor) directExec(string) bool { return false }
 
-var errNoDirect = errors.New("direct exec")
+var (
+	errNoDirect = errors.New("direct exec")
+	errNoTrace  = errors.New("ptrace unusable")
+)
 
 func startDirect(*exec.Cmd) error { return errNoDirect }

@@ -157,8 +157,12 @@ func (s *Supervisor) startGen(id, w int, values argFiles) (_ *gen, retErr error)
 			if !errors.Is(err, errNoDirect) {
 				return err
 			}
-			s.noDirect = true
-			s.log.Warn("could not start a generation without an exec shim; they start through one from now on", "gen", id, "reason", err)
+			if errors.Is(err, errNoTrace) {
+				s.noDirect = true
+				s.log.Warn("could not start a generation without an exec shim; they start through one from now on", "gen", id, "reason", err)
+			} else {
+				s.log.Debug("generation starts through an exec shim", "gen", id, "reason", err)
+			}
 			cmd = s.shimCmd(cmd, argv)
 			return cmd.Start()
 		}
