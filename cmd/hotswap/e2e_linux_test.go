@@ -30,8 +30,9 @@ type app struct {
 	hs             *proctest.Proc
 	addr           string
 	verFile, flags string
-	gen            int  // the generation expected to serve
-	pool           bool // a worker pool (workers_linux_test.go)
+	gen            int    // the generation expected to serve
+	pool           bool   // a worker pool (workers_linux_test.go)
+	workerFlags    string // a pool's goapp flags (startWorkers), which loadReloads keeps
 }
 
 // startApp runs hotswap with hsFlags around goapp with goappFlags.

@@ -48,7 +48,7 @@ func (a *app) loadReloads(t *testing.T, reloads int, stall bool) load.Result {
 		}
 		version := fmt.Sprintf("v%d", n)
 		if a.pool {
-			if code, out := a.reloadCmd(version, "--notify"); code != 0 {
+			if code, out := a.reloadCmd(version, a.workerFlags); code != 0 {
 				t.Fatalf("reload to generation %d: exit %d: %s", n, code, out)
 			}
 			a.waitWorkers(n, 30*time.Second)
