@@ -36,6 +36,21 @@ var (
 	noRetryLoad   = loadKind{keepAlive: true, noRetry: true}
 )
 
+// key names l in -loads.
+func (l loadKind) key() string {
+	switch {
+	case l.noRetry:
+		return "no-retry"
+	case l.keepAlive:
+		return "keep-alive"
+	}
+	return "new-conn"
+}
+
+func loadKeys() []string {
+	return []string{newConnLoad.key(), keepAliveLoad.key(), noRetryLoad.key()}
+}
+
 func (l loadKind) String() string {
 	switch {
 	case l.noRetry:

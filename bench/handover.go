@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -12,8 +13,8 @@ import (
 // handoverStats compares hotswap's reload with the child's own start.
 type handoverStats struct {
 	Mode string
-	// Direct is goapp started directly (through the same sh wrapper):
-	// fork/exec to its first response.
+	// Direct is goapp started directly, its version read from a file
+	// as hotswap's {file:PATH} does: fork/exec to its first response.
 	Direct []time.Duration
 	// Reload is SIGHUP to hotswap's "reload succeeded" (new generation
 	// ready, old one told to stop).
@@ -72,12 +73,17 @@ func measureHandover(cfg config, b *bins, mode string, n int) handoverStats {
 	return h
 }
 
-// directStart starts goapp the way hotswap does (sh wrapper, exec) on a
-// port of its own and returns the time from Start to its first response.
+// directStart starts goapp on a port of its own, with the version in
+// verFile as hotswap's {file:PATH} reads it, and returns the time from the
+// read to its first response: what hotswap adds (its exec shim included)
+// is the rest of a reload.
 func directStart(b *bins, verFile string) (time.Duration, error) {
-	cmd := exec.Command("sh", "-c", goappScript, b.goapp, verFile, "--listen", "127.0.0.1:0")
 	t0 := time.Now()
-	p, err := startProc(cmd)
+	v, err := os.ReadFile(verFile)
+	if err != nil {
+		return 0, err
+	}
+	p, err := startProc(exec.Command(b.goapp, "--version", strings.TrimSpace(string(v)), "--listen", "127.0.0.1:0"))
 	if err != nil {
 		return 0, err
 	}

@@ -20,6 +20,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -32,6 +33,7 @@ type config struct {
 	out      string        // directory for benchmarks.md and the plots
 	exe      string        // this program, for serve mode and the namespace
 	methods  []string      // method keys to run; all when empty
+	loads    []string      // loads to run each method under (loadKind.key); all when empty
 	restarts int           // restarts per method and load
 	conc     int           // concurrent clients
 	gap      time.Duration // pause after each restart
@@ -64,6 +66,8 @@ func run(args []string) int {
 	fs.StringVar(&cfg.root, "root", ".", "module root: where cmd/hotswap and examples/goapp are built from")
 	fs.StringVar(&cfg.out, "out", "docs", "write benchmarks.md and the plots here (relative to -root)")
 	fs.StringVar(&methods, "methods", "", "comma-separated methods to run (default all): "+strings.Join(methodKeys(), ","))
+	var loads string
+	fs.StringVar(&loads, "loads", "", "comma-separated loads to restart each method under (default all): "+strings.Join(loadKeys(), ","))
 	fs.IntVar(&cfg.restarts, "restarts", 20, "restarts per method and load")
 	fs.IntVar(&cfg.conc, "conc", 16, "concurrent clients of every load")
 	fs.DurationVar(&cfg.gap, "gap", 150*time.Millisecond, "pause after each restart")
@@ -99,6 +103,15 @@ func run(args []string) int {
 	cfg.exe = exe
 	if methods != "" {
 		cfg.methods = strings.Split(methods, ",")
+	}
+	if loads != "" {
+		cfg.loads = strings.Split(loads, ",")
+		for _, l := range cfg.loads {
+			if !slices.Contains(loadKeys(), l) {
+				fmt.Fprintf(os.Stderr, "bench: -loads %q: want some of %s\n", loads, strings.Join(loadKeys(), ","))
+				return 2
+			}
+		}
 	}
 	for f := range strings.SplitSeq(poolN, ",") {
 		if f == "" {
@@ -179,12 +192,17 @@ func build(cfg config) (_ *bins, retErr error) {
 	for pkg, out := range pkgs {
 		cmd := exec.Command("go", "build", "-o", out, pkg)
 		cmd.Dir = cfg.root
-		if pkg == "./cmd/hotswap" {
-			cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // as make build builds it
+		if pkg == "./cmd/hotswap" || pkg == "./examples/goapp" {
+			// hotswap as make build builds it; goapp as a Go server
+			// ships: static, no dynamic loader and no cgo start, 1 ms of
+			// CPU less per start here (goapp links libc only for net's
+			// resolver), which every restart row pays.
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		}
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return nil, fmt.Errorf("go build %s: %w: %s", pkg, err, out)
 		}
+
 	}
 	help, _ := exec.Command(b.hotswap, "--help").CombinedOutput()
 	b.reuseportMode = strings.Contains(string(help), "--mode")
@@ -215,7 +233,7 @@ func benchmark(ctx context.Context, cfg config, log *os.File) (*report, error) {
 		fmt.Fprintf(log, "bench %6.1fs: "+format+"\n", append([]any{time.Since(start).Seconds()}, args...)...)
 	}
 	for _, m := range methodsFor(cfg, b) {
-		for _, l := range m.loadKinds() {
+		for _, l := range m.loadKinds(cfg) {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}

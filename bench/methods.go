@@ -34,11 +34,16 @@ func (m method) run(ctx context.Context, cfg config, l loadKind) restartRun {
 	return runRestarts(ctx, cfg, m.name, m.target(), l)
 }
 
-func (m method) loadKinds() []loadKind {
-	if m.loads == nil {
-		return []loadKind{newConnLoad, keepAliveLoad}
+// loadKinds are the loads m runs under, those of cfg.loads when set.
+func (m method) loadKinds(cfg config) []loadKind {
+	ls := m.loads
+	if ls == nil {
+		ls = []loadKind{newConnLoad, keepAliveLoad}
 	}
-	return m.loads
+	if len(cfg.loads) == 0 {
+		return ls
+	}
+	return slices.DeleteFunc(slices.Clone(ls), func(l loadKind) bool { return !slices.Contains(cfg.loads, l.key()) })
 }
 
 func allMethods(cfg config, b *bins) []method {

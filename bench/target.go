@@ -118,11 +118,6 @@ func (t *reuseSibling) close() {
 	}
 }
 
-// goappScript reads the version from a file at each generation's start, the
-// way a config change reaches a real server; exec keeps the pid, so
-// READY=1 is credited to the generation.
-const goappScript = `bin=$0 v=$1; shift; exec "$bin" --version "$(cat "$v")" "$@"`
-
 // hotswapTarget runs goapp under hotswap with --ready notify.
 type hotswapTarget struct {
 	b       *bins
@@ -132,7 +127,9 @@ type hotswapTarget struct {
 	verFile string
 	p       *proc
 	// command, if set, is the generations' command line for the version
-	// file (a container's); by default goapp through goappScript.
+	// file (a container's); by default goapp itself, its --version read
+	// from the file by hotswap ({file:PATH}) at each generation's start,
+	// the way a config change reaches a real server.
 	command func(verFile string) []string
 }
 
@@ -154,7 +151,7 @@ func (t *hotswapTarget) start() (string, error) {
 		args = append(args, "--mode", t.mode)
 	}
 	args = append(args, t.extra...)
-	cmd := append([]string{"sh", "-c", goappScript, t.b.goapp, t.verFile, "--notify"}, t.goapp...)
+	cmd := append([]string{t.b.goapp, "--version", "{file:" + t.verFile + "}", "--notify"}, t.goapp...)
 	if t.command != nil {
 		cmd = t.command(t.verFile)
 	}

@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -26,6 +27,9 @@ type handoffReport struct {
 	FDs   []int             `json:"fds"`
 	Links []string          `json:"links"`
 	Socks map[int]string    `json:"socks"` // fd -> local address
+	// First is the first entry of its environment: LISTEN_PID when
+	// hotswap exec'd it without a shim and wrote the pid in place.
+	First string `json:"first"`
 }
 
 const reportEnv = "TEST_REPORT_FIFO"
@@ -57,6 +61,9 @@ func handoffHelper() int {
 			}
 		}
 	}
+	if env := os.Environ(); len(env) > 0 {
+		r.First = env[0]
+	}
 	for _, kv := range os.Environ() {
 		k, v, _ := strings.Cut(kv, "=")
 		if strings.HasPrefix(k, "LISTEN_") || strings.HasPrefix(k, "EINHORN_") || strings.HasPrefix(k, "HOTSWAP_") || k == "NGINX" || k == "NOTIFY_SOCKET" {
@@ -76,9 +83,24 @@ func handoffHelper() int {
 // TestHandoffProtocols checks every variable of every protocol as a real
 // child sees it, LISTEN_PID included, and that no descriptor of hotswap's
 // leaks into the child: hotswap itself inherits two stray descriptors and
-// stale protocol variables here.
+// stale protocol variables here. The child is exec'd directly, hotswap
+// writing LISTEN_PID into it; where ptrace is refused (a seccomp filter
+// on hotswap here) it starts through the exec shim, with the same view.
 func TestHandoffProtocols(t *testing.T) {
 	hotswap := proctest.Build(t, hotswapPkg)
+	t.Run("direct", func(t *testing.T) { testHandoffProtocols(t, hotswap, false) })
+	t.Run("ptrace denied", func(t *testing.T) {
+		// hotswap is forked from this thread, which keeps the filter and
+		// exits with the subtest (never unlocked).
+		runtime.LockOSThread()
+		if err := proctest.DenyPtrace(); err != nil {
+			t.Fatal(err)
+		}
+		testHandoffProtocols(t, hotswap, true)
+	})
+}
+
+func testHandoffProtocols(t *testing.T, hotswap string, denied bool) {
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -133,6 +155,9 @@ func TestHandoffProtocols(t *testing.T) {
 		}
 		if !reflect.DeepEqual(r.Env, want) {
 			t.Errorf("generation %d saw\n%v\nwant\n%v", gen, r.Env, want)
+		}
+		if first := "LISTEN_PID=" + strconv.Itoa(r.PID); !denied && r.First != first {
+			t.Errorf("generation %d: first environment entry %q, want %q (exec'd without a shim)", gen, r.First, first)
 		}
 		if !reflect.DeepEqual(r.FDs, []int{0, 1, 2, 3, 4}) {
 			t.Errorf("generation %d holds fds %v (%v), want only stdio and the listeners 3 and 4", gen, r.FDs, r.Links)

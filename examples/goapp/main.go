@@ -87,7 +87,15 @@ func (a *app) main() int {
 		signal.Ignore(syscall.SIGTERM, syscall.SIGQUIT)
 	}
 	user := make(chan os.Signal, 8)
-	signal.Notify(user, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH)
+	if a.cfg.reportSignals != "" || a.cfg.stallOn > 0 {
+		signal.Notify(user, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH)
+	} else {
+		// hotswap forwards them; with no use for them, ignoring is what
+		// goapp did with them anyway, without a round trip to the
+		// runtime's signal thread per signal before it can listen
+		// (signal.Notify makes one; 0.1-0.4 ms for these three here).
+		signal.Ignore(syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH)
+	}
 	if a.cfg.spawnGrandchild {
 		if err := a.spawnGrandchild(); err != nil {
 			return a.fail("spawn grandchild", err)

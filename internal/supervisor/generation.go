@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -75,8 +76,9 @@ type genKey struct{ id, worker int }
 
 func (g *gen) key() genKey { return genKey{g.id, g.worker} }
 
-// startGen starts worker w of generation id through the exec shim with
-// every listener. values are the {file:PATH} values to use; nil reads the
+// startGen starts worker w of generation id with every listener and
+// LISTEN_PID set to its pid: exec'd directly (startDirect), else through
+// an exec shim. values are the {file:PATH} values to use; nil reads the
 // files.
 func (s *Supervisor) startGen(id, w int, values argFiles) (_ *gen, retErr error) {
 	if _, err := exec.LookPath(s.cfg.Command[0]); err != nil {
@@ -116,15 +118,16 @@ func (s *Supervisor) startGen(id, w int, values argFiles) (_ *gen, retErr error)
 	if s.podman != nil {
 		argv = s.podman.args(id, argv)
 	}
-	path, args, ok := s.shellShim(argv)
-	if !ok {
-		path, args = s.cfg.Executable, fdpass.ShimArgs(argv)
-		env = append(env, fdpass.ShimEnv+"=1")
+	env = fdpass.ChildEnv(s.cfg.Env, names, id, env...)
+	direct := s.directPath(argv)
+	path, args, cenv := direct, argv, append([]string{listenPIDSlot}, env...)
+	if direct == "" {
+		path, args, cenv = s.shim(argv, env)
 	}
 	cmd := &exec.Cmd{
 		Path:       path,
 		Args:       args,
-		Env:        fdpass.ChildEnv(s.cfg.Env, names, id, env...),
+		Env:        cenv,
 		Stdin:      os.Stdin,
 		Stdout:     s.output(id, s.cfg.Stdout),
 		Stderr:     s.output(id, s.cfg.Stderr),
@@ -147,7 +150,24 @@ func (s *Supervisor) startGen(id, w int, values argFiles) (_ *gen, retErr error)
 		cmd.WaitDelay = time.Second
 	}
 	cpu := s.cpuOf(w)
-	if err := startPinned(cpu, cmd.Start); err != nil {
+	start := cmd.Start
+	if direct != "" {
+		start = func() error {
+			err := startDirect(cmd)
+			if !errors.Is(err, errNoDirect) {
+				return err
+			}
+			if errors.Is(err, errNoTrace) {
+				s.noDirect = true
+				s.log.Warn("could not start a generation without an exec shim; they start through one from now on", "gen", id, "reason", err)
+			} else {
+				s.log.Debug("generation starts through an exec shim", "gen", id, "reason", err)
+			}
+			cmd = s.shimCmd(cmd, argv)
+			return cmd.Start()
+		}
+	}
+	if err := startPinned(cpu, start); err != nil {
 		for _, h := range s.hooks {
 			h.abort(id)
 		}
@@ -213,7 +233,7 @@ func (s *Supervisor) shellShim(argv []string) (path string, args []string, ok bo
 	if s.cfg.Intercept || s.cfg.Credential != nil {
 		return "", nil, false
 	}
-	if len(argv) >= 3 && (argv[0] == "sh" || argv[0] == "/bin/sh") && argv[1] == "-c" {
+	if isShellCommand(argv) {
 		if p, err := exec.LookPath(argv[0]); err == nil {
 			return p, append([]string{argv[0], "-c", shShim + argv[2]}, argv[3:]...), true
 		}
@@ -223,6 +243,53 @@ func (s *Supervisor) shellShim(argv []string) (path string, args []string, ok bo
 		return "", nil, false
 	}
 	return sh, append([]string{"sh", "-c", shShim + `exec "$0" "$@"`}, argv...), true
+}
+
+// directPath is the executable to exec argv with directly, hotswap
+// writing LISTEN_PID into it (execpid_linux.go), or "" to start it through
+// a shim. A `sh -c` command is its own shim (shellShim).
+func (s *Supervisor) directPath(argv []string) string {
+	if isShellCommand(argv) {
+		return ""
+	}
+	p, err := exec.LookPath(argv[0])
+	if err != nil || !s.directExec(p) {
+		return ""
+	}
+	return p
+}
+
+// shim is how to start argv with env through a shim that sets LISTEN_PID:
+// /bin/sh (shellShim), else hotswap's own binary.
+func (s *Supervisor) shim(argv, env []string) (path string, args, cenv []string) {
+	if path, args, ok := s.shellShim(argv); ok {
+		return path, args, env
+	}
+	return s.cfg.Executable, fdpass.ShimArgs(argv), append(slices.Clip(env), fdpass.ShimEnv+"=1")
+}
+
+// shimCmd is cmd, which could not be started directly, to be started
+// through a shim instead: the same descriptors, output, attributes and
+// environment (what the hooks added included), without the LISTEN_PID
+// slot.
+func (s *Supervisor) shimCmd(cmd *exec.Cmd, argv []string) *exec.Cmd {
+	path, args, cenv := s.shim(argv, cmd.Env[1:])
+	var attr *syscall.SysProcAttr
+	if cmd.SysProcAttr != nil {
+		a := *cmd.SysProcAttr
+		a.Ptrace = false
+		attr = &a
+	}
+	return &exec.Cmd{
+		Path: path, Args: args, Env: cenv,
+		Stdin: cmd.Stdin, Stdout: cmd.Stdout, Stderr: cmd.Stderr,
+		ExtraFiles: cmd.ExtraFiles, SysProcAttr: attr, WaitDelay: cmd.WaitDelay,
+	}
+}
+
+// isShellCommand reports whether argv is `sh -c SCRIPT ...`.
+func isShellCommand(argv []string) bool {
+	return len(argv) >= 3 && (argv[0] == "sh" || argv[0] == "/bin/sh") && argv[1] == "-c"
 }
 
 // output is where generation id writes w's stream: w itself, or a

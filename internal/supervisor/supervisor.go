@@ -32,6 +32,9 @@ type Supervisor struct {
 	podman *podmanHook
 	// listeners are the sockets, in fd order; never closed while Run runs.
 	listeners []*listener
+	// noDirect is set once a generation could not be exec'd directly
+	// (startDirect): the later ones start through a shim. Run loop only.
+	noDirect bool
 
 	reloadc chan reloadReq
 	sigc    chan sigReq
