@@ -13,7 +13,7 @@ all: build
 # footprint"); --user and --group reach NSS through getent.
 build:
 	CGO_ENABLED=0 $(GO) build -o $(BIN)/hotswap ./cmd/hotswap
-	$(GO) build -o $(BIN)/goapp ./examples/goapp
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/goapp ./examples/goapp
 	$(GO) build -o $(BIN)/quicapp ./examples/quicapp
 
 # demo runs hotswap with the example app on $(ADDR) in reuseport mode,
