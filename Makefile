@@ -78,7 +78,7 @@ chaos: deps
 recipes: deps
 	$(GO) test -count=1 -v -timeout 10m ./examples/recipes
 
-# soak: 10,000 reloads in reuseport mode (about 13 minutes here), printing
+# soak: 10,000 reloads in reuseport mode (about 10 minutes here), printing
 # hotswap's CPU per reload, reload time, RSS, fds, threads and goroutines
 # over the first and the last 100: they should be flat. The table goes
 # into docs/soak.md and docs/benchmarks.md too.
