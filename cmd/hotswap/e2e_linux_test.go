@@ -73,11 +73,16 @@ func (a *app) start(addr, goapp string, hsFlags []string, goappFlags ...string) 
 
 func (a *app) write(version, flags string) {
 	a.t.Helper()
-	if err := os.WriteFile(a.verFile, []byte(version), 0o644); err != nil {
-		a.t.Fatal(err)
-	}
-	if err := os.WriteFile(a.flags, []byte(flags), 0o644); err != nil {
-		a.t.Fatal(err)
+	// Each file is replaced whole: a generation starting meanwhile (a
+	// crash's restart) reads the old content or the new, never a
+	// truncated file.
+	for _, f := range []struct{ path, content string }{{a.verFile, version}, {a.flags, flags}} {
+		if err := os.WriteFile(f.path+".new", []byte(f.content), 0o644); err != nil {
+			a.t.Fatal(err)
+		}
+		if err := os.Rename(f.path+".new", f.path); err != nil {
+			a.t.Fatal(err)
+		}
 	}
 }
 

@@ -242,7 +242,11 @@ func crashDuringDrain(t *testing.T, a *app) {
 	}
 	defer idle.Close()
 	time.Sleep(50 * time.Millisecond) // accepted by generation 1, the only one
-	if r := a.reload(2, "v2", "--crash-after 300ms"); !r.OK {
+	// The crash leaves this test 600 ms to write what the restart runs
+	// (CI once took longer than 300 ms of it), and generation 1's drain
+	// (the idle connection holds it for --drain-conn-wait, 2 s) room
+	// for the restart's backoff and gate.
+	if r := a.reload(2, "v2", "--crash-after 600ms"); !r.OK {
 		t.Fatalf("reload to the crashing version: %v", r)
 	}
 	a.write("v3", "") // what the restart runs
