@@ -163,10 +163,8 @@ func (c *Census) QueueLen(m *Member) (uint32, error) {
 	if err != nil {
 		return 0, err
 	}
-	for _, l := range ls {
-		if l.Inode == m.ino {
-			return l.Queue, nil
-		}
+	if q, ok := (Audit{Kernel: ls}).QueueOf(m.ino); ok {
+		return q, nil
 	}
 	return 0, fmt.Errorf("queue of member %d: %w", m.ino, ErrNotActive)
 }
