@@ -47,11 +47,21 @@ func NewCensus(gs []*Group) *Census {
 	return c
 }
 
-// listenersLocked returns the listening sockets on g's port, from the
-// census when it covers g and g has not changed since the read, else from
-// a dump of its own; g.mu is held. A nil census always dumps. fromCensus
-// says which.
+// listenersLocked returns the sockets of g's group: those listening on
+// g's port at g's address, from the census when it covers g and g has not
+// changed since the read, else from a dump of its own; g.mu is held. A nil
+// census always dumps. fromCensus says which.
 func (c *Census) listenersLocked(g *Group) (ls []Listener, fromCensus bool, err error) {
+	ls, fromCensus, err = c.portListenersLocked(g)
+	if err != nil {
+		return nil, false, err
+	}
+	return g.inGroupLocked(ls), fromCensus, nil
+}
+
+// portListenersLocked is listenersLocked before the match on g's address:
+// every listener on g's port of the families g dumps.
+func (c *Census) portListenersLocked(g *Group) (ls []Listener, fromCensus bool, err error) {
 	if c == nil || !c.groups[g] {
 		ls, err = Listeners(g.diagNetworkLocked(), g.port)
 		return ls, false, err
@@ -91,11 +101,7 @@ func (c *Census) listenersLocked(g *Group) (ls []Listener, fromCensus bool, err 
 	if more := c.added[g.port]; len(more) > 0 {
 		ls = append(ls, more...) // a copy: ls has no room
 	}
-	other := func(l Listener) bool { return network != "tcp" && (network == "tcp4") != l.Addr.Addr().Is4() }
-	if slices.ContainsFunc(ls, other) {
-		ls = slices.DeleteFunc(slices.Clone(ls), other)
-	}
-	return ls, true, nil
+	return ls, true, nil // the other family's sockets go with the address match
 }
 
 // agreeLocked records that g's model now follows from the census (it

@@ -46,6 +46,12 @@ type Group struct {
 	probe   *os.File // bound, never connected: reserves the probe port
 	probeAP netip.AddrPort
 
+	// bound is the address every member binds, as sock_diag lists it
+	// (4 bytes for an AF_INET socket, 16 for AF_INET6): the kernel joins
+	// only sockets bound to the same address (and family) into a group,
+	// so other listeners on the port, on other addresses, are not its.
+	bound netip.Addr
+
 	mu      sync.Mutex // guards the fields below
 	address string     // with the port fixed by the first member
 	port    int
@@ -142,10 +148,26 @@ func NewGroup(network, address string) (*Group, error) {
 		return nil, fmt.Errorf("new group %s: %w", address, err)
 	}
 	g := &Group{network: network, address: address, port: port}
+	if g.bound, err = boundAddr(network, address); err != nil {
+		return nil, fmt.Errorf("new group %s: %w", address, err)
+	}
 	if g.probe, g.probeAP, err = reserveProbe(network, address); err != nil {
 		return nil, fmt.Errorf("new group %s: reserve probe port: %w", address, err)
 	}
 	return g, nil
+}
+
+// inGroupLocked returns the listeners of ls that can be in g's group: bound
+// to g's address, in g's family. Two groups on one port and different
+// addresses (127.0.0.1:80 and 127.0.0.2:80, or an IPv6 wildcard and an
+// IPv4 one) are separate groups; counting one's sockets as foreign to the
+// other would put them in its index order. ls is not modified.
+func (g *Group) inGroupLocked(ls []Listener) []Listener {
+	other := func(l Listener) bool { return l.Addr.Addr() != g.bound }
+	if !slices.ContainsFunc(ls, other) {
+		return ls
+	}
+	return slices.DeleteFunc(slices.Clone(ls), other)
 }
 
 // euid is hotswap's effective uid, which it never changes (a member's
@@ -371,7 +393,7 @@ func (g *Group) Adopt(f *os.File) (_ *Member, retErr error) {
 	if err != nil {
 		return nil, fmt.Errorf("adopt member %s: %w", g.address, err)
 	}
-	live := inodes(ls)
+	live := inodes(g.inGroupLocked(ls))
 	if !live[ino] {
 		return nil, fmt.Errorf("adopt member %s: %w", g.address, ErrNotActive)
 	}

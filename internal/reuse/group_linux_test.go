@@ -1,6 +1,7 @@
 package reuse
 
 import (
+	"fmt"
 	"net"
 	"strconv"
 	"sync"
@@ -270,4 +271,76 @@ func portOf(g *Group) int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.port
+}
+
+// Two groups on one port and two addresses are two groups in the kernel:
+// neither's audit counts the other's sockets as foreign (which would put
+// them in its index order), through its own dump or a census of both,
+// and connections to each address land on the member steered to there,
+// reload after reload.
+func TestGroupsOnOnePortTwoAddresses(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	a, err := NewGroup("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	first, err := a.Take()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := NewGroup("tcp", "127.0.0.2:"+strconv.Itoa(portOf(a)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	gs := []*Group{a, b}
+	seen := &sync.Map{}
+	cur := map[*Group]*Member{a: first}
+	sinks := map[*Member]*sink{}
+	for step := range 4 {
+		for i, g := range gs {
+			m, err := g.Take()
+			if err != nil {
+				t.Fatal(err)
+			}
+			name := fmt.Sprintf("%c%d", 'a'+i, step)
+			sinks[m] = newSink(t, m.File(), name, seen)
+			if err := g.Steer(Policy{To: m}); err != nil {
+				t.Fatal(err)
+			}
+			if old := cur[g]; old != nil {
+				if err := g.Remove(old); err != nil {
+					t.Fatal(err)
+				}
+				if s := sinks[old]; s != nil {
+					s.close()
+				}
+				if err := g.Sync(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cur[g] = m
+			if got := landed(t, seen, 10, dialer("tcp", g.Addr())); got[name] != 10 {
+				t.Errorf("step %d: connections to %s landed %v, want 10 on %s", step, g.Addr(), got, name)
+			}
+		}
+		c := NewCensus(gs)
+		for _, g := range gs {
+			for _, how := range []string{"own dump", "census"} {
+				var au Audit
+				if how == "census" {
+					au, err = c.Audit(g)
+				} else {
+					au, err = g.Audit()
+				}
+				if err != nil || len(au.Foreign) > 0 || len(au.Lost) > 0 || len(au.Kernel) != g.Len()+g.Spares() {
+					t.Errorf("step %d, %s, %s: %v, foreign %v, lost %v, %d sockets for %d members and %d spares",
+						step, g.Addr(), how, err, au.Foreign, au.Lost, len(au.Kernel), g.Len(), g.Spares())
+				}
+			}
+		}
+	}
 }
