@@ -79,7 +79,7 @@ func TestFaults(t *testing.T) {
 			// resets or EOFs at the moment of the crash. The queue itself
 			// stays with hotswap and is served by the restart.
 			name:    "ready then crashes during the drain of the old (shared)",
-			hsFlags: []string{"--ready", "200ms"},
+			hsFlags: []string{"--mode", "shared", "--ready", "200ms"},
 			fault:   crashDuringDrain,
 			check:   checkCrashRestart,
 		},

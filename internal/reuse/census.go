@@ -2,7 +2,6 @@ package reuse
 
 import (
 	"cmp"
-	"fmt"
 	"slices"
 	"sync"
 )
@@ -144,29 +143,6 @@ func (c *Census) Fresh() bool {
 		}
 	}
 	return true
-}
-
-// QueueLen is [Member.QueueLen] through the census: the accept-queue
-// length the census read lists for m's socket. A nil census asks the
-// socket itself.
-func (c *Census) QueueLen(m *Member) (uint32, error) {
-	if c == nil {
-		return m.QueueLen()
-	}
-	g := m.g
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if m.f == nil {
-		return 0, ErrRemoved
-	}
-	ls, _, err := c.listenersLocked(g)
-	if err != nil {
-		return 0, err
-	}
-	if q, ok := (Audit{Kernel: ls}).QueueOf(m.ino); ok {
-		return q, nil
-	}
-	return 0, fmt.Errorf("queue of member %d: %w", m.ino, ErrNotActive)
 }
 
 // Audit is [Group.Audit] through the census.

@@ -235,7 +235,7 @@ func treeSockets(pid int) ([]procSockets, error) {
 			procPid = got
 		}
 		dir := "/proc/" + strconv.Itoa(procPid)
-		fds, err := os.ReadDir(dir + "/fd")
+		fds, err := sys.ReadDirNames(dir + "/fd")
 		if err != nil {
 			unix.Close(pidfd)
 			if root || !errors.Is(err, fs.ErrNotExist) {
@@ -245,12 +245,12 @@ func treeSockets(pid int) ([]procSockets, error) {
 		}
 		ps := procSockets{pid: pid, pidfd: pidfd}
 		for _, fd := range fds {
-			link, err := os.Readlink(dir + "/fd/" + fd.Name())
+			link, err := os.Readlink(dir + "/fd/" + fd)
 			if err != nil || !strings.HasPrefix(link, "socket:[") {
 				continue
 			}
 			ino, err1 := strconv.ParseUint(link[len("socket:["):len(link)-1], 10, 64)
-			n, err2 := strconv.Atoi(fd.Name())
+			n, err2 := strconv.Atoi(fd)
 			if err1 == nil && err2 == nil {
 				ps.socks = append(ps.socks, procSocket{n, ino})
 			}
@@ -281,7 +281,7 @@ func treeSockets(pid int) ([]procSockets, error) {
 // workers (nginx, gunicorn, php-fpm, Apache prefork) do so from their main
 // thread; a child forked by another thread is not seen.
 func mainThreadChildren(pid int) []int {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/task/" + strconv.Itoa(pid) + "/children")
+	b, err := sys.ReadProcFile("/proc/" + strconv.Itoa(pid) + "/task/" + strconv.Itoa(pid) + "/children")
 	if err != nil {
 		return nil
 	}

@@ -565,6 +565,42 @@ func (m *Member) QueueLen() (uint32, error) {
 	return acceptQueue(f)
 }
 
+// QueuesEmpty reports whether the accept queue of every member in ms (nil
+// entries are skipped) is empty, with one poll(2) over the supervisor's
+// copies: a listening TCP socket is readable exactly when its accept
+// queue holds a connection (docs/kernel.md, "A listener is readable when
+// its queue is not"). One call costs about as much as a TCP_INFO read for
+// one member and a fraction of a sock_diag dump for a thousand. A member
+// that no longer listens (shut down) queues nothing and counts as empty;
+// a removed member (no supervisor copy) is an error, ErrRemoved.
+//
+// The groups' locks are held, in the order of ms, until the poll returns,
+// so that no copy is closed and its descriptor reused meanwhile; every
+// caller passes a generation's members in listener order.
+func QueuesEmpty(ms []*Member) (bool, error) {
+	var locked []*Group
+	defer func() {
+		for _, g := range locked {
+			g.mu.Unlock()
+		}
+	}()
+	fds := make([]int, 0, len(ms))
+	for _, m := range ms {
+		if m == nil {
+			continue
+		}
+		if !slices.Contains(locked, m.g) {
+			m.g.mu.Lock()
+			locked = append(locked, m.g)
+		}
+		if m.f == nil {
+			return false, fmt.Errorf("queue of member %d: %w", m.ino, ErrRemoved)
+		}
+		fds = append(fds, int(m.f.Fd()))
+	}
+	return pollEmpty(fds)
+}
+
 func (g *Group) checkLocked(m *Member, want memberState) error {
 	switch {
 	case g.closed:

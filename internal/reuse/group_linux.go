@@ -159,6 +159,32 @@ func acceptQueue(f *os.File) (uint32, error) {
 	return q, err
 }
 
+// pollEmpty polls the listeners fds once, without waiting: none is
+// readable when every accept queue is empty. POLLHUP alone is a socket
+// that no longer listens (shut down), whose queue is gone.
+func pollEmpty(fds []int) (bool, error) {
+	pfds := make([]unix.PollFd, len(fds))
+	for i, fd := range fds {
+		pfds[i] = unix.PollFd{Fd: int32(fd), Events: unix.POLLIN}
+	}
+	var n int
+	if err := sys.Retry(func() (err error) { n, err = unix.Poll(pfds, 0); return err }); err != nil {
+		return false, os.NewSyscallError("poll", err)
+	}
+	if n == 0 {
+		return true, nil
+	}
+	for _, p := range pfds {
+		switch {
+		case p.Revents&unix.POLLNVAL != 0:
+			return false, os.NewSyscallError("poll", unix.EBADF)
+		case p.Revents&unix.POLLIN != 0:
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
 // inspectListener returns the inode and port of f, which must be a
 // listening SO_REUSEPORT TCP socket.
 func inspectListener(f *os.File) (ino uint64, port int, err error) {

@@ -36,6 +36,8 @@ func listenSibling(*os.File) error { return errGroupUnsupported }
 
 func acceptQueue(*os.File) (uint32, error) { return 0, errGroupUnsupported }
 
+func pollEmpty([]int) (bool, error) { return false, errGroupUnsupported }
+
 // DialProbe connects to the group's port from [Group.ProbeAddr].
 func (g *Group) DialProbe(context.Context) (*net.TCPConn, error) { return nil, errGroupUnsupported }
 

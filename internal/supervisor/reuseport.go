@@ -428,28 +428,12 @@ func (d *drainer) listeners() map[uint64]bool {
 }
 
 // queuesEmpty reports whether every reuseport socket of g has an empty
-// accept queue: a TCP_INFO per socket, or with many listeners one census
-// (a sock_diag dump lists every listener's queue, for the cost of about
-// twenty getsockopt calls).
+// accept queue: one poll(2) over hotswap's copies, however many listeners
+// there are (a socket is readable while its queue holds a connection).
 func (d *drainer) queuesEmpty() bool {
-	var c *reuse.Census
-	if len(d.g.members) > censusQueueMin {
-		c = d.s.census()
-	}
-	for _, m := range d.g.members {
-		if m == nil {
-			continue
-		}
-		if q, err := c.QueueLen(m); err != nil || q > 0 {
-			return false
-		}
-	}
-	return true
+	empty, err := reuse.QueuesEmpty(d.g.members)
+	return err == nil && empty
 }
-
-// censusQueueMin is the most members whose queues the drain reads one by
-// one.
-const censusQueueMin = 16
 
 // drainPorts are the ports of g's reuseport sockets.
 func (s *Supervisor) drainPorts(g *gen) []reuse.Port {

@@ -4,6 +4,9 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
+
+	"golang.org/x/sys/unix"
 )
 
 // Children lists the child pids of every thread of process pid, from
@@ -37,15 +40,31 @@ func Children(pid int) []int {
 // namespace below it; 0 when the two are the same.
 type ProcPids struct{ Level int }
 
-// NewProcPids reads the caller's level from /proc/self/status.
+// NewProcPids returns the caller's level, read from /proc/self/status the
+// first time it succeeds. A process never changes its own pid namespace,
+// and hotswap neither mounts /proc nor leaves its mount namespace, so the
+// answer holds for the life of the process; the drain asks at every
+// reload, and the kernel formats all of status to answer.
 func NewProcPids() (ProcPids, error) {
-	b, err := os.ReadFile("/proc/self/status")
+	procPidsMu.Lock()
+	defer procPidsMu.Unlock()
+	if procPidsOK {
+		return procPids, nil
+	}
+	b, err := ReadProcFile("/proc/self/status")
 	if err != nil {
 		return ProcPids{}, err
 	}
 	ns := nsPids(string(b), "NSpid:")
-	return ProcPids{Level: max(len(ns)-1, 0)}, nil
+	procPids, procPidsOK = ProcPids{Level: max(len(ns)-1, 0)}, true
+	return procPids, nil
 }
+
+var (
+	procPidsMu sync.Mutex
+	procPids   ProcPids
+	procPidsOK bool
+)
 
 // Same reports whether /proc names processes by the caller's pids.
 func (p ProcPids) Same() bool { return p.Level == 0 }
@@ -57,7 +76,7 @@ func (p ProcPids) FromProc(procPid int) (int, bool) {
 	if p.Same() {
 		return procPid, true
 	}
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(procPid) + "/status")
+	b, err := ReadProcFile("/proc/" + strconv.Itoa(procPid) + "/status")
 	if err != nil {
 		return 0, false
 	}
@@ -68,7 +87,7 @@ func (p ProcPids) FromProc(procPid int) (int, bool) {
 // the caller's pid and as /proc's; false if it has exited or is not in
 // /proc's namespace.
 func (p ProcPids) Pidfd(pidfd int) (pid, procPid int, ok bool) {
-	b, err := os.ReadFile("/proc/self/fdinfo/" + strconv.Itoa(pidfd))
+	b, err := ReadProcFile("/proc/self/fdinfo/" + strconv.Itoa(pidfd))
 	if err != nil {
 		return 0, 0, false
 	}
@@ -108,4 +127,54 @@ func nsPids(text, key string) []int {
 		return out
 	}
 	return nil
+}
+
+// ReadProcFile reads a small file of /proc whole. It is os.ReadFile
+// without the file's registration with Go's poller, which /proc refuses
+// (epoll_ctl EPERM) after an F_GETFL/F_SETFL pair and before another: the
+// drain reads such files at every reload.
+func ReadProcFile(path string) ([]byte, error) {
+	fd, err := RetryInt(func() (int, error) { return unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0) })
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer unix.Close(fd)
+	b := make([]byte, 0, 512)
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := RetryInt(func() (int, error) { return unix.Read(fd, b[len(b):cap(b)]) })
+		if err != nil {
+			return nil, &os.PathError{Op: "read", Path: path, Err: err}
+		}
+		if n == 0 {
+			return b, nil
+		}
+		b = b[:len(b)+n]
+	}
+}
+
+// ReadDirNames lists the names in a directory of /proc (without "." and
+// ".."), as os.ReadDir would, without the poller's registration attempts.
+func ReadDirNames(path string) ([]string, error) {
+	fd, err := RetryInt(func() (int, error) {
+		return unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	})
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer unix.Close(fd)
+	var names []string
+	buf := make([]byte, 8192)
+	for {
+		n, err := RetryInt(func() (int, error) { return unix.Getdents(fd, buf) })
+		if err != nil {
+			return nil, &os.PathError{Op: "getdents", Path: path, Err: err}
+		}
+		if n <= 0 {
+			return names, nil
+		}
+		_, _, names = unix.ParseDirent(buf[:n], -1, names)
+	}
 }
