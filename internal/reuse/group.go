@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+
+	"github.com/hotswap-dev/hotswap/internal/sys"
 )
 
 // Errors returned by [Group] and [Member].
@@ -596,7 +598,12 @@ func QueuesEmpty(ms []*Member) (bool, error) {
 		if m.f == nil {
 			return false, fmt.Errorf("queue of member %d: %w", m.ino, ErrRemoved)
 		}
-		fds = append(fds, int(m.f.Fd()))
+		// Not Fd(): on a file Go itself put in non-blocking mode, Fd()
+		// switches the socket, which children share, back to blocking
+		// (docs/kernel.md); this holds for any file a member is made of.
+		if err := sys.Control(m.f, func(fd int) error { fds = append(fds, fd); return nil }); err != nil {
+			return false, fmt.Errorf("queue of member %d: %w", m.ino, err)
+		}
 	}
 	return pollEmpty(fds)
 }
