@@ -46,14 +46,18 @@ type Group struct {
 	probe   *os.File // bound, never connected: reserves the probe port
 	probeAP netip.AddrPort
 
+	mu      sync.Mutex // guards the fields below
+	address string     // with the port fixed by the first member
 	// bound is the address every member binds, as sock_diag lists it
 	// (4 bytes for an AF_INET socket, 16 for AF_INET6): the kernel joins
 	// only sockets bound to the same address (and family) into a group,
 	// so other listeners on the port, on other addresses, are not its.
-	bound netip.Addr
-
-	mu      sync.Mutex // guards the fields below
-	address string     // with the port fixed by the first member
+	// Until the first member binds it is the address resolved; then it
+	// is what getsockname reports for that member (boundOK), and every
+	// later member binds it, so a name is resolved once.
+	bound   netip.Addr
+	boundOK bool
+	zone    string // the address's IPv6 zone, for binding
 	port    int
 	order   []*Member // kernel index order: listening and leaving members
 	pol     Policy
@@ -151,6 +155,11 @@ func NewGroup(network, address string) (*Group, error) {
 	if g.bound, err = boundAddr(network, address); err != nil {
 		return nil, fmt.Errorf("new group %s: %w", address, err)
 	}
+	if host, _, err := net.SplitHostPort(address); err == nil {
+		if ip, err := netip.ParseAddr(host); err == nil {
+			g.zone = ip.Zone()
+		}
+	}
 	if g.probe, g.probeAP, err = reserveProbe(network, address); err != nil {
 		return nil, fmt.Errorf("new group %s: reserve probe port: %w", address, err)
 	}
@@ -222,15 +231,51 @@ func (g *Group) Add() (*Member, error) {
 	if g.closed {
 		return nil, ErrClosed
 	}
-	f, ino, port, err := bindSibling(g.network, g.address)
+	f, ino, err := g.bindLocked()
 	if err != nil {
 		return nil, fmt.Errorf("add member %s: %w", g.address, err)
 	}
+	return &Member{g: g, f: f, ino: ino}, nil
+}
+
+// bindLocked binds a new sibling. The first one fixes the group's port
+// (for port 0) and the address the later ones bind.
+func (g *Group) bindLocked() (*os.File, uint64, error) {
+	addr := g.address
+	if g.boundOK {
+		addr = net.JoinHostPort(g.bound.WithZone(g.zone).String(), strconv.Itoa(g.port))
+	}
+	f, ino, _, err := bindSibling(g.network, addr)
+	if err != nil {
+		return nil, 0, err
+	}
+	if !g.boundOK {
+		if err := g.fixAddressLocked(f); err != nil {
+			f.Close()
+			return nil, 0, err
+		}
+	}
+	return f, ino, nil
+}
+
+// fixAddressLocked records the port and address the kernel reports for
+// f, the group's first socket.
+func (g *Group) fixAddressLocked(f *os.File) error {
+	a, err := Addr(f)
+	if err != nil {
+		return err
+	}
+	ta, ok := a.(*net.TCPAddr)
+	ip, ok2 := netip.AddrFromSlice(ta.IP)
+	if !ok || !ok2 {
+		return fmt.Errorf("address of the first member: %v is not a TCP address", a)
+	}
+	g.bound, g.boundOK = ip, true
 	if g.port == 0 {
 		host, _, _ := net.SplitHostPort(g.address)
-		g.port, g.address = port, net.JoinHostPort(host, strconv.Itoa(port))
+		g.port, g.address = ta.Port, net.JoinHostPort(host, strconv.Itoa(ta.Port))
 	}
-	return &Member{g: g, f: f, ino: ino}, nil
+	return nil
 }
 
 // Activate calls listen() (backlog somaxconn) on an added member, which
@@ -315,13 +360,9 @@ func (g *Group) fillSparesLocked(n int, c *Census) error {
 		}
 	}
 	for ; have < n; have++ {
-		f, ino, port, err := bindSibling(g.network, g.address)
+		f, ino, err := g.bindLocked()
 		if err != nil {
 			return fmt.Errorf("add member %s: %w", g.address, err)
-		}
-		if g.port == 0 {
-			host, _, _ := net.SplitHostPort(g.address)
-			g.port, g.address = port, net.JoinHostPort(host, strconv.Itoa(port))
 		}
 		if err := g.beforeListenLocked(c); err != nil {
 			f.Close()
@@ -388,6 +429,17 @@ func (g *Group) Adopt(f *os.File) (_ *Member, retErr error) {
 	}
 	if g.port != 0 && port != g.port {
 		return nil, fmt.Errorf("adopt member %s: socket listens on port %d: %w", g.address, port, ErrNotMember)
+	}
+	if !g.boundOK && len(g.order) == 0 {
+		bound, port, address := g.bound, g.port, g.address
+		defer func() {
+			if retErr != nil { // not adopted: its address is not the group's
+				g.bound, g.boundOK, g.port, g.address = bound, false, port, address
+			}
+		}()
+		if err := g.fixAddressLocked(f); err != nil {
+			return nil, fmt.Errorf("adopt member %s: %w", g.address, err)
+		}
 	}
 	ls, err := Listeners(g.diagNetworkLocked(), port)
 	if err != nil {

@@ -344,3 +344,50 @@ func TestGroupsOnOnePortTwoAddresses(t *testing.T) {
 		}
 	}
 }
+
+// A group on a name binds every member to the address its first member
+// got, as getsockname reports it, and audits that address: after several
+// takes the kernel lists all of them in the group and nothing is lost or
+// foreign, and connections land on the member steered to.
+func TestGroupOnAName(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	g, err := NewGroup("tcp", "localhost:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g.Close() })
+	seen := &sync.Map{}
+	var prev *Member
+	for step := range 3 {
+		m, err := g.Take()
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := strconv.Itoa(step)
+		s := newSink(t, m.File(), name, seen)
+		if err := g.Steer(Policy{To: m}); err != nil {
+			t.Fatal(err)
+		}
+		if prev != nil {
+			if err := g.Remove(prev); err != nil {
+				t.Fatal(err)
+			}
+		}
+		a, err := g.Audit()
+		if err != nil || len(a.Lost) > 0 || len(a.Foreign) > 0 || len(a.Kernel) != g.Len()+g.Spares() {
+			t.Fatalf("step %d: audit %v, lost %v, foreign %v, %d sockets for %d members and %d spares", step, err, a.Lost, a.Foreign, len(a.Kernel), g.Len(), g.Spares())
+		}
+		for _, l := range a.Kernel {
+			if !l.Addr.Addr().IsLoopback() {
+				t.Errorf("step %d: member bound to %v, want a loopback address", step, l.Addr)
+			}
+		}
+		if got := landed(t, seen, 10, dialer("tcp", net.JoinHostPort(a.Kernel[0].Addr.Addr().String(), strconv.Itoa(portOf(g))))); got[name] != 10 {
+			t.Errorf("step %d: landed %v, want 10 on %s", step, got, name)
+		}
+		_ = s
+		prev = m
+	}
+}

@@ -170,7 +170,10 @@ func hostIP(network, host string) (netip.Addr, error) {
 	if err != nil {
 		return netip.Addr{}, err
 	}
-	return ips[0], nil
+	// LookupNetIP("ip", ...) gives an IPv4 address in its IPv4-mapped
+	// form, which an IPv6-only socket cannot bind (EINVAL): "localhost"
+	// failed so.
+	return ips[0].Unmap(), nil
 }
 
 func ipNet(network string) string {

@@ -79,3 +79,20 @@ func TestResolveFamilies(t *testing.T) {
 		})
 	}
 }
+
+// A name listens on the address it resolves to. The resolver gives an
+// IPv4 address in its IPv4-mapped form, which an IPv6-only socket cannot
+// bind: "localhost" failed with EINVAL, in both modes.
+func TestListenOnAName(t *testing.T) {
+	for _, network := range []string{"tcp", "tcp4"} {
+		f, err := Listen(network, "localhost:0", Options{})
+		if err != nil {
+			t.Fatalf("listen %s localhost:0: %v", network, err)
+		}
+		addr, err := Addr(f)
+		f.Close()
+		if err != nil || !addr.(*net.TCPAddr).IP.IsLoopback() {
+			t.Errorf("listen %s localhost:0: bound %v, %v; want a loopback address", network, addr, err)
+		}
+	}
+}
