@@ -56,7 +56,7 @@ func (c *Census) listenersLocked(g *Group) (ls []Listener, fromCensus bool, err 
 	if err != nil {
 		return nil, false, err
 	}
-	return g.inGroupLocked(ls), fromCensus, nil
+	return inGroup(ls, g.bound), fromCensus, nil
 }
 
 // portListenersLocked is listenersLocked before the match on g's address:

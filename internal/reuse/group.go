@@ -52,9 +52,9 @@ type Group struct {
 	// (4 bytes for an AF_INET socket, 16 for AF_INET6): the kernel joins
 	// only sockets bound to the same address (and family) into a group,
 	// so other listeners on the port, on other addresses, are not its.
-	// Until the first member binds it is the address resolved; then it
-	// is what getsockname reports for that member (boundOK), and every
-	// later member binds it, so a name is resolved once.
+	// It is what getsockname reports for the first member (boundOK),
+	// and every later member binds it, so a name is resolved once.
+	// Before the first member no listener is the group's.
 	bound   netip.Addr
 	boundOK bool
 	zone    string // the address's IPv6 zone, for binding
@@ -152,9 +152,6 @@ func NewGroup(network, address string) (*Group, error) {
 		return nil, fmt.Errorf("new group %s: %w", address, err)
 	}
 	g := &Group{network: network, address: address, port: port}
-	if g.bound, err = boundAddr(network, address); err != nil {
-		return nil, fmt.Errorf("new group %s: %w", address, err)
-	}
 	if host, _, err := net.SplitHostPort(address); err == nil {
 		if ip, err := netip.ParseAddr(host); err == nil {
 			g.zone = ip.Zone()
@@ -166,13 +163,14 @@ func NewGroup(network, address string) (*Group, error) {
 	return g, nil
 }
 
-// inGroupLocked returns the listeners of ls that can be in g's group: bound
-// to g's address, in g's family. Two groups on one port and different
-// addresses (127.0.0.1:80 and 127.0.0.2:80, or an IPv6 wildcard and an
-// IPv4 one) are separate groups; counting one's sockets as foreign to the
-// other would put them in its index order. ls is not modified.
-func (g *Group) inGroupLocked(ls []Listener) []Listener {
-	other := func(l Listener) bool { return l.Addr.Addr() != g.bound }
+// inGroup returns the listeners of ls that can be in the group of sockets
+// bound to bound: the same address, in the same family. Two groups on one
+// port and different addresses (127.0.0.1:80 and 127.0.0.2:80, or an IPv6
+// wildcard and an IPv4 one) are separate groups; counting one's sockets as
+// foreign to the other would put them in its index order. ls is not
+// modified.
+func inGroup(ls []Listener, bound netip.Addr) []Listener {
+	other := func(l Listener) bool { return l.Addr.Addr() != bound }
 	if !slices.ContainsFunc(ls, other) {
 		return ls
 	}
@@ -250,32 +248,39 @@ func (g *Group) bindLocked() (*os.File, uint64, error) {
 		return nil, 0, err
 	}
 	if !g.boundOK {
-		if err := g.fixAddressLocked(f); err != nil {
+		ip, port, err := localAddr(f)
+		if err != nil {
 			f.Close()
 			return nil, 0, err
 		}
+		g.boundLocked(ip, port)
 	}
 	return f, ino, nil
 }
 
-// fixAddressLocked records the port and address the kernel reports for
-// f, the group's first socket.
-func (g *Group) fixAddressLocked(f *os.File) error {
-	a, err := Addr(f)
-	if err != nil {
-		return err
-	}
-	ta, ok := a.(*net.TCPAddr)
-	ip, ok2 := netip.AddrFromSlice(ta.IP)
-	if !ok || !ok2 {
-		return fmt.Errorf("address of the first member: %v is not a TCP address", a)
-	}
+// boundLocked records ip and port, what the kernel reports for the
+// group's first socket.
+func (g *Group) boundLocked(ip netip.Addr, port int) {
 	g.bound, g.boundOK = ip, true
 	if g.port == 0 {
 		host, _, _ := net.SplitHostPort(g.address)
-		g.port, g.address = ta.Port, net.JoinHostPort(host, strconv.Itoa(ta.Port))
+		g.port, g.address = port, net.JoinHostPort(host, strconv.Itoa(port))
 	}
-	return nil
+}
+
+// localAddr is the address and port f is bound to, the address as
+// sock_diag lists it (4 bytes for AF_INET, 16 for AF_INET6).
+func localAddr(f *os.File) (netip.Addr, int, error) {
+	a, err := Addr(f)
+	if err != nil {
+		return netip.Addr{}, 0, err
+	}
+	if ta, ok := a.(*net.TCPAddr); ok {
+		if ip, ok := netip.AddrFromSlice(ta.IP); ok {
+			return ip, ta.Port, nil
+		}
+	}
+	return netip.Addr{}, 0, fmt.Errorf("%v is not a TCP address", a)
 }
 
 // Activate calls listen() (backlog somaxconn) on an added member, which
@@ -430,14 +435,9 @@ func (g *Group) Adopt(f *os.File) (_ *Member, retErr error) {
 	if g.port != 0 && port != g.port {
 		return nil, fmt.Errorf("adopt member %s: socket listens on port %d: %w", g.address, port, ErrNotMember)
 	}
-	if !g.boundOK && len(g.order) == 0 {
-		bound, port, address := g.bound, g.port, g.address
-		defer func() {
-			if retErr != nil { // not adopted: its address is not the group's
-				g.bound, g.boundOK, g.port, g.address = bound, false, port, address
-			}
-		}()
-		if err := g.fixAddressLocked(f); err != nil {
+	bound := g.bound // a fresh group's is the adopted socket's
+	if !g.boundOK {
+		if bound, _, err = localAddr(f); err != nil {
 			return nil, fmt.Errorf("adopt member %s: %w", g.address, err)
 		}
 	}
@@ -445,16 +445,15 @@ func (g *Group) Adopt(f *os.File) (_ *Member, retErr error) {
 	if err != nil {
 		return nil, fmt.Errorf("adopt member %s: %w", g.address, err)
 	}
-	live := inodes(g.inGroupLocked(ls))
+	live := inodes(inGroup(ls, bound))
 	if !live[ino] {
 		return nil, fmt.Errorf("adopt member %s: %w", g.address, ErrNotActive)
 	}
 	if len(live) != len(g.order)+1 {
 		return nil, fmt.Errorf("adopt member %s: the group has %d sockets, the model %d besides this one: %w", g.address, len(live), len(g.order), ErrNotMember)
 	}
-	if g.port == 0 {
-		host, _, _ := net.SplitHostPort(g.address)
-		g.port, g.address = port, net.JoinHostPort(host, strconv.Itoa(port))
+	if !g.boundOK {
+		g.boundLocked(bound, port)
 	}
 	m := &Member{g: g, f: f, ino: ino, state: stateListening}
 	g.order = append(g.order, m)

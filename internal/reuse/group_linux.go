@@ -159,20 +159,6 @@ func acceptQueue(f *os.File) (uint32, error) {
 	return q, err
 }
 
-// boundAddr is the address a member bound to address has, as sock_diag
-// lists it: an AF_INET socket's in 4 bytes, an AF_INET6 one's in 16, zone
-// dropped.
-func boundAddr(network, address string) (netip.Addr, error) {
-	fam, _, sa, _, err := resolve(network, address)
-	if err != nil {
-		return netip.Addr{}, err
-	}
-	if fam == unix.AF_INET {
-		return netip.AddrFrom4(sa.(*unix.SockaddrInet4).Addr), nil
-	}
-	return netip.AddrFrom16(sa.(*unix.SockaddrInet6).Addr), nil
-}
-
 // pollEmpty polls the listeners fds once, without waiting: none is
 // readable when every accept queue is empty. POLLHUP alone is a socket
 // that no longer listens (shut down), whose queue is gone.

@@ -38,8 +38,6 @@ func acceptQueue(*os.File) (uint32, error) { return 0, errGroupUnsupported }
 
 func pollEmpty([]int) (bool, error) { return false, errGroupUnsupported }
 
-func boundAddr(string, string) (netip.Addr, error) { return netip.Addr{}, errGroupUnsupported }
-
 // DialProbe connects to the group's port from [Group.ProbeAddr].
 func (g *Group) DialProbe(context.Context) (*net.TCPConn, error) { return nil, errGroupUnsupported }
 
