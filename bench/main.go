@@ -202,7 +202,6 @@ func build(cfg config) (_ *bins, retErr error) {
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return nil, fmt.Errorf("go build %s: %w: %s", pkg, err, out)
 		}
-
 	}
 	help, _ := exec.Command(b.hotswap, "--help").CombinedOutput()
 	b.reuseportMode = strings.Contains(string(help), "--mode")

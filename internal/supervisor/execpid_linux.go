@@ -88,14 +88,6 @@ func startDirect(cmd *exec.Cmd) error {
 	return nil
 }
 
-// errNoDirect marks a start that must be retried through a shim;
-// errNoTrace, wrapped with it, says that the later ones must start through
-// one too: ptrace is refused here, or did not do what the start needs.
-var (
-	errNoDirect = errors.New("direct exec")
-	errNoTrace  = errors.New("ptrace unusable")
-)
-
 // maxStops bounds the signal stops passed on before the exec's own.
 const maxStops = 8
 

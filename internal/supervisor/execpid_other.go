@@ -2,10 +2,7 @@
 
 package supervisor
 
-import (
-	"errors"
-	"os/exec"
-)
+import "os/exec"
 
 // Only Linux on amd64 and arm64 starts a generation without a shim
 // (execpid_linux.go).
@@ -13,10 +10,5 @@ import (
 var listenPIDSlot = ""
 
 func (s *Supervisor) directExec(string) bool { return false }
-
-var (
-	errNoDirect = errors.New("direct exec")
-	errNoTrace  = errors.New("ptrace unusable")
-)
 
 func startDirect(*exec.Cmd) error { return errNoDirect }

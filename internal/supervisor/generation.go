@@ -287,6 +287,15 @@ func (s *Supervisor) shimCmd(cmd *exec.Cmd, argv []string) *exec.Cmd {
 	}
 }
 
+// errNoDirect marks a start that must be retried through a shim
+// (startDirect); errNoTrace, wrapped with it, says that the later ones
+// must start through one too: ptrace is refused here, or did not do what
+// the start needs.
+var (
+	errNoDirect = errors.New("direct exec")
+	errNoTrace  = errors.New("ptrace unusable")
+)
+
 // isShellCommand reports whether argv is `sh -c SCRIPT ...`.
 func isShellCommand(argv []string) bool {
 	return len(argv) >= 3 && (argv[0] == "sh" || argv[0] == "/bin/sh") && argv[1] == "-c"
