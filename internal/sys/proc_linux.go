@@ -13,10 +13,10 @@ import (
 // /proc/PID/task/*/children; a process that is gone has none.
 func Children(pid int) []int {
 	dir := "/proc/" + strconv.Itoa(pid) + "/task"
-	tasks, _ := os.ReadDir(dir)
+	tasks, _ := ReadDirNames(dir)
 	var out []int
 	for _, t := range tasks {
-		b, err := os.ReadFile(dir + "/" + t.Name() + "/children")
+		b, err := ReadProcFile(dir + "/" + t + "/children")
 		if err != nil {
 			continue
 		}

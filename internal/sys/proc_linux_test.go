@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -51,5 +52,17 @@ func TestReadProcFileAndDirNames(t *testing.T) {
 	}
 	if _, err := ReadDirNames(missing); !os.IsNotExist(err) {
 		t.Errorf("ReadDirNames of a missing directory: %v, want not exist", err)
+	}
+}
+
+// Children lists a child this process started.
+func TestChildren(t *testing.T) {
+	cmd := exec.Command("sleep", "5")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	if got := Children(os.Getpid()); !slices.Contains(got, cmd.Process.Pid) {
+		t.Errorf("Children: %v, want %d among them", got, cmd.Process.Pid)
 	}
 }
