@@ -163,8 +163,9 @@ func (c *Census) Take(g *Group) (*Member, error) { return g.take(c) }
 // Steer is [Group.Steer] through the census.
 func (c *Census) Steer(g *Group, p Policy) error { return g.steer(c, p) }
 
-// Remove is [Group.Remove] without its last step, the look at whether
-// the socket left the group: call [Census.Sync] on the group after the
-// last Remove of the pass, so that one read of the kernel sees every
-// close.
+// Remove is [Group.Remove] without its close and its look at the kernel:
+// the program no longer names m, and the supervisor's copy is kept, so
+// the socket stays in the group whatever its children do, until
+// [Group.Release], once they have exited. Then [Census.Sync] applies the
+// departures, in the order of the releases.
 func (c *Census) Remove(g *Group, m *Member) error { return g.remove(c, m, false) }

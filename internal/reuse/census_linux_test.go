@@ -30,14 +30,18 @@ func TestCensus(t *testing.T) {
 		fs = append(fs, fixture{g, ms, sinks})
 		gs = append(gs, g)
 	}
-	// A pass of removes, then the children's closes, then one census for
-	// the syncs: every departure is seen, with one dump.
+	// A pass of removes, then the children's closes and the releases of
+	// the copies the removes kept, then one census for the syncs: every
+	// departure is seen, with one dump.
 	c := NewCensus(gs)
 	for _, f := range fs {
 		if err := c.Remove(f.g, f.ms[0]); err != nil {
 			t.Fatal(err)
 		}
 		f.sinks[f.ms[0]].close()
+		if err := f.g.Release(f.ms[0]); err != nil {
+			t.Fatal(err)
+		}
 	}
 	before := listenerDumps.Load()
 	for _, f := range fs {

@@ -41,6 +41,15 @@ var (
 // child's last close. Group notices that on the next call that changes or
 // reads the order, or on [Group.Sync], which the supervisor should call as
 // soon as the child that held it has exited.
+//
+// Departures the model sees together are applied in the order of the
+// closes that made them, which it knows only for closes of its own. A
+// supervisor that stops several children at once therefore removes their
+// members through a [Census], which keeps its copies, and releases each
+// ([Group.Release]) once its child has exited: its close is then the last,
+// so each socket leaves at a call of the supervisor's, in an order the
+// model follows, however the children's exits interleave (docs/kernel.md,
+// "Close order").
 type Group struct {
 	network string
 	probe   *os.File // bound, never connected: reserves the probe port
@@ -70,6 +79,10 @@ type Group struct {
 	// kernel keeps it with the group, whichever member leaves.
 	attached   program
 	attachedOK bool
+	// released are the leaving members whose copy the supervisor closed,
+	// in the order of the closes, until they leave: the order in which
+	// departures seen together are applied.
+	released []*Member
 	// changes counts the changes of the model's membership (a listen or
 	// close of ours, a departure or a foreign socket seen), for a
 	// [Census] to tell whether its read predates the model.
@@ -79,8 +92,11 @@ type Group struct {
 // Member is one socket of a [Group]: added (bound, not listening), then
 // listening, then removed.
 type Member struct {
-	g     *Group
-	f     *os.File // the supervisor's copy; nil once removed
+	g *Group
+	f *os.File // the supervisor's copy; nil once removed
+	// held is the copy a removal through a Census kept, leaving, until
+	// Release: the socket leaves the group at that close.
+	held  *os.File
 	ino   uint64
 	state memberState
 	spare bool // listening at the tail, no one's yet (Take)
@@ -91,7 +107,7 @@ type memberState int
 const (
 	stateAdded     memberState = iota // bound, not listening: receives nothing
 	stateListening                    // in the group, supervisor holds a copy
-	stateLeaving                      // in the group, held only by others
+	stateLeaving                      // in the group, no longer steered to
 	stateGone                         // out of the group
 	stateForeign                      // in the group, never ours (Audit)
 )
@@ -404,7 +420,7 @@ func (g *Group) dropSparesLocked() error {
 	for _, m := range g.order {
 		if m.spare {
 			m.state, m.spare = stateLeaving, false
-			closeNil(&m.f)
+			g.closeLocked(m, &m.f) // the last close: it leaves now
 			g.changes.Add(1)
 		}
 	}
@@ -497,10 +513,11 @@ func (g *Group) Thaw() error {
 // Remove closes the supervisor's copy of m and re-attaches the program
 // without it. A listening member should be steered away from and drained
 // first. If a child still holds m, the socket stays in the group, at its
-// index and receiving nothing, until the child closes it: close the
-// supervisor's copy before the child's final close, so that the child's
-// close is the last (docs/kernel.md, "Close order"), then call [Group.Sync]
-// once the child has exited.
+// index and receiving nothing, until the child closes it; call
+// [Group.Sync] once the child has exited. When several children's closes
+// may come together, remove through a [Census] instead, which keeps the
+// copy for [Group.Release], so that the order of departures is the
+// supervisor's (docs/kernel.md, "Close order").
 func (g *Group) Remove(m *Member) error { return g.remove(nil, m, true) }
 
 // remove is Remove; the look at the kernel after the close is left to the
@@ -523,14 +540,67 @@ func (g *Group) remove(c *Census, m *Member, sync bool) error {
 	if err := g.attachLocked(); err != nil {
 		return fmt.Errorf("remove member: %w", err)
 	}
-	if err := closeNil(&m.f); err != nil {
-		return fmt.Errorf("remove member: %w", err)
-	}
 	g.changes.Add(1)
 	if !sync {
+		m.held, m.f = m.f, nil // closed by Release, once the children have exited
 		return nil
 	}
+	if err := g.closeLocked(m, &m.f); err != nil {
+		return fmt.Errorf("remove member: %w", err)
+	}
 	return g.syncLocked(c)
+}
+
+// closeLocked closes *f, a copy of the leaving member m, and records the
+// close for the order of departures; g.mu is held.
+func (g *Group) closeLocked(m *Member, f **os.File) error {
+	if *f == nil {
+		return nil
+	}
+	g.released = append(g.released, m)
+	return closeNil(f)
+}
+
+// Release closes the copy of m that a removal through a [Census] kept,
+// once every process of the supervisor's that held m has exited: that
+// close is then the last one, so m leaves the group now, and the next
+// [Group.Sync] applies the departures in the order of these calls. What
+// is still queued on m is reset: hand it over first ([Member.Dup]). It is
+// a no-op for a member without a kept copy.
+func (g *Group) Release(m *Member) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return ErrClosed
+	}
+	if m == nil || m.g != g {
+		return ErrNotMember
+	}
+	if m.held == nil {
+		return nil
+	}
+	g.changes.Add(1)
+	if err := g.closeLocked(m, &m.held); err != nil {
+		return fmt.Errorf("release member: %w", err)
+	}
+	return nil
+}
+
+// Held reports whether the supervisor still holds the copy of m that a
+// removal through a [Census] kept ([Group.Release]).
+func (m *Member) Held() bool {
+	m.g.mu.Lock()
+	defer m.g.mu.Unlock()
+	return m.held != nil
+}
+
+// copyLocked is the supervisor's copy of m, the kept one of a leaving
+// member included; m.g.mu is held.
+func (m *Member) copyLocked() *os.File {
+	if m.f != nil {
+		return m.f
+	}
+	return m.held
 }
 
 // Sync updates the model for members whose socket left the group since the
@@ -611,10 +681,10 @@ func (g *Group) Close() error {
 	g.closed = true
 	var errs []error
 	for _, m := range g.order {
-		errs = append(errs, closeNil(&m.f))
+		errs = append(errs, closeNil(&m.f), closeNil(&m.held))
 		m.state = stateGone
 	}
-	g.order = nil
+	g.order, g.released = nil, nil
 	errs = append(errs, closeNil(&g.probe))
 	return errors.Join(errs...)
 }
@@ -668,13 +738,14 @@ func QueuesEmpty(ms []*Member) (bool, error) {
 			m.g.mu.Lock()
 			locked = append(locked, m.g)
 		}
-		if m.f == nil {
+		f := m.copyLocked()
+		if f == nil {
 			return false, fmt.Errorf("queue of member %d: %w", m.ino, ErrRemoved)
 		}
 		// Not Fd(): on a file Go itself put in non-blocking mode, Fd()
 		// switches the socket, which children share, back to blocking
 		// (docs/kernel.md); this holds for any file a member is made of.
-		if err := sys.Control(m.f, func(fd int) error { fds = append(fds, fd); return nil }); err != nil {
+		if err := sys.Control(f, func(fd int) error { fds = append(fds, fd); return nil }); err != nil {
 			return false, fmt.Errorf("queue of member %d: %w", m.ino, err)
 		}
 	}
@@ -729,11 +800,11 @@ func (g *Group) departLocked(ls []Listener, all bool) []*Member {
 		return nil
 	}
 	var gone []*Member
-	for _, m := range slices.Clone(g.order) {
-		if !departs(m) {
-			continue
-		}
+	depart := func(m *Member) {
 		i := slices.Index(g.order, m)
+		if i < 0 || !departs(m) {
+			return
+		}
 		last := len(g.order) - 1
 		g.order[i] = g.order[last]
 		g.order = g.order[:last]
@@ -741,9 +812,20 @@ func (g *Group) departLocked(ls []Listener, all bool) []*Member {
 			g.pol = g.pol.without(m)
 		}
 		m.state = stateGone
+		closeNil(&m.held) // shut down by someone: it will never listen again
 		g.changes.Add(1)
 		gone = append(gone, m)
 	}
+	// The supervisor's own closes first, in their order (each the last
+	// close, after Release); the rest in index order, a guess when two of
+	// them left together.
+	for _, m := range slices.Clone(g.released) {
+		depart(m)
+	}
+	for _, m := range slices.Clone(g.order) {
+		depart(m)
+	}
+	g.released = slices.DeleteFunc(g.released, func(m *Member) bool { return m.state == stateGone })
 	return gone
 }
 

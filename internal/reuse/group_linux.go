@@ -232,11 +232,12 @@ func inspectListener(f *os.File) (ino uint64, port int, err error) {
 func (m *Member) Dup() (*os.File, error) {
 	m.g.mu.Lock()
 	defer m.g.mu.Unlock()
-	if m.f == nil {
+	f := m.copyLocked()
+	if f == nil {
 		return nil, ErrRemoved
 	}
 	var nfd int
-	err := sys.Control(m.f, func(fd int) error {
+	err := sys.Control(f, func(fd int) error {
 		var err error
 		nfd, err = sys.RetryInt(func() (int, error) { return unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0) })
 		return os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", err)
@@ -244,5 +245,5 @@ func (m *Member) Dup() (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	return os.NewFile(uintptr(nfd), m.f.Name()), nil
+	return os.NewFile(uintptr(nfd), f.Name()), nil
 }

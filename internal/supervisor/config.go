@@ -172,8 +172,9 @@ type Config struct {
 	// close before its stop signal; default DefaultDrainConnWait.
 	DrainConnWait time.Duration
 	// SkipDrain stops an old reuseport generation right after the cutover,
-	// as a naive SO_REUSEPORT restart does; it loses requests and exists
-	// to measure that.
+	// as a naive SO_REUSEPORT restart does, and closes the supervisor's
+	// copies of its sockets at once, so that what waits in their queues
+	// is reset at its exit; it loses requests and exists to measure that.
 	SkipDrain bool
 
 	// Workers, when set, makes each generation a pool of that many

@@ -354,7 +354,10 @@ func (s *Supervisor) stop(g *gen, drain bool) {
 		d := s.udpDrainWait(g, cutover)
 		g.log.Info("kept its quic connections", "for", d.Round(time.Millisecond))
 	}
-	s.leaveMembers(g, nil)
+	// The copies are kept until g's exit, and what queued on them then is
+	// relayed (closeKept); the naive restart SkipDrain measures closes
+	// them now, so that g's own exit resets its queue.
+	s.leaveMembers(g, !s.cfg.SkipDrain, nil)
 	sig := s.cfg.StopSignal
 	g.log.Info("stopping generation", "signal", signalName(sig))
 	t0 := time.Now()

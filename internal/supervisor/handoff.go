@@ -181,7 +181,7 @@ func (s *Supervisor) adopting() bool {
 // releaseAdopted closes the copies of the adopted members once the first
 // generation serves: the old generation's close is then the last one.
 func (s *Supervisor) releaseAdopted() {
-	s.release(s.adopted)
+	s.release(s.adopted, false)
 	s.adopted = nil
 }
 

@@ -63,7 +63,7 @@ func (f *fakeProcs) ready(ctx context.Context, g *gen) error {
 
 func (f *fakeProcs) stop(g *gen, drain bool) {
 	fg := f.worker(g.id, g.worker)
-	f.s.leaveMembers(g, nil)
+	f.s.leaveMembers(g, true, nil)
 	fg.stopped <- drain
 	if fg.hold != nil {
 		<-fg.hold

@@ -171,19 +171,34 @@ func (s *Supervisor) dropMembers(sl *slot, ms []*reuse.Member) {
 			ms[i] = nil
 		}
 	}
-	s.release(ms)
+	s.release(ms, false)
 }
 
-// release closes the supervisor's copies of a generation's members: the
-// child's own close is then the last one (docs/kernel.md, "Close order").
-// One census after the last close tells every group which sockets left.
-func (s *Supervisor) release(ms []*reuse.Member) {
+// release takes a generation's members out of their groups: the program
+// no longer names them. With keep (the generation is being stopped, its
+// process still holds them), the supervisor's copies stay open until the
+// generation has exited (closeKept): the close that makes each socket
+// leave its group is then hotswap's, in an order the group's model
+// follows however several generations' exits interleave (docs/kernel.md,
+// "Close order"). Otherwise they are closed now, with their queues (a
+// process still holding a member accepts what waits in it, or resets it
+// at its exit), and one census after the last close tells every group
+// which sockets left.
+func (s *Supervisor) release(ms []*reuse.Member, keep bool) {
 	c := s.census()
 	for i, m := range ms {
 		if m != nil {
 			if err := c.Remove(s.listeners[i].group, m); err != nil && !errors.Is(err, reuse.ErrClosed) && !errors.Is(err, reuse.ErrRemoved) {
 				s.log.Warn("remove reuseport member", "listener", s.listeners[i].spec.Name, "error", err)
 			}
+		}
+	}
+	if keep {
+		return // nothing left the kernel's groups: no census to read
+	}
+	for i, m := range ms {
+		if m != nil {
+			s.releaseMember(s.listeners[i], m)
 		}
 	}
 	for i, m := range ms {
@@ -193,20 +208,44 @@ func (s *Supervisor) release(ms []*reuse.Member) {
 	}
 }
 
+func (s *Supervisor) releaseMember(l *listener, m *reuse.Member) {
+	if err := l.group.Release(m); err != nil && !errors.Is(err, reuse.ErrClosed) {
+		s.log.Warn("close a generation's reuseport member", "listener", l.spec.Name, "error", err)
+	}
+}
+
+// closeKept closes the copies release kept of an exited generation's
+// members, one by one, each the socket's last close; a member on which
+// connections queued after the generation's last accept is handed over
+// first (handQueue), not reset. The caller syncs the groups after.
+func (s *Supervisor) closeKept(ms []*reuse.Member) {
+	for i, m := range ms {
+		if m == nil || !m.Held() {
+			continue
+		}
+		l := s.listeners[i]
+		if empty, err := reuse.QueuesEmpty([]*reuse.Member{m}); err == nil && !empty {
+			s.handQueue(l, m)
+			continue
+		}
+		s.releaseMember(l, m)
+	}
+}
+
 // leaveMembers is the one way a generation's members leave it, whichever
 // way the generation goes (stopped, exited before its gate answered,
 // crashed, a canary that died): exactly once per generation, the first
 // caller's choice wins. With keep, keep takes the members, still
-// listening with their queues (a restart serves them); otherwise the
-// supervisor's copies are closed and the sockets leave their groups with
-// the process's last close.
-func (s *Supervisor) leaveMembers(g *gen, keep func([]*reuse.Member)) {
+// listening with their queues (a restart serves them); otherwise they
+// are released: while g runs (alive, a stop) the supervisor keeps its
+// copies until g's exit (onExit closes them), else it closes them now.
+func (s *Supervisor) leaveMembers(g *gen, alive bool, keep func([]*reuse.Member)) {
 	g.leave.Do(func() {
 		if keep != nil && g.members != nil {
 			keep(g.members)
 			return
 		}
-		s.release(g.members)
+		s.release(g.members, alive)
 	})
 }
 

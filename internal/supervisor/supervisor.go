@@ -666,6 +666,7 @@ func (s *Supervisor) drain(g *gen, wait bool) {
 func (s *Supervisor) canaryTakesOver() bool { return len(s.canary) > 0 && !s.pool() }
 
 func (s *Supervisor) onExit(g *gen) error {
+	members := g.members
 	delete(s.live, g.key())
 	sl := s.slotOf(g)
 	prev := g.state
@@ -675,11 +676,11 @@ func (s *Supervisor) onExit(g *gen) error {
 	if g == sl.current && prev != StateDraining {
 		if !s.canaryTakesOver() {
 			// Its sockets stay open and keep their queues for the restart.
-			s.leaveMembers(g, func(ms []*reuse.Member) { sl.orphans = ms })
+			s.leaveMembers(g, false, func(ms []*reuse.Member) { sl.orphans = ms })
 		} else {
 			// The canary takes over below: what waits in the dead
 			// generation's queues is handed to it.
-			s.leaveMembers(g, func(ms []*reuse.Member) {
+			s.leaveMembers(g, false, func(ms []*reuse.Member) {
 				for i, m := range ms {
 					if m != nil {
 						s.handQueue(s.listeners[i], m)
@@ -691,9 +692,10 @@ func (s *Supervisor) onExit(g *gen) error {
 	}
 	// Every other way out, including a generation whose gate had not
 	// answered yet and a stop that has not reached its release, closes
-	// the supervisor's copies now: a socket held only by hotswap would
-	// keep a queue nobody accepts from.
-	s.leaveMembers(g, nil)
+	// the supervisor's copies now, and so does a stop that kept them: a
+	// socket held only by hotswap would keep a queue nobody accepts from.
+	s.leaveMembers(g, false, nil)
+	s.closeKept(members)
 	if s.udp != nil {
 		s.udp.exited(g.id, g == sl.current && prev != StateDraining)
 	}
