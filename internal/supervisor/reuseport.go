@@ -191,15 +191,13 @@ func (s *Supervisor) release(ms []*reuse.Member, keep bool) {
 			if err := c.Remove(s.listeners[i].group, m); err != nil && !errors.Is(err, reuse.ErrClosed) && !errors.Is(err, reuse.ErrRemoved) {
 				s.log.Warn("remove reuseport member", "listener", s.listeners[i].spec.Name, "error", err)
 			}
+			if !keep {
+				s.releaseMember(s.listeners[i], m)
+			}
 		}
 	}
 	if keep {
 		return // nothing left the kernel's groups: no census to read
-	}
-	for i, m := range ms {
-		if m != nil {
-			s.releaseMember(s.listeners[i], m)
-		}
 	}
 	for i, m := range ms {
 		if m != nil {
@@ -217,16 +215,32 @@ func (s *Supervisor) releaseMember(l *listener, m *reuse.Member) {
 // closeKept closes the copies release kept of an exited generation's
 // members, one by one, each the socket's last close; a member on which
 // connections queued after the generation's last accept is handed over
-// first (handQueue), not reset. The caller syncs the groups after.
+// first (handQueue), not reset. One poll over every kept copy answers
+// for all of them when none has a queue, as at almost every exit. The
+// caller syncs the groups after.
 func (s *Supervisor) closeKept(ms []*reuse.Member) {
+	kept := make([]*reuse.Member, len(ms))
+	n := 0
 	for i, m := range ms {
-		if m == nil || !m.Held() {
+		if m != nil && m.Held() {
+			kept[i] = m
+			n++
+		}
+	}
+	if n == 0 {
+		return
+	}
+	allEmpty, allErr := reuse.QueuesEmpty(kept)
+	for i, m := range kept {
+		if m == nil {
 			continue
 		}
 		l := s.listeners[i]
-		if empty, err := reuse.QueuesEmpty([]*reuse.Member{m}); err == nil && !empty {
-			s.handQueue(l, m)
-			continue
+		if allErr == nil && !allEmpty {
+			if empty, err := reuse.QueuesEmpty([]*reuse.Member{m}); err == nil && !empty {
+				s.handQueue(l, m)
+				continue
+			}
 		}
 		s.releaseMember(l, m)
 	}

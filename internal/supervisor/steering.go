@@ -202,7 +202,7 @@ func (s *Supervisor) handQueue(l *listener, m *reuse.Member) {
 	if rerr := l.group.Remove(m); rerr != nil && !errors.Is(rerr, reuse.ErrClosed) {
 		s.log.Warn("remove a leaked reuseport member", "listener", l.spec.Name, "error", rerr)
 	}
-	l.group.Release(m) // a stopped generation's kept copy: the duplicate holds it now
+	s.releaseMember(l, m) // a stopped generation's kept copy: the duplicate holds it now
 	if err != nil {
 		s.log.Warn("hand a leaked member's queue over: its queue is lost", "listener", l.spec.Name, "error", err)
 		l.group.Sync()
