@@ -280,7 +280,9 @@ func TestReusePortSelfUpgradeUnderLoad(t *testing.T) {
 	if st, ok := ctltest.ReloadAt(a.hs, control.DefaultPath(newPid), 2, 30*time.Second, func() { syscall.Kill(newPid, syscall.SIGHUP) }); !ok {
 		t.Fatalf("reload on the new hotswap failed: %s", st.LastFailure)
 	}
-	waitListeners(t, port, 1+reuse.Spares)
+	// Its first generation's socket is a spare again once it has exited.
+	st := ctltest.WaitAt(a.hs, control.DefaultPath(newPid), 15*time.Second, "generation 1 gone", ctltest.Gone(1))
+	waitListeners(t, port, 1+st.Listeners[0].Spares)
 	time.Sleep(200 * time.Millisecond)
 	res = run.Stop()
 	t.Logf("load across a reload on the new hotswap: %v; versions %v", res, res.Versions)

@@ -3,14 +3,18 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/hotswap-dev/hotswap/internal/load"
+	"github.com/hotswap-dev/hotswap/internal/proctest"
 	"github.com/hotswap-dev/hotswap/internal/proctest/ctltest"
 	"github.com/hotswap-dev/hotswap/internal/reuse"
 	"github.com/hotswap-dev/hotswap/internal/supervisor"
@@ -162,4 +166,86 @@ func TestReusePortForeignListenerNeverSteeredTo(t *testing.T) {
 		t.Errorf("%d warnings about the foreign socket, want 1", len(w))
 	}
 	checkNoRepairs(t, a, st)
+}
+
+// TestReusePortRecyclesDrainedSockets: once a generation has exited and
+// nothing of its holds its socket, the socket is the next generation's
+// (a spare again, not closed): after the first reloads no reload binds a
+// socket, the kernel lists the same sockets reload after reload, one per
+// live generation plus the spares, and each generation serves its own
+// version from its own socket. A generation whose grandchild outlives it
+// (goapp --spawn-grandchild: a sleeping process that inherited the
+// listener) keeps its socket out of the next generations: a process that
+// may still accept from a socket never shares it with a later version.
+func TestReusePortRecyclesDrainedSockets(t *testing.T) {
+	t.Run("plain", func(t *testing.T) {
+		a := startApp(t, []string{"--mode", "reuseport", "--ready", "100ms", "--pidfile", filepath.Join(t.TempDir(), "hotswap.pid")})
+		var sets []map[uint64]bool
+		for n := 2; n <= 7; n++ {
+			if r := a.reload(n, fmt.Sprintf("v%d", n), ""); !r.OK {
+				t.Fatalf("reload %d: %v", n, r)
+			}
+			a.waitGone(n-1, 15*time.Second)
+			if v := get(t, a.addr); v != fmt.Sprintf("v%d", n) {
+				t.Fatalf("after reload %d: version %q answers", n, v)
+			}
+			st := a.waitSettled(t, 10*time.Second)
+			a.checkOneListenerPerGeneration(t, st)
+			set := map[uint64]bool{}
+			for _, l := range a.listeners(t) {
+				set[l.Inode] = true
+			}
+			sets = append(sets, set)
+		}
+		for i := 2; i < len(sets); i++ {
+			if !maps.Equal(sets[i], sets[1]) {
+				t.Errorf("reload %d: the kernel lists sockets %v, after reload 3 %v: a reload bound or closed a socket", i+2, slices.Sorted(maps.Keys(sets[i])), slices.Sorted(maps.Keys(sets[1])))
+			}
+		}
+	})
+	t.Run("grandchild", func(t *testing.T) {
+		a := startApp(t, []string{"--mode", "reuseport", "--ready", "100ms", "--pidfile", filepath.Join(t.TempDir(), "hotswap.pid")}, "--spawn-grandchild")
+		t.Cleanup(func() {
+			for _, l := range a.hs.Lines() {
+				if m := grandchildRe.FindStringSubmatch(l); m != nil {
+					pid, _ := strconv.Atoi(m[1])
+					syscall.Kill(pid, syscall.SIGKILL)
+				}
+			}
+		})
+		held := map[uint64]string{} // socket inode -> the grandchild holding it
+		for n := 2; n <= 5; n++ {
+			old := a.status(t).Generations[0].Queues[0].Inode
+			if r := a.reload(n, fmt.Sprintf("v%d", n), ""); !r.OK {
+				t.Fatalf("reload %d: %v", n, r)
+			}
+			a.waitGone(n-1, 15*time.Second)
+			gcs := grandchildPids(a.hs)
+			if len(gcs) < n-1 || !holds(gcs[n-2], old) {
+				t.Fatalf("generation %d's grandchild (of %v) does not hold its socket %d: the test cannot tell", n-1, gcs, old)
+			}
+			held[old] = fmt.Sprintf("generation %d's grandchild %d", n-1, gcs[n-2])
+			st := a.waitSettled(t, 10*time.Second)
+			cur := st.Generations[0].Queues[0].Inode
+			if who, ok := held[cur]; ok {
+				t.Errorf("generation %d got socket %d, which %s still holds", n, cur, who)
+			}
+			if v := get(t, a.addr); v != fmt.Sprintf("v%d", n) {
+				t.Fatalf("after reload %d: version %q answers", n, v)
+			}
+		}
+	})
+}
+
+// grandchildPids are the pids of goapp's --spawn-grandchild processes, in
+// the order their generations logged them.
+func grandchildPids(p *proctest.Proc) []int {
+	var out []int
+	for _, l := range p.Lines() {
+		if m := grandchildRe.FindStringSubmatch(l); m != nil {
+			n, _ := strconv.Atoi(m[1])
+			out = append(out, n)
+		}
+	}
+	return out
 }

@@ -3,24 +3,12 @@ package reuse
 import (
 	"os"
 	"testing"
-
-	"github.com/hotswap-dev/hotswap/internal/sys"
-	"golang.org/x/sys/unix"
 )
 
 // dupFile is a CLOEXEC dup of f, as a self-upgrade hands it over.
 func dupFile(t *testing.T, f *os.File) *os.File {
 	t.Helper()
-	var nfd int
-	err := sys.Control(f, func(fd int) error {
-		var err error
-		nfd, err = unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return os.NewFile(uintptr(nfd), "dup")
+	return os.NewFile(uintptr(dupFd(t, f)), "dup")
 }
 
 // TestGroupAdopt is a self-upgrade in one process: the old group freezes,

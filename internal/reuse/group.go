@@ -49,7 +49,9 @@ var (
 // ([Group.Release]) once its child has exited: its close is then the last,
 // so each socket leaves at a call of the supervisor's, in an order the
 // model follows, however the children's exits interleave (docs/kernel.md,
-// "Close order").
+// "Close order"). Or, when nothing else can hold it any more, it makes the
+// member a spare again ([Group.Recycle]), for the next [Group.Take]: then
+// nothing leaves at all.
 type Group struct {
 	network string
 	probe   *os.File // bound, never connected: reserves the probe port
@@ -331,10 +333,12 @@ func (g *Group) Activate(m *Member) error {
 // departures between two re-attaches are covered).
 const Spares = 2
 
-// Take returns a listening member for a new generation: the oldest spare
-// socket, which already listens at the tail of the group and receives
-// nothing, and listens a new spare after it. The caller hands the member
-// to a child and removes it like one from [Group.Activate].
+// Take returns a listening member for a new generation: the spare socket
+// at the lowest index, which already listens and receives nothing (a
+// recycled member before the spares at the tail, which stay there), and
+// listens a new spare at the tail when fewer than [Group.SetSpares] are
+// left. The caller hands the member to a child and removes it like one
+// from [Group.Activate].
 func (g *Group) Take() (*Member, error) { return g.take(nil) }
 
 func (g *Group) take(c *Census) (*Member, error) {
@@ -374,13 +378,7 @@ func (g *Group) sparesLocked() int { return max(g.spares, Spares) }
 // fillSparesLocked listens spare sockets at the end of the group until it
 // has n.
 func (g *Group) fillSparesLocked(n int, c *Census) error {
-	have := 0
-	for _, m := range g.order {
-		if m.spare {
-			have++
-		}
-	}
-	for ; have < n; have++ {
+	for have := g.sparesHeldLocked(); have < n; have++ {
 		f, ino, err := g.bindLocked()
 		if err != nil {
 			return fmt.Errorf("add member %s: %w", g.address, err)
@@ -552,12 +550,19 @@ func (g *Group) remove(c *Census, m *Member, sync bool) error {
 }
 
 // closeLocked closes *f, a copy of the leaving member m, and records the
-// close for the order of departures; g.mu is held.
+// close for the order of departures; g.mu is held. A socket a child shut
+// down left its group at the shutdown, before its child exited, so before
+// any close of the supervisor's still to be applied (each follows the
+// exit of the child that held it): it goes first.
 func (g *Group) closeLocked(m *Member, f **os.File) error {
 	if *f == nil {
 		return nil
 	}
-	g.released = append(g.released, m)
+	if shutDown(*f) {
+		g.released = slices.Insert(g.released, 0, m)
+	} else {
+		g.released = append(g.released, m)
+	}
 	return closeNil(f)
 }
 
@@ -584,6 +589,54 @@ func (g *Group) Release(m *Member) error {
 		return fmt.Errorf("release member: %w", err)
 	}
 	return nil
+}
+
+// Recycle makes m a spare again instead of closing it: m was removed
+// through a [Census], and every process of the supervisor's that held it
+// has exited, so the kept copy is the socket's only one. The socket stays
+// listening at its index, where the program does not name it, and the
+// next [Group.Take] hands it to a new generation: no bind, no listen into
+// the group and no departure, so nothing in the index order moves. What a
+// child changed that belongs to the socket and matters to hotswap is put
+// back: O_NONBLOCK and the backlog of [ListenFile]. Other socket options
+// a child set stay, as on a shared socket.
+//
+// It reports whether m was recycled. It declines, and the caller releases
+// m as before ([Group.Release]), when m has no kept copy, when the socket
+// no longer listens (a child shut it down) or has connections queued
+// (hand them over first), when another process steers the group (Freeze),
+// and when the group already has twice its [Group.SetSpares] spares: a
+// burst of reloads leaves no more sockets behind than two of them.
+func (g *Group) Recycle(m *Member) (bool, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return false, ErrClosed
+	}
+	if m == nil || m.g != g {
+		return false, ErrNotMember
+	}
+	if m.held == nil || m.state != stateLeaving || g.frozen || g.sparesHeldLocked() >= 2*g.sparesLocked() {
+		return false, nil
+	}
+	ok, err := reclaim(m.held)
+	if err != nil || !ok {
+		return false, err
+	}
+	m.f, m.held = m.held, nil
+	m.state, m.spare = stateListening, true
+	return true, nil
+}
+
+// sparesHeldLocked counts the group's spares.
+func (g *Group) sparesHeldLocked() int {
+	n := 0
+	for _, m := range g.order {
+		if m.spare {
+			n++
+		}
+	}
+	return n
 }
 
 // Held reports whether the supervisor still holds the copy of m that a
@@ -994,13 +1047,7 @@ func (g *Group) Members() []*Member {
 func (g *Group) Spares() int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	n := 0
-	for _, m := range g.order {
-		if m.spare {
-			n++
-		}
-	}
-	return n
+	return g.sparesHeldLocked()
 }
 
 // attachLocked compiles the policy for the current order and attaches it

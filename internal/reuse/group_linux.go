@@ -185,6 +185,44 @@ func pollEmpty(fds []int) (bool, error) {
 	return true, nil
 }
 
+// reclaim reports whether f, a member's socket that no process but the
+// supervisor holds any more, still listens with an empty accept queue. If
+// so it gives the socket back the supervisor's O_NONBLOCK and backlog
+// ([ListenFile]): listen() on a listening socket sets the backlog and
+// nothing else, so the socket keeps its place in the group (docs/kernel.md,
+// "Recycling a member").
+func reclaim(f *os.File) (bool, error) {
+	listening, queued, err := listenState(f)
+	if err != nil || !listening || queued {
+		return false, err
+	}
+	return true, ListenFile(f, 0)
+}
+
+// listenState polls f once, without waiting: a listening TCP socket is
+// readable (POLLIN) exactly when its accept queue holds a connection, and
+// reports nothing else; one that was shut down is in state CLOSE, which
+// poll reports as POLLHUP.
+func listenState(f *os.File) (listening, queued bool, err error) {
+	err = sys.Control(f, func(fd int) error {
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		if err := sys.Retry(func() (err error) { _, err = unix.Poll(pfd, 0); return err }); err != nil {
+			return os.NewSyscallError("poll", err)
+		}
+		listening = pfd[0].Revents&(unix.POLLHUP|unix.POLLNVAL) == 0
+		queued = listening && pfd[0].Revents&unix.POLLIN != 0
+		return nil
+	})
+	return listening, queued, err
+}
+
+// shutDown reports whether f no longer listens: a child shut it down, and
+// it left its group then.
+func shutDown(f *os.File) bool {
+	listening, _, err := listenState(f)
+	return err == nil && !listening
+}
+
 // inspectListener returns the inode and port of f, which must be a
 // listening SO_REUSEPORT TCP socket.
 func inspectListener(f *os.File) (ino uint64, port int, err error) {

@@ -36,6 +36,10 @@ func listenSibling(*os.File) error { return errGroupUnsupported }
 
 func acceptQueue(*os.File) (uint32, error) { return 0, errGroupUnsupported }
 
+func reclaim(*os.File) (bool, error) { return false, errGroupUnsupported }
+
+func shutDown(*os.File) bool { return false }
+
 func pollEmpty([]int) (bool, error) { return false, errGroupUnsupported }
 
 // DialProbe connects to the group's port from [Group.ProbeAddr].

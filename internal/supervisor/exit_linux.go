@@ -48,3 +48,16 @@ func waitExit(fd int, d time.Duration) bool {
 	})
 	return exited
 }
+
+// treeGone reports whether nothing of g's can still hold a socket it was
+// given: g has exited, it ran no container (whose processes are conmon's,
+// not g's), and no process is left in its process group (every
+// generation has one of its own, Setpgid): kill(-pgid, 0) finds none. A
+// descendant that left the group (setsid, or a daemon's double fork) is
+// not seen; one that stayed, and any doubt (EPERM), counts as alive.
+func (g *gen) treeGone() bool {
+	if g.ctr != nil || g.pid <= 0 {
+		return false
+	}
+	return unix.Kill(-g.pid, 0) == unix.ESRCH
+}

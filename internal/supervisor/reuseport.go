@@ -212,13 +212,15 @@ func (s *Supervisor) releaseMember(l *listener, m *reuse.Member) {
 	}
 }
 
-// closeKept closes the copies release kept of an exited generation's
-// members, one by one, each the socket's last close; a member on which
-// connections queued after the generation's last accept is handed over
-// first (handQueue), not reset. One poll over every kept copy answers
-// for all of them when none has a queue, as at almost every exit. The
-// caller syncs the groups after.
-func (s *Supervisor) closeKept(ms []*reuse.Member) {
+// closeKept ends the copies release kept of ms, g's members, now that g has
+// exited: each becomes a spare for the next generation again
+// ([reuse.Group.Recycle]) when nothing of g's can still hold it, or is
+// closed, one by one, each the socket's last close. A member on which
+// connections queued after g's last accept is handed over first
+// (handQueue), not reset. One poll over every kept copy answers for all
+// of them when none has a queue, as at almost every exit. The caller
+// syncs the groups after.
+func (s *Supervisor) closeKept(g *gen, ms []*reuse.Member) {
 	kept := make([]*reuse.Member, len(ms))
 	n := 0
 	for i, m := range ms {
@@ -231,6 +233,7 @@ func (s *Supervisor) closeKept(ms []*reuse.Member) {
 		return
 	}
 	allEmpty, allErr := reuse.QueuesEmpty(kept)
+	alone := g.treeGone()
 	for i, m := range kept {
 		if m == nil {
 			continue
@@ -239,6 +242,15 @@ func (s *Supervisor) closeKept(ms []*reuse.Member) {
 		if allErr == nil && !allEmpty {
 			if empty, err := reuse.QueuesEmpty([]*reuse.Member{m}); err == nil && !empty {
 				s.handQueue(l, m)
+				continue
+			}
+		}
+		if alone {
+			ok, err := l.group.Recycle(m)
+			if err != nil && !errors.Is(err, reuse.ErrClosed) {
+				s.log.Warn("recycle a generation's reuseport member", "listener", l.spec.Name, "error", err)
+			}
+			if ok {
 				continue
 			}
 		}

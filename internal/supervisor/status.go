@@ -87,9 +87,10 @@ type ListenerStatus struct {
 	Mode    string `json:"mode"`
 	Queue   uint32 `json:"queue"`
 	Backlog uint32 `json:"backlog"`
-	// Spares counts the reuseport group's spare sockets: listening at
-	// the tail of the group, never steered to, each the next
-	// generation's (docs/architecture.md).
+	// Spares counts the reuseport group's spare sockets: listening,
+	// never steered to, each a next generation's; at the tail of the
+	// group, or an exited generation's kept for the next one
+	// (docs/architecture.md).
 	Spares int `json:"spares,omitempty"`
 }
 

@@ -695,7 +695,7 @@ func (s *Supervisor) onExit(g *gen) error {
 	// the supervisor's copies now, and so does a stop that kept them: a
 	// socket held only by hotswap would keep a queue nobody accepts from.
 	s.leaveMembers(g, false, nil)
-	s.closeKept(members)
+	s.closeKept(g, members)
 	if s.udp != nil {
 		s.udp.exited(g.id, g == sl.current && prev != StateDraining)
 	}
