@@ -43,8 +43,12 @@ const gcPercent = 25
 // the kernel's tables, never serves a request, so a second P buys no
 // throughput. Each P costs memory of its own (an mcache holding a span of
 // every size class, a goroutine run queue) and lets two threads run at
-// once, so that a blocking syscall on one (fork/exec, a /proc read) hands
-// the other P to yet another thread. The environment variable is left
+// once. It does not save threads: with one P, a syscall that outlasts a
+// tick of the runtime's sysmon (a bind of the notify socket's file, a
+// fork/exec, a /proc read) still loses the P to another thread, and the
+// runtime keeps that thread. Measured: 7 threads after 100 reloads with
+// one P (4 of the runtime's own, one running, one in the network poller,
+// one in a syscall), 8-9 with two. The environment variable is left
 // alone: generations inherit hotswap's environment, and their GOMAXPROCS
 // is theirs to choose.
 const maxProcs = 1
