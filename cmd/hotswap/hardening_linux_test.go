@@ -327,15 +327,7 @@ func TestHardeningSubreaper(t *testing.T) {
 	requireHardening(t, hotswap)
 	a := startApp(t, []string{"--ready", "200ms", "--subreaper"}, "--spawn-grandchild")
 	gc := grandchildPid(t, a.hs)
-	t.Cleanup(func() {
-		// Every generation spawned one; end those still sleeping.
-		for _, l := range a.hs.Lines() {
-			if m := grandchildRe.FindStringSubmatch(l); m != nil {
-				pid, _ := strconv.Atoi(m[1])
-				syscall.Kill(pid, syscall.SIGKILL)
-			}
-		}
-	})
+	t.Cleanup(func() { killGrandchildren(a.hs) })
 	if r := a.reload(2, "v2", ""); !r.OK {
 		t.Fatalf("reload: %v", r)
 	}
@@ -364,16 +356,34 @@ var grandchildRe = regexp.MustCompile(`spawned grandchild pid (\d+)`)
 func grandchildPid(t *testing.T, p *proctest.Proc) int {
 	t.Helper()
 	for range 500 {
-		for _, l := range p.Lines() {
-			if m := grandchildRe.FindStringSubmatch(l); m != nil {
-				n, _ := strconv.Atoi(m[1])
-				return n
-			}
+		if pids := grandchildPids(p); len(pids) > 0 {
+			return pids[0]
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Fatal("no grandchild pid in the output")
 	return 0
+}
+
+// grandchildPids are the pids of goapp's --spawn-grandchild processes, in
+// the order their generations logged them.
+func grandchildPids(p *proctest.Proc) []int {
+	var out []int
+	for _, l := range p.Lines() {
+		if m := grandchildRe.FindStringSubmatch(l); m != nil {
+			n, _ := strconv.Atoi(m[1])
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// killGrandchildren ends the grandchildren still sleeping: every
+// generation of goapp --spawn-grandchild spawned one.
+func killGrandchildren(p *proctest.Proc) {
+	for _, pid := range grandchildPids(p) {
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
 }
 
 func ppid(pid int) int {

@@ -9,12 +9,10 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/hotswap-dev/hotswap/internal/load"
-	"github.com/hotswap-dev/hotswap/internal/proctest"
 	"github.com/hotswap-dev/hotswap/internal/proctest/ctltest"
 	"github.com/hotswap-dev/hotswap/internal/reuse"
 	"github.com/hotswap-dev/hotswap/internal/supervisor"
@@ -205,14 +203,7 @@ func TestReusePortRecyclesDrainedSockets(t *testing.T) {
 	})
 	t.Run("grandchild", func(t *testing.T) {
 		a := startApp(t, []string{"--mode", "reuseport", "--ready", "100ms", "--pidfile", filepath.Join(t.TempDir(), "hotswap.pid")}, "--spawn-grandchild")
-		t.Cleanup(func() {
-			for _, l := range a.hs.Lines() {
-				if m := grandchildRe.FindStringSubmatch(l); m != nil {
-					pid, _ := strconv.Atoi(m[1])
-					syscall.Kill(pid, syscall.SIGKILL)
-				}
-			}
-		})
+		t.Cleanup(func() { killGrandchildren(a.hs) })
 		held := map[uint64]string{} // socket inode -> the grandchild holding it
 		for n := 2; n <= 5; n++ {
 			old := a.status(t).Generations[0].Queues[0].Inode
@@ -235,17 +226,4 @@ func TestReusePortRecyclesDrainedSockets(t *testing.T) {
 			}
 		}
 	})
-}
-
-// grandchildPids are the pids of goapp's --spawn-grandchild processes, in
-// the order their generations logged them.
-func grandchildPids(p *proctest.Proc) []int {
-	var out []int
-	for _, l := range p.Lines() {
-		if m := grandchildRe.FindStringSubmatch(l); m != nil {
-			n, _ := strconv.Atoi(m[1])
-			out = append(out, n)
-		}
-	}
-	return out
 }

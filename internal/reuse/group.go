@@ -378,7 +378,7 @@ func (g *Group) sparesLocked() int { return max(g.spares, Spares) }
 // fillSparesLocked listens spare sockets at the end of the group until it
 // has n.
 func (g *Group) fillSparesLocked(n int, c *Census) error {
-	for have := g.sparesHeldLocked(); have < n; have++ {
+	for have := g.spareCountLocked(); have < n; have++ {
 		f, ino, err := g.bindLocked()
 		if err != nil {
 			return fmt.Errorf("add member %s: %w", g.address, err)
@@ -616,7 +616,7 @@ func (g *Group) Recycle(m *Member) (bool, error) {
 	if m == nil || m.g != g {
 		return false, ErrNotMember
 	}
-	if m.held == nil || m.state != stateLeaving || g.frozen || g.sparesHeldLocked() >= 2*g.sparesLocked() {
+	if m.held == nil || m.state != stateLeaving || g.frozen || g.spareCountLocked() >= 2*g.sparesLocked() {
 		return false, nil
 	}
 	ok, err := reclaim(m.held)
@@ -628,8 +628,8 @@ func (g *Group) Recycle(m *Member) (bool, error) {
 	return true, nil
 }
 
-// sparesHeldLocked counts the group's spares.
-func (g *Group) sparesHeldLocked() int {
+// spareCountLocked counts the group's spares.
+func (g *Group) spareCountLocked() int {
 	n := 0
 	for _, m := range g.order {
 		if m.spare {
@@ -1047,7 +1047,7 @@ func (g *Group) Members() []*Member {
 func (g *Group) Spares() int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.sparesHeldLocked()
+	return g.spareCountLocked()
 }
 
 // attachLocked compiles the policy for the current order and attaches it
